@@ -1,0 +1,64 @@
+# phonemfa — the two commands a newcomer needs are `make run` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SANDBOX := asterisk/sandbox.sh
+CONFIG ?= examples/sandbox.yaml
+PYTEST_ARGS ?=
+
+.PHONY: help install test unit integration lint asterisk-up asterisk-down asterisk-restart \
+        asterisk-cli asterisk-status run clean
+
+help:
+	@echo "make run            sandbox Asterisk + phonemfa in the foreground"
+	@echo "make test           the whole suite (unit + integration on the sandbox Asterisk)"
+	@echo "make unit           unit tests only (no Asterisk)"
+	@echo "make install        venv in $(VENV) with the package and test/dev tools"
+	@echo "make lint           ruff on everything, mypy on src"
+	@echo "make asterisk-up | asterisk-down | asterisk-restart | asterisk-status"
+	@echo "make asterisk-cli [CMD='pjsip show endpoints']"
+
+# The venv is rebuilt when pyproject.toml changes.
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test,dev]'
+	touch $@
+
+install: $(BIN)/.installed
+
+test: install asterisk-up
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+unit: install
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+integration: install asterisk-up
+	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check src tests
+	$(BIN)/mypy src
+
+asterisk-up:
+	$(SANDBOX) up
+
+asterisk-down:
+	$(SANDBOX) down
+
+asterisk-restart:
+	$(SANDBOX) restart
+
+asterisk-status:
+	$(SANDBOX) status
+
+asterisk-cli:
+	$(SANDBOX) cli $(CMD)
+
+# Until the service lands, `make run` gives the sandbox and its console.
+run: install asterisk-up
+	$(SANDBOX) cli
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

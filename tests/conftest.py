@@ -1,0 +1,74 @@
+"""Shared fixtures: the sandbox Asterisk.
+
+The `asterisk` fixture brings the sandbox up when ARI does not answer (asterisk/sandbox.sh up).
+It never skips: an integration test without Asterisk is a failure, in CI and locally.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import urllib.error
+import urllib.request
+from base64 import b64encode
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SANDBOX_SH = REPO / "asterisk" / "sandbox.sh"
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """How to reach the sandbox Asterisk (values match asterisk/etc)."""
+
+    ari_url: str = os.environ.get("PHONEMFA_ARI_URL", "http://127.0.0.1:8088")
+    ari_user: str = os.environ.get("PHONEMFA_ARI_USER", "phonemfa")
+    ari_password: str = os.environ.get("PHONEMFA_ARI_PASSWORD", "phonemfa-sandbox-secret")
+    # The simulated network where softphones register (see asterisk/etc/pjsip.conf).
+    network_host: str = "127.0.0.2"
+    network_port: int = 5060
+    phone_password: str = "sandbox"
+    trunk_endpoint: str = "PJSIP/{number}@trunk"
+
+    def cli(self, command: str) -> str:
+        """Run one Asterisk CLI command in the sandbox and return its output."""
+        out = subprocess.run(
+            [str(SANDBOX_SH), "cli", command],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        return out.stdout
+
+    def ari_ready(self) -> bool:
+        token = b64encode(f"{self.ari_user}:{self.ari_password}".encode()).decode()
+        req = urllib.request.Request(
+            f"{self.ari_url}/ari/asterisk/info", headers={"Authorization": f"Basic {token}"}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=2) as resp:
+                return bool(resp.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+
+@pytest.fixture(scope="session")
+def asterisk() -> Sandbox:
+    """The running sandbox Asterisk; started if ARI does not answer. Fails, never skips."""
+    sandbox = Sandbox()
+    if not sandbox.ari_ready():
+        result = subprocess.run(
+            [str(SANDBOX_SH), "up"], capture_output=True, text=True, timeout=900
+        )
+        if result.returncode != 0 or not sandbox.ari_ready():
+            pytest.fail(
+                "the sandbox Asterisk is not available and `asterisk/sandbox.sh up` failed:\n"
+                + result.stdout
+                + result.stderr,
+                pytrace=False,
+            )
+    return sandbox

@@ -294,15 +294,16 @@ def _parse_main(main: str, region: str | None, extension: str | None, forced: bo
         raise _from_lib_error(exc, main, region) from None
     if parsed.extension:  # defensive: markers were split off before
         raise NumberError("bad_extension", "unexpected extension in the main number")
+    country_code = parsed.country_code
+    if country_code is None:  # defensive: a successful parse always sets it
+        raise NumberError("unknown_country", "no country code")
     if not phonenumbers.is_valid_number(parsed):
-        where = phonenumbers.region_code_for_country_code(parsed.country_code)
-        raise NumberError(
-            "invalid_for_region", f"not a valid number for {where} (+{parsed.country_code})"
-        )
+        where = phonenumbers.region_code_for_country_code(country_code)
+        raise NumberError("invalid_for_region", f"not a valid number for {where} (+{country_code})")
     country = phonenumbers.region_code_for_number(parsed) or "001"
     return PhoneNumber(
         e164=phonenumbers.format_number(parsed, PhoneNumberFormat.E164),
-        country_code=parsed.country_code,
+        country_code=country_code,
         country=country,
         national=phonenumbers.format_number(parsed, PhoneNumberFormat.NATIONAL),
         number_type=_TYPE_FROM_LIB.get(phonenumbers.number_type(parsed), NumberType.UNKNOWN),

@@ -1,0 +1,735 @@
+"""The phonemfa YAML configuration as typed, frozen pydantic models.
+
+`load_config(path)` reads the file; every problem becomes one `ConfigError`
+whose lines read `phonemfa.yaml:14: tenants.default.operator_assistance: Input
+should be a valid boolean`. The same models validate plain JSON (the HTTP API
+PUTs `TenantSettings`); `format_errors()` turns a pydantic `ValidationError`
+into "field.path: reason" lines for it.
+
+Values may use `${VAR}` or `${VAR:-default}` (the default also applies when
+VAR is empty, as in the shell); `$${` writes a literal `${`. Relative paths
+(storage.path, sounds.dir, prompt files) are used as written, i.e. relative to
+the service's working directory.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path, PurePath
+from typing import Annotated, Any, Literal, Self
+from urllib.parse import urlsplit
+
+import phonenumbers
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from phonemfa.messages import MessageType
+from phonemfa.numbers import NumberType
+
+__all__ = [
+    "DEFAULT_TENANT",
+    "ApiSettings",
+    "ApiToken",
+    "AriSettings",
+    "CallSettings",
+    "Config",
+    "ConfigError",
+    "ConfigIssue",
+    "DialProfile",
+    "FieldError",
+    "FraudSettings",
+    "Limits",
+    "LoggingSettings",
+    "RateLimit",
+    "ShutdownSettings",
+    "SoundsSettings",
+    "StorageSettings",
+    "TenantSettings",
+    "TrunkSettings",
+    "UnknownTenantError",
+    "field_errors",
+    "format_errors",
+    "load_config",
+    "redacted_dump",
+]
+
+DEFAULT_TENANT = "default"
+"""The tenant used when a request names none."""
+
+
+# --- errors ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One problem in a config file; `line` and `path` when known."""
+
+    file: str
+    line: int | None
+    path: str | None
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """An unusable config file: one exception, one line per problem, first line first."""
+
+    MAX_SHOWN = 20
+
+    def __init__(self, issues: Sequence[ConfigIssue]) -> None:
+        self.issues = tuple(sorted(issues, key=lambda i: (i.line is None, i.line or 0)))
+        shown = [str(i) for i in self.issues[: self.MAX_SHOWN]]
+        if len(self.issues) > self.MAX_SHOWN:
+            shown.append(f"... and {len(self.issues) - self.MAX_SHOWN} more problems")
+        super().__init__("\n".join(shown))
+
+    @classmethod
+    def one(
+        cls, file: str, line: int | None, message: str, path: Sequence[Any] = ()
+    ) -> ConfigError:
+        return cls([ConfigIssue(file, line, _path_text(path) or None, message)])
+
+
+class UnknownTenantError(LookupError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"unknown tenant {name!r}")
+        self.name = name
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One validation problem: `path` like "calls.attempts" or "api.tokens[0]"."""
+
+    path: str
+    message: str
+    loc: tuple[str | int, ...]
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+def field_errors(exc: ValidationError) -> list[FieldError]:
+    """The errors of `exc` with readable paths and messages (for the API and files)."""
+    out = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = tuple(p for p in err["loc"] if p != "[key]")
+        out.append(FieldError(_path_text(loc), _message(err), loc))
+    return out
+
+
+def format_errors(exc: ValidationError) -> list[str]:
+    """ "field.path: reason" for each error of `exc`, e.g. for a 400 response body."""
+    return [str(e) for e in field_errors(exc)]
+
+
+def _path_text(loc: Sequence[str | int]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def _message(err: Any) -> str:
+    if err["type"] == "extra_forbidden":
+        key = str(err["loc"][-1])
+        close = difflib.get_close_matches(key, _all_field_names(), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"unknown key{hint}"
+    if err["type"] == "string_pattern_mismatch":
+        pattern_hint = _PATTERN_HINTS.get(str(err.get("ctx", {}).get("pattern", "")))
+        if pattern_hint:
+            return f"should be {pattern_hint}"
+    if err["type"] == "too_short":
+        # pydantic says "Tuple should have..."; a config or JSON author wrote a list.
+        low = err["ctx"]["min_length"]
+        return "must not be empty" if low == 1 else f"needs at least {low} entries"
+    if err["type"] == "missing":
+        return "required key is missing"
+    return str(err["msg"])
+
+
+_PATTERN_HINTS: dict[str, str] = {}
+
+
+def _hint(pattern: str, hint: str) -> str:
+    """Register what `pattern` means, so errors say that instead of the regex."""
+    _PATTERN_HINTS[pattern] = hint
+    return pattern
+
+
+def _fail(message: str) -> PydanticCustomError:
+    # A custom error keeps pydantic's "Value error, " prefix out of our messages.
+    return PydanticCustomError("invalid", message)
+
+
+# --- reusable field types -----------------------------------------------------
+
+
+def _region(value: str) -> str:
+    code = value.upper()
+    if code not in phonenumbers.SUPPORTED_REGIONS:
+        raise _fail(f"{value!r} is not an ISO 3166 region code phonenumbers knows (e.g. US, FR)")
+    return code
+
+
+def _secret_not_empty(value: SecretStr) -> SecretStr:
+    if not value.get_secret_value():
+        raise _fail("must not be empty")
+    return value
+
+
+Region = Annotated[str, AfterValidator(_region)]
+Secret = Annotated[SecretStr, AfterValidator(_secret_not_empty)]
+TenantName = Annotated[
+    str,
+    Field(
+        pattern=_hint(
+            r"^[a-z0-9][a-z0-9_-]{0,62}$",
+            "1-63 of a-z 0-9 - _, starting with a letter or digit",
+        )
+    ),
+]
+Language = Annotated[
+    str, Field(pattern=_hint(r"^[a-z]{2}(-[A-Z]{2})?$", "a language code such as en, fr or fr-CA"))
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# --- sections -----------------------------------------------------------------
+
+
+class AriSettings(_Model):
+    """How phonemfa reaches Asterisk's REST interface."""
+
+    url: str = "http://127.0.0.1:8088"
+    username: str = Field(default="phonemfa", min_length=1)
+    password: Secret
+    app: str = Field(
+        default="phonemfa",
+        pattern=_hint(r"^[A-Za-z0-9_.-]{1,64}$", "1-64 of A-Z a-z 0-9 . - _"),
+    )
+    reconnect_max_delay: float = Field(default=10, gt=0, le=300)
+    heartbeat: float = Field(default=10, gt=0, le=300)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise _fail("must be an http:// or https:// URL, e.g. http://127.0.0.1:8088")
+        return value.rstrip("/")
+
+
+class TrunkSettings(_Model):
+    endpoint: str = "PJSIP/{number}@trunk"
+    """Asterisk dial string; `{number}` becomes the number as dialled."""
+    caller_id: str | None = Field(
+        default=None, max_length=80, pattern=_hint(r"^[^\x00-\x1f]*$", "free of control characters")
+    )
+    dial_timeout: int = Field(default=45, ge=1, le=300)
+
+    @field_validator("endpoint")
+    @classmethod
+    def _has_number(cls, value: str) -> str:
+        if "{number}" not in value:
+            raise _fail("must contain {number}, e.g. PJSIP/{number}@trunk")
+        if re.search(r"[{}]", value.replace("{number}", "")):
+            raise _fail("the only placeholder allowed is {number}")
+        return value
+
+    def dial_string(self, number: str) -> str:
+        """The endpoint with `{number}` filled in (no str.format: no brace surprises)."""
+        return self.endpoint.replace("{number}", number)
+
+
+class ApiToken(_Model):
+    token: Secret
+    tenants: tuple[TenantName, ...] | None = None
+    """Tenants this token may act for; None = all."""
+    name: str | None = Field(default=None, max_length=64)
+    """A label for logs, so tokens themselves are never logged."""
+
+
+def _token_shorthand(value: Any) -> Any:
+    # "tokens: [abc]" is the short form of "tokens: [{token: abc}]".
+    if isinstance(value, list | tuple):
+        return [{"token": v} if isinstance(v, str) else v for v in value]
+    return value
+
+
+class ApiSettings(_Model):
+    listen: str = "127.0.0.1:8080"
+    tokens: Annotated[tuple[ApiToken, ...], BeforeValidator(_token_shorthand)] = Field(min_length=1)
+    max_body_bytes: int = Field(default=16384, ge=1024, le=10 * 1024 * 1024)
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        _split_listen(value)
+        return value
+
+    @field_validator("tokens")
+    @classmethod
+    def _unique(cls, tokens: tuple[ApiToken, ...]) -> tuple[ApiToken, ...]:
+        secrets = [t.token.get_secret_value() for t in tokens]
+        if len(set(secrets)) != len(secrets):
+            raise _fail("the same token appears twice")
+        return tokens
+
+    @property
+    def host(self) -> str:
+        return _split_listen(self.listen)[0]
+
+    @property
+    def port(self) -> int:
+        return _split_listen(self.listen)[1]
+
+
+def _split_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise _fail("must be host:port, e.g. 127.0.0.1:8080 or [::1]:8080")
+    return host, int(port)
+
+
+class StorageSettings(_Model):
+    path: Path = Path("/var/lib/phonemfa/phonemfa.db")
+
+
+class LoggingSettings(_Model):
+    format: Literal["text", "json"] = "text"
+    level: Annotated[
+        Literal["debug", "info", "warning", "error"],
+        BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v),
+    ] = "info"
+
+
+class ShutdownSettings(_Model):
+    grace_period: float = Field(default=30, ge=0, le=3600)
+
+
+class SoundsSettings(_Model):
+    dir: Path | None = None
+    """Asterisk's sounds folder as phonemfa sees it (to install custom prompts)."""
+
+
+_PREFIX = re.compile(r"\+[0-9]{1,15}")
+_DTMF = _hint(r"^[0-9*#A-DwW]{0,20}$", "up to 20 of 0-9 * # A-D, w (0.5 s pause), W (1 s)")
+
+
+class DialProfile(_Model):
+    """How numbers matching `match` are dialled and how their extension is keyed in."""
+
+    name: str = Field(min_length=1, max_length=64)
+    match: tuple[str, ...] = Field(min_length=1)
+    """E.164 prefixes ("+1", "+44 20"; spaces ignored) and/or ISO regions ("FR")."""
+    number_format: Literal["e164", "e164_digits", "national", "international"] = "e164"
+    international_prefix: str = Field(
+        default="011", pattern=_hint(r"^[0-9]{1,4}$", "1-4 digits, e.g. 011 or 00")
+    )
+    strip_prefix: str = Field(
+        default="", pattern=_hint(r"^\+?[0-9]{0,10}$", "up to 10 digits, optionally after '+'")
+    )
+    add_prefix: str = Field(default="", pattern=_hint(r"^[0-9+*#]{0,10}$", "up to 10 of 0-9 + * #"))
+    pre_delay: float = Field(default=2.0, ge=0, le=30)
+    dtmf_duration_ms: int = Field(default=100, ge=20, le=2000)
+    dtmf_gap_ms: int = Field(default=100, ge=0, le=5000)
+    extension_prefix: str = Field(default="", pattern=_DTMF)
+    """DTMF before the extension digits; `w` waits 0.5 s, `W` 1 s."""
+    extension_suffix: str = Field(default="", pattern=_DTMF)
+    """DTMF after the extension digits, e.g. "#" for switchboards that wait for it."""
+
+    @field_validator("match", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("match")
+    @classmethod
+    def _normalise(cls, items: tuple[str, ...]) -> tuple[str, ...]:
+        out = []
+        for item in items:
+            text = item.replace(" ", "")
+            if text.startswith("+"):
+                if not _PREFIX.fullmatch(text):
+                    raise _fail(f"{item!r} is not an E.164 prefix such as '+44 20'")
+                out.append(text)
+            else:
+                out.append(_region(text))
+        return tuple(out)
+
+    @property
+    def prefixes(self) -> tuple[str, ...]:
+        return tuple(m for m in self.match if m.startswith("+"))
+
+    @property
+    def countries(self) -> tuple[str, ...]:
+        return tuple(m for m in self.match if not m.startswith("+"))
+
+
+# --- tenants ------------------------------------------------------------------
+
+
+class FraudSettings(_Model):
+    enabled: bool = True
+    """Offer "press 0 then pound to report fraud" in the greeting."""
+    code: str = Field(default="0#", pattern=_hint(r"^[0-9]{1,10}#$", "digits then '#', e.g. 0#"))
+    block_user: bool = True
+    """Refuse new calls to a user who reported fraud, until unblocked."""
+
+
+class CallSettings(_Model):
+    first_digit_timeout: float = Field(default=10, gt=0, le=120)
+    inter_digit_timeout: float = Field(default=5, gt=0, le=60)
+    attempts: int = Field(default=3, ge=1, le=10)
+    no_input_prompts: int = Field(default=2, ge=1, le=10)
+    extension_prompt_repeats: int = Field(default=5, ge=1, le=20)
+    operator_prompt_repeats: int = Field(default=5, ge=1, le=20)
+    operator_prompt_pause: float = Field(default=2, ge=0, le=60)
+    max_duration: float = Field(default=300, ge=10, le=3600)
+
+
+class RateLimit(_Model):
+    """At most `count` calls in any `window` seconds."""
+
+    count: int = Field(ge=1, le=100_000)
+    window: int = Field(ge=1, le=30 * 86400)
+
+
+def _limits(*pairs: tuple[int, int]) -> Any:
+    return Field(default=tuple(RateLimit(count=c, window=w) for c, w in pairs))
+
+
+class Limits(_Model):
+    """Velocity limits; an empty list disables that kind of limit."""
+
+    per_user: tuple[RateLimit, ...] = _limits((5, 300), (20, 86400))
+    per_number: tuple[RateLimit, ...] = _limits((5, 300), (20, 86400))
+    per_tenant: tuple[RateLimit, ...] = _limits((1000, 60))
+
+
+# Types phonemfa refuses to call unless a tenant says otherwise: they cost the
+# caller (premium, shared cost, UK 070 "personal" numbers that are billed like
+# premium ones), cannot answer a voice prompt (pager, voicemail access), or are
+# not classified at all. UAN (UK 03 company numbers, billed as geographic) and
+# toll-free stay allowed: both are common office switchboards.
+DEFAULT_REFUSED_TYPES = (
+    NumberType.PREMIUM_RATE,
+    NumberType.SHARED_COST,
+    NumberType.PERSONAL_NUMBER,
+    NumberType.PAGER,
+    NumberType.VOICEMAIL,
+    NumberType.UNKNOWN,
+)
+
+_MEDIA_SCHEMES = ("sound:", "recording:")
+_AUDIO_SUFFIXES = {".wav", ".mp3", ".ogg", ".flac", ".gsm", ".ulaw", ".alaw", ".sln", ".sln16"}
+
+
+def _prompt_source(value: str) -> str:
+    if value.startswith(_MEDIA_SCHEMES):
+        if not re.fullmatch(r"[a-z]+:[A-Za-z0-9_./-]+", value) or ".." in value:
+            raise _fail("an Asterisk media name looks like sound:custom/thanks")
+        return value
+    if PurePath(value).suffix.lower() not in _AUDIO_SUFFIXES:
+        raise _fail(
+            "a prompt is sound:NAME, recording:NAME or an audio file "
+            f"({', '.join(sorted(_AUDIO_SUFFIXES))})"
+        )
+    return value
+
+
+PromptSource = Annotated[str, AfterValidator(_prompt_source)]
+
+
+class TenantSettings(_Model):
+    """One organisation's call settings; also the body of the API's tenant PUT."""
+
+    region: Region = "US"
+    """ISO region for numbers written without a country code."""
+    operator_assistance: bool = False
+    """ "Operator required to transfer extensions"; '@' forces it per user."""
+    language: Language = "en"
+    organization_name: str | None = Field(default=None, max_length=100)
+    webhook_secret: Secret | None = None
+    allowed_countries: tuple[str, ...] | None = None
+    """None = only `region`; ["*"] = any country."""
+    refused_number_types: tuple[NumberType, ...] = DEFAULT_REFUSED_TYPES
+    fraud: FraudSettings = FraudSettings()
+    calls: CallSettings = CallSettings()
+    limits: Limits = Limits()
+    prompts: dict[Language, dict[MessageType, PromptSource]] = Field(default_factory=dict)
+
+    @field_validator("allowed_countries")
+    @classmethod
+    def _countries(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        if not value:
+            raise _fail('list at least one country, ["*"] for any, or null for the region')
+        if "*" in value:
+            if len(value) > 1:
+                raise _fail('"*" (any country) must be alone')
+            return value
+        return tuple(_region(v) for v in value)
+
+    def allowed_country_set(self) -> frozenset[str] | None:
+        """The ISO regions this tenant may call; None when any country is allowed."""
+        if self.allowed_countries is None:
+            return frozenset((self.region,))
+        if self.allowed_countries == ("*",):
+            return None
+        return frozenset(self.allowed_countries)
+
+
+# --- the whole file -----------------------------------------------------------
+
+
+def _none_is_empty(value: Any) -> Any:
+    # "logging:" with nothing under it means "all defaults", not "null".
+    return {} if value is None else value
+
+
+Section = BeforeValidator(_none_is_empty)
+
+
+class Config(_Model):
+    ari: Annotated[AriSettings, Section]
+    trunk: Annotated[TrunkSettings, Section] = TrunkSettings()
+    api: Annotated[ApiSettings, Section]
+    storage: Annotated[StorageSettings, Section] = StorageSettings()
+    logging: Annotated[LoggingSettings, Section] = LoggingSettings()
+    shutdown: Annotated[ShutdownSettings, Section] = ShutdownSettings()
+    sounds: Annotated[SoundsSettings, Section] = SoundsSettings()
+    dial_profiles: tuple[DialProfile, ...] = ()
+    tenants: dict[TenantName, Annotated[TenantSettings, Section]] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Self:
+        errors: list[InitErrorDetails] = []
+        for i, token in enumerate(self.api.tokens):
+            for j, name in enumerate(token.tenants or ()):
+                if name not in self.tenants:
+                    errors.append(_error(("api", "tokens", i, "tenants", j), "no such tenant"))
+        seen: set[str] = set()
+        for i, profile in enumerate(self.dial_profiles):
+            if profile.name in seen:
+                errors.append(_error(("dial_profiles", i, "name"), "duplicate profile name"))
+            seen.add(profile.name)
+        if errors:
+            # A ValidationError with absolute locations, so messages name the exact key.
+            raise ValidationError.from_exception_data("Config", errors)
+        return self
+
+    def tenant(self, name: str | None = None) -> TenantSettings:
+        """The named tenant's settings; `None` means the "default" tenant."""
+        key = DEFAULT_TENANT if name is None else name
+        try:
+            return self.tenants[key]
+        except KeyError:
+            raise UnknownTenantError(key) from None
+
+
+def _error(loc: tuple[str | int, ...], message: str) -> InitErrorDetails:
+    return {"type": _fail(message), "loc": loc, "input": None}
+
+
+@functools.cache
+def _all_field_names() -> list[str]:
+    """Every key any section knows, for "did you mean" hints."""
+    return sorted({name for model in _Model.__subclasses__() for name in model.model_fields})
+
+
+# --- redaction ----------------------------------------------------------------
+
+
+def redacted_dump(config: BaseModel) -> dict[str, Any]:
+    """Plain data for display (check-config): secrets as "***", paths as text."""
+    data = _plain(config.model_dump(mode="python"))
+    assert isinstance(data, dict)
+    return data
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, SecretStr):
+        return "***"
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, PurePath):
+        return str(value)
+    if isinstance(value, dict):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+# --- loading ------------------------------------------------------------------
+
+
+def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate a YAML config file; any problem raises one `ConfigError`."""
+    name = os.fspath(path)
+    try:
+        text = Path(name).read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise ConfigError.one(name, None, "no such file") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError.one(name, None, f"not UTF-8 text ({exc.reason})") from None
+    except OSError as exc:
+        raise ConfigError.one(name, None, f"cannot read: {exc.strerror}") from None
+    data, lines = _read_yaml(text, name, os.environ if environ is None else environ)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        issues = [
+            ConfigIssue(name, _line_of(e.loc, lines), e.path, e.message) for e in field_errors(exc)
+        ]
+        raise ConfigError(issues) from None
+
+
+_Key = tuple[Any, ...]
+
+
+def _line_of(loc: Sequence[str | int], lines: Mapping[_Key, int]) -> int | None:
+    """The line of the deepest part of `loc` in the file (for a missing key: its parent's)."""
+    for end in range(len(loc), -1, -1):
+        line = lines.get(tuple(loc[:end]))
+        if line is not None:
+            return line
+    return None
+
+
+def _read_yaml(text: str, name: str, environ: Mapping[str, str]) -> tuple[Any, dict[_Key, int]]:
+    """Parse YAML, interpolate ${VAR}, and record the line of every key and list item."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            raise ConfigError.one(name, None, "the file is empty")
+        if not isinstance(node, yaml.MappingNode):
+            found = "a list" if isinstance(node, yaml.SequenceNode) else "a single value"
+            raise ConfigError.one(
+                name, _line(node), f"the top level must be a mapping of sections, found {found}"
+            )
+        walker = _Walker(loader, name, environ)
+        walker.walk(node, ())
+        if walker.issues:
+            raise ConfigError(walker.issues)
+        return loader.construct_document(node), walker.lines
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "syntax error"
+        line = mark.line + 1 if mark is not None else None
+        raise ConfigError.one(name, line, f"invalid YAML: {problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError.one(name, None, f"invalid YAML: {exc}") from None
+    finally:
+        loader.dispose()
+
+
+def _line(node: yaml.Node) -> int:
+    return int(node.start_mark.line) + 1
+
+
+_STR_TAG = "tag:yaml.org,2002:str"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+_VAR = re.compile(r"\$(\$?)\{([^}]*)\}")
+_VAR_BODY = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
+_MAX_DEPTH = 64
+
+
+class _Walker:
+    """Records the line of every key and interpolates ${VAR} in string values."""
+
+    def __init__(self, loader: yaml.SafeLoader, name: str, environ: Mapping[str, str]) -> None:
+        self.loader = loader
+        self.name = name
+        self.environ = environ
+        self.lines: dict[_Key, int] = {}
+        self.issues: list[ConfigIssue] = []
+        self._done: set[int] = set()  # scalars already interpolated (reached again by alias)
+
+    def walk(self, node: yaml.Node, path: _Key) -> None:
+        self.lines.setdefault(path, _line(node))
+        if len(path) > _MAX_DEPTH:
+            self._issue(node, path, "nesting too deep")
+        elif isinstance(node, yaml.MappingNode):
+            self._mapping(node, path)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                self.walk(item, (*path, i))
+        elif isinstance(node, yaml.ScalarNode) and node.tag == _STR_TAG:
+            if id(node) not in self._done:
+                self._done.add(id(node))
+                node.value = self._interpolate(node, path)
+
+    def _mapping(self, node: yaml.MappingNode, path: _Key) -> None:
+        # PyYAML keeps the last of duplicate keys silently; in a config that hides mistakes.
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag != _MERGE_TAG:
+                key = self._key(key_node, path)
+                if key in first:
+                    self._issue(
+                        key_node, (*path, key), f"duplicate key (first at line {first[key]})"
+                    )
+                first.setdefault(key, _line(key_node))
+        self.loader.flatten_mapping(node)  # resolve "<<: *anchor" merges, as construction will
+        for key_node, value_node in node.value:
+            key = self._key(key_node, path)
+            self.lines.setdefault((*path, key), _line(key_node))
+            self.walk(value_node, (*path, key))
+
+    def _key(self, key_node: yaml.Node, path: _Key) -> Any:
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise ConfigError.one(self.name, _line(key_node), "keys must be plain names", path)
+        return self.loader.construct_object(key_node)
+
+    def _interpolate(self, node: yaml.ScalarNode, path: _Key) -> str:
+        def replace(m: re.Match[str]) -> str:
+            if m.group(1):  # "$${...}" is a literal "${...}"
+                return m.group(0)[1:]
+            body = _VAR_BODY.fullmatch(m.group(2))
+            if body is None:
+                self._issue(node, path, f"bad variable reference {m.group(0)!r}")
+                return ""
+            var, default = body.groups()
+            value = self.environ.get(var)
+            if value and default is not None or value is not None and default is None:
+                return value
+            if default is not None:
+                return str(default)
+            hint = f"write ${{{var}:-default}} for a default"
+            self._issue(node, path, f"environment variable {var} is not set ({hint})")
+            return ""
+
+        value = str(node.value)
+        return _VAR.sub(replace, value) if "$" in value else value
+
+    def _issue(self, node: yaml.Node, path: _Key, message: str) -> None:
+        self.issues.append(ConfigIssue(self.name, _line(node), _path_text(path) or None, message))

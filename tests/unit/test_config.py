@@ -1,0 +1,472 @@
+"""phonemfa.config: the examples load, and every error names file:line: key.path."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from phonemfa.config import (
+    Config,
+    ConfigError,
+    DialProfile,
+    TenantSettings,
+    TrunkSettings,
+    UnknownTenantError,
+    field_errors,
+    format_errors,
+    load_config,
+    redacted_dump,
+)
+from phonemfa.messages import MessageType
+from phonemfa.numbers import NumberType
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+MINIMAL = """\
+ari:
+  password: secret-ari
+api:
+  tokens: [secret-token]
+tenants:
+  default: {}
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "phonemfa.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def error_of(path: Path, environ: dict[str, str] | None = None) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ=environ or {})
+    return str(info.value)
+
+
+# --- valid files ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["sandbox.yaml", "phonemfa.yaml"])
+def test_examples_load(name: str) -> None:
+    environ = {"PHONEMFA_ARI_PASSWORD": "pw", "PHONEMFA_API_TOKEN": "token"}
+    config = load_config(EXAMPLES / name, environ=environ)
+    assert config.tenant().region == "US"
+
+
+def test_sandbox_example() -> None:
+    config = load_config(EXAMPLES / "sandbox.yaml", environ={})
+    assert config.ari.username == "phonemfa"
+    assert config.ari.password.get_secret_value() == "phonemfa-sandbox-secret"
+    assert [t.token.get_secret_value() for t in config.api.tokens] == ["sandbox-token"]
+    assert config.storage.path == Path("var/phonemfa.db")
+    assert config.tenant("default").operator_assistance is False
+    assert config.tenant("contoso-ops").operator_assistance is True
+    assert config.tenant("contoso-ops").region == "US"
+    other = load_config(EXAMPLES / "sandbox.yaml", environ={"PHONEMFA_ARI_PASSWORD": "other"})
+    assert other.ari.password.get_secret_value() == "other"
+
+
+def test_defaults_fill_everything_but_password_tokens_and_tenants(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, MINIMAL), environ={})
+    assert config.ari.url == "http://127.0.0.1:8088"
+    assert (config.ari.app, config.ari.reconnect_max_delay, config.ari.heartbeat) == (
+        "phonemfa",
+        10,
+        10,
+    )
+    assert config.trunk.endpoint == "PJSIP/{number}@trunk"
+    assert config.trunk.dial_timeout == 45
+    assert (config.api.host, config.api.port, config.api.max_body_bytes) == (
+        "127.0.0.1",
+        8080,
+        16384,
+    )
+    assert config.shutdown.grace_period == 30
+    assert config.logging.format == "text" and config.logging.level == "info"
+    assert config.sounds.dir is None
+    assert config.dial_profiles == ()
+    tenant = config.tenant()
+    assert tenant.region == "US" and tenant.operator_assistance is False
+    assert tenant.language == "en" and tenant.webhook_secret is None
+    assert tenant.allowed_country_set() == {"US"}
+    assert NumberType.PREMIUM_RATE in tenant.refused_number_types
+    assert NumberType.SHARED_COST in tenant.refused_number_types
+    assert NumberType.MOBILE not in tenant.refused_number_types
+    assert (tenant.fraud.enabled, tenant.fraud.code, tenant.fraud.block_user) == (True, "0#", True)
+    assert tenant.calls.attempts == 3 and tenant.calls.max_duration == 300
+    assert [(r.count, r.window) for r in tenant.limits.per_user] == [(5, 300), (20, 86400)]
+    assert [(r.count, r.window) for r in tenant.limits.per_number] == [(5, 300), (20, 86400)]
+    assert [(r.count, r.window) for r in tenant.limits.per_tenant] == [(1000, 60)]
+
+
+def test_empty_sections_mean_defaults(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL.replace("default: {}", "default:") + "logging:\nsounds:\n")
+    config = load_config(path, environ={})
+    assert config.tenant().region == "US"
+    assert config.logging.level == "info"
+
+
+def test_tokens_short_and_long_forms(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """\
+        ari: {password: x}
+        api:
+          tokens:
+            - all-tenants
+            - {token: ops-only, tenants: [ops], name: ops portal}
+        tenants:
+          default: {}
+          ops: {operator_assistance: true}
+        """,
+    )
+    tokens = load_config(path, environ={}).api.tokens
+    assert tokens[0].tenants is None and tokens[0].name is None
+    assert tokens[1].tenants == ("ops",) and tokens[1].name == "ops portal"
+
+
+def test_env_interpolation(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """\
+        ari:
+          password: ${ARI_PW}
+          url: http://${ARI_HOST:-127.0.0.1}:${ARI_PORT:-8088}
+          username: "$${literal}"
+        api: {tokens: ["${TOKEN:-dev}"]}
+        trunk: {dial_timeout: "${TIMEOUT}"}
+        tenants: {default: {}}
+        """,
+    )
+    config = load_config(path, environ={"ARI_PW": "pw", "ARI_PORT": "", "TIMEOUT": "30"})
+    assert config.ari.password.get_secret_value() == "pw"
+    assert config.ari.url == "http://127.0.0.1:8088"  # empty ARI_PORT takes the default
+    assert config.ari.username == "${literal}"
+    assert config.api.tokens[0].token.get_secret_value() == "dev"
+    assert config.trunk.dial_timeout == 30
+
+
+def test_yaml_merge_keys_and_anchors(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """\
+        ari: {password: x}
+        api: {tokens: [t]}
+        tenants:
+          default: &base
+            region: FR
+            operator_assistance: true
+          other:
+            <<: *base
+            operator_assistance: false
+        """,
+    )
+    config = load_config(path, environ={})
+    assert config.tenant("other").region == "FR"
+    assert config.tenant("other").operator_assistance is False
+
+
+def test_tenant_lookup() -> None:
+    config = load_config(EXAMPLES / "sandbox.yaml", environ={})
+    assert config.tenant(None) is config.tenant("default")
+    with pytest.raises(UnknownTenantError) as info:
+        config.tenant("nobody")
+    assert info.value.name == "nobody"
+
+
+# --- errors: file:line: key.path: reason ------------------------------------------
+
+
+def test_wrong_type_names_file_line_and_path(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, MINIMAL.replace("default: {}", "default:\n    operator_assistance: maybe")
+    )
+    message = error_of(path)
+    assert message.startswith(
+        f"{path}:7: tenants.default.operator_assistance: Input should be a valid boolean"
+    )
+    assert "\n" not in message
+
+
+def test_unknown_key_suggests_the_right_one(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL.replace("default: {}", "default:\n    operater_assistance: on"))
+    assert error_of(path) == (
+        f"{path}:7: tenants.default.operater_assistance: "
+        "unknown key (did you mean 'operator_assistance'?)"
+    )
+
+
+def test_unknown_section(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + "trunks: {}\n")
+    assert error_of(path) == f"{path}:7: trunks: unknown key (did you mean 'trunk'?)"
+
+
+def test_missing_required_key_points_at_its_parent(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL.replace("  password: secret-ari\n", "  username: me\n"))
+    assert error_of(path) == f"{path}:1: ari.password: required key is missing"
+
+
+def test_missing_tenants(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL.replace("tenants:\n  default: {}\n", "tenants: {}\n"))
+    assert error_of(path).startswith(f"{path}:5: tenants: ")
+
+
+def test_unset_env_var_names_line_and_variable(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL.replace("secret-ari", "${ARI_SECRET}"))
+    message = error_of(path)
+    assert message.startswith(f"{path}:2: ari.password: environment variable ARI_SECRET is not set")
+
+
+def test_bad_variable_reference(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL.replace("secret-ari", "${1BAD}"))
+    assert error_of(path).startswith(f"{path}:2: ari.password: bad variable reference")
+
+
+def test_malformed_yaml(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + "logging: {level: [\n")
+    message = error_of(path)
+    assert message.startswith(f"{path}:") and "invalid YAML" in message
+    assert int(message.split(":")[1]) >= 7
+
+
+def test_bad_indentation(tmp_path: Path) -> None:
+    path = write(tmp_path, "ari:\n  password: x\n api: {}\n")
+    assert error_of(path).startswith(f"{path}:3: invalid YAML")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    assert error_of(tmp_path / "nope.yaml") == f"{tmp_path / 'nope.yaml'}: no such file"
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# only a comment\n"])
+def test_empty_file(tmp_path: Path, text: str) -> None:
+    path = write(tmp_path, text)
+    assert error_of(path) == f"{path}: the file is empty"
+
+
+@pytest.mark.parametrize(
+    ("text", "found"), [("- a\n- b\n", "a list"), ("just text\n", "a single value")]
+)
+def test_top_level_must_be_a_mapping(tmp_path: Path, text: str, found: str) -> None:
+    path = write(tmp_path, text)
+    assert error_of(path) == f"{path}:1: the top level must be a mapping of sections, found {found}"
+
+
+def test_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("ari: {password: caf\xe9}\n".encode("latin-1"))
+    assert error_of(path).startswith(f"{path}: not UTF-8 text")
+
+
+def test_duplicate_keys_are_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL.replace("password: secret-ari", "password: a\n  password: b"))
+    assert error_of(path) == f"{path}:3: ari.password: duplicate key (first at line 2)"
+
+
+def test_errors_in_lists_name_index_and_line(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        MINIMAL
+        + textwrap.dedent(
+            """\
+            dial_profiles:
+              - name: us
+                match: ["+1"]
+              - name: fr
+                match: FR
+                number_format: foo
+            """
+        ),
+    )
+    assert error_of(path).startswith(f"{path}:12: dial_profiles[1].number_format: Input should be")
+
+
+def test_cross_checks_name_the_exact_key(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """\
+        ari: {password: x}
+        api:
+          tokens:
+            - a
+            - token: b
+              tenants: [default, nobody]
+        dial_profiles:
+          - {name: p, match: "+1"}
+          - {name: p, match: "+33"}
+        tenants: {default: {}}
+        """,
+    )
+    assert error_of(path).splitlines() == [
+        f"{path}:6: api.tokens[1].tenants[1]: no such tenant",
+        f"{path}:9: dial_profiles[1].name: duplicate profile name",
+    ]
+
+
+def test_all_problems_listed_in_line_order(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """\
+        ari: {password: x, heartbeat: -1}
+        api: {tokens: [t], listen: localhost}
+        tenants:
+          Bad_Name: {}
+          default:
+            region: XX
+            fraud: {code: "12"}
+            calls: {attempts: 0}
+            prompts:
+              en: {greeting: hello, bogus: "sound:x"}
+              EN: {greeting: "sound:x"}
+        """,
+    )
+    assert error_of(path).splitlines() == [
+        f"{path}:1: ari.heartbeat: Input should be greater than 0",
+        f"{path}:2: api.listen: must be host:port, e.g. 127.0.0.1:8080 or [::1]:8080",
+        f"{path}:4: tenants.Bad_Name: should be 1-63 of a-z 0-9 - _, "
+        "starting with a letter or digit",
+        f"{path}:6: tenants.default.region: 'XX' is not an ISO 3166 region code phonenumbers "
+        "knows (e.g. US, FR)",
+        f"{path}:7: tenants.default.fraud.code: should be digits then '#', e.g. 0#",
+        f"{path}:8: tenants.default.calls.attempts: Input should be greater than or equal to 1",
+        f"{path}:10: tenants.default.prompts.en.greeting: a prompt is sound:NAME, recording:NAME "
+        "or an audio file (.alaw, .flac, .gsm, .mp3, .ogg, .sln, .sln16, .ulaw, .wav)",
+        f"{path}:10: tenants.default.prompts.en.bogus: Input should be 'greeting', "
+        "'greeting_fraud', 'extension_prompt', 'operator_transfer', 'operator_after_digits', "
+        "'code_prompt', 'code_prompt_fraud', 'success', 'denied', 'retry', 'no_input', "
+        "'fraud_confirmation', 'goodbye' or 'organization_name'",
+        f"{path}:11: tenants.default.prompts.EN: should be a language code such as en, fr or fr-CA",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ("ari: {password: x, url: ftp://x}", "ari.url: must be an http:// or https:// URL"),
+        ("ari: {password: ''}", "ari.password: must not be empty"),
+        ("trunk: {endpoint: PJSIP/trunk}", "trunk.endpoint: must contain {number}"),
+        ("trunk: {endpoint: 'PJSIP/{number}@{x}'}", "trunk.endpoint: the only placeholder"),
+        ("trunk: {dial_timeout: 0}", "trunk.dial_timeout: Input should be greater than or equal"),
+        ("trunk: {dial_timeout: 301}", "trunk.dial_timeout: Input should be less than or equal"),
+        ("api: {tokens: []}", "api.tokens: must not be empty"),
+        ("api: {tokens: [a, a]}", "api.tokens: the same token appears twice"),
+        ("api: {tokens: [a], listen: 'x:99999'}", "api.listen: must be host:port"),
+        ("logging: {format: xml}", "logging.format: Input should be 'text' or 'json'"),
+        ("shutdown: {grace_period: -1}", "shutdown.grace_period: Input should be greater"),
+        ("dial_profiles: [{name: x, match: []}]", "dial_profiles[0].match: must not be empty"),
+        ("dial_profiles: [{name: x, match: ZZ}]", "dial_profiles[0].match: 'ZZ' is not an ISO"),
+        ("dial_profiles: [{name: x, match: '+', pre_delay: -1}]", "dial_profiles[0].match:"),
+        (
+            "dial_profiles: [{name: x, match: FR, extension_prefix: 'p'}]",
+            "dial_profiles[0].extension_prefix: should be up to 20 of",
+        ),
+    ],
+)
+def test_section_validation(tmp_path: Path, section: str, message: str) -> None:
+    base = {"ari": "ari: {password: x}", "api": "api: {tokens: [t]}"}
+    key = section.split(":", 1)[0]
+    base[key] = section
+    text = "\n".join(base.values()) + "\ntenants: {default: {}}\n"
+    assert message in error_of(write(tmp_path, text))
+
+
+# --- the models, as the API uses them ----------------------------------------
+
+
+def test_tenant_settings_validate_json_with_field_paths() -> None:
+    with pytest.raises(ValidationError) as info:
+        TenantSettings.model_validate(
+            {
+                "region": "fr",
+                "calls": {"attempts": "x"},
+                "limits": {"per_user": [{"count": 0, "window": 5}]},
+                "surprise": 1,
+                "allowed_countries": [],
+            }
+        )
+    assert format_errors(info.value) == [
+        'allowed_countries: list at least one country, ["*"] for any, or null for the region',
+        "calls.attempts: Input should be a valid integer, unable to parse string as an integer",
+        "limits.per_user[0].count: Input should be greater than or equal to 1",
+        "surprise: unknown key",
+    ]
+    assert field_errors(info.value)[2].loc == ("limits", "per_user", 0, "count")
+
+
+def test_tenant_settings_normalise() -> None:
+    tenant = TenantSettings.model_validate(
+        {
+            "region": "fr",
+            "allowed_countries": ["fr", "de"],
+            "prompts": {"fr": {"greeting": "a.wav"}},
+        }
+    )
+    assert tenant.region == "FR"
+    assert tenant.allowed_country_set() == {"FR", "DE"}
+    assert tenant.prompts["fr"][MessageType.GREETING] == "a.wav"
+    assert TenantSettings.model_validate({"allowed_countries": ["*"]}).allowed_country_set() is None
+    with pytest.raises(ValidationError, match="must be alone"):
+        TenantSettings.model_validate({"allowed_countries": ["*", "US"]})
+
+
+def test_models_are_frozen() -> None:
+    tenant = TenantSettings()
+    with pytest.raises(ValidationError):
+        tenant.region = "FR"  # type: ignore[misc]
+
+
+def test_json_schemas_for_the_openapi_document() -> None:
+    schema = TenantSettings.model_json_schema()
+    assert schema["additionalProperties"] is False
+    assert "operator_assistance" in schema["properties"]
+    assert Config.model_json_schema()["required"] == ["ari", "api", "tenants"]
+
+
+def test_dial_profile_match_normalised() -> None:
+    profile = DialProfile.model_validate({"name": "uk", "match": ["+44 20", "fr"]})
+    assert profile.match == ("+4420", "FR")
+    assert profile.prefixes == ("+4420",) and profile.countries == ("FR",)
+
+
+def test_trunk_dial_string_has_no_format_surprises() -> None:
+    assert TrunkSettings().dial_string("+14255551234") == "PJSIP/+14255551234@trunk"
+    trunk = TrunkSettings(endpoint="PJSIP/{number}@carrier,{number}")
+    assert trunk.dial_string("1") == "PJSIP/1@carrier,1"
+
+
+def test_ipv6_listen(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, MINIMAL.replace("tokens: [secret-token]", "tokens: [t]\n  listen: '[::1]:9000'")
+    )
+    api = load_config(path, environ={}).api
+    assert (api.host, api.port) == ("::1", 9000)
+
+
+# --- secrets ------------------------------------------------------------------
+
+
+def test_secrets_never_print(tmp_path: Path) -> None:
+    text = MINIMAL.replace("default: {}", "default: {webhook_secret: secret-hook}")
+    config = load_config(write(tmp_path, text), environ={})
+    for shown in (repr(config), str(config), str(config.model_dump())):
+        assert "secret-ari" not in shown
+        assert "secret-token" not in shown
+        assert "secret-hook" not in shown
+    dump = redacted_dump(config)
+    assert dump["ari"]["password"] == "***"
+    assert dump["api"]["tokens"] == [{"token": "***", "tenants": None, "name": None}]
+    assert dump["tenants"]["default"]["webhook_secret"] == "***"
+    assert dump["tenants"]["default"]["refused_number_types"][0] == "premium_rate"
+    assert dump["storage"]["path"] == "/var/lib/phonemfa/phonemfa.db"
+    assert "secret" not in str(dump).replace("webhook_secret", "")
+
+
+def test_errors_do_not_echo_secret_values(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, MINIMAL.replace("tokens: [secret-token]", "tokens: [{token: secret-token, x: 1}]")
+    )
+    assert "secret-token" not in error_of(path)

@@ -446,20 +446,22 @@ DEFAULT_REFUSED_TYPES = (
     NumberType.UNKNOWN,
 )
 
-_MEDIA_SCHEMES = ("sound:", "recording:")
-_AUDIO_SUFFIXES = {".wav", ".mp3", ".ogg", ".flac", ".gsm", ".ulaw", ".alaw", ".sln", ".sln16"}
+# Same rules as the prompt catalog (prompts.CustomSource): existing Asterisk media,
+# or a recording file it converts with sox (so: a format sox reads).
+_MEDIA = re.compile(r"(sound|recording):[A-Za-z0-9_][A-Za-z0-9_./-]*")
+_AUDIO_SUFFIXES = {
+    ".wav", ".mp3", ".ogg", ".opus", ".flac", ".aif", ".aiff", ".au",
+    ".gsm", ".ulaw", ".alaw", ".sln", ".sln16", ".g722",
+}  # fmt: skip
 
 
 def _prompt_source(value: str) -> str:
-    if value.startswith(_MEDIA_SCHEMES):
-        if not re.fullmatch(r"[a-z]+:[A-Za-z0-9_./-]+", value) or ".." in value:
-            raise _fail("an Asterisk media name looks like sound:custom/thanks")
+    if value.startswith(("sound:", "recording:")):
+        if not _MEDIA.fullmatch(value) or ".." in value:
+            raise _fail("Asterisk media looks like sound:custom/thanks (no extension)")
         return value
     if PurePath(value).suffix.lower() not in _AUDIO_SUFFIXES:
-        raise _fail(
-            "a prompt is sound:NAME, recording:NAME or an audio file "
-            f"({', '.join(sorted(_AUDIO_SUFFIXES))})"
-        )
+        raise _fail("a prompt is sound:NAME, recording:NAME or an audio file (.wav, .mp3, ...)")
     return value
 
 

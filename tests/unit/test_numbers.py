@@ -251,3 +251,16 @@ def test_any_accepted_text_round_trips(text: str, region: str | None) -> None:
     except NumberError:
         return
     assert parse_number(n.format()) == n
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    _TEXTS, st.one_of(st.none(), st.text(max_size=4), st.sampled_from(["US", "us", "ZZ", "001"]))
+)
+def test_only_a_bad_region_raises_value_error(text: str, region: str | None) -> None:
+    try:
+        parse_number(text, region)
+    except NumberError:
+        pass
+    except ValueError:
+        assert region not in phonenumbers.SUPPORTED_REGIONS

@@ -215,7 +215,8 @@ Language = Annotated[
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # Numbers where text is expected are text: `extension_prefix: 9`, `caller_id: 1425...`.
+    model_config = ConfigDict(frozen=True, extra="forbid", coerce_numbers_to_str=True)
 
 
 # --- sections -----------------------------------------------------------------
@@ -626,9 +627,33 @@ def _line_of(loc: Sequence[str | int], lines: Mapping[_Key, int]) -> int | None:
     return None
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader without the YAML 1.1 surprises that bite a phone config.
+
+    Only true/false are booleans (`region: NO` is Norway, not false; pydantic
+    still reads yes/no/on/off for boolean keys), and integers are plain
+    decimals: `international_prefix: 011` stays "011" instead of octal 9, and
+    `1:30` is not 90. Numbers where text is expected become text (`_Model`).
+    """
+
+
+_BOOL_TAG = "tag:yaml.org,2002:bool"
+_INT_TAG = "tag:yaml.org,2002:int"
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag not in (_BOOL_TAG, _INT_TAG)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver(
+    _BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+_Loader.add_implicit_resolver(
+    _INT_TAG, re.compile(r"^[-+]?(?:0|[1-9][0-9_]*)$"), list("-+0123456789")
+)
+
+
 def _read_yaml(text: str, name: str, environ: Mapping[str, str]) -> tuple[Any, dict[_Key, int]]:
     """Parse YAML, interpolate ${VAR}, and record the line of every key and list item."""
-    loader = yaml.SafeLoader(text)
+    loader = _Loader(text)
     try:
         node = loader.get_single_node()
         if node is None:
@@ -668,7 +693,7 @@ _MAX_DEPTH = 64
 class _Walker:
     """Records the line of every key and interpolates ${VAR} in string values."""
 
-    def __init__(self, loader: yaml.SafeLoader, name: str, environ: Mapping[str, str]) -> None:
+    def __init__(self, loader: _Loader, name: str, environ: Mapping[str, str]) -> None:
         self.loader = loader
         self.name = name
         self.environ = environ

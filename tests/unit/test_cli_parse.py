@@ -184,7 +184,7 @@ def test_check_config_error_is_one_clear_message(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     path = tmp_path / "phonemfa.yaml"
-    path.write_text("ari: {password: x}\napi: {tokens: [t]}\ntenants:\n  default: {region: 42}\n")
+    path.write_text("ari: {password: x}\napi: {tokens: [t]}\ntenants:\n  default: {region: [US]}\n")
     code, out, err = run(capsys, "check-config", "--config", str(path))
     assert code == 1 and out == ""
     assert err.strip() == f"{path}:4: tenants.default.region: Input should be a valid string"

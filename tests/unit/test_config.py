@@ -150,6 +150,44 @@ def test_env_interpolation(tmp_path: Path) -> None:
     assert config.trunk.dial_timeout == 30
 
 
+def test_no_yaml_1_1_surprises(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        """\
+        ari: {password: 0123}
+        api: {tokens: [t]}
+        trunk: {caller_id: 14255550199, dial_timeout: 30}
+        dial_profiles:
+          - {name: intl, match: [NO], number_format: international, international_prefix: 011,
+             add_prefix: 00, extension_prefix: 9, pre_delay: 1:30}
+        tenants:
+          default:
+            region: NO
+            operator_assistance: yes
+            fraud: {enabled: off}
+        """,
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={})
+    # 1:30 is text, not 90 seconds.
+    assert str(info.value) == (
+        f"{path}:6: dial_profiles[0].pre_delay: Input should be a valid number, "
+        "unable to parse string as a number"
+    )
+    path.write_text(path.read_text().replace("1:30", "1.5"))
+    config = load_config(path, environ={})
+    assert config.ari.password.get_secret_value() == "0123"
+    assert config.trunk.caller_id == "14255550199"
+    assert config.trunk.dial_timeout == 30
+    profile = config.dial_profiles[0]
+    assert profile.match == ("NO",)
+    assert (profile.international_prefix, profile.add_prefix) == ("011", "00")
+    assert profile.extension_prefix == "9"
+    assert config.tenant().region == "NO"  # Norway, not False
+    assert config.tenant().operator_assistance is True
+    assert config.tenant().fraud.enabled is False
+
+
 def test_yaml_merge_keys_and_anchors(tmp_path: Path) -> None:
     path = write(
         tmp_path,

@@ -532,3 +532,23 @@ def test_prompt_sources(source: str, ok: bool) -> None:
     else:
         with pytest.raises(ValidationError):
             TenantSettings.model_validate(body)
+
+
+def test_reference_example_documents_every_key() -> None:
+    import phonemfa.config as config_module
+
+    text = (EXAMPLES / "phonemfa.yaml").read_text()
+    models = [
+        obj
+        for obj in vars(config_module).values()
+        if isinstance(obj, type) and issubclass(obj, config_module._Model)
+    ]
+    missing = sorted(
+        f"{model.__name__}.{name}"
+        for model in models
+        for name in model.model_fields
+        if f"{name}:" not in text
+    )
+    assert missing == []
+    for message in MessageType:
+        assert message.value in text

@@ -138,7 +138,7 @@ def field_errors(exc: ValidationError) -> list[FieldError]:
 
 
 def format_errors(exc: ValidationError) -> list[str]:
-    """ "field.path: reason" for each error of `exc`, e.g. for a 400 response body."""
+    """Each error of `exc` as "field.path: reason", e.g. for a 400 response body."""
     return [str(e) for e in field_errors(exc)]
 
 
@@ -475,7 +475,7 @@ class TenantSettings(_Model):
     region: Region = "US"
     """ISO region for numbers written without a country code."""
     operator_assistance: bool = False
-    """ "Operator required to transfer extensions"; '@' forces it per user."""
+    """Entra's "operator required to transfer extensions"; x@ forces it per user."""
     language: Language = "en"
     organization_name: str | None = Field(default=None, max_length=100)
     webhook_secret: Secret | None = None

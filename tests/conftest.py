@@ -1,4 +1,4 @@
-"""Shared fixtures: the sandbox Asterisk.
+"""Shared fixtures: the sandbox Asterisk and the softphones that play the people we call.
 
 The `asterisk` fixture brings the sandbox up when ARI does not answer (asterisk/sandbox.sh up).
 It never skips: an integration test without Asterisk is a failure, in CI and locally.
@@ -10,11 +10,16 @@ import os
 import subprocess
 import urllib.error
 import urllib.request
+import uuid
 from base64 import b64encode
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.support.ari_raw import RawAri, raw_ari
+from tests.support.softphone import SoftphoneNetwork, softphone_network
 
 REPO = Path(__file__).resolve().parents[1]
 SANDBOX_SH = REPO / "asterisk" / "sandbox.sh"
@@ -32,6 +37,10 @@ class Sandbox:
     network_port: int = 5060
     phone_password: str = "sandbox"
     trunk_endpoint: str = "PJSIP/{number}@trunk"
+
+    @property
+    def registrar(self) -> str:
+        return f"{self.network_host}:{self.network_port}"
 
     def cli(self, command: str) -> str:
         """Run one Asterisk CLI command in the sandbox and return its output."""
@@ -72,3 +81,24 @@ def asterisk() -> Sandbox:
                 pytrace=False,
             )
     return sandbox
+
+
+@pytest.fixture(scope="session")
+async def softphone_lib(asterisk: Sandbox) -> AsyncIterator[SoftphoneNetwork]:
+    async with softphone_network(asterisk.registrar, asterisk.phone_password) as net:
+        yield net
+
+
+@pytest.fixture
+async def phones(softphone_lib: SoftphoneNetwork) -> AsyncIterator[SoftphoneNetwork]:
+    """Softphones for one test: `await phones.register("mobile")`; all removed afterwards."""
+    yield softphone_lib
+    await softphone_lib.reset()
+
+
+@pytest.fixture
+async def ari(asterisk: Sandbox) -> AsyncIterator[RawAri]:
+    """Raw ARI on a Stasis app of this test's own; every channel it made is hung up after."""
+    app = f"test-{uuid.uuid4().hex[:8]}"
+    async with raw_ari(asterisk.ari_url, asterisk.ari_user, asterisk.ari_password, app) as client:
+        yield client

@@ -41,6 +41,18 @@ lint: install
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy src
 
+# Shipped voice prompts (asterisk/sounds, not committed): remade only when the wordings or the
+# code that speaks them change. PROMPTS_ARGS=--no-mbrola forces espeak-ng's own voices.
+PROMPTS_SRC := prompts/wordings.yaml scripts/make_prompts.py src/phonemfa/prompts.py
+PROMPTS_STAMP := asterisk/sounds/manifest.json
+PROMPTS_ARGS ?=
+
+.PHONY: prompts
+prompts: $(PROMPTS_STAMP)
+
+$(PROMPTS_STAMP): $(PROMPTS_SRC) | $(BIN)/.installed
+	$(BIN)/python scripts/make_prompts.py --out asterisk/sounds $(PROMPTS_ARGS)
+
 asterisk-up:
 	$(SANDBOX) up
 

@@ -1,0 +1,432 @@
+"""phonemfa.prompts: resolution and composition (pure), then conversion and checks (sox, tmp).
+
+The conversion tests run sox and espeak-ng on tiny files (CI installs both, with MP3 support).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import wave
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from phonemfa import prompts
+from phonemfa.config import TenantSettings
+from phonemfa.messages import MessageType
+from phonemfa.prompts import (
+    CustomSource,
+    Prompt,
+    PromptCatalog,
+    PromptError,
+    Shipped,
+    asterisk_language,
+    check_prompts,
+    convert,
+    import_recording,
+    load_shipped,
+    pick_voice,
+    synthesize,
+    wav_duration,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+ALL = frozenset(m.value for m in MessageType) - {MessageType.ORGANIZATION_NAME.value}
+SHIPPED = Shipped(
+    messages={"en": ALL, "fr": ALL},
+    templates={"en": "This is {name}.", "fr": "Ici {name}."},
+)
+
+
+def media(catalog: PromptCatalog, message: str, language: str) -> str:
+    found = catalog.resolve(message, language)
+    assert found is not None
+    return found.media
+
+
+# --- resolution (pure) -----------------------------------------------------------------------
+
+
+def test_shipped_prompts_by_default() -> None:
+    catalog = PromptCatalog(SHIPPED)
+    assert catalog.get(MessageType.GREETING, "fr") == Prompt(("sound:phonemfa/fr/greeting",), "fr")
+    assert media(catalog, "success", "en") == "sound:phonemfa/en/success"
+
+
+def test_fallback_order_custom_then_shipped_then_english() -> None:
+    shipped = Shipped(messages={"en": ALL, "fr": ALL, "de": frozenset({"greeting"})})
+    catalog = PromptCatalog(
+        shipped,
+        tenant="acme",
+        custom={
+            "fr": {"greeting": "/rec/fr-greeting.mp3"},
+            "en": {"greeting": "sound:acme/hello", "success": "/rec/en-success.wav"},
+        },
+    )
+    # 1. tenant custom in the language (a file: converted into the tenant's folder)
+    assert media(catalog, "greeting", "fr") == "sound:phonemfa/custom/acme/fr/greeting"
+    # 2. shipped in the language, even though the tenant customised it in English
+    assert media(catalog, "success", "fr") == "sound:phonemfa/fr/success"
+    # 3. tenant custom English, for a language with no shipped prompt for it
+    assert media(catalog, "success", "de") == "sound:phonemfa/custom/acme/en/success"
+    # 4. shipped English
+    assert media(catalog, "denied", "de") == "sound:phonemfa/en/denied"
+    assert media(catalog, "greeting", "de") == "sound:phonemfa/de/greeting"
+    # Existing Asterisk media are played as they are.
+    assert media(catalog, "greeting", "en") == "sound:acme/hello"
+    found = catalog.resolve("denied", "de")
+    assert found is not None and (found.language, found.origin) == ("en", "shipped")
+
+
+def test_regional_language_uses_its_primary_language() -> None:
+    catalog = PromptCatalog(SHIPPED)
+    assert catalog.get("greeting", "fr-CA") == Prompt(("sound:phonemfa/fr/greeting",), "fr_CA")
+
+
+@pytest.mark.parametrize(
+    ("requested", "default", "expected"),
+    [
+        (None, "en", ("en", False)),
+        (None, "fr", ("fr", False)),
+        ("fr", "en", ("fr", False)),
+        ("fr-CA", "en", ("fr", False)),  # same language, regional variant: not a fallback
+        ("FR_ca", "en", ("fr", False)),
+        ("de", "en", ("en", True)),  # unsupported: English, flagged
+        ("de", "fr", ("fr", True)),  # unsupported: the tenant's default first
+        ("not a language!", "en", ("en", True)),
+        ("de", "es", ("en", True)),
+    ],
+)
+def test_language_for(requested: str | None, default: str, expected: tuple[str, bool]) -> None:
+    assert PromptCatalog(SHIPPED).language_for(requested, default) == expected
+
+
+def test_a_language_with_custom_prompts_only_is_available() -> None:
+    catalog = PromptCatalog(SHIPPED, custom={"de": {"greeting": "/rec/de.wav"}})
+    assert catalog.languages == ("en", "fr", "de")
+    assert catalog.language_for("de", "en") == ("de", False)
+    assert media(catalog, "greeting", "de") == "sound:phonemfa/custom/default/de/greeting"
+    assert media(catalog, "success", "de") == "sound:phonemfa/en/success"
+
+
+@pytest.mark.parametrize(
+    ("fraud", "code", "message"),
+    [
+        (False, False, "greeting"),
+        (True, False, "greeting_fraud"),
+        (False, True, "code_prompt"),
+        (True, True, "code_prompt_fraud"),
+    ],
+)
+def test_greeting_variants(fraud: bool, code: bool, message: str) -> None:
+    prompt = PromptCatalog(SHIPPED).greeting("en", fraud=fraud, code=code)
+    assert prompt == Prompt((f"sound:phonemfa/en/{message}",), "en")
+
+
+def test_greeting_starts_with_the_spoken_organization_name() -> None:
+    catalog = PromptCatalog(SHIPPED, tenant="contoso", organization_name=" Contoso ")
+    assert catalog.greeting("fr", fraud=True).media == (
+        "sound:phonemfa/custom/contoso/fr/organization_name",
+        "sound:phonemfa/fr/greeting_fraud",
+    )
+    assert catalog.greeting("fr", organization=False).media == ("sound:phonemfa/fr/greeting",)
+    spoken = {(lang, msg): s for lang, msg, s in catalog.materialized()}
+    assert spoken == {
+        ("en", "organization_name"): CustomSource("speech", "This is Contoso."),
+        ("fr", "organization_name"): CustomSource("speech", "Ici Contoso."),
+    }
+
+
+def test_recorded_organization_name_beats_the_spoken_one() -> None:
+    catalog = PromptCatalog(
+        SHIPPED,
+        organization_name="Contoso",
+        custom={"fr": {"organization_name": "sound:contoso/nom"}},
+    )
+    assert catalog.greeting("fr").media[0] == "sound:contoso/nom"
+    assert catalog.greeting("en").media[0] == "sound:phonemfa/custom/default/en/organization_name"
+
+
+def test_no_organization_name_no_prefix() -> None:
+    catalog = PromptCatalog(SHIPPED)
+    assert catalog.resolve("organization_name", "en") is None
+    assert catalog.greeting("en").media == ("sound:phonemfa/en/greeting",)
+    with pytest.raises(PromptError, match="no organization_name prompt"):
+        catalog.get("organization_name", "en")
+
+
+def test_operator_prompt_reads_the_extension_digit_by_digit() -> None:
+    prompt = PromptCatalog(SHIPPED).operator_prompt("fr", "5678")
+    assert prompt == Prompt(
+        (
+            "sound:phonemfa/fr/operator_transfer",
+            "digits:5678",
+            "sound:phonemfa/fr/operator_after_digits",
+        ),
+        "fr",  # ARI's `lang`: Asterisk speaks the digits from fr/digits/
+    )
+
+
+@pytest.mark.parametrize("extension", ["", "56w78", "12#", "５６"])
+def test_operator_prompt_refuses_non_digits(extension: str) -> None:
+    with pytest.raises(PromptError, match="digits only"):
+        PromptCatalog(SHIPPED).operator_prompt("en", extension)
+
+
+def test_prompts_join_only_in_one_language() -> None:
+    with pytest.raises(PromptError):
+        Prompt(("sound:a",), "en") + Prompt(("sound:b",), "fr")
+
+
+@pytest.mark.parametrize(
+    ("tag", "expected"), [("fr", "fr"), ("fr-ca", "fr_CA"), ("FR_ca", "fr_CA"), ("en-US", "en_US")]
+)
+def test_asterisk_language(tag: str, expected: str) -> None:
+    assert asterisk_language(tag) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("sound:custom/thanks", CustomSource("media", "sound:custom/thanks")),
+        ("recording:greeting-2024", CustomSource("media", "recording:greeting-2024")),
+        ("/abs/greeting.mp3", CustomSource("file", "/abs/greeting.mp3")),
+        ("rel/greeting.wav", CustomSource("file", "/etc/phonemfa/rel/greeting.wav")),
+    ],
+)
+def test_custom_sources(raw: str, expected: CustomSource) -> None:
+    assert CustomSource.parse(raw, Path("/etc/phonemfa")) == expected
+
+
+@pytest.mark.parametrize("raw", ["", "sound:", "sound:../../etc/passwd", "sound:/abs", "sound:a b"])
+def test_bad_custom_sources(raw: str) -> None:
+    with pytest.raises(PromptError):
+        CustomSource.parse(raw)
+
+
+def test_bad_names_never_reach_the_file_system() -> None:
+    with pytest.raises(PromptError, match="tenant"):
+        PromptCatalog(SHIPPED, tenant="../etc")
+    with pytest.raises(PromptError, match="unknown message type"):
+        PromptCatalog(SHIPPED, custom={"en": {"welcome": "/x.wav"}})
+    with pytest.raises(PromptError, match="language"):
+        PromptCatalog(SHIPPED, custom={"../x": {"greeting": "/x.wav"}})
+
+
+def test_catalog_from_tenant_settings() -> None:
+    tenant = TenantSettings(
+        organization_name="Contoso",
+        prompts={"fr": {MessageType.GREETING: "sound:contoso/bonjour"}},
+    )
+    catalog = PromptCatalog.for_tenant("contoso", tenant, SHIPPED)
+    assert catalog.greeting("fr").media == (
+        "sound:phonemfa/custom/contoso/fr/organization_name",
+        "sound:contoso/bonjour",
+    )
+
+
+# --- conversion, synthesis, checks (sox and espeak-ng on tiny files) -------------------------
+
+
+def sox(*args: str) -> None:
+    subprocess.run(["sox", *args], check=True, capture_output=True)
+
+
+def wav_format(path: Path) -> tuple[int, int, int]:
+    with wave.open(str(path)) as w:
+        return w.getframerate(), w.getnchannels(), w.getsampwidth()
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".mp3"])
+def test_convert_any_recording_to_asterisk_wav(tmp_path: Path, suffix: str) -> None:
+    # 44.1 kHz stereo: 0.5 s silence, 1 s tone, 0.5 s silence.
+    src = tmp_path / f"source{suffix}"
+    sox("-n", "-r", "44100", "-c", "2", str(src), "synth", "1", "sine", "440", "pad", "0.5", "0.5")
+    convert(src, tmp_path / "out" / "greeting")
+    assert wav_format(tmp_path / "out" / "greeting.wav") == (8000, 1, 2)
+    assert wav_format(tmp_path / "out" / "greeting.wav16") == (16000, 1, 2)
+    # The silence at each end is trimmed to 0.15 s (MP3 adds a few ms of padding).
+    duration = wav_duration(tmp_path / "out" / "greeting.wav", 8000)
+    assert duration == pytest.approx(1.3, abs=0.06)
+
+
+def test_conversion_is_deterministic(tmp_path: Path) -> None:
+    src = tmp_path / "src.wav"
+    sox("-n", "-r", "22050", "-b", "24", str(src), "synth", "0.5", "pinknoise")
+    convert(src, tmp_path / "a")
+    convert(src, tmp_path / "b")
+    assert (tmp_path / "a.wav").read_bytes() == (tmp_path / "b.wav").read_bytes()
+
+
+def test_import_recording_converts_only_changed_content(tmp_path: Path) -> None:
+    src = tmp_path / "rec.wav"
+    sox("-n", "-r", "44100", str(src), "synth", "0.3", "sine", "300")
+    dest = tmp_path / "custom" / "acme" / "en"
+    assert import_recording(src, dest, "success") is True
+    assert import_recording(src, dest, "success") is False
+    sox("-n", "-r", "44100", str(src), "synth", "0.3", "sine", "600")
+    assert import_recording(src, dest, "success") is True
+    (dest / "success.wav16").unlink()
+    assert import_recording(src, dest, "success") is True
+
+
+def test_synthesize_organization_name(tmp_path: Path) -> None:
+    voice, _ = pick_voice("fr")
+    assert synthesize("Ici Contoso.", voice, tmp_path, "organization_name") is True
+    assert wav_format(tmp_path / "organization_name.wav") == (8000, 1, 2)
+    assert 0.3 < wav_duration(tmp_path / "organization_name.wav", 8000) < 3
+    assert synthesize("Ici Contoso.", voice, tmp_path, "organization_name") is False
+
+
+def test_without_mbrola_the_plain_voice_with_a_warning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(prompts, "MBROLA_DIRS", (tmp_path,))
+    voice, warning = pick_voice("fr")
+    assert voice.espeak == "fr-fr" and not voice.mbrola
+    assert warning is not None and "apt-get install mbrola mbrola-fr4" in warning
+    assert pick_voice("fr", mbrola=False) == (voice, None)
+
+
+def write_wav(path: Path, rate: int, seconds: float = 0.1) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(b"\0\0" * int(rate * seconds))
+
+
+@pytest.fixture
+def sounds(tmp_path: Path) -> Path:
+    """A sounds folder with the shipped manifest and prompts (silent, written directly)."""
+    root = tmp_path / "sounds"
+    for lang in ("en", "fr"):
+        for message in ALL:
+            write_wav(root / "phonemfa" / lang / f"{message}.wav", 8000)
+            write_wav(root / "phonemfa" / lang / f"{message}.wav16", 16000)
+    manifest = {
+        "prompts": {lang: {m: {} for m in ALL} for lang in ("en", "fr")},
+        "templates": dict(SHIPPED.templates),
+    }
+    (root / "phonemfa" / "manifest.json").write_text(json.dumps(manifest))
+    return root
+
+
+def test_load_shipped(sounds: Path) -> None:
+    assert load_shipped(sounds) == SHIPPED
+
+
+def test_check_passes_with_shipped_prompts(sounds: Path) -> None:
+    assert check_prompts(PromptCatalog(SHIPPED), sounds) == []
+
+
+def test_check_names_tenant_language_message_and_path_of_a_missing_file(
+    sounds: Path, tmp_path: Path
+) -> None:
+    missing = tmp_path / "nowhere" / "bonjour.wav"
+    catalog = PromptCatalog(SHIPPED, tenant="acme", custom={"fr": {"greeting": str(missing)}})
+    [finding] = check_prompts(catalog, sounds)
+    assert (finding.severity, finding.tenant, finding.language) == ("error", "acme", "fr")
+    assert (finding.message, finding.path) == ("greeting", str(missing))
+    assert str(finding) == (
+        f"error: tenant 'acme', language fr, message greeting: recording not found ({missing})"
+    )
+
+
+def test_check_undecodable_long_and_missing_sounds(
+    sounds: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    junk = tmp_path / "junk.mp3"
+    junk.write_text("not audio")
+    long = tmp_path / "long.wav"
+    sox("-n", "-r", "8000", str(long), "synth", "1.5", "sine", "300")
+    monkeypatch.setattr(prompts, "LONG_PROMPT_SECONDS", 1.0)
+    custom = {"en": {"denied": str(junk), "retry": str(long), "goodbye": "sound:nope/none"}}
+    found = {
+        (f.severity, f.message): f.text
+        for f in check_prompts(PromptCatalog(SHIPPED, custom=custom), sounds)
+    }
+    assert found.keys() == {("error", "denied"), ("warning", "retry"), ("error", "goodbye")}
+    assert "sox cannot decode" in found["error", "denied"]
+    assert "1.5 s" in found["warning", "retry"]
+    assert "'nope/none' not found" in found["error", "goodbye"]
+
+
+def test_check_a_missing_shipped_prompt(sounds: Path) -> None:
+    (sounds / "phonemfa" / "fr" / "success.wav").unlink()
+    [finding] = check_prompts(PromptCatalog(SHIPPED), sounds)
+    assert (finding.severity, finding.language, finding.message) == ("error", "fr", "success")
+    assert "make prompts" in finding.text
+
+
+def test_check_warns_when_shipped_fraud_prompts_announce_another_code(sounds: Path) -> None:
+    custom = {"en": {"greeting_fraud": "sound:phonemfa/en/greeting"}}
+    catalog = PromptCatalog(SHIPPED, custom=custom)
+    found = {(f.language, f.message) for f in check_prompts(catalog, sounds, fraud_code="5#")}
+    assert found == {
+        ("en", "code_prompt_fraud"),
+        ("fr", "greeting_fraud"),
+        ("fr", "code_prompt_fraud"),
+    }
+    assert check_prompts(catalog, sounds, fraud_code=None) == []
+
+
+def test_check_finds_sounds_behind_chroot_symlinks(sounds: Path, tmp_path: Path) -> None:
+    # The sandbox: <root>/usr/share/asterisk/sounds/en -> /etc/alternatives/prompt-en
+    root = tmp_path / "root"
+    real = root / "usr" / "share" / "asterisk" / "sounds" / "en_US_f_Allison"
+    real.mkdir(parents=True)
+    (real / "vm-goodbye.gsm").write_bytes(b"\0" * 33)
+    (root / "etc" / "alternatives").mkdir(parents=True)
+    (root / "etc" / "alternatives" / "prompt-en").symlink_to(
+        "/usr/share/asterisk/sounds/en_US_f_Allison"
+    )
+    sounds_dir = real.parent
+    (sounds_dir / "en").symlink_to("/etc/alternatives/prompt-en")
+    (sounds_dir / "phonemfa").symlink_to(sounds / "phonemfa")
+    catalog = PromptCatalog(SHIPPED, custom={"en": {"goodbye": "sound:vm-goodbye"}})
+    assert check_prompts(catalog, sounds_dir) == []
+
+
+# --- make prompts: the wordings and the manifest ----------------------------------------------
+
+
+def load_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "make_prompts", REPO / "scripts" / "make_prompts.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_wordings_have_every_message_in_both_languages() -> None:
+    wordings = load_script().load_wordings(REPO / "prompts" / "wordings.yaml")
+    for lang in prompts.SUPPORTED_LANGUAGES:
+        assert set(wordings[lang]) == {m.value for m in MessageType}
+        assert "{name}" in wordings[lang]["organization_name"]
+    assert "pound" in wordings["en"]["greeting"]
+    assert "dièse" in wordings["fr"]["greeting"]
+
+
+def test_manifest_lists_every_message_in_both_languages(tmp_path: Path) -> None:
+    script = load_script()
+    wordings = script.load_wordings(REPO / "prompts" / "wordings.yaml")
+
+    def fake_speaker(text: str, voice: prompts.Voice, out: Path) -> None:
+        sox("-n", "-r", "22050", str(out), "synth", "0.1", "sine", "440")
+
+    voices = {lang: pick_voice(lang, mbrola=False)[0] for lang in wordings}
+    manifest = script.build(wordings, tmp_path, voices, speaker=fake_speaker, engine="test")
+    for lang in ("en", "fr"):
+        assert set(manifest["prompts"][lang]) == ALL
+        assert manifest["templates"][lang] == wordings[lang]["organization_name"]
+        entry = manifest["prompts"][lang]["greeting"]
+        assert entry["duration"] == pytest.approx(0.4, abs=0.01)  # 0.1 s + 2 x 0.15 s padding
+        assert set(entry["sha256"]) == {"wav", "wav16"}
+        assert (tmp_path / lang / "greeting.wav16").is_file()

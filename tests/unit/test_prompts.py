@@ -5,6 +5,7 @@ The conversion tests run sox and espeak-ng on tiny files (CI installs both, with
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import subprocess
@@ -32,6 +33,7 @@ from phonemfa.prompts import (
     synthesize,
     wav_duration,
 )
+from phonemfa.prompts_cli import add_prompts_commands
 
 REPO = Path(__file__).resolve().parents[2]
 ALL = frozenset(m.value for m in MessageType) - {MessageType.ORGANIZATION_NAME.value}
@@ -430,3 +432,33 @@ def test_manifest_lists_every_message_in_both_languages(tmp_path: Path) -> None:
         assert entry["duration"] == pytest.approx(0.4, abs=0.01)  # 0.1 s + 2 x 0.15 s padding
         assert set(entry["sha256"]) == {"wav", "wav16"}
         assert (tmp_path / lang / "greeting.wav16").is_file()
+
+
+# --- phonemfa prompts check -------------------------------------------------------------------
+
+
+def run_prompts_cli(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="phonemfa")
+    add_prompts_commands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(argv)
+    code: int = args.handler(args)
+    return code
+
+
+def test_prompts_check_fails_naming_the_missing_file(
+    sounds: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "acme-bonjour.wav"
+    config = tmp_path / "phonemfa.yaml"
+    config.write_text(
+        f"ari: {{password: x}}\napi: {{tokens: [t]}}\nsounds: {{dir: {sounds}}}\n"
+        f"tenants:\n  default: {{}}\n  acme:\n    prompts:\n      fr: {{greeting: {missing}}}\n"
+    )
+    assert run_prompts_cli("prompts", "check", "--config", str(config)) == 1
+    out = capsys.readouterr().out
+    assert (
+        f"error: tenant 'acme', language fr, message greeting: recording not found ({missing})"
+        in out
+    )
+    assert "FAILED: 1 error(s)" in out
+    assert run_prompts_cli("prompts", "check", "--config", str(config), "--tenant", "default") == 0

@@ -4,7 +4,7 @@ Shipped prompts (made by `make prompts` from prompts/wordings.yaml) are installe
 sounds folder as ``phonemfa/<lang>/<message>``, with ``phonemfa/manifest.json`` saying what
 exists. A tenant may replace any message per language with a recording (a WAV or MP3 file,
 converted here) or an existing Asterisk sound (``sound:NAME``). Its ``organization_name``
-setting is spoken by espeak-ng into its own folder, ``phonemfa/custom/<tenant>/<lang>/``.
+setting is spoken by espeak-ng into its own folder, ``phonemfa-custom/<tenant>/<lang>/``.
 
 The first half of this module is pure (resolution and composition, unit-tested without I/O);
 the second half does the I/O: reading the manifest, sox conversion, espeak-ng, checks.
@@ -57,8 +57,9 @@ DEFAULT_LANGUAGE = "en"
 """The last resort of every fallback."""
 SHIPPED_PREFIX = "phonemfa"
 """Sound name prefix of the shipped prompts: ``sound:phonemfa/<lang>/<message>``."""
-CUSTOM_PREFIX = "phonemfa/custom"
-"""Sound name prefix of converted tenant prompts: ``sound:phonemfa/custom/<tenant>/<lang>/...``."""
+CUSTOM_PREFIX = "phonemfa-custom"
+"""Sound name prefix of converted tenant prompts: ``sound:phonemfa-custom/<tenant>/<lang>/...``.
+Beside, not inside, the shipped folder: installing the shipped prompts replaces phonemfa/."""
 LONG_PROMPT_SECONDS = 20.0
 """Recordings longer than this get a warning: the flow's timers and callers' patience suffer."""
 MANIFEST = "manifest.json"

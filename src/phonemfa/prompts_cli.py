@@ -52,7 +52,7 @@ def add_prompts_commands(subparsers: Any) -> None:
         "import",
         help="convert custom recordings and speak organisation names",
         description="Convert each tenant's recordings to 8/16 kHz mono WAV and speak its "
-        "organisation name, into <sounds.dir>/phonemfa/custom/<tenant>/<lang>/. Unchanged "
+        "organisation name, into <sounds.dir>/phonemfa-custom/<tenant>/<lang>/. Unchanged "
         "recordings are not converted again. The service does the same at start.",
     )
     load.add_argument(

@@ -69,11 +69,11 @@ def test_fallback_order_custom_then_shipped_then_english() -> None:
         },
     )
     # 1. tenant custom in the language (a file: converted into the tenant's folder)
-    assert media(catalog, "greeting", "fr") == "sound:phonemfa/custom/acme/fr/greeting"
+    assert media(catalog, "greeting", "fr") == "sound:phonemfa-custom/acme/fr/greeting"
     # 2. shipped in the language, even though the tenant customised it in English
     assert media(catalog, "success", "fr") == "sound:phonemfa/fr/success"
     # 3. tenant custom English, for a language with no shipped prompt for it
-    assert media(catalog, "success", "de") == "sound:phonemfa/custom/acme/en/success"
+    assert media(catalog, "success", "de") == "sound:phonemfa-custom/acme/en/success"
     # 4. shipped English
     assert media(catalog, "denied", "de") == "sound:phonemfa/en/denied"
     assert media(catalog, "greeting", "de") == "sound:phonemfa/de/greeting"
@@ -110,7 +110,7 @@ def test_a_language_with_custom_prompts_only_is_available() -> None:
     catalog = PromptCatalog(SHIPPED, custom={"de": {"greeting": "/rec/de.wav"}})
     assert catalog.languages == ("en", "fr", "de")
     assert catalog.language_for("de", "en") == ("de", False)
-    assert media(catalog, "greeting", "de") == "sound:phonemfa/custom/default/de/greeting"
+    assert media(catalog, "greeting", "de") == "sound:phonemfa-custom/default/de/greeting"
     assert media(catalog, "success", "de") == "sound:phonemfa/en/success"
 
 
@@ -131,7 +131,7 @@ def test_greeting_variants(fraud: bool, code: bool, message: str) -> None:
 def test_greeting_starts_with_the_spoken_organization_name() -> None:
     catalog = PromptCatalog(SHIPPED, tenant="contoso", organization_name=" Contoso ")
     assert catalog.greeting("fr", fraud=True).media == (
-        "sound:phonemfa/custom/contoso/fr/organization_name",
+        "sound:phonemfa-custom/contoso/fr/organization_name",
         "sound:phonemfa/fr/greeting_fraud",
     )
     assert catalog.greeting("fr", organization=False).media == ("sound:phonemfa/fr/greeting",)
@@ -149,7 +149,7 @@ def test_recorded_organization_name_beats_the_spoken_one() -> None:
         custom={"fr": {"organization_name": "sound:contoso/nom"}},
     )
     assert catalog.greeting("fr").media[0] == "sound:contoso/nom"
-    assert catalog.greeting("en").media[0] == "sound:phonemfa/custom/default/en/organization_name"
+    assert catalog.greeting("en").media[0] == "sound:phonemfa-custom/default/en/organization_name"
 
 
 def test_no_organization_name_no_prefix() -> None:
@@ -225,7 +225,7 @@ def test_catalog_from_tenant_settings() -> None:
     )
     catalog = PromptCatalog.for_tenant("contoso", tenant, SHIPPED)
     assert catalog.greeting("fr").media == (
-        "sound:phonemfa/custom/contoso/fr/organization_name",
+        "sound:phonemfa-custom/contoso/fr/organization_name",
         "sound:contoso/bonjour",
     )
 

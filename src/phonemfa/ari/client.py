@@ -1,0 +1,263 @@
+"""The ARI REST calls phonemfa uses, on one aiohttp session, with typed errors.
+
+We choose every id ourselves (channels, playbacks): the caller registers the id with the event
+router *before* asking, because Asterisk may send the first event before the HTTP response.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
+
+import aiohttp
+
+from phonemfa.ari.models import Application, Channel, Playback
+
+
+class AriError(Exception):
+    """ARI answered with an error status (or not at all: `AriUnavailable`)."""
+
+    status: int = 0
+
+    def __init__(self, method: str, path: str, status: int, message: str) -> None:
+        super().__init__(f"ARI {method} {path}: {status} {message}".rstrip())
+        self.method = method
+        self.path = path
+        self.status = status
+        self.message = message
+
+
+class AriBadRequest(AriError):  # 400: we sent something wrong
+    pass
+
+
+class AriNotFound(AriError):  # 404: channel, playback... is gone
+    pass
+
+
+class AriConflict(AriError):  # 409: e.g. the channel is not in Stasis (yet, or any more)
+    pass
+
+
+class AriPreconditionFailed(AriError):  # 412: e.g. the channel is not answered / in a bridge
+    pass
+
+
+class AriServerError(AriError):  # 5xx
+    pass
+
+
+class AriUnavailable(AriError):
+    """No answer from Asterisk: connection refused, reset, or timed out."""
+
+
+_BY_STATUS: dict[int, type[AriError]] = {
+    400: AriBadRequest,
+    404: AriNotFound,
+    409: AriConflict,
+    412: AriPreconditionFailed,
+}
+
+
+def basic_auth(username: str, password: str) -> str:
+    token = base64.b64encode(f"{username}:{password}".encode()).decode()
+    return f"Basic {token}"
+
+
+class AriClient:
+    """REST side of ARI. `base_url` is the Asterisk HTTP server, e.g. http://127.0.0.1:8088."""
+
+    def __init__(
+        self,
+        base_url: str,
+        username: str,
+        password: str,
+        app: str,
+        *,
+        max_connections: int = 64,
+        request_timeout: float = 10,
+    ) -> None:
+        self.base = base_url.rstrip("/") + "/ari"
+        self.app = app
+        self._auth = basic_auth(username, password)
+        self._max_connections = max_connections
+        self._timeout = aiohttp.ClientTimeout(total=request_timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The shared HTTP session (REST and the event websocket), made on first use."""
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                headers={"Authorization": self._auth},
+                connector=aiohttp.TCPConnector(limit=self._max_connections),
+                timeout=self._timeout,
+                json_serialize=json.dumps,
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | Sequence[tuple[str, Any]] | None = None,
+        body: Mapping[str, Any] | None = None,
+    ) -> Any:
+        try:
+            async with self.session.request(
+                method, self.base + path, params=_query(params), json=body
+            ) as resp:
+                text = await resp.text()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise AriUnavailable(method, path, 0, str(exc) or type(exc).__name__) from exc
+        if status >= 300:
+            raise _error(method, path, status, text)
+        return json.loads(text) if text else None
+
+    # --- channels ---------------------------------------------------------
+    async def create_channel(
+        self,
+        endpoint: str,
+        channel_id: str,
+        *,
+        app_args: str = "",
+        variables: Mapping[str, str] | None = None,
+        caller_id: str | None = None,
+    ) -> Channel:
+        """POST /channels/create: the channel enters our Stasis app (StasisStart), not dialled."""
+        body: dict[str, Any] = {
+            "endpoint": endpoint,
+            "app": self.app,
+            "channelId": channel_id,
+            "appArgs": app_args,
+        }
+        if variables:
+            body["variables"] = dict(variables)
+        if caller_id:
+            body["callerId"] = caller_id
+        return cast(Channel, await self.request("POST", "/channels/create", body=body))
+
+    async def dial(self, channel_id: str, timeout: int) -> None:
+        await self.request("POST", f"/channels/{channel_id}/dial", params={"timeout": timeout})
+
+    async def answer(self, channel_id: str) -> None:
+        await self.request("POST", f"/channels/{channel_id}/answer")
+
+    async def hangup(self, channel_id: str, reason: str = "normal") -> bool:
+        """Hang up; False when the channel was already gone."""
+        try:
+            await self.request("DELETE", f"/channels/{channel_id}", params={"reason": reason})
+        except AriNotFound:
+            return False
+        return True
+
+    async def get_channel(self, channel_id: str) -> Channel:
+        return cast(Channel, await self.request("GET", f"/channels/{channel_id}"))
+
+    async def list_channels(self) -> list[Channel]:
+        return cast(list[Channel], await self.request("GET", "/channels"))
+
+    async def play(
+        self,
+        channel_id: str,
+        playback_id: str,
+        media: Sequence[str],
+        *,
+        lang: str | None = None,
+    ) -> Playback:
+        """Play a media list (`sound:...`, `digits:...`) as one playback we can stop."""
+        params: list[tuple[str, str]] = [("media", m) for m in media]
+        if lang:
+            params.append(("lang", lang))
+        return cast(
+            Playback,
+            await self.request("POST", f"/channels/{channel_id}/play/{playback_id}", params=params),
+        )
+
+    async def send_dtmf(
+        self,
+        channel_id: str,
+        dtmf: str,
+        *,
+        before_ms: int = 0,
+        between_ms: int = 100,
+        duration_ms: int = 100,
+    ) -> None:
+        """DTMF to the far end; `w`/`W` in `dtmf` pause 0.5 s / 1 s (checked on Asterisk 22).
+        Asterisk queues DTMF behind a running playback: stop it first."""
+        await self.request(
+            "POST",
+            f"/channels/{channel_id}/dtmf",
+            params={
+                "dtmf": dtmf,
+                "before": before_ms,
+                "between": between_ms,
+                "duration": duration_ms,
+            },
+        )
+
+    async def set_variable(self, channel_id: str, name: str, value: str) -> None:
+        await self.request(
+            "POST", f"/channels/{channel_id}/variable", params={"variable": name, "value": value}
+        )
+
+    async def get_variable(self, channel_id: str, name: str) -> str:
+        path = f"/channels/{channel_id}/variable"
+        out = await self.request("GET", path, params={"variable": name})
+        return str(out["value"])
+
+    async def continue_in_dialplan(self, channel_id: str) -> None:
+        """Let a channel that entered Stasis from the dialplan go on at its next priority."""
+        await self.request("POST", f"/channels/{channel_id}/continue")
+
+    # --- playbacks --------------------------------------------------------
+    async def stop_playback(self, playback_id: str) -> bool:
+        """Stop a playback; False when it had already ended."""
+        try:
+            await self.request("DELETE", f"/playbacks/{playback_id}")
+        except AriNotFound:
+            return False
+        return True
+
+    async def get_playback(self, playback_id: str) -> Playback:
+        return cast(Playback, await self.request("GET", f"/playbacks/{playback_id}"))
+
+    # --- application and system -------------------------------------------
+    async def get_application(self) -> Application:
+        return cast(Application, await self.request("GET", f"/applications/{self.app}"))
+
+    async def asterisk_info(self) -> dict[str, Any]:
+        return cast(dict[str, Any], await self.request("GET", "/asterisk/info"))
+
+
+def _query(
+    params: Mapping[str, Any] | Sequence[tuple[str, Any]] | None,
+) -> list[tuple[str, str]] | None:
+    """aiohttp wants strings; ARI wants booleans as true/false."""
+    if params is None:
+        return None
+    items = params.items() if isinstance(params, Mapping) else params
+    return [(k, _text(v)) for k, v in items]
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _error(method: str, path: str, status: int, text: str) -> AriError:
+    try:
+        message = str(json.loads(text).get("message", text))
+    except (ValueError, AttributeError):
+        message = text.strip()
+    cls = _BY_STATUS.get(status, AriServerError if status >= 500 else AriError)
+    return cls(method, path, status, message[:200])

@@ -1,0 +1,179 @@
+"""ARI events: one websocket, one reader, each event routed to its call's mailbox.
+
+The reader only decodes and routes (`put_nowait`): it never waits on call work, so a slow call
+cannot delay another's events. The connection is kept up with heartbeats and reconnects with a
+jittered back-off; after every (re)connect an `on_connected` hook runs as its own task so the
+service can re-sync what it missed while the connection was down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import aiohttp
+
+from phonemfa.ari.client import AriClient
+from phonemfa.ari.models import Event
+
+log = logging.getLogger("phonemfa.ari")
+
+Mailbox = asyncio.Queue[Event]
+
+
+class EventRouter:
+    """Maps channel and playback ids to mailboxes. Register before the request that makes
+    the id appear: Asterisk may send its first event before it answers the request."""
+
+    def __init__(self, on_unrouted: Callable[[Event], None] | None = None) -> None:
+        self._channels: dict[str, Mailbox] = {}
+        self._playbacks: dict[str, Mailbox] = {}
+        self.on_unrouted = on_unrouted
+
+    def add_channel(self, channel_id: str, mailbox: Mailbox) -> None:
+        self._channels[channel_id] = mailbox
+
+    def remove_channel(self, channel_id: str) -> None:
+        self._channels.pop(channel_id, None)
+
+    def add_playback(self, playback_id: str, mailbox: Mailbox) -> None:
+        self._playbacks[playback_id] = mailbox
+
+    def remove_playback(self, playback_id: str) -> None:
+        self._playbacks.pop(playback_id, None)
+
+    def channel_ids(self) -> list[str]:
+        return list(self._channels)
+
+    def mailbox(self, channel_id: str) -> Mailbox | None:
+        return self._channels.get(channel_id)
+
+    def route(self, event: Event) -> bool:
+        """Deliver to the owning mailbox; False (and `on_unrouted`) when nobody owns it."""
+        box = None
+        if event.playback_id is not None:
+            box = self._playbacks.get(event.playback_id)
+        if box is None and event.channel_id is not None:
+            box = self._channels.get(event.channel_id)
+        if box is not None:
+            box.put_nowait(event)
+            return True
+        if self.on_unrouted is not None:
+            self.on_unrouted(event)
+        return False
+
+
+class EventStream:
+    """The ARI event websocket for our app, kept connected until `stop()`."""
+
+    def __init__(
+        self,
+        client: AriClient,
+        router: EventRouter,
+        *,
+        heartbeat: float = 10,
+        max_backoff: float = 2,
+        on_connected: Callable[[int], Coroutine[Any, Any, None]] | None = None,
+    ) -> None:
+        self.client = client
+        self.router = router
+        self.heartbeat = heartbeat
+        self.max_backoff = max_backoff
+        self.on_connected = on_connected
+        self.connected = asyncio.Event()
+        self.generation = 0  # how many times we connected
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._hooks: set[asyncio.Task[None]] = set()
+        self._stopping = False
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="ari-events")
+
+    async def wait_connected(self, timeout: float) -> None:
+        await asyncio.wait_for(self.connected.wait(), timeout)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._ws is not None:
+            await self._ws.close()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for hook in list(self._hooks):
+            hook.cancel()
+
+    async def drop(self) -> None:
+        """Close the current connection as if the network dropped it (for tests and
+        operators' `reconnect`); the stream reconnects by itself."""
+        if self._ws is not None:
+            await self._ws.close()
+
+    async def _run(self) -> None:
+        delay = 0.0
+        while not self._stopping:
+            try:
+                ws = await self.client.session.ws_connect(
+                    f"{self.client.base}/events",
+                    params={"app": self.client.app, "subscribeAll": "false"},
+                    heartbeat=self.heartbeat,
+                    max_msg_size=0,
+                )
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                delay = _next_delay(delay, self.max_backoff)
+                log.warning("ARI events: cannot connect (%s); retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            delay = 0.0
+            self._ws = ws
+            self.generation += 1
+            self.connected.set()
+            log.info("ARI events: connected (connection #%d)", self.generation)
+            if self.on_connected is not None:
+                hook: asyncio.Task[None] = asyncio.create_task(self.on_connected(self.generation))
+                self._hooks.add(hook)
+                hook.add_done_callback(self._hook_done)
+            try:
+                await self._read(ws)
+            finally:
+                self.connected.clear()
+                self._ws = None
+                await ws.close()
+            if not self._stopping:
+                delay = _next_delay(delay, self.max_backoff)
+                log.warning("ARI events: connection lost; reconnecting in %.2f s", delay)
+                await asyncio.sleep(delay)
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        route = self.router.route
+        async for msg in ws:
+            if msg.type is aiohttp.WSMsgType.TEXT:
+                try:
+                    data = json.loads(msg.data)
+                except ValueError:
+                    log.error("ARI events: undecodable message dropped")
+                    continue
+                try:
+                    route(Event(data))
+                except Exception:  # one bad event must not stop everyone's events
+                    log.exception("ARI events: routing failed for %s", data.get("type"))
+            elif msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSED):
+                break
+
+    def _hook_done(self, task: asyncio.Task[None]) -> None:
+        self._hooks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("ARI events: re-sync after connect failed", exc_info=task.exception())
+
+
+def _next_delay(previous: float, ceiling: float) -> float:
+    """0.1 s, doubling up to the ceiling, with ±20 % jitter so many clients don't sync up."""
+    base = min(ceiling, max(0.1, previous * 2))
+    return min(ceiling, base * random.uniform(0.8, 1.2))

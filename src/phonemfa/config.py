@@ -409,6 +409,7 @@ class CallSettings(_Model):
     attempts: int = Field(default=3, ge=1, le=10)
     no_input_prompts: int = Field(default=2, ge=1, le=10)
     extension_prompt_repeats: int = Field(default=5, ge=1, le=20)
+    extension_prompt_pause: float = Field(default=1, ge=0, le=60)
     operator_prompt_repeats: int = Field(default=5, ge=1, le=20)
     operator_prompt_pause: float = Field(default=2, ge=0, le=60)
     max_duration: float = Field(default=300, ge=10, le=3600)

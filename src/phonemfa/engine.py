@@ -1,0 +1,125 @@
+"""The Asterisk side of phonemfa: one ARI client, one event stream, the calls in flight.
+
+The service (HTTP API, store) and the one-shot `phonemfa call` both run calls through an
+Engine. It keeps every flow findable by call id so that a reconnect can re-sync them and a
+shutdown can end them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from phonemfa.ari import AriClient, AriError, Event, EventRouter, EventStream
+from phonemfa.config import Config
+from phonemfa.flow import CallFlow, CallRequest, Observer
+from phonemfa.messages import MessageType
+from phonemfa.outcomes import Outcome
+from phonemfa.prompts import SUPPORTED_LANGUAGES, PromptCatalog, Shipped, load_shipped
+
+log = logging.getLogger("phonemfa.engine")
+
+
+class Engine:
+    def __init__(
+        self, config: Config, *, on_unrouted: Callable[[Event], None] | None = None
+    ) -> None:
+        self.config = config
+        ari = config.ari
+        self.ari = AriClient(ari.url, ari.username, ari.password.get_secret_value(), ari.app)
+        self.router = EventRouter(on_unrouted)
+        self.events = EventStream(
+            self.ari,
+            self.router,
+            heartbeat=ari.heartbeat,
+            max_backoff=ari.reconnect_max_delay,
+            on_connected=self._on_connected,
+        )
+        self.flows: dict[str, CallFlow] = {}
+        self.shipped = shipped_prompts(config.sounds.dir)
+        self.catalogs = {
+            name: PromptCatalog.for_tenant(name, tenant, self.shipped)
+            for name, tenant in config.tenants.items()
+        }
+        self._startup_time: str | None = None
+        self.resyncs = 0
+
+    @property
+    def connected(self) -> bool:
+        return self.events.connected.is_set()
+
+    async def start(self, connect_timeout: float | None = None) -> None:
+        """Start the event stream; with a time-out, wait until ARI is connected."""
+        self.events.start()
+        if connect_timeout is not None:
+            await self.events.wait_connected(connect_timeout)
+
+    async def stop(self) -> None:
+        await self.events.stop()
+        await self.ari.close()
+
+    def catalog(self, tenant: str) -> PromptCatalog:
+        catalog = self.catalogs.get(tenant)
+        if catalog is None:  # a tenant added at run time
+            catalog = PromptCatalog.for_tenant(tenant, self.config.tenant(tenant), self.shipped)
+            self.catalogs[tenant] = catalog
+        return catalog
+
+    def flow(self, request: CallRequest, observer: Observer) -> CallFlow:
+        """A flow for this call, registered so reconnects and shutdown can reach it.
+        Run it with `await flow.run()` (or as a task); `forget()` it when done."""
+        flow = CallFlow(request, self.ari, self.router, observer)
+        self.flows[request.call_id] = flow
+        return flow
+
+    def forget(self, call_id: str) -> None:
+        self.flows.pop(call_id, None)
+
+    async def run_call(self, request: CallRequest, observer: Observer) -> Outcome:
+        flow = self.flow(request, observer)
+        try:
+            return await flow.run()
+        finally:
+            self.forget(request.call_id)
+
+    def stop_all(self, outcome: Outcome, reason: str) -> None:
+        for flow in list(self.flows.values()):
+            flow.stop(outcome, reason)
+
+    async def _on_connected(self, generation: int) -> None:
+        """After a (re)connect: if Asterisk restarted, our calls are gone; else ask
+        Asterisk where each call stands, since events were lost while we were away."""
+        try:
+            info = await self.ari.asterisk_info()
+        except AriError as exc:
+            log.warning("re-sync: cannot read Asterisk's status: %s", exc)
+            info = {}
+        startup = str(info.get("status", {}).get("startup_time", "")) or None
+        restarted = (
+            self._startup_time is not None and startup is not None and startup != self._startup_time
+        )
+        self._startup_time = startup or self._startup_time
+        if generation == 1:  # the first connection: nothing was missed yet
+            return
+        if restarted:
+            log.warning("Asterisk restarted: %d call(s) in progress interrupted", len(self.flows))
+            self.stop_all(Outcome.INTERRUPTED, "asterisk_restarted")
+            return
+        self.resyncs += 1
+        flows = list(self.flows.values())
+        results = await asyncio.gather(*(f.resync() for f in flows), return_exceptions=True)
+        for flow, result in zip(flows, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("re-sync of call %s failed: %s", flow.req.call_id, result)
+        log.info("re-synced %d call(s) after reconnect #%d", len(flows), generation)
+
+
+def shipped_prompts(sounds_dir: Path | None) -> Shipped:
+    """What `make prompts` installed into Asterisk's sounds folder; without access to that
+    folder (phonemfa on another host), every shipped message is assumed installed."""
+    if sounds_dir is not None:
+        return load_shipped(sounds_dir)
+    messages = frozenset(m.value for m in MessageType if m is not MessageType.ORGANIZATION_NAME)
+    return Shipped(messages={lang: messages for lang in SUPPORTED_LANGUAGES})

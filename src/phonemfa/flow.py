@@ -1,0 +1,507 @@
+"""One verification call, top to bottom: dial, get past the switchboard, verify, hang up.
+
+A `CallFlow` runs as one task fed by its own mailbox (the event router puts this call's ARI
+events there). The sequence reads like DESIGN §1:
+
+    originate -> [auto attendant: key the extension, extension prompt until '#']
+              -> [operator: transfer prompt with the digits, until '#' from the extension]
+              -> greeting (or number matching) -> collect -> success / fraud / denied
+              -> hang up
+
+Every path ends in exactly one outcome, reported to the observer the moment it is decided
+(before the closing prompt plays), and every path hangs up our channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from phonemfa.ari import (
+    AriClient,
+    AriConflict,
+    AriError,
+    AriNotFound,
+    AriPreconditionFailed,
+    AriUnavailable,
+    Event,
+    EventRouter,
+    Mailbox,
+    synthetic,
+)
+from phonemfa.config import TenantSettings
+from phonemfa.messages import MessageType
+from phonemfa.numbers import mask_text
+from phonemfa.outcomes import Outcome, unanswered_outcome
+from phonemfa.policy import DialMode, DialPlan, Digits, Wait
+from phonemfa.prompts import Prompt, PromptCatalog
+
+log = logging.getLogger("phonemfa.flow")
+
+# How long to wait for things Asterisk always answers quickly; past this, something is broken.
+STASIS_START_TIMEOUT = 10.0
+HANGUP_TIMEOUT = 5.0
+# A prompt that never reports its end (lost event) is given up on after this long.
+PLAYBACK_TIMEOUT = 120.0
+# Longest entry we read (a code plus '#'); more keys than this is not an answer.
+MAX_ENTRY = 12
+RESYNC_EVENT = "PhonemfaResync"
+
+
+class Observer(Protocol):
+    """Where a call reports its progress: the service's store, or the CLI's screen."""
+
+    def step(self, event: str, details: dict[str, Any]) -> None:
+        """A timeline entry (`event` is its name: dialing, ringing, answered, ...)."""
+
+    def outcome(self, outcome: Outcome, reason: str | None) -> None:
+        """The call's one terminal outcome, the moment it is known."""
+
+
+@dataclass(frozen=True)
+class CallRequest:
+    """Everything one call needs, decided before dialling (number, policy, language)."""
+
+    call_id: str
+    plan: DialPlan
+    settings: TenantSettings
+    catalog: PromptCatalog
+    language: str
+    dial_timeout: int
+    code: str | None = None
+    caller_id: str | None = None
+
+
+class HungUp(Exception):
+    """Our channel went away (the far end hung up, or it was lost)."""
+
+    def __init__(self, cause: int, lost: bool = False) -> None:
+        super().__init__(f"channel gone (cause {cause})")
+        self.cause = cause
+        self.lost = lost
+
+
+class Stopped(Exception):
+    """The service ended the call from outside (cancel, shutdown, Asterisk restarted)."""
+
+    def __init__(self, outcome: Outcome, reason: str) -> None:
+        super().__init__(reason)
+        self.outcome = outcome
+        self.reason = reason
+
+
+class CallFlow:
+    def __init__(
+        self,
+        request: CallRequest,
+        ari: AriClient,
+        router: EventRouter,
+        observer: Observer,
+        *,
+        channel_id: str | None = None,
+    ) -> None:
+        self.req = request
+        self.ari = ari
+        self.router = router
+        self.observer = observer
+        self.channel_id = channel_id or str(uuid.uuid4())
+        self.calls = request.settings.calls
+        self.mailbox: Mailbox = asyncio.Queue()
+        self.keys: list[str] = []  # DTMF received and not yet consumed
+        self.channel_state = "Down"
+        self.in_stasis = False
+        self.gone: HungUp | None = None
+        self.playback_id: str | None = None
+        self.playback_over = True
+        self.outcome: Outcome | None = None
+        self.reason: str | None = None
+        self._stop: Stopped | None = None
+        self._task: asyncio.Task[Outcome] | None = None
+        self._reached_greeting = False
+        self._masking_keys = False
+        self._loop = asyncio.get_running_loop()
+
+    # --- the call, top to bottom -------------------------------------------
+    async def run(self) -> Outcome:
+        """Place the call and see it through; returns the outcome (also sent to the observer)."""
+        self._task = asyncio.current_task()
+        self.router.add_channel(self.channel_id, self.mailbox)
+        try:
+            async with asyncio.timeout(self.calls.max_duration):
+                await self._call()
+        except HungUp as gone:
+            self._hung_up(gone)
+        except Stopped as stop:
+            self._decide(stop.outcome, stop.reason)
+        except asyncio.CancelledError:
+            if self._stop is None:  # cancelled by someone else: clean up, then obey
+                self._decide(Outcome.CANCELLED, "cancelled")
+                await self._finish()
+                raise
+            # Our own stop(): swallow it so the task ends normally with the outcome.
+            self._decide(self._stop.outcome, self._stop.reason)
+            if self._task is not None:
+                self._task.uncancel()
+        except TimeoutError:
+            self._decide(Outcome.FAILED, "max_duration")
+        except AriUnavailable as exc:
+            self._decide(Outcome.INTERRUPTED, "asterisk_unavailable")
+            log.warning("call %s: Asterisk unavailable: %s", self.req.call_id, exc)
+        except AriError as exc:
+            self._decide(Outcome.FAILED, f"ari_error_{exc.status}")
+            log.warning("call %s: %s", self.req.call_id, exc)
+        except Exception:
+            log.exception("call %s: unexpected error", self.req.call_id)
+            self._decide(Outcome.FAILED, "internal_error")
+        await self._finish()
+        assert self.outcome is not None
+        return self.outcome
+
+    def stop(self, outcome: Outcome, reason: str) -> None:
+        """End the call from outside with this outcome (unless it already has one)."""
+        if self._stop is None:
+            self._stop = Stopped(outcome, reason)
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    async def _call(self) -> None:
+        if self._stop is not None:  # stopped before it started
+            raise self._stop
+        await self._originate()
+        mode = self.req.plan.mode
+        if mode is DialMode.AUTO_EXTENSION:
+            await self._auto_attendant()
+        elif mode is DialMode.OPERATOR:
+            await self._operator()
+        await self._verify()
+
+    # --- dialling ----------------------------------------------------------
+    async def _originate(self) -> None:
+        plan = self.req.plan
+        self._step("dialing", mode=plan.mode.value, number=plan.number.mask())
+        variables = {}
+        if plan.mode is DialMode.OPERATOR:
+            # Hints that the operator transferred the call (DESIGN §8: best effort).
+            variables["TALK_DETECT(set)"] = ""
+        await self.ari.create_channel(
+            plan.dial_string,
+            self.channel_id,
+            app_args=f"call,{self.req.call_id}",
+            variables=variables,
+            caller_id=self.req.caller_id,
+        )
+        await self._wait(lambda: self.in_stasis, STASIS_START_TIMEOUT, "no StasisStart")
+        await self.ari.dial(self.channel_id, self.req.dial_timeout)
+        # Answered, or ChannelDestroyed with the network's cause (busy, no answer...).
+        await self._wait(
+            lambda: self.channel_state == "Up", self.req.dial_timeout + 10, "dial never ended"
+        )
+
+    # --- getting past the switchboard --------------------------------------
+    async def _auto_attendant(self) -> None:
+        plan = self.req.plan
+        for step in plan.dtmf:
+            match step:
+                case Wait(seconds):
+                    await self._idle(seconds)
+                case Digits(digits, duration_ms, gap_ms):
+                    await self.ari.send_dtmf(
+                        self.channel_id, digits, duration_ms=duration_ms, between_ms=gap_ms
+                    )
+                    # ARI returns at once; the tones take this long to go out.
+                    await self._idle(len(digits) * (duration_ms + gap_ms) / 1000)
+        self._step("extension_sent", extension=plan.extension, dtmf=plan.dtmf_string)
+        prompt = self.req.catalog.get(MessageType.EXTENSION_PROMPT, self.req.language)
+        await self._until_pound(
+            prompt,
+            "extension_prompt",
+            self.calls.extension_prompt_repeats,
+            self.calls.extension_prompt_pause,
+            "extension_did_not_answer",
+        )
+
+    async def _operator(self) -> None:
+        extension = self.req.plan.extension
+        assert extension is not None
+        prompt = self.req.catalog.operator_prompt(self.req.language, extension)
+        await self._until_pound(
+            prompt,
+            "operator_prompt",
+            self.calls.operator_prompt_repeats,
+            self.calls.operator_prompt_pause,
+            "operator_did_not_transfer",
+        )
+
+    async def _until_pound(
+        self, prompt: Prompt, name: str, repeats: int, pause: float, reason: str
+    ) -> None:
+        """Play `prompt` again and again until someone presses '#' (other keys are ignored)."""
+        for attempt in range(1, repeats + 1):
+            self.keys.clear()
+            self._step(name, attempt=attempt, media=list(prompt.media), language=prompt.language)
+            await self._play(prompt, stop_on=lambda: "#" in self.keys)
+            if "#" in self.keys or await self._wait_key("#", pause):
+                self._step("pound_received", at=name)
+                return
+        raise Stopped(Outcome.NO_INPUT, reason)
+
+    # --- the verification ----------------------------------------------------
+    async def _verify(self) -> None:
+        req = self.req
+        fraud = req.settings.fraud
+        offer_fraud = fraud.enabled
+        code = req.code
+        self._reached_greeting = True
+        self._masking_keys = code is not None
+        greeting = req.catalog.greeting(req.language, fraud=offer_fraud, code=code is not None)
+        repeat = req.catalog.greeting(
+            req.language, fraud=offer_fraud, code=code is not None, organization=False
+        )
+        retry = req.catalog.get(MessageType.RETRY, req.language)
+        prompt = greeting
+        wrong = silent = 0
+        while True:
+            self._step("prompting", media=list(prompt.media), language=prompt.language)
+            entry = await self._ask(prompt)
+            if entry is None:
+                silent += 1
+                self._step("no_input", count=silent)
+                if silent >= self.calls.no_input_prompts:
+                    await self._close(Outcome.NO_INPUT, "no_key_pressed", MessageType.NO_INPUT)
+                    return
+                prompt = repeat
+                continue
+            if offer_fraud and entry == fraud.code:
+                await self._close(Outcome.FRAUD_REPORTED, None, MessageType.FRAUD_CONFIRMATION)
+                return
+            expected = "#" if code is None else code + "#"
+            if entry == expected:
+                await self._close(Outcome.APPROVED, None, MessageType.SUCCESS)
+                return
+            wrong += 1
+            self._step("wrong_input", count=wrong, entry=self._shown(entry))
+            if wrong >= self.calls.attempts:
+                await self._close(Outcome.DENIED, "wrong_input", MessageType.DENIED)
+                return
+            prompt = retry + repeat
+
+    async def _ask(self, prompt: Prompt) -> str | None:
+        """Play `prompt` and read one entry: keys up to '#', or up to a pause of
+        inter_digit_timeout. None when no key comes at all."""
+        self.keys.clear()
+        await self._play(prompt, stop_on=lambda: bool(self.keys))
+        if not self.keys and not await self._wait_any_key(self.calls.first_digit_timeout):
+            return None
+        while "#" not in self.keys and len(self.keys) < MAX_ENTRY:
+            if not await self._wait_more_keys(len(self.keys), self.calls.inter_digit_timeout):
+                break
+        if "#" in self.keys:
+            entry = "".join(self.keys[: self.keys.index("#") + 1])
+        else:
+            entry = "".join(self.keys)
+        self._step("entry", entry=self._shown(entry))
+        return entry
+
+    async def _close(self, outcome: Outcome, reason: str | None, message: MessageType) -> None:
+        """Decide the outcome now (it is visible at once), then say the closing words."""
+        self._decide(outcome, reason)
+        closing = self.req.catalog.get(message, self.req.language)
+        if message is MessageType.NO_INPUT:
+            closing = closing + self.req.catalog.get(MessageType.GOODBYE, self.req.language)
+        with contextlib.suppress(HungUp):
+            await self._play(closing, stop_on=lambda: False)
+
+    # --- media and keys ------------------------------------------------------
+    async def _play(self, prompt: Prompt, stop_on: Callable[[], bool]) -> None:
+        """Play and wait for the end, or stop it as soon as `stop_on()` holds (a key).
+        Asterisk does not stop playbacks on DTMF by itself (DESIGN §8)."""
+        playback_id = str(uuid.uuid4())
+        self.playback_id = playback_id
+        self.playback_over = False
+        self.router.add_playback(playback_id, self.mailbox)
+        try:
+            try:
+                await self.ari.play(
+                    self.channel_id, playback_id, prompt.media, lang=prompt.language
+                )
+            except (AriNotFound, AriConflict, AriPreconditionFailed):
+                await self._channel_check()
+                raise
+            await self._wait_for(lambda: self.playback_over or stop_on(), PLAYBACK_TIMEOUT)
+            if not self.playback_over:
+                await self.ari.stop_playback(playback_id)
+        finally:
+            self.router.remove_playback(playback_id)
+            self.playback_id = None
+            self.playback_over = True
+
+    async def _wait_key(self, key: str, timeout: float) -> bool:
+        return await self._wait_for(lambda: key in self.keys, timeout)
+
+    async def _wait_more_keys(self, count: int, timeout: float) -> bool:
+        return await self._wait_for(lambda: len(self.keys) > count, timeout)
+
+    async def _wait_any_key(self, timeout: float) -> bool:
+        return await self._wait_for(lambda: bool(self.keys), timeout)
+
+    async def _idle(self, seconds: float) -> None:
+        """Let time pass while still hearing about the channel (a hang-up ends the wait)."""
+        await self._wait_for(lambda: False, seconds)
+
+    async def _wait(self, done: Callable[[], bool], timeout: float, what: str) -> None:
+        if not await self._wait_for(done, timeout):
+            raise Stopped(Outcome.FAILED, what.replace(" ", "_"))
+
+    async def _wait_for(self, done: Callable[[], bool], timeout: float) -> bool:
+        """Handle this call's events until `done()` or the time is up (False).
+        Raises HungUp as soon as the channel is gone."""
+        deadline = self._loop.time() + timeout
+        while True:
+            if self.gone is not None:
+                raise self.gone
+            if done():
+                return True
+            remaining = deadline - self._loop.time()
+            if remaining <= 0:
+                return False
+            try:
+                async with asyncio.timeout(remaining):
+                    event = await self.mailbox.get()
+            except TimeoutError:
+                continue
+            self._handle(event)
+
+    # --- events ----------------------------------------------------------------
+    def _handle(self, event: Event) -> None:
+        kind = event.type
+        if kind == "ChannelDtmfReceived":
+            digit = event.digit
+            self.keys.append(digit)
+            self._step("key", digit="*" if self._masking_keys and digit != "#" else digit)
+        elif kind == "ChannelStateChange":
+            self._set_state(event.channel_state)
+        elif kind == "PlaybackFinished":
+            if event.playback_id == self.playback_id:
+                self.playback_over = True
+                state = event.playback.get("state")
+                if state != "done":
+                    self._step("playback_" + str(state), media=event.playback.get("media_uri"))
+        elif kind == "StasisStart":
+            self.in_stasis = True
+            self._set_state(event.channel_state)
+        elif kind == "ChannelDestroyed":
+            self.gone = HungUp(event.cause)
+        elif kind == "ChannelCallerId":
+            caller = event.channel.get("caller", {})
+            self._step("caller_id_changed", number=mask_text(caller.get("number", "")))
+        elif kind == "ChannelTalkingStarted":
+            self._step("talking_started")
+        elif kind == "ChannelTalkingFinished":
+            self._step("talking_finished", duration_ms=event.data.get("duration"))
+        elif kind == RESYNC_EVENT:
+            self._resynced(event)
+
+    def _set_state(self, state: str) -> None:
+        if state == self.channel_state:
+            return
+        self.channel_state = state
+        if state == "Ringing":
+            self._step("ringing")
+        elif state == "Up":
+            self._step("answered")
+
+    def _resynced(self, event: Event) -> None:
+        """After a reconnect: what Asterisk says now about our channel and playback."""
+        if event.data.get("gone"):
+            self.gone = HungUp(0, lost=True)
+            return
+        self.in_stasis = True
+        self._set_state(event.channel_state)
+        if event.data.get("playback_gone") and self.playback_id == event.data.get("playback"):
+            self.playback_over = True
+
+    async def resync(self) -> None:
+        """Ask Asterisk where this call stands and tell the flow (events were lost while the
+        websocket was down). Runs in the reconnect hook's task, not the flow's."""
+        data: dict[str, Any] = {}
+        try:
+            channel = await self.ari.get_channel(self.channel_id)
+        except AriNotFound:
+            if not self.in_stasis:
+                return  # not created yet: nothing was missed
+            data["gone"] = True
+        else:
+            data["channel"] = channel
+            playback = self.playback_id
+            if playback is not None:
+                data["playback"] = playback
+                try:
+                    await self.ari.get_playback(playback)
+                except AriNotFound:
+                    data["playback_gone"] = True
+        data.setdefault("channel", {"id": self.channel_id})
+        self.mailbox.put_nowait(synthetic(RESYNC_EVENT, self.channel_id, **data))
+
+    async def _channel_check(self) -> None:
+        """A request about our channel failed as if it were gone: is it?"""
+        try:
+            await self.ari.get_channel(self.channel_id)
+        except AriNotFound:
+            self.gone = HungUp(0, lost=True)
+            raise self.gone from None
+
+    # --- ending ------------------------------------------------------------------
+    def _hung_up(self, gone: HungUp) -> None:
+        if self.outcome is not None:
+            return
+        if gone.lost:
+            self._decide(Outcome.INTERRUPTED, "channel_lost")
+        elif self.channel_state != "Up":
+            self._decide(*unanswered_outcome(gone.cause))
+        elif self._reached_greeting:
+            self._decide(Outcome.DENIED, "hung_up")
+        else:
+            self._decide(Outcome.DENIED, "hung_up_before_greeting")
+
+    def _decide(self, outcome: Outcome, reason: str | None) -> None:
+        if self.outcome is not None:
+            return
+        self.outcome = outcome
+        self.reason = reason
+        self.observer.outcome(outcome, reason)
+
+    async def _finish(self) -> None:
+        """Hang up our channel (whatever happened) and wait until Asterisk let it go."""
+        try:
+            if self.gone is None:
+                with contextlib.suppress(AriError):
+                    await self.ari.hangup(self.channel_id)
+                deadline = self._loop.time() + HANGUP_TIMEOUT
+                while self.gone is None and self.in_stasis:
+                    remaining = deadline - self._loop.time()
+                    if remaining <= 0:
+                        break
+                    try:
+                        async with asyncio.timeout(remaining):
+                            event = await self.mailbox.get()
+                    except TimeoutError:
+                        break
+                    if event.type == "ChannelDestroyed":
+                        self.gone = HungUp(event.cause)
+            self._step("hung_up", cause=self.gone.cause if self.gone else None)
+        finally:
+            self.router.remove_channel(self.channel_id)
+
+    # --- helpers -----------------------------------------------------------------
+    def _step(self, event: str, **details: Any) -> None:
+        self.observer.step(event, details)
+
+    def _shown(self, entry: str) -> str:
+        if not self._masking_keys:
+            return entry
+        return "".join("*" if c != "#" else c for c in entry)

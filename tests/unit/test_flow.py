@@ -1,0 +1,429 @@
+"""The call flow's decisions, against a scripted fake Asterisk (no I/O, tiny time-outs).
+
+The real paths are proven on the sandbox (tests/integration/test_flow.py); here every branch
+is pinned down quickly: which outcome, which prompts, which DTMF, and that every path hangs up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from phonemfa.ari import AriNotFound, Event, EventRouter
+from phonemfa.config import Config, DialProfile, TenantSettings
+from phonemfa.flow import CallFlow, CallRequest
+from phonemfa.numbers import parse_number
+from phonemfa.outcomes import Outcome
+from phonemfa.policy import plan_call
+from phonemfa.prompts import PromptCatalog, Shipped
+
+TINY = {
+    "first_digit_timeout": 0.15,
+    "inter_digit_timeout": 0.1,
+    "no_input_prompts": 2,
+    "attempts": 3,
+    "extension_prompt_repeats": 3,
+    "extension_prompt_pause": 0.05,
+    "operator_prompt_repeats": 2,
+    "operator_prompt_pause": 0.05,
+    "max_duration": 10,
+}
+PROMPT_SECONDS = 0.05
+MESSAGES = frozenset(
+    "greeting greeting_fraud extension_prompt operator_transfer operator_after_digits "
+    "code_prompt code_prompt_fraud success denied retry no_input fraud_confirmation "
+    "goodbye".split()
+)
+CATALOG = PromptCatalog(Shipped(messages={"en": MESSAGES}))
+
+
+class FakeAsterisk:
+    """Answers the flow's ARI requests the way Asterisk does, by routing events back.
+
+    `person` is called with every timeline step and may press keys (`press`) or hang up."""
+
+    def __init__(self, router: EventRouter, *, answer: bool = True, cause: int = 17) -> None:
+        self.router = router
+        self.answer = answer
+        self.cause = cause
+        self.requests: list[tuple[str, Any]] = []
+        self.playing: str | None = None
+        self.channel: str | None = None
+        self.gone = False
+        self.dtmf_during_playback = False
+        self.fail_playbacks = False
+
+    def emit(self, kind: str, **data: Any) -> None:
+        data.setdefault("channel", {"id": self.channel, "state": "Up", "caller": {}})
+        self.router.route(Event({"type": kind, **data}))
+
+    def later(self, delay: float, fn: Callable[[], None]) -> None:
+        asyncio.get_running_loop().call_later(delay, fn)
+
+    # --- the AriClient subset the flow uses ---
+    async def create_channel(self, endpoint: str, channel_id: str, **kw: Any) -> dict[str, Any]:
+        self.requests.append(("create", endpoint))
+        self.channel = channel_id
+        self.later(0, lambda: self.emit("StasisStart", channel={"id": channel_id, "state": "Down"}))
+        return {"id": channel_id}
+
+    async def dial(self, channel_id: str, timeout: int) -> None:
+        self.requests.append(("dial", timeout))
+        self.later(
+            0,
+            lambda: self.emit("ChannelStateChange", channel={"id": channel_id, "state": "Ringing"}),
+        )
+        if self.answer:
+            self.later(0.01, lambda: self.emit("ChannelStateChange"))
+        else:
+            self.later(0.01, lambda: self.destroy(self.cause))
+
+    def destroy(self, cause: int) -> None:
+        if not self.gone:
+            self.gone = True
+            self.emit("ChannelDestroyed", cause=cause)
+
+    async def play(
+        self, channel_id: str, playback_id: str, media: Any, lang: str | None = None
+    ) -> dict[str, Any]:
+        if self.gone:
+            raise AriNotFound("POST", "/play", 404, "Channel not found")
+        self.requests.append(("play", list(media)))
+        self.playing = playback_id
+        state = "failed" if self.fail_playbacks else "done"
+        self.later(PROMPT_SECONDS, lambda: self.finish(playback_id, state))
+        return {"id": playback_id}
+
+    def finish(self, playback_id: str, state: str = "done") -> None:
+        if self.playing == playback_id:
+            self.playing = None
+            self.emit(
+                "PlaybackFinished",
+                playback={
+                    "id": playback_id,
+                    "state": state,
+                    "target_uri": f"channel:{self.channel}",
+                },
+            )
+
+    async def stop_playback(self, playback_id: str) -> bool:
+        self.requests.append(("stop", playback_id))
+        self.finish(playback_id)
+        return True
+
+    async def send_dtmf(self, channel_id: str, dtmf: str, **kw: Any) -> None:
+        self.requests.append(("dtmf", dtmf))
+        self.dtmf_during_playback |= self.playing is not None
+
+    async def hangup(self, channel_id: str, reason: str = "normal") -> bool:
+        self.requests.append(("hangup", reason))
+        self.later(0, lambda: self.destroy(16))
+        return not self.gone
+
+    async def get_channel(self, channel_id: str) -> dict[str, Any]:
+        if self.gone:
+            raise AriNotFound("GET", "/channels", 404, "Channel not found")
+        return {"id": channel_id, "state": "Up"}
+
+    async def get_playback(self, playback_id: str) -> dict[str, Any]:
+        if self.playing != playback_id:
+            raise AriNotFound("GET", "/playbacks", 404, "Playback not found")
+        return {"id": playback_id}
+
+    # --- the person on the phone ---
+    def press(self, keys: str) -> None:
+        for i, key in enumerate(keys):
+            self.later(0.005 * (i + 1), lambda k=key: self.emit("ChannelDtmfReceived", digit=k))
+
+    def sent(self, kind: str) -> list[Any]:
+        return [value for k, value in self.requests if k == kind]
+
+
+class Recorder:
+    def __init__(self, on_step: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+        self.timeline: list[tuple[str, dict[str, Any]]] = []
+        self.outcomes: list[tuple[Outcome, str | None]] = []
+        self.on_step = on_step
+
+    def step(self, event: str, details: dict[str, Any]) -> None:
+        self.timeline.append((event, details))
+        if self.on_step is not None:
+            self.on_step(event, details)
+
+    def outcome(self, outcome: Outcome, reason: str | None) -> None:
+        self.outcomes.append((outcome, reason))
+
+    def count(self, name: str) -> int:
+        return sum(1 for n, _ in self.timeline if n == name)
+
+
+def tenant(**overrides: Any) -> TenantSettings:
+    data: dict[str, Any] = {"region": "US", "calls": TINY}
+    data.update(overrides)
+    return TenantSettings.model_validate(data)
+
+
+CONFIG = Config.model_validate(
+    {"ari": {"password": "x"}, "api": {"tokens": ["t"]}, "tenants": {"default": {}}}
+)
+
+
+async def run(
+    phone: str,
+    script: Callable[[FakeAsterisk, str, dict[str, Any], Recorder], None] | None = None,
+    *,
+    settings: TenantSettings | None = None,
+    code: str | None = None,
+    answer: bool = True,
+    cause: int = 17,
+    fail_playbacks: bool = False,
+) -> tuple[Outcome, str | None, FakeAsterisk, Recorder]:
+    settings = settings or tenant()
+    router = EventRouter()
+    fake = FakeAsterisk(router, answer=answer, cause=cause)
+    fake.fail_playbacks = fail_playbacks
+    recorder = Recorder()
+    if script is not None:
+        recorder.on_step = lambda event, details: script(fake, event, details, recorder)
+    profile = {
+        "name": "t",
+        "match": ["+1"],
+        "pre_delay": 0.02,
+        "dtmf_duration_ms": 20,
+        "dtmf_gap_ms": 20,
+    }
+    plan = plan_call(parse_number(phone, "US"), settings, CONFIG.trunk, [DialProfile(**profile)])
+    request = CallRequest("call-1", plan, settings, CATALOG, "en", dial_timeout=5, code=code)
+    flow = CallFlow(request, fake, router, recorder)  # type: ignore[arg-type]
+    outcome = await asyncio.wait_for(flow.run(), 10)
+    assert len(recorder.outcomes) == 1, recorder.outcomes
+    assert recorder.outcomes[0][0] is outcome
+    assert recorder.timeline[-1][0] == "hung_up"
+    assert fake.gone, "the channel was left up"
+    assert router.channel_ids() == [], "the call's mailbox was left registered"
+    return outcome, recorder.outcomes[0][1], fake, recorder
+
+
+def on(
+    step: str, keys: str, times: int = 1
+) -> Callable[[FakeAsterisk, str, dict[str, Any], Recorder], None]:
+    """Press `keys` at the `times`-th occurrence of `step`."""
+
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == step and rec.count(step) == times:
+            fake.press(keys)
+
+    return script
+
+
+MOBILE = "+1 425 555 0100"
+
+
+@pytest.mark.parametrize(
+    ("cause", "outcome"),
+    [
+        (17, Outcome.BUSY),
+        (19, Outcome.NO_ANSWER),
+        (18, Outcome.NO_ANSWER),
+        (1, Outcome.UNREACHABLE),
+        (34, Outcome.UNREACHABLE),
+        (16, Outcome.UNREACHABLE),
+    ],
+)
+async def test_unanswered_calls_take_their_outcome_from_the_cause(
+    cause: int, outcome: Outcome
+) -> None:
+    got, reason, fake, _ = await run(MOBILE, answer=False, cause=cause)
+    assert (got, reason) == (outcome, f"cause_{cause}")
+    assert fake.sent("play") == []
+
+
+async def test_pound_approves_and_the_success_prompt_follows() -> None:
+    got, reason, fake, rec = await run(MOBILE, on("prompting", "#"))
+    assert (got, reason) == (Outcome.APPROVED, None)
+    plays = fake.sent("play")
+    assert plays[0] == ["sound:phonemfa/en/greeting_fraud"]
+    assert plays[-1] == ["sound:phonemfa/en/success"]
+    assert fake.sent("stop"), "the greeting was not stopped on the first key"
+
+
+async def test_fraud_code_reports_fraud() -> None:
+    got, _, fake, _ = await run(MOBILE, on("prompting", "0#"))
+    assert got is Outcome.FRAUD_REPORTED
+    assert fake.sent("play")[-1] == ["sound:phonemfa/en/fraud_confirmation"]
+
+
+async def test_fraud_code_is_just_wrong_input_when_fraud_reporting_is_off() -> None:
+    settings = tenant(fraud={"enabled": False})
+    got, reason, fake, rec = await run(MOBILE, on("prompting", "0#"), settings=settings)
+    assert (got, reason) == (Outcome.NO_INPUT, "no_key_pressed")
+    assert fake.sent("play")[0] == ["sound:phonemfa/en/greeting"]
+    assert rec.count("wrong_input") == 1
+
+
+async def test_a_custom_fraud_code() -> None:
+    got, _, _, _ = await run(MOBILE, on("prompting", "99#"), settings=tenant(fraud={"code": "99#"}))
+    assert got is Outcome.FRAUD_REPORTED
+
+
+async def test_wrong_answers_until_the_attempts_run_out_deny() -> None:
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "prompting":
+            fake.press("1#")
+
+    got, reason, fake, rec = await run(MOBILE, script)
+    assert (got, reason) == (Outcome.DENIED, "wrong_input")
+    assert rec.count("wrong_input") == 3
+    assert fake.sent("play")[1][0] == "sound:phonemfa/en/retry"
+    assert fake.sent("play")[-1] == ["sound:phonemfa/en/denied"]
+
+
+async def test_a_wrong_key_then_pound_approves() -> None:
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "prompting":
+            fake.press("5#" if rec.count("prompting") == 1 else "#")
+
+    got, _, _, rec = await run(MOBILE, script)
+    assert got is Outcome.APPROVED
+    assert rec.count("wrong_input") == 1
+
+
+async def test_keys_without_pound_end_at_the_inter_digit_time_out_as_wrong_input() -> None:
+    got, _, _, rec = await run(MOBILE, on("prompting", "7"))
+    assert got is Outcome.NO_INPUT  # one wrong entry, then silence at both repeats
+    assert rec.count("wrong_input") == 1
+
+
+async def test_silence_gives_no_input_after_the_configured_prompts() -> None:
+    got, reason, fake, rec = await run(MOBILE)
+    assert (got, reason) == (Outcome.NO_INPUT, "no_key_pressed")
+    assert rec.count("prompting") == 2
+    assert fake.sent("play")[-1] == ["sound:phonemfa/en/no_input", "sound:phonemfa/en/goodbye"]
+
+
+async def test_hanging_up_during_the_greeting_denies() -> None:
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "prompting":
+            fake.later(0.01, lambda: fake.destroy(16))
+
+    got, reason, _, _ = await run(MOBILE, script)
+    assert (got, reason) == (Outcome.DENIED, "hung_up")
+
+
+async def test_number_matching_needs_the_right_code_and_masks_it() -> None:
+    got, _, fake, rec = await run(MOBILE, on("prompting", "42#"), code="42")
+    assert got is Outcome.APPROVED
+    assert fake.sent("play")[0] == ["sound:phonemfa/en/code_prompt_fraud"]
+    assert [d["digit"] for n, d in rec.timeline if n == "key"] == ["*", "*", "#"]
+    assert all("4" not in str(d) for _, d in rec.timeline)
+
+
+async def test_number_matching_pound_alone_does_not_approve() -> None:
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "prompting":
+            fake.press("#")
+
+    got, reason, _, _ = await run(MOBILE, script, code="42")
+    assert (got, reason) == (Outcome.DENIED, "wrong_input")
+
+
+async def test_auto_attendant_keys_the_extension_before_any_prompt() -> None:
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "extension_prompt" and details["attempt"] == 2:
+            fake.press("#")
+        if event == "prompting":
+            fake.press("#")
+
+    got, _, fake, rec = await run("+1 425 555 0110 x5678", script)
+    assert got is Outcome.APPROVED
+    assert fake.sent("dtmf") == ["5678"]
+    assert not fake.dtmf_during_playback
+    kinds = [k for k, _ in fake.requests]
+    assert kinds.index("dtmf") < kinds.index("play")
+    assert fake.sent("play")[0] == ["sound:phonemfa/en/extension_prompt"]
+    assert rec.count("extension_prompt") == 2
+
+
+async def test_auto_attendant_nobody_at_the_extension_gives_no_input() -> None:
+    got, reason, _, rec = await run("+1 425 555 0110 x5678")
+    assert (got, reason) == (Outcome.NO_INPUT, "extension_did_not_answer")
+    assert rec.count("extension_prompt") == 3
+    assert rec.count("prompting") == 0
+
+
+async def test_operator_mode_asks_for_a_transfer_and_sends_no_dtmf() -> None:
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "operator_prompt":
+            fake.press("1")  # the operator fumbles a key: ignored
+        if event == "operator_prompt" and details["attempt"] == 2:
+            fake.press("#")
+        if event == "prompting":
+            fake.press("#")
+
+    got, _, fake, rec = await run("+1 425 555 0120 x@5678", script)
+    assert got is Outcome.APPROVED
+    assert fake.sent("dtmf") == []
+    assert fake.sent("play")[0] == [
+        "sound:phonemfa/en/operator_transfer",
+        "digits:5678",
+        "sound:phonemfa/en/operator_after_digits",
+    ]
+
+
+async def test_operator_hanging_up_before_the_greeting() -> None:
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "operator_prompt":
+            fake.later(0.01, lambda: fake.destroy(16))
+
+    got, reason, _, _ = await run("+1 425 555 0120 x@5678", script)
+    assert (got, reason) == (Outcome.DENIED, "hung_up_before_greeting")
+
+
+async def test_a_failed_playback_is_in_the_timeline() -> None:
+    _, _, _, rec = await run(MOBILE, fail_playbacks=True)
+    assert rec.count("playback_failed") >= 1
+
+
+async def test_stop_ends_the_call_with_the_given_outcome_and_hangs_up() -> None:
+    router = EventRouter()
+    fake = FakeAsterisk(router)
+    recorder = Recorder()
+    settings = tenant()
+    plan = plan_call(parse_number(MOBILE, "US"), settings, CONFIG.trunk)
+    flow = CallFlow(CallRequest("c", plan, settings, CATALOG, "en", 5), fake, router, recorder)  # type: ignore[arg-type]
+
+    def script(event: str, details: dict[str, Any]) -> None:
+        if event == "prompting":
+            flow.stop(Outcome.INTERRUPTED, "shutdown")
+
+    recorder.on_step = script
+    outcome = await asyncio.wait_for(flow.run(), 5)
+    assert outcome is Outcome.INTERRUPTED
+    assert recorder.outcomes == [(Outcome.INTERRUPTED, "shutdown")]
+    assert ("hangup", "normal") in fake.requests
+    assert fake.gone
+
+
+async def test_a_channel_lost_while_disconnected_is_interrupted() -> None:
+    router = EventRouter()
+    fake = FakeAsterisk(router)
+    recorder = Recorder()
+    settings = tenant(calls={**TINY, "first_digit_timeout": 5})
+    plan = plan_call(parse_number(MOBILE, "US"), settings, CONFIG.trunk)
+    flow = CallFlow(CallRequest("c", plan, settings, CATALOG, "en", 5), fake, router, recorder)  # type: ignore[arg-type]
+
+    def script(event: str, details: dict[str, Any]) -> None:
+        if event == "prompting":
+            fake.gone = True  # gone without an event: the websocket was down
+
+            async def resync() -> None:
+                await flow.resync()
+
+            asyncio.get_running_loop().create_task(resync())
+
+    recorder.on_step = script
+    outcome = await asyncio.wait_for(flow.run(), 5)
+    assert (outcome, flow.reason) == (Outcome.INTERRUPTED, "channel_lost")

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from phonemfa.engine import Engine
 from tests.support.ari_raw import RawAri, raw_ari
+from tests.support.flows import FlowHarness, sandbox_config
 from tests.support.softphone import SoftphoneNetwork, softphone_network
 
 REPO = Path(__file__).resolve().parents[1]
@@ -102,3 +104,23 @@ async def ari(asterisk: Sandbox) -> AsyncIterator[RawAri]:
     app = f"test-{uuid.uuid4().hex[:8]}"
     async with raw_ari(asterisk.ari_url, asterisk.ari_user, asterisk.ari_password, app) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+async def engine(asterisk: Sandbox) -> AsyncIterator[Engine]:
+    """phonemfa's Asterisk side, in the test process, on a Stasis app of its own."""
+    config = sandbox_config(
+        f"phonemfa-test-{uuid.uuid4().hex[:6]}", asterisk.ari_url, asterisk.ari_password
+    )
+    eng = Engine(config)
+    await eng.start(connect_timeout=10)
+    yield eng
+    await eng.stop()
+
+
+@pytest.fixture
+async def flows(engine: Engine) -> AsyncIterator[FlowHarness]:
+    """Start verification calls and watch them; afterwards no channel of ours is left."""
+    harness = FlowHarness(engine)
+    yield harness
+    await harness.settle()

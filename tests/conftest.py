@@ -6,6 +6,7 @@ It never skips: an integration test without Asterisk is a failure, in CI and loc
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import urllib.error
@@ -67,9 +68,23 @@ class Sandbox:
             return False
 
 
+def _lock_sandbox() -> None:
+    """One test session at a time on the shared sandbox (softphones would steal each other's
+    registrations): wait for the lock, hold it until this process ends."""
+    path = Path(os.environ.get("PHONEMFA_SANDBOX", "/var/tmp/phonemfa-sandbox")) / "tests.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = path.open("w")
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    _HELD.append(handle)
+
+
+_HELD: list[object] = []
+
+
 @pytest.fixture(scope="session")
 def asterisk() -> Sandbox:
     """The running sandbox Asterisk; started if ARI does not answer. Fails, never skips."""
+    _lock_sandbox()
     sandbox = Sandbox()
     if not sandbox.ari_ready():
         result = subprocess.run(

@@ -8,7 +8,6 @@ the language, and check the number-matching code. Pure: no I/O.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from phonemfa.config import Config
 from phonemfa.flow import CallRequest
@@ -30,13 +29,6 @@ class CallRefused(Exception):
         self.refusal = refusal
 
 
-@dataclass(frozen=True)
-class Prepared:
-    request: CallRequest
-    language_fell_back: bool
-    requested_language: str | None
-
-
 def prepare_call(
     config: Config,
     catalog: PromptCatalog,
@@ -46,7 +38,7 @@ def prepare_call(
     tenant: str,
     language: str | None = None,
     code: str | None = None,
-) -> Prepared:
+) -> CallRequest:
     """Raises NumberError for a number that cannot be dialled, CallRefused for a policy
     refusal (destination or code); velocity limits and blocks are the caller's to check."""
     settings = config.tenant(tenant)
@@ -58,7 +50,7 @@ def prepare_call(
     if code is not None:
         check_code(code, settings.fraud.code if settings.fraud.enabled else None)
     lang, fell_back = catalog.language_for(language, settings.language)
-    request = CallRequest(
+    return CallRequest(
         call_id=call_id,
         plan=plan,
         settings=settings,
@@ -67,8 +59,8 @@ def prepare_call(
         dial_timeout=config.trunk.dial_timeout,
         code=code,
         caller_id=config.trunk.caller_id,
+        requested_language=(language or settings.language) if fell_back else None,
     )
-    return Prepared(request, fell_back, language)
 
 
 def check_code(code: str, fraud_code: str | None) -> None:
@@ -79,4 +71,4 @@ def check_code(code: str, fraud_code: str | None) -> None:
         raise CallRefused("bad_code", "the code is the tenant's fraud-report code")
 
 
-__all__ = ["CallRefused", "NumberError", "Prepared", "check_code", "prepare_call"]
+__all__ = ["CallRefused", "NumberError", "check_code", "prepare_call"]

@@ -79,7 +79,7 @@ async def _call(config: Any, args: argparse.Namespace) -> int:
     engine = Engine(config)
     try:
         catalog = engine.catalog(args.tenant)
-        prepared = prepare_call(
+        request = prepare_call(
             config,
             catalog,
             call_id=str(uuid.uuid4()),
@@ -92,11 +92,6 @@ async def _call(config: Any, args: argparse.Namespace) -> int:
         print(f"phonemfa call: refused: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     printer = ProgressPrinter(sys.stdout)
-    if prepared.language_fell_back:
-        printer.step(
-            "language_fallback",
-            {"requested": prepared.requested_language, "used": prepared.request.language},
-        )
     try:
         await engine.start(connect_timeout=CONNECT_TIMEOUT)
     except TimeoutError:
@@ -104,7 +99,7 @@ async def _call(config: Any, args: argparse.Namespace) -> int:
         await engine.stop()
         return EXIT_NOT_APPROVED
     try:
-        outcome = await engine.run_call(prepared.request, printer)
+        outcome = await engine.run_call(request, printer)
     finally:
         await engine.stop()
     return EXIT_APPROVED if outcome is Outcome.APPROVED else EXIT_NOT_APPROVED

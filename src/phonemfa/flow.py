@@ -75,6 +75,8 @@ class CallRequest:
     dial_timeout: int
     code: str | None = None
     caller_id: str | None = None
+    requested_language: str | None = None
+    """What the request asked for, when `language` differs from it (a fallback)."""
 
 
 class HungUp(Exception):
@@ -183,6 +185,12 @@ class CallFlow:
     # --- dialling ----------------------------------------------------------
     async def _originate(self) -> None:
         plan = self.req.plan
+        if self.req.requested_language is not None:
+            self._step(
+                "language_fallback",
+                requested=self.req.requested_language,
+                used=self.req.language,
+            )
         self._step("dialing", mode=plan.mode.value, number=plan.number.mask())
         variables = {}
         if plan.mode is DialMode.OPERATOR:

@@ -113,7 +113,7 @@ class FlowHarness:
         language: str | None = None,
     ) -> WatchedCall:
         call_id = str(uuid.uuid4())
-        prepared = prepare_call(
+        request = prepare_call(
             self.engine.config,
             self.engine.catalog(tenant),
             call_id=call_id,
@@ -123,7 +123,7 @@ class FlowHarness:
             code=code,
         )
         watched = WatchedCall(call_id)
-        watched.task = asyncio.create_task(self.engine.run_call(prepared.request, watched))
+        watched.task = asyncio.create_task(self.engine.run_call(request, watched))
         self.calls.append(watched)
         return watched
 

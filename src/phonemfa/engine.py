@@ -17,6 +17,7 @@ from phonemfa.config import Config
 from phonemfa.flow import CallFlow, CallRequest, Observer
 from phonemfa.messages import MessageType
 from phonemfa.outcomes import Outcome
+from phonemfa.prompt_setup import prepare_prompts
 from phonemfa.prompts import SUPPORTED_LANGUAGES, PromptCatalog, Shipped, load_shipped
 
 log = logging.getLogger("phonemfa.engine")
@@ -51,7 +52,13 @@ class Engine:
         return self.events.connected.is_set()
 
     async def start(self, connect_timeout: float | None = None) -> None:
-        """Start the event stream; with a time-out, wait until ARI is connected."""
+        """Install the tenants' custom prompts (raises PromptSetupError, listing them, when
+        one cannot be played), then start the event stream; with a time-out, wait until ARI
+        is connected."""
+        # sox and espeak-ng are blocking subprocesses: keep them off the event loop.
+        warnings = await asyncio.to_thread(prepare_prompts, self.config, self.catalogs)
+        for warning in warnings:
+            log.warning("prompts: %s", warning)
         self.events.start()
         if connect_timeout is not None:
             await self.events.wait_connected(connect_timeout)

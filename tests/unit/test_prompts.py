@@ -16,8 +16,9 @@ from types import ModuleType
 import pytest
 
 from phonemfa import prompts
-from phonemfa.config import TenantSettings
+from phonemfa.config import Config, TenantSettings
 from phonemfa.messages import MessageType
+from phonemfa.prompt_setup import PromptSetupError, prepare_prompts
 from phonemfa.prompts import (
     CustomSource,
     Prompt,
@@ -462,3 +463,71 @@ def test_prompts_check_fails_naming_the_missing_file(
     )
     assert "FAILED: 1 error(s)" in out
     assert run_prompts_cli("prompts", "check", "--config", str(config), "--tenant", "default") == 0
+
+
+# --- service start: prompt_setup -------------------------------------------------------------
+
+
+def setup_config(sounds: Path, **tenants: dict[str, object]) -> Config:
+    return Config.model_validate(
+        {
+            "ari": {"password": "x"},
+            "api": {"tokens": ["t"]},
+            "sounds": {"dir": str(sounds)},
+            "tenants": {"default": {}, **tenants},
+        }
+    )
+
+
+def catalogs_of(config: Config, shipped: Shipped = SHIPPED) -> dict[str, PromptCatalog]:
+    return {n: PromptCatalog.for_tenant(n, t, shipped) for n, t in config.tenants.items()}
+
+
+def test_prepare_prompts_converts_recordings_and_speaks_the_name(
+    sounds: Path, tmp_path: Path
+) -> None:
+    src = tmp_path / "hello-44k.wav"
+    sox("-n", "-r", "44100", "-c", "2", str(src), "synth", "0.5", "sine", "440")
+    acme = {"organization_name": "Acme", "prompts": {"en": {"greeting": str(src)}}}
+    config = setup_config(sounds, acme=acme)
+    assert prepare_prompts(config, catalogs_of(config)) == []
+    folder = sounds / "phonemfa-custom" / "acme"
+    assert wav_format(folder / "en" / "greeting.wav") == (8000, 1, 2)
+    assert wav_format(folder / "fr" / "organization_name.wav16") == (16000, 1, 2)
+    assert not (sounds / "phonemfa-custom" / "default").exists()
+
+
+def test_prepare_prompts_refuses_naming_every_problem_with_absolute_paths(
+    sounds: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # relative paths are taken from the working directory
+    (tmp_path / "junk.wav").write_text("not audio")
+    acme = {"prompts": {"fr": {"greeting": "missing.wav", "success": "junk.wav"}}}
+    config = setup_config(sounds, acme=acme)
+    with pytest.raises(PromptSetupError) as caught:
+        prepare_prompts(config, catalogs_of(config))
+    text = str(caught.value)
+    assert "2 prompt problem(s), not starting" in text
+    assert f"message greeting: recording not found ({tmp_path / 'missing.wav'})" in text
+    assert f"message success: sox cannot decode {Path('junk.wav')}" in text
+    assert "phonemfa prompts check" in text
+    assert {f.message for f in caught.value.findings} == {"greeting", "success"}
+    assert not (sounds / "phonemfa-custom").exists()  # nothing half-installed
+
+
+def test_prepare_prompts_warns_but_starts(sounds: Path) -> None:
+    config = setup_config(sounds, acme={"fraud": {"code": "9#"}})
+    warnings = prepare_prompts(config, catalogs_of(config))
+    assert warnings and all(w.severity == "warning" and w.tenant == "acme" for w in warnings)
+
+
+def test_without_sounds_dir_only_tenants_that_need_files_are_refused() -> None:
+    def config(**acme: object) -> Config:
+        data = {"ari": {"password": "x"}, "api": {"tokens": ["t"]}, "tenants": {"acme": acme}}
+        return Config.model_validate(data)
+
+    plain = config(prompts={"en": {"greeting": "sound:custom/hello"}})
+    assert prepare_prompts(plain, catalogs_of(plain)) == []
+    named = config(organization_name="Acme")
+    with pytest.raises(PromptSetupError, match="sounds.dir is not set"):
+        prepare_prompts(named, catalogs_of(named))

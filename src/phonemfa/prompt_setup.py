@@ -1,0 +1,110 @@
+"""At service start: put every tenant's custom prompts where Asterisk plays them, or refuse.
+
+Each tenant's recordings are converted (sox) and its organisation name is spoken (espeak-ng)
+into ``<sounds.dir>/phonemfa-custom/<tenant>/<lang>/``; then every prompt its callers can hear
+is checked. Any error stops the start with one `PromptSetupError` listing them all: a
+service that starts anyway would play silence (Asterisk fails a missing file quietly).
+
+Relative recording paths are taken from the working directory, like every other path in the
+config (config.py); the catalogs are built that way by the Engine, so what is imported here is
+exactly what the flow plays. Errors show absolute paths.
+
+Blocking (subprocesses, files): the Engine runs it in a thread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from phonemfa.config import Config, TenantSettings
+from phonemfa.prompts import Finding, PromptCatalog, check_prompts, import_tenant_prompts
+
+__all__ = ["PromptSetupError", "prepare_prompts", "prepare_tenant_prompts"]
+
+log = logging.getLogger("phonemfa.prompts")
+
+
+class PromptSetupError(RuntimeError):
+    """Tenants' prompts that cannot be played; ``findings`` holds every error."""
+
+    def __init__(self, findings: Iterable[Finding], hint: str) -> None:
+        # Absolute paths: a service started from an unexpected directory says where it looked.
+        self.findings = tuple(
+            dataclasses.replace(f, path=str(Path(f.path).absolute())) if f.path else f
+            for f in findings
+        )
+        lines = [str(f) for f in self.findings]
+        super().__init__(
+            f"{len(lines)} prompt problem(s), not starting:\n  " + "\n  ".join(lines) + f"\n{hint}"
+        )
+
+
+_HINT = "Fix the tenants' prompts settings; `phonemfa prompts check --config FILE` shows them."
+
+
+def prepare_prompts(
+    config: Config, catalogs: Mapping[str, PromptCatalog], *, mbrola: bool = True
+) -> list[Finding]:
+    """Check, then import, every configured tenant's prompts. Returns the warnings (voice
+    fallbacks, long recordings, ...); raises PromptSetupError on any error."""
+    sounds_dir = config.sounds.dir
+    if sounds_dir is None:
+        _refuse_without_sounds_dir(catalogs)
+        return []  # nothing to write, and nothing we could check
+    warnings: list[Finding] = []
+    errors: list[Finding] = []
+    for name, catalog in catalogs.items():
+        tenant = config.tenants.get(name)
+        if tenant is None:
+            continue  # tenants added at run time are prepared when they are added
+        try:
+            warnings += prepare_tenant_prompts(catalog, tenant, sounds_dir, mbrola=mbrola)
+        except PromptSetupError as exc:
+            errors += exc.findings
+    if errors:
+        raise PromptSetupError(errors, _HINT)
+    return warnings
+
+
+def prepare_tenant_prompts(
+    catalog: PromptCatalog, tenant: TenantSettings, sounds_dir: Path, *, mbrola: bool = True
+) -> list[Finding]:
+    """One tenant: check its prompts first (a missing or undecodable recording is reported as
+    such, not as a conversion failure), then convert and speak what it needs. Returns the
+    warnings; raises PromptSetupError with every error."""
+    code = tenant.fraud.code if tenant.fraud.enabled else None
+    findings = check_prompts(catalog, sounds_dir, fraud_code=code)
+    errors = [f for f in findings if f.severity == "error"]
+    if errors:
+        raise PromptSetupError(errors, _HINT)
+    done, problems = import_tenant_prompts(catalog, sounds_dir, mbrola=mbrola)
+    for line in done:
+        log.info("prompts: %s", line)
+    errors = [f for f in problems if f.severity == "error"]
+    if errors:
+        raise PromptSetupError(errors, _HINT)
+    # A voice fallback is reported by both check and import: once is enough.
+    return list(dict.fromkeys(findings + problems))
+
+
+def _refuse_without_sounds_dir(catalogs: Mapping[str, PromptCatalog]) -> None:
+    """Without sounds.dir nothing can be written for Asterisk: a tenant that needs files
+    (a recording, a spoken organisation name) would be played as silence."""
+    errors = [
+        Finding(
+            "error",
+            catalog.tenant,
+            lang,
+            message,
+            "sounds.dir is not set: cannot install this prompt where Asterisk plays it "
+            "(set sounds.dir to Asterisk's sounds folder, or use sound:NAME media)",
+            source.value if source.kind == "file" else None,
+        )
+        for catalog in catalogs.values()
+        for lang, message, source in catalog.materialized()
+    ]
+    if errors:
+        raise PromptSetupError(errors, _HINT)

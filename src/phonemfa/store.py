@@ -1,0 +1,842 @@
+"""Call records, timelines, tenant settings, fraud blocks and the webhook outbox, in SQLite.
+
+One writer thread owns the only write connection and applies writes in the order they were
+issued, committing everything queued when it wakes in one transaction (a batch). Awaited writes
+(`create_call`, `finish_call`, ...) return once their batch is committed; `append_event` and
+`set_status` are queued and not awaited, so a call never waits for the disk. Reads run on a
+small pool of threads with their own connections (WAL: readers never wait for the writer).
+
+WAL with synchronous=NORMAL: a committed batch survives the process being killed (SIGKILL);
+only a power loss can take the last few batches. Phone numbers are never stored in clear: a
+record has the masked number and a keyed hash of the E.164 number (`number_key`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import logging
+import os
+import queue
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Collection, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+log = logging.getLogger("phonemfa.store")
+
+T = TypeVar("T")
+
+# A batch is everything queued when the writer wakes, up to this many writes.
+MAX_BATCH = 1000
+READERS = 4
+# After a failed batch, its fire-and-forget writes are tried once more this much later
+# (or sooner, with the next write).
+RETRY_DELAY = 0.5
+BUSY_TIMEOUT = 5.0
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be written (disk full, read-only, I/O error) or is closed."""
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    at: float
+    event: str
+    details: dict[str, Any]
+
+
+@dataclass
+class CallRecord:
+    id: str
+    tenant: str
+    user: str | None
+    phone_masked: str
+    phone_hash: str
+    mode: str
+    language: str
+    status: str
+    outcome: str | None
+    reason: str | None
+    origin: str
+    created_at: float
+    updated_at: float
+    ended_at: float | None
+    channel_id: str | None
+    origin_channel: str | None
+    callback_url: str | None
+    code_used: bool = False
+    token_name: str | None = None
+    timeline: list[TimelineEntry] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class WebhookDelivery:
+    call_id: str
+    tenant: str
+    url: str
+    body: bytes
+    attempts: int
+    next_attempt_at: float
+    delivered_at: float | None
+    last_error: str | None
+    given_up_at: float | None = None
+
+
+# --- schema ------------------------------------------------------------------------------
+
+Migration = Callable[[sqlite3.Connection], None]
+
+
+def _sql(*statements: str) -> Migration:
+    def migrate(conn: sqlite3.Connection) -> None:
+        for statement in statements:
+            conn.execute(statement)
+
+    return migrate
+
+
+# Applied in order; `PRAGMA user_version` is how many have been. Never edit a released one:
+# append a new one (SQL statements, or a function for data migrations).
+MIGRATIONS: list[Migration] = [
+    # v1: the call records of DESIGN §3.
+    _sql(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        """CREATE TABLE calls (
+            id TEXT PRIMARY KEY,
+            tenant TEXT NOT NULL,
+            user TEXT,
+            phone_masked TEXT NOT NULL,
+            phone_hash TEXT NOT NULL,
+            mode TEXT NOT NULL,
+            language TEXT NOT NULL,
+            status TEXT NOT NULL,
+            outcome TEXT,
+            reason TEXT,
+            origin TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            updated_at REAL NOT NULL,
+            ended_at REAL,
+            channel_id TEXT,
+            origin_channel TEXT,
+            callback_url TEXT,
+            code_used INTEGER NOT NULL DEFAULT 0,
+            token_name TEXT
+        )""",
+        "CREATE INDEX calls_created ON calls (created_at, id)",
+        "CREATE INDEX calls_tenant_created ON calls (tenant, created_at, id)",
+        "CREATE INDEX calls_in_flight ON calls (created_at) WHERE outcome IS NULL",
+        """CREATE TABLE timeline (
+            seq INTEGER PRIMARY KEY,
+            call_id TEXT NOT NULL REFERENCES calls (id),
+            at REAL NOT NULL,
+            event TEXT NOT NULL,
+            details TEXT NOT NULL
+        )""",
+        "CREATE INDEX timeline_call ON timeline (call_id, seq)",
+        # Calls by status, kept by triggers so that metrics never scan the calls table.
+        "CREATE TABLE call_counts (status TEXT PRIMARY KEY, n INTEGER NOT NULL)",
+        """CREATE TRIGGER call_counts_insert AFTER INSERT ON calls BEGIN
+            INSERT OR IGNORE INTO call_counts VALUES (NEW.status, 0);
+            UPDATE call_counts SET n = n + 1 WHERE status = NEW.status;
+        END""",
+        """CREATE TRIGGER call_counts_update AFTER UPDATE OF status ON calls
+            WHEN OLD.status IS NOT NEW.status BEGIN
+            UPDATE call_counts SET n = n - 1 WHERE status = OLD.status;
+            INSERT OR IGNORE INTO call_counts VALUES (NEW.status, 0);
+            UPDATE call_counts SET n = n + 1 WHERE status = NEW.status;
+        END""",
+        """CREATE TRIGGER call_counts_delete AFTER DELETE ON calls BEGIN
+            UPDATE call_counts SET n = n - 1 WHERE status = OLD.status;
+        END""",
+    ),
+    # v2: what the service keeps beside the calls.
+    _sql(
+        """CREATE TABLE tenant_settings (
+            tenant TEXT PRIMARY KEY,
+            settings TEXT NOT NULL
+        )""",
+        """CREATE TABLE blocks (
+            tenant TEXT NOT NULL,
+            user TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            call_id TEXT,
+            created_at REAL NOT NULL,
+            PRIMARY KEY (tenant, user)
+        )""",
+        """CREATE TABLE webhooks (
+            call_id TEXT PRIMARY KEY REFERENCES calls (id),
+            tenant TEXT NOT NULL,
+            url TEXT NOT NULL,
+            body BLOB NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at REAL NOT NULL,
+            delivered_at REAL,
+            last_error TEXT,
+            given_up_at REAL
+        )""",
+        """CREATE INDEX webhooks_pending ON webhooks (next_attempt_at)
+            WHERE delivered_at IS NULL AND given_up_at IS NULL""",
+    ),
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection, target: int = SCHEMA_VERSION) -> int:
+    """Bring the database to `target` one migration per transaction; returns the version.
+    A database newer than this code is refused rather than misread."""
+    while True:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+            if version > SCHEMA_VERSION:
+                raise StoreUnavailable(
+                    f"database schema v{version} is newer than this phonemfa (v{SCHEMA_VERSION})"
+                )
+            if version >= target:
+                conn.execute("COMMIT")
+                return version
+            MIGRATIONS[version](conn)
+            conn.execute(f"PRAGMA user_version = {version + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        log.info("database migrated to schema v%d", version + 1)
+
+
+def _connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    # Autocommit mode: we say BEGIN and COMMIT ourselves. check_same_thread is off because
+    # connections are made in one thread and used (and closed) in another, never at once.
+    conn = sqlite3.connect(
+        path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+    )
+    conn.execute("PRAGMA foreign_keys = ON")
+    if readonly:
+        conn.execute("PRAGMA query_only = ON")
+    return conn
+
+
+def _open_writer(path: Path) -> tuple[sqlite3.Connection, bytes]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        # The database holds the number-hash key: readable by us only (SQLite gives the
+        # -wal and -shm files the same permissions).
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    conn = _connect(path)
+    try:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StoreUnavailable(f"{path}: cannot use WAL mode (got {mode})")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        migrate(conn)
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(
+            "INSERT OR IGNORE INTO meta VALUES ('number_key', ?)", (secrets.token_hex(32),)
+        )
+        key = conn.execute("SELECT value FROM meta WHERE key = 'number_key'").fetchone()[0]
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.close()
+        raise
+    return conn, bytes.fromhex(key)
+
+
+# --- the writer --------------------------------------------------------------------------
+
+
+@dataclass(eq=False)
+class _Write:
+    run: Callable[[sqlite3.Connection], Any] | None  # None: a flush marker
+    what: str
+    future: asyncio.Future[Any] | None = None  # None: fire and forget
+    retried: bool = False
+
+
+_STOP = _Write(None, "stop")
+
+# Errors that belong to one write (a bug in it, a constraint): that write alone fails.
+# Every other sqlite3 error (disk full, I/O, read-only, locked) fails the whole batch.
+_OWN_ERRORS = (
+    sqlite3.IntegrityError,
+    sqlite3.ProgrammingError,
+    sqlite3.InterfaceError,
+    sqlite3.DataError,
+)
+
+
+def _resolve(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, value, exc in results:
+        if future.done():  # the caller was cancelled; the write happened anyway
+            continue
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(value)
+
+
+class _Writer(threading.Thread):
+    def __init__(self, store: Store, conn: sqlite3.Connection) -> None:
+        super().__init__(name="phonemfa-store-writer", daemon=True)
+        self.store = store
+        self.conn = conn
+        self.queue: queue.SimpleQueue[_Write] = queue.SimpleQueue()
+
+    def run(self) -> None:
+        retry: list[_Write] = []
+        stopping = False
+        while not stopping:
+            batch, retry = retry, []
+            try:
+                first = self.queue.get(timeout=self.store.retry_delay if batch else None)
+                if first is _STOP:
+                    stopping = True
+                else:
+                    batch.append(first)
+            except queue.Empty:
+                pass
+            while not stopping and len(batch) < self.store.max_batch:
+                try:
+                    item = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stopping = True
+                else:
+                    batch.append(item)
+            retry = self._apply(batch)
+            if stopping and retry:
+                self._apply(retry)
+        self.conn.close()
+
+    def _apply(self, batch: list[_Write]) -> list[_Write]:
+        """Commit one batch; returns the fire-and-forget writes to try again."""
+        if not any(w.run is not None for w in batch):
+            self._settle([(w, None, None) for w in batch])
+            return []
+        conn = self.conn
+        done: list[tuple[_Write, Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for w in batch:
+                done.append((w, *self._run_one(conn, w)))
+            conn.execute("COMMIT")
+        except Exception as exc:
+            return self._failed(batch, exc)
+        if not self.store.healthy:
+            log.warning("database writable again")
+        self.store.healthy = True
+        self._settle(done)
+        return []
+
+    def _run_one(self, conn: sqlite3.Connection, w: _Write) -> tuple[Any, BaseException | None]:
+        if w.run is None:
+            return None, None
+        # A savepoint per write, so that one bad write leaves the rest of the batch intact.
+        conn.execute("SAVEPOINT w")
+        try:
+            value = w.run(conn)
+        except Exception as exc:
+            if isinstance(exc, sqlite3.Error) and not isinstance(exc, _OWN_ERRORS):
+                raise
+            conn.execute("ROLLBACK TO w")
+            conn.execute("RELEASE w")
+            if w.future is None:
+                log.error("store: %s failed and was dropped: %s", w.what, exc)
+            return None, exc
+        conn.execute("RELEASE w")
+        return value, None
+
+    def _failed(self, batch: list[_Write], exc: Exception) -> list[_Write]:
+        try:
+            if self.conn.in_transaction:  # SQLite rolls back by itself on some errors
+                self.conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            log.exception("store: rollback failed")
+        if self.store.healthy:
+            log.error("database write failed: %s", exc)
+        self.store.healthy = False
+        retry, results = [], []
+        unavailable = StoreUnavailable(f"database write failed: {exc}")
+        for w in batch:
+            if w.future is not None:
+                results.append((w, None, unavailable))
+            elif w.run is not None and not w.retried:
+                w.retried = True
+                retry.append(w)
+            elif w.run is not None:
+                log.error("store: %s dropped after a second failure", w.what)
+        self._settle(results)
+        return retry
+
+    def _settle(self, done: Sequence[tuple[_Write, Any, BaseException | None]]) -> None:
+        # One hop into each waiting event loop per batch.
+        by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+        for w, value, exc in done:
+            if w.future is not None:
+                by_loop.setdefault(w.future.get_loop(), []).append((w.future, value, exc))
+        for loop, results in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_resolve, results)
+            except RuntimeError:  # that loop is closed: nobody is waiting any more
+                pass
+
+
+# --- the store ---------------------------------------------------------------------------
+
+_CALL_COLUMNS = (
+    "id, tenant, user, phone_masked, phone_hash, mode, language, status, outcome, reason, "
+    "origin, created_at, updated_at, ended_at, channel_id, origin_channel, callback_url, "
+    "code_used, token_name"
+)
+_WEBHOOK_COLUMNS = (
+    "call_id, tenant, url, body, attempts, next_attempt_at, delivered_at, last_error, given_up_at"
+)
+
+
+def _call(row: Sequence[Any]) -> CallRecord:
+    values = list(row)
+    values[17] = bool(values[17])  # code_used
+    return CallRecord(*values)
+
+
+def _webhook(row: Sequence[Any]) -> WebhookDelivery:
+    values = list(row)
+    values[3] = bytes(values[3])  # body
+    return WebhookDelivery(*values)
+
+
+def _json(value: Any) -> str:
+    # default=str: a timeline detail we cannot encode is recorded as text, never an error.
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+def _encode_cursor(created_at: float, call_id: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps([created_at, call_id]).encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[float, str]:
+    try:
+        created_at, call_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        return float(created_at), str(call_id)
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise ValueError("invalid cursor") from exc
+
+
+class Store:
+    """Open with `await Store.open(path)`; close with `await store.close()`."""
+
+    def __init__(
+        self,
+        path: Path,
+        conn: sqlite3.Connection,
+        key: bytes,
+        *,
+        readers: int = READERS,
+        max_batch: int = MAX_BATCH,
+        retry_delay: float = RETRY_DELAY,
+    ) -> None:
+        self.path = path
+        self.healthy = True
+        self.max_batch = max_batch
+        self.retry_delay = retry_delay
+        self._key = key
+        self._closed = False
+        self._writer = _Writer(self, conn)
+        self._writer.start()
+        self._readers = ThreadPoolExecutor(readers, thread_name_prefix="phonemfa-store-read")
+        self._local = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._reader_lock = threading.Lock()
+
+    @classmethod
+    async def open(cls, path: str | Path, **options: Any) -> Store:
+        """Open (creating and migrating as needed) the database at `path`.
+        Options: readers, max_batch, retry_delay."""
+        path = Path(path)
+        try:
+            conn, key = await asyncio.to_thread(_open_writer, path)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreUnavailable(f"{path}: {exc}") from exc
+        return cls(path, conn, key, **options)
+
+    async def close(self) -> None:
+        """Commit everything queued, then close. Later writes raise StoreUnavailable."""
+        if self._closed:
+            return
+        self._closed = True
+        self._writer.queue.put(_STOP)
+        await asyncio.to_thread(self._writer.join)
+        await asyncio.to_thread(self._readers.shutdown)
+        for conn in self._reader_conns:
+            conn.close()
+
+    def number_key(self, e164: str) -> str:
+        """The keyed hash of an E.164 number: equal numbers, equal keys, in this database."""
+        return hmac.new(self._key, e164.encode(), hashlib.sha256).hexdigest()
+
+    # --- plumbing ---
+
+    def _queue(self, what: str, run: Callable[[sqlite3.Connection], Any]) -> None:
+        if self._closed:
+            log.warning("store closed: %s dropped", what)
+            return
+        self._writer.queue.put(_Write(run, what))
+
+    async def _write(self, what: str, run: Callable[[sqlite3.Connection], T] | None) -> T:
+        if self._closed:
+            raise StoreUnavailable("store closed")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._writer.queue.put(_Write(run, what, future))
+        return await future
+
+    async def _read(self, run: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:
+            raise StoreUnavailable("store closed")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._readers, self._read_here, run)
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"database read failed: {exc}") from exc
+
+    def _read_here(self, run: Callable[[sqlite3.Connection], T]) -> T:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = _connect(self.path, readonly=True)
+            with self._reader_lock:
+                self._reader_conns.append(conn)
+        # One read transaction: a record and its timeline come from the same snapshot.
+        conn.execute("BEGIN")
+        try:
+            return run(conn)
+        finally:
+            conn.execute("COMMIT")
+
+    # --- calls ---
+
+    async def create_call(self, record: CallRecord) -> None:
+        """Insert a new call (and any timeline it already has); committed on return.
+        ValueError if a call with this id exists."""
+        r = record
+        row = (
+            r.id, r.tenant, r.user, r.phone_masked, r.phone_hash, r.mode, r.language, r.status,
+            r.outcome, r.reason, r.origin, r.created_at, r.updated_at, r.ended_at, r.channel_id,
+            r.origin_channel, r.callback_url, int(r.code_used), r.token_name,
+        )  # fmt: skip
+        events = [(r.id, e.at, e.event, _json(e.details)) for e in r.timeline]
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(f"INSERT INTO calls ({_CALL_COLUMNS}) VALUES ({_marks(19)})", row)
+            conn.executemany(
+                "INSERT INTO timeline (call_id, at, event, details) VALUES (?, ?, ?, ?)", events
+            )
+
+        try:
+            await self._write("create_call", run)
+        except sqlite3.IntegrityError as exc:
+            raise ValueError(f"call {r.id} already exists") from exc
+
+    def append_event(self, call_id: str, entry: TimelineEntry) -> None:
+        """Queue a timeline entry; entries of a call keep the order they were appended in."""
+        args = (call_id, entry.at, entry.event, _json(entry.details))
+        self._queue(
+            "append_event",
+            lambda c: c.execute(
+                "INSERT INTO timeline (call_id, at, event, details) VALUES (?, ?, ?, ?)", args
+            ),
+        )
+
+    def set_status(
+        self, call_id: str, status: str, at: float, channel_id: str | None = None
+    ) -> None:
+        """Queue a status change (and our channel id, when given). Ignored once the call has
+        its outcome: then the status is the outcome."""
+        args = (status, at, channel_id, call_id)
+        self._queue(
+            "set_status",
+            lambda c: c.execute(
+                "UPDATE calls SET status = ?, updated_at = ?, channel_id = COALESCE(?, channel_id)"
+                " WHERE id = ? AND outcome IS NULL",
+                args,
+            ),
+        )
+
+    async def finish_call(
+        self,
+        call_id: str,
+        outcome: str,
+        reason: str | None,
+        at: float,
+        webhook: WebhookDelivery | None = None,
+    ) -> bool:
+        """Record the call's outcome and its webhook in one transaction. False, and nothing
+        written, when the call already has an outcome (or does not exist)."""
+        if webhook is not None and webhook.call_id != call_id:
+            raise ValueError("the webhook belongs to another call")
+
+        def run(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE calls SET status = ?, outcome = ?, reason = ?, ended_at = ?, updated_at = ?"
+                " WHERE id = ? AND outcome IS NULL",
+                (outcome, outcome, reason, at, at, call_id),
+            )
+            if cur.rowcount == 0:
+                return False
+            if webhook is not None:
+                w = webhook
+                conn.execute(
+                    f"INSERT INTO webhooks ({_WEBHOOK_COLUMNS}) VALUES ({_marks(9)})",
+                    (w.call_id, w.tenant, w.url, w.body, w.attempts, w.next_attempt_at,
+                     w.delivered_at, w.last_error, w.given_up_at),
+                )  # fmt: skip
+            return True
+
+        return await self._write("finish_call", run)
+
+    async def flush(self) -> None:
+        """Wait until every write issued so far is committed (StoreUnavailable if it failed)."""
+        await self._write("flush", None)
+
+    async def get_call(self, call_id: str) -> CallRecord | None:
+        def run(conn: sqlite3.Connection) -> CallRecord | None:
+            row = conn.execute(
+                f"SELECT {_CALL_COLUMNS} FROM calls WHERE id = ?", (call_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            record = _call(row)
+            record.timeline = [
+                TimelineEntry(at, event, json.loads(details))
+                for at, event, details in conn.execute(
+                    "SELECT at, event, details FROM timeline WHERE call_id = ? ORDER BY seq",
+                    (call_id,),
+                )
+            ]
+            return record
+
+        return await self._read(run)
+
+    async def list_calls(
+        self,
+        *,
+        tenants: Collection[str] | None = None,
+        user: str | None = None,
+        status: str | None = None,
+        since: float | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[CallRecord], str | None]:
+        """Newest first, without timelines. Returns a page and the cursor of the next page
+        (None on the last). Pass the same filters with the cursor. ValueError: bad cursor."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        where: list[str] = []
+        args: list[Any] = []
+        if tenants is not None:
+            where.append(f"tenant IN ({_marks(len(tenants))})" if tenants else "0")
+            args.extend(tenants)
+        for column, value in (("user", user), ("status", status)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        if since is not None:
+            where.append("created_at >= ?")
+            args.append(since)
+        if cursor is not None:
+            where.append("(created_at, id) < (?, ?)")
+            args.extend(_decode_cursor(cursor))
+        sql = (
+            f"SELECT {_CALL_COLUMNS} FROM calls"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY created_at DESC, id DESC LIMIT ?"
+        )
+        args.append(limit + 1)
+        rows = await self._read(lambda c: c.execute(sql, args).fetchall())
+        page = [_call(row) for row in rows[:limit]]
+        more = len(rows) > limit
+        return page, _encode_cursor(page[-1].created_at, page[-1].id) if more else None
+
+    async def in_flight(self) -> list[CallRecord]:
+        """Calls without an outcome, oldest first (to reconcile with Asterisk at start-up)."""
+        rows = await self._read(
+            lambda c: c.execute(
+                f"SELECT {_CALL_COLUMNS} FROM calls WHERE outcome IS NULL ORDER BY created_at"
+            ).fetchall()
+        )
+        return [_call(row) for row in rows]
+
+    async def recent_calls(self, since: float) -> list[tuple[str, str | None, str, float]]:
+        """(tenant, user, phone_hash, created_at) of the calls created since `since`."""
+        return await self._read(
+            lambda c: c.execute(
+                "SELECT tenant, user, phone_hash, created_at FROM calls"
+                " WHERE created_at >= ? ORDER BY created_at",
+                (since,),
+            ).fetchall()
+        )
+
+    async def count_calls(self) -> dict[str, int]:
+        """How many calls have each status (outcomes included): one tiny table, no scan."""
+        rows = await self._read(
+            lambda c: c.execute("SELECT status, n FROM call_counts WHERE n > 0").fetchall()
+        )
+        return dict(rows)
+
+    # --- tenant settings ---
+
+    async def get_tenant_settings(self, tenant: str) -> dict[str, Any] | None:
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT settings FROM tenant_settings WHERE tenant = ?", (tenant,)
+            ).fetchone()
+        )
+        return None if row is None else dict(json.loads(row[0]))
+
+    async def put_tenant_settings(self, tenant: str, settings: dict[str, Any]) -> None:
+        text = json.dumps(settings, separators=(",", ":"))  # TypeError here, not in the writer
+        await self._write(
+            "put_tenant_settings",
+            lambda c: c.execute(
+                "INSERT INTO tenant_settings VALUES (?, ?)"
+                " ON CONFLICT (tenant) DO UPDATE SET settings = excluded.settings",
+                (tenant, text),
+            ),
+        )
+
+    async def all_tenant_settings(self) -> dict[str, dict[str, Any]]:
+        rows = await self._read(
+            lambda c: c.execute("SELECT tenant, settings FROM tenant_settings").fetchall()
+        )
+        return {tenant: json.loads(settings) for tenant, settings in rows}
+
+    # --- fraud blocks ---
+
+    async def block_user(
+        self, tenant: str, user: str, reason: str, call_id: str | None, at: float
+    ) -> None:
+        """Block a user (a second block replaces the first: latest reason and time)."""
+        await self._write(
+            "block_user",
+            lambda c: c.execute(
+                "INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?, ?)",
+                (tenant, user, reason, call_id, at),
+            ),
+        )
+
+    async def unblock_user(self, tenant: str, user: str) -> bool:
+        """True when the user was blocked."""
+
+        def run(conn: sqlite3.Connection) -> bool:
+            sql = "DELETE FROM blocks WHERE tenant = ? AND user = ?"
+            return conn.execute(sql, (tenant, user)).rowcount > 0
+
+        return await self._write("unblock_user", run)
+
+    async def get_block(self, tenant: str, user: str) -> dict[str, Any] | None:
+        rows = await self._read(
+            lambda c: c.execute(
+                f"SELECT {_BLOCK_COLUMNS} FROM blocks WHERE tenant = ? AND user = ?",
+                (tenant, user),
+            ).fetchall()
+        )
+        return _block(rows[0]) if rows else None
+
+    async def all_blocks(self) -> list[dict[str, Any]]:
+        rows = await self._read(
+            lambda c: c.execute(
+                f"SELECT {_BLOCK_COLUMNS} FROM blocks ORDER BY created_at, tenant, user"
+            ).fetchall()
+        )
+        return [_block(row) for row in rows]
+
+    # --- webhook outbox ---
+
+    async def due_webhooks(self, now: float, limit: int = 100) -> list[WebhookDelivery]:
+        """Pending deliveries whose next attempt is due, earliest first."""
+        rows = await self._read(
+            lambda c: c.execute(
+                f"SELECT {_WEBHOOK_COLUMNS} FROM webhooks WHERE delivered_at IS NULL"
+                " AND given_up_at IS NULL AND next_attempt_at <= ?"
+                " ORDER BY next_attempt_at LIMIT ?",
+                (now, limit),
+            ).fetchall()
+        )
+        return [_webhook(row) for row in rows]
+
+    async def next_webhook_at(self, after: float) -> float | None:
+        """When the next pending delivery not yet due at `after` is due (None: none is)."""
+        row = await self._read(
+            lambda c: c.execute(
+                "SELECT min(next_attempt_at) FROM webhooks WHERE delivered_at IS NULL"
+                " AND given_up_at IS NULL AND next_attempt_at > ?",
+                (after,),
+            ).fetchone()
+        )
+        return None if row[0] is None else float(row[0])
+
+    async def webhook_delivered(self, call_id: str, at: float) -> None:
+        await self._write(
+            "webhook_delivered",
+            lambda c: c.execute(
+                "UPDATE webhooks SET delivered_at = ?, attempts = attempts + 1,"
+                " last_error = NULL WHERE call_id = ?",
+                (at, call_id),
+            ),
+        )
+
+    async def webhook_failed(
+        self, call_id: str, error: str, next_attempt_at: float | None, at: float | None = None
+    ) -> None:
+        """One more failed attempt; `next_attempt_at` None gives up (at `at`, default now)."""
+        given_up = (time.time() if at is None else at) if next_attempt_at is None else None
+        await self._write(
+            "webhook_failed",
+            lambda c: c.execute(
+                "UPDATE webhooks SET attempts = attempts + 1, last_error = ?,"
+                " next_attempt_at = COALESCE(?, next_attempt_at), given_up_at = ?"
+                " WHERE call_id = ?",
+                (error, next_attempt_at, given_up, call_id),
+            ),
+        )
+
+    async def get_webhook(self, call_id: str) -> WebhookDelivery | None:
+        row = await self._read(
+            lambda c: c.execute(
+                f"SELECT {_WEBHOOK_COLUMNS} FROM webhooks WHERE call_id = ?", (call_id,)
+            ).fetchone()
+        )
+        return None if row is None else _webhook(row)
+
+
+_BLOCK_COLUMNS = "tenant, user, reason, call_id, created_at"
+
+
+def _block(row: Sequence[Any]) -> dict[str, Any]:
+    return dict(zip(("tenant", "user", "reason", "call_id", "created_at"), row, strict=True))
+
+
+def _marks(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+__all__ = [
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "CallRecord",
+    "Store",
+    "StoreUnavailable",
+    "TimelineEntry",
+    "WebhookDelivery",
+    "migrate",
+]

@@ -1,0 +1,617 @@
+"""The SQLite store, on real database files in tmp_path.
+
+A few tests reach into the writer (`store._writer`, `store._queue`, `store._write`) to hold it
+still, so that writes land in one known batch, or to make its connection fail the way a full
+disk does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import sqlite3
+import stat
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from phonemfa.store import (
+    SCHEMA_VERSION,
+    CallRecord,
+    Store,
+    StoreUnavailable,
+    TimelineEntry,
+    WebhookDelivery,
+    migrate,
+)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    s = await Store.open(tmp_path / "phonemfa.db", retry_delay=5.0)
+    yield s
+    await s.close()
+
+
+def record(call_id: str = "call-1", **changes: Any) -> CallRecord:
+    base = CallRecord(
+        id=call_id,
+        tenant="default",
+        user="alice",
+        phone_masked="+1*******34",
+        phone_hash="h-" + call_id,
+        mode="direct",
+        language="en",
+        status="queued",
+        outcome=None,
+        reason=None,
+        origin="api",
+        created_at=1000.0,
+        updated_at=1000.0,
+        ended_at=None,
+        channel_id=None,
+        origin_channel=None,
+        callback_url=None,
+    )
+    return replace(base, **changes)
+
+
+def hook(call_id: str = "call-1", **changes: Any) -> WebhookDelivery:
+    base = WebhookDelivery(
+        call_id=call_id,
+        tenant="default",
+        url="https://idp.example/hook",
+        body=b'{"id":"%s"}' % call_id.encode(),
+        attempts=0,
+        next_attempt_at=1010.0,
+        delivered_at=None,
+        last_error=None,
+    )
+    return replace(base, **changes)
+
+
+def event(at: float, name: str, **details: Any) -> TimelineEntry:
+    return TimelineEntry(at, name, details)
+
+
+@contextlib.asynccontextmanager
+async def one_batch(store: Store) -> AsyncIterator[None]:
+    """Hold the writer busy; everything written inside reaches it as one batch (writes in
+    tasks too: their first step runs before the writer is let go)."""
+    entered, release = threading.Event(), threading.Event()
+
+    def hold(conn: sqlite3.Connection) -> None:
+        entered.set()
+        release.wait(5)
+
+    store._queue("hold", hold)
+    assert await asyncio.to_thread(entered.wait, 5)
+    try:
+        yield
+        await asyncio.sleep(0)  # let tasks started inside queue their writes
+    finally:
+        release.set()
+
+
+class FaultyConnection:
+    """The writer's connection, whose COMMIT fails like a full disk `times` times, in
+    transactions that ran a statement containing `trigger`."""
+
+    def __init__(self, conn: sqlite3.Connection, trigger: str, times: int = 1) -> None:
+        self.conn = conn
+        self.trigger = trigger
+        self.times = times
+        self.armed = False
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if sql.startswith("BEGIN"):
+            self.armed = False
+        if self.trigger in sql:
+            self.armed = True
+        if sql == "COMMIT" and self.armed and self.times > 0:
+            self.times -= 1
+            raise sqlite3.OperationalError("database or disk is full")
+        return self.conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+
+def make_faulty(store: Store, trigger: str, times: int = 1) -> FaultyConnection:
+    faulty = FaultyConnection(store._writer.conn, trigger, times)
+    store._writer.conn = faulty  # type: ignore[assignment]
+    return faulty
+
+
+# --- calls ---------------------------------------------------------------------------------
+
+
+async def test_create_and_get_round_trip(store: Store) -> None:
+    rec = record(
+        user=None,
+        mode="operator",
+        language="fr",
+        origin="dialplan",
+        origin_channel="PJSIP/desk-0001",
+        callback_url="https://idp.example/hook",
+        code_used=True,
+        token_name="idp",
+        timeline=[event(1000.0, "queued", phone="+1*******34")],
+    )
+    await store.create_call(rec)
+    assert await store.get_call("call-1") == rec
+    assert await store.get_call("nope") is None
+
+
+async def test_a_call_id_is_created_once(store: Store) -> None:
+    await store.create_call(record())
+    with pytest.raises(ValueError, match="exists"):
+        await store.create_call(record(tenant="other"))
+    got = await store.get_call("call-1")
+    assert got is not None and got.tenant == "default"
+
+
+async def test_timeline_keeps_the_order_of_appends(store: Store) -> None:
+    await store.create_call(record("a"))
+    await store.create_call(record("b"))
+    # Same and decreasing timestamps: the order they were appended in is the order.
+    store.append_event("a", event(5.0, "dialing"))
+    store.append_event("b", event(1.0, "dialing"))
+    store.append_event("a", event(5.0, "ringing", n=1))
+    store.append_event("a", event(4.0, "answered", nested={"digits": ["1", "#"]}))
+    await store.flush()
+    a = await store.get_call("a")
+    b = await store.get_call("b")
+    assert a is not None and b is not None
+    assert [(e.event, e.at) for e in a.timeline] == [
+        ("dialing", 5.0),
+        ("ringing", 5.0),
+        ("answered", 4.0),
+    ]
+    assert a.timeline[2].details == {"nested": {"digits": ["1", "#"]}}
+    assert [e.event for e in b.timeline] == ["dialing"]
+
+
+async def test_timeline_details_that_json_cannot_encode_are_kept_as_text(store: Store) -> None:
+    await store.create_call(record())
+    store.append_event("call-1", event(1.0, "odd", path=Path("/x")))
+    await store.flush()
+    got = await store.get_call("call-1")
+    assert got is not None and got.timeline[0].details == {"path": "/x"}
+
+
+async def test_set_status_and_channel(store: Store) -> None:
+    await store.create_call(record())
+    store.set_status("call-1", "dialing", 1001.0, channel_id="phonemfa-abc")
+    store.set_status("call-1", "ringing", 1002.0)  # no channel: keeps the one we have
+    await store.flush()
+    got = await store.get_call("call-1")
+    assert got is not None
+    assert (got.status, got.updated_at, got.channel_id) == ("ringing", 1002.0, "phonemfa-abc")
+
+
+async def test_finish_call_records_outcome_and_webhook_together(store: Store) -> None:
+    await store.create_call(record())
+    store.append_event("call-1", event(1001.0, "answered"))
+    # Not flushed: the event was issued first, so it is committed no later than the outcome.
+    assert await store.finish_call("call-1", "approved", None, 1005.0, hook()) is True
+    got = await store.get_call("call-1")
+    assert got is not None
+    assert (got.status, got.outcome, got.reason, got.ended_at, got.updated_at) == (
+        "approved",
+        "approved",
+        None,
+        1005.0,
+        1005.0,
+    )
+    assert [e.event for e in got.timeline] == ["answered"]
+    assert await store.get_webhook("call-1") == hook()
+
+
+async def test_a_call_never_gets_two_outcomes(store: Store) -> None:
+    await store.create_call(record())
+    assert await store.finish_call("call-1", "no_answer", "cause_19", 1005.0, hook())
+    second = hook(url="https://elsewhere.example/", body=b"{}")
+    assert await store.finish_call("call-1", "approved", None, 1006.0, second) is False
+    got = await store.get_call("call-1")
+    assert got is not None
+    assert (got.outcome, got.reason, got.ended_at) == ("no_answer", "cause_19", 1005.0)
+    assert await store.get_webhook("call-1") == hook()
+    # Late status changes do not hide the outcome either.
+    store.set_status("call-1", "ringing", 1007.0)
+    await store.flush()
+    got = await store.get_call("call-1")
+    assert got is not None and got.status == "no_answer"
+
+
+async def test_finish_call_of_an_unknown_call(store: Store) -> None:
+    assert await store.finish_call("ghost", "failed", "x", 1.0) is False
+    with pytest.raises(ValueError):
+        await store.finish_call("call-1", "approved", None, 1.0, hook("call-2"))
+
+
+async def test_in_flight_and_recent_calls(store: Store) -> None:
+    await store.create_call(record("old", created_at=100.0))
+    await store.create_call(record("mid", created_at=200.0, user=None, tenant="acme"))
+    await store.create_call(record("new", created_at=300.0))
+    await store.finish_call("mid", "busy", "cause_17", 210.0)
+    assert [r.id for r in await store.in_flight()] == ["old", "new"]
+    assert await store.recent_calls(150.0) == [
+        ("acme", None, "h-mid", 200.0),
+        ("default", "alice", "h-new", 300.0),
+    ]
+
+
+async def test_count_calls_by_status(store: Store) -> None:
+    assert await store.count_calls() == {}
+    for i in range(4):
+        await store.create_call(record(f"c{i}"))
+    store.set_status("c0", "ringing", 1.0)
+    store.set_status("c1", "ringing", 1.0)
+    store.set_status("c1", "answered", 2.0)
+    await store.finish_call("c2", "approved", None, 3.0)
+    await store.finish_call("c3", "approved", None, 3.0)
+    assert await store.count_calls() == {"ringing": 1, "answered": 1, "approved": 2}
+
+
+# --- listing -------------------------------------------------------------------------------
+
+
+async def test_list_calls_filters(store: Store) -> None:
+    await store.create_call(record("a1", tenant="a", user="u1", created_at=1.0))
+    await store.create_call(record("a2", tenant="a", user="u2", created_at=2.0))
+    await store.create_call(record("b1", tenant="b", user="u1", created_at=3.0))
+    await store.create_call(record("c1", tenant="c", user="u1", created_at=4.0))
+    await store.finish_call("a2", "denied", None, 5.0)
+    store.append_event("a1", event(1.0, "dialing"))
+    await store.flush()
+
+    async def ids(**filters: Any) -> list[str]:
+        page, cursor = await store.list_calls(**filters)
+        assert cursor is None
+        return [r.id for r in page]
+
+    assert await ids() == ["c1", "b1", "a2", "a1"]
+    assert await ids(tenants=["a", "b"]) == ["b1", "a2", "a1"]
+    assert await ids(tenants=set()) == []
+    assert await ids(user="u1") == ["c1", "b1", "a1"]
+    assert await ids(status="denied") == ["a2"]
+    assert await ids(status="queued", tenants={"a"}) == ["a1"]
+    assert await ids(since=2.0) == ["c1", "b1", "a2"]
+    page, _ = await store.list_calls(tenants=["a"])
+    assert all(r.timeline == [] for r in page)
+
+
+async def test_list_calls_pages_with_a_cursor(store: Store) -> None:
+    # Ties on created_at must neither repeat nor skip a call across pages.
+    times = [10.0, 20.0, 20.0, 20.0, 30.0, 30.0, 40.0]
+    for i, t in enumerate(times):
+        await store.create_call(record(f"c{i}", created_at=t))
+    seen: list[str] = []
+    cursor: str | None = None
+    pages = 0
+    while True:
+        page, cursor = await store.list_calls(limit=2, cursor=cursor)
+        pages += 1
+        seen += [r.id for r in page]
+        if cursor is None:
+            break
+    assert pages == 4
+    expected = sorted(range(len(times)), key=lambda i: (times[i], f"c{i}"), reverse=True)
+    assert seen == [f"c{i}" for i in expected]
+    # Exactly a full last page: no cursor for an empty page after it.
+    page, cursor = await store.list_calls(limit=7)
+    assert len(page) == 7 and cursor is None
+
+
+async def test_list_calls_refuses_bad_cursor_and_limit(store: Store) -> None:
+    for bad in ("garbage!", "bm90IGpzb24=", "WzFd"):  # not base64, not JSON, wrong shape
+        with pytest.raises(ValueError, match="cursor"):
+            await store.list_calls(cursor=bad)
+    with pytest.raises(ValueError):
+        await store.list_calls(limit=0)
+
+
+# --- numbers -------------------------------------------------------------------------------
+
+
+async def test_number_key_is_keyed_and_stable_across_reopen(tmp_path: Path) -> None:
+    one = await Store.open(tmp_path / "one.db")
+    key = one.number_key("+14255550100")
+    assert key == one.number_key("+14255550100")
+    assert key != one.number_key("+14255550101")
+    assert key != hashlib.sha256(b"+14255550100").hexdigest()
+    await one.close()
+    again = await Store.open(tmp_path / "one.db")
+    other = await Store.open(tmp_path / "other.db")
+    try:
+        assert again.number_key("+14255550100") == key
+        assert other.number_key("+14255550100") != key
+    finally:
+        await again.close()
+        await other.close()
+
+
+# --- settings and blocks -------------------------------------------------------------------
+
+
+async def test_tenant_settings_round_trip(store: Store) -> None:
+    assert await store.get_tenant_settings("acme") is None
+    assert await store.all_tenant_settings() == {}
+    await store.put_tenant_settings("acme", {"region": "FR", "fraud": {"block": True}})
+    await store.put_tenant_settings("acme", {"region": "BE"})
+    await store.put_tenant_settings("default", {})
+    assert await store.get_tenant_settings("acme") == {"region": "BE"}
+    assert await store.all_tenant_settings() == {"acme": {"region": "BE"}, "default": {}}
+    with pytest.raises(TypeError):
+        await store.put_tenant_settings("bad", {"x": object()})
+
+
+async def test_blocks_round_trip(store: Store) -> None:
+    assert await store.get_block("acme", "bob") is None
+    await store.block_user("acme", "bob", "fraud_reported", "call-9", 50.0)
+    await store.block_user("acme", "eve", "fraud_reported", None, 40.0)
+    await store.block_user("acme", "bob", "manual", None, 60.0)  # replaces the first
+    assert await store.get_block("acme", "bob") == {
+        "tenant": "acme",
+        "user": "bob",
+        "reason": "manual",
+        "call_id": None,
+        "created_at": 60.0,
+    }
+    assert [b["user"] for b in await store.all_blocks()] == ["eve", "bob"]
+    assert await store.unblock_user("acme", "bob") is True
+    assert await store.unblock_user("acme", "bob") is False
+    assert await store.get_block("acme", "bob") is None
+
+
+# --- webhook outbox ------------------------------------------------------------------------
+
+
+async def test_webhook_outbox(store: Store) -> None:
+    for i, due in enumerate([30.0, 10.0, 20.0]):
+        await store.create_call(record(f"c{i}"))
+        await store.finish_call(f"c{i}", "approved", None, 5.0, hook(f"c{i}", next_attempt_at=due))
+    assert [w.call_id for w in await store.due_webhooks(25.0)] == ["c1", "c2"]
+    assert [w.call_id for w in await store.due_webhooks(100.0, limit=1)] == ["c1"]
+    assert await store.next_webhook_at(after=25.0) == 30.0
+
+    await store.webhook_delivered("c1", 26.0)
+    await store.webhook_failed("c2", "HTTP 503", 90.0)
+    await store.webhook_failed("c0", "HTTP 400", None, at=27.0)
+    assert await store.due_webhooks(50.0) == []
+    assert await store.next_webhook_at(after=50.0) == 90.0
+    assert await store.get_webhook("c1") == hook("c1", next_attempt_at=10.0, attempts=1,
+                                                  delivered_at=26.0)  # fmt: skip
+    assert await store.get_webhook("c2") == hook(
+        "c2", attempts=1, next_attempt_at=90.0, last_error="HTTP 503"
+    )
+    gave_up = await store.get_webhook("c0")
+    assert gave_up is not None and (gave_up.given_up_at, gave_up.last_error) == (27.0, "HTTP 400")
+    assert await store.get_webhook("nope") is None
+
+
+# --- durability ----------------------------------------------------------------------------
+
+
+async def test_reopen_keeps_everything_including_queued_writes(tmp_path: Path) -> None:
+    path = tmp_path / "db" / "phonemfa.db"  # the folder is created
+    s = await Store.open(path)
+    await s.create_call(record())
+    await s.put_tenant_settings("acme", {"region": "FR"})
+    await s.block_user("acme", "bob", "fraud_reported", "call-1", 5.0)
+    s.set_status("call-1", "answered", 1003.0, channel_id="ch-1")
+    for i in range(20):
+        s.append_event("call-1", event(1000.0 + i, f"step{i}"))
+    await s.close()  # no flush: close commits what is queued
+    await s.close()  # idempotent
+
+    s = await Store.open(path)
+    try:
+        got = await s.get_call("call-1")
+        assert got is not None
+        assert (got.status, got.channel_id) == ("answered", "ch-1")
+        assert [e.event for e in got.timeline] == [f"step{i}" for i in range(20)]
+        assert await s.get_tenant_settings("acme") == {"region": "FR"}
+        assert await s.get_block("acme", "bob") is not None
+        assert [r.id for r in await s.in_flight()] == ["call-1"]
+    finally:
+        await s.close()
+
+
+async def test_database_file_is_private_and_in_wal_mode(store: Store) -> None:
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
+    conn = sqlite3.connect(store.path)
+    try:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    finally:
+        conn.close()
+    sync = await store._write("test", lambda c: c.execute("PRAGMA synchronous").fetchone()[0])
+    assert sync == 1  # NORMAL
+
+
+async def test_writes_after_close_are_refused(tmp_path: Path) -> None:
+    s = await Store.open(tmp_path / "x.db")
+    await s.close()
+    with pytest.raises(StoreUnavailable):
+        await s.create_call(record())
+    with pytest.raises(StoreUnavailable):
+        await s.get_call("call-1")
+    s.append_event("call-1", event(1.0, "late"))  # dropped with a warning, never raises
+
+
+# --- migrations ----------------------------------------------------------------------------
+
+
+async def test_a_v1_database_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    assert migrate(conn, target=1) == 1
+    conn.execute(
+        "INSERT INTO calls (id, tenant, user, phone_masked, phone_hash, mode, language, status,"
+        " origin, created_at, updated_at) VALUES"
+        " ('old', 'default', 'alice', '+1***', 'h', 'direct', 'en', 'ringing', 'api', 1, 1)"
+    )
+    conn.close()
+
+    s = await Store.open(path)
+    try:
+        conn = sqlite3.connect(path)
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        conn.close()
+        assert [r.id for r in await s.in_flight()] == ["old"]
+        assert await s.count_calls() == {"ringing": 1}
+        # The tables added since v1 work.
+        assert await s.finish_call("old", "interrupted", "restart", 2.0, hook("old"))
+        assert await s.get_webhook("old") == hook("old")
+        await s.put_tenant_settings("default", {"region": "US"})
+        await s.block_user("default", "alice", "manual", None, 3.0)
+    finally:
+        await s.close()
+
+
+async def test_a_newer_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "future.db"
+    (await Store.open(path)).healthy  # noqa: B018 - create it
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(StoreUnavailable, match="newer"):
+        await Store.open(path)
+
+
+# --- failures ------------------------------------------------------------------------------
+
+
+async def test_disk_full_surfaces_and_writes_nothing(store: Store) -> None:
+    await store.create_call(record())
+
+    # A real SQLITE_FULL: the database may not grow by a single page.
+    def no_growth(conn: sqlite3.Connection) -> None:
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count = {pages}")
+
+    await store._write("test", no_growth)
+    big = "x" * 200_000
+    with pytest.raises(StoreUnavailable, match="full"):
+        await store.create_call(record("call-2", timeline=[event(1.0, "e", blob=big)]))
+    assert store.healthy is False
+    with pytest.raises(StoreUnavailable):
+        await store.finish_call("call-1", "approved", None, 5.0, hook(body=big.encode()))
+    assert await store.get_call("call-2") is None
+    got = await store.get_call("call-1")
+    assert got is not None and got.outcome is None
+    assert await store.get_webhook("call-1") is None
+
+    await store._write("test", lambda c: c.execute("PRAGMA max_page_count = 1000000000"))
+    assert await store.finish_call("call-1", "approved", None, 5.0, hook(body=big.encode()))
+    assert store.healthy is True
+    assert store._writer.is_alive()
+
+
+async def test_failed_commit_leaves_no_half_written_outcome(store: Store) -> None:
+    await store.create_call(record())
+    faulty = make_faulty(store, "INSERT INTO webhooks")
+    with pytest.raises(StoreUnavailable):
+        await store.finish_call("call-1", "approved", None, 5.0, hook())
+    assert store.healthy is False and faulty.times == 0
+    got = await store.get_call("call-1")
+    assert got is not None and (got.status, got.outcome) == ("queued", None)
+    assert await store.get_webhook("call-1") is None
+    # The caller may try again, and now it holds.
+    assert await store.finish_call("call-1", "approved", None, 5.0, hook()) is True
+    assert store.healthy is True
+
+
+async def test_fire_and_forget_write_is_retried_once(store: Store) -> None:
+    await store.create_call(record())
+    make_faulty(store, "INSERT INTO timeline", times=1)
+    async with one_batch(store):
+        store.append_event("call-1", event(1.0, "ringing"))
+        flushed = asyncio.ensure_future(store.flush())
+    with pytest.raises(StoreUnavailable):
+        await flushed
+    assert store.healthy is False
+    await store.flush()  # the next batch: the retry, which commits
+    assert store.healthy is True
+    got = await store.get_call("call-1")
+    assert got is not None and [e.event for e in got.timeline] == ["ringing"]
+
+
+async def test_fire_and_forget_write_is_dropped_after_two_failures(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    await store.create_call(record())
+    make_faulty(store, "INSERT INTO timeline", times=2)
+    async with one_batch(store):
+        store.append_event("call-1", event(1.0, "lost"))
+        flushed = asyncio.ensure_future(store.flush())
+    with caplog.at_level(logging.ERROR, logger="phonemfa.store"):
+        with pytest.raises(StoreUnavailable):
+            await flushed
+        with pytest.raises(StoreUnavailable):
+            await store.flush()
+    assert "append_event dropped" in caplog.text
+    assert store._writer.is_alive()
+    store.append_event("call-1", event(2.0, "kept"))
+    await store.flush()
+    assert store.healthy is True
+    got = await store.get_call("call-1")
+    assert got is not None and [e.event for e in got.timeline] == ["kept"]
+
+
+async def test_one_bad_write_does_not_spoil_its_batch(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    await store.create_call(record())
+    with caplog.at_level(logging.ERROR, logger="phonemfa.store"):
+        async with one_batch(store):
+            store.append_event("no-such-call", event(1.0, "orphan"))  # foreign key
+            duplicate = asyncio.ensure_future(store.create_call(record()))
+            store.append_event("call-1", event(2.0, "kept"))
+            finished = asyncio.ensure_future(store.finish_call("call-1", "approved", None, 3.0))
+    with pytest.raises(ValueError):
+        await duplicate
+    assert await finished is True
+    assert "append_event failed" in caplog.text
+    assert store.healthy is True
+    got = await store.get_call("call-1")
+    assert got is not None and [e.event for e in got.timeline] == ["kept"]
+
+
+async def test_reads_do_not_wait_for_the_writer(store: Store) -> None:
+    await store.create_call(record())
+    async with one_batch(store):
+        store.append_event("call-1", event(1.0, "queued-behind"))
+        got = await asyncio.wait_for(store.get_call("call-1"), 2)
+        assert got is not None and got.timeline == []
+    await store.flush()
+
+
+# --- load ----------------------------------------------------------------------------------
+
+
+async def test_many_concurrent_calls(store: Store) -> None:
+    async def one(i: int) -> None:
+        call_id = f"c{i:03d}"
+        await store.create_call(record(call_id, created_at=float(i)))
+        store.set_status(call_id, "dialing", 1.0, channel_id=f"ch-{i}")
+        for k in range(12):
+            store.append_event(call_id, event(float(k), f"e{k}"))
+            await asyncio.sleep(0)
+        assert await store.finish_call(call_id, "approved", None, 2.0, hook(call_id))
+
+    await asyncio.gather(*(one(i) for i in range(200)))
+    assert await store.count_calls() == {"approved": 200}
+    assert await store.in_flight() == []
+    assert len(await store.due_webhooks(2000.0, limit=1000)) == 200
+    for call_id in ("c000", "c137", "c199"):
+        got = await store.get_call(call_id)
+        assert got is not None and [e.event for e in got.timeline] == [f"e{k}" for k in range(12)]

@@ -315,7 +315,11 @@ class _Writer(threading.Thread):
                     stopping = True
                 else:
                     batch.append(item)
-            retry = self._apply(batch)
+            try:
+                retry = self._apply(batch)
+            except Exception as exc:  # a bug of ours: fail these writes, keep the writer
+                log.exception("store: writer error")
+                retry = self._failed(batch, exc)
             if stopping and retry:
                 self._apply(retry)
         self.conn.close()

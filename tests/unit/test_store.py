@@ -11,8 +11,10 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import signal
 import sqlite3
 import stat
+import sys
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -421,6 +423,49 @@ async def test_reopen_keeps_everything_including_queued_writes(tmp_path: Path) -
         assert await s.get_tenant_settings("acme") == {"region": "FR"}
         assert await s.get_block("acme", "bob") is not None
         assert [r.id for r in await s.in_flight()] == ["call-1"]
+    finally:
+        await s.close()
+
+
+KILLED_WRITER = """
+import asyncio, sys
+from phonemfa.store import CallRecord, Store, TimelineEntry, WebhookDelivery
+
+async def main():
+    store = await Store.open(sys.argv[1])
+    for i in range(50):
+        call_id = f"c{i}"
+        await store.create_call(CallRecord(call_id, "t", None, "+1***", "h", "direct", "en",
+            "queued", None, None, "api", i, i, None, None, None, None))
+        for k in range(10):
+            store.append_event(call_id, TimelineEntry(k, f"e{k}", {}))
+        hook = WebhookDelivery(call_id, "t", "http://x", b"{}", 0, i, None, None)
+        assert await store.finish_call(call_id, "approved", None, i, hook)
+    print("committed", flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+async def test_committed_writes_survive_sigkill(tmp_path: Path) -> None:
+    path = tmp_path / "phonemfa.db"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", KILLED_WRITER, str(path),
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        assert await asyncio.wait_for(proc.stdout.readline(), 10) == b"committed\n"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        await proc.wait()
+    s = await Store.open(path)
+    try:
+        assert await s.count_calls() == {"approved": 50}
+        assert len(await s.due_webhooks(100.0, limit=100)) == 50
+        got = await s.get_call("c49")
+        assert got is not None and [e.event for e in got.timeline] == [f"e{k}" for k in range(10)]
     finally:
         await s.close()
 

@@ -1,9 +1,10 @@
 """At service start: put every tenant's custom prompts where Asterisk plays them, or refuse.
 
-Each tenant's recordings are converted (sox) and its organisation name is spoken (espeak-ng)
-into ``<sounds.dir>/phonemfa-custom/<tenant>/<lang>/``; then every prompt its callers can hear
-is checked. Any error stops the start with one `PromptSetupError` listing them all: a
-service that starts anyway would play silence (Asterisk fails a missing file quietly).
+Every prompt a tenant's callers can hear is checked (recordings exist and decode, shipped
+prompts are installed); then its recordings are converted (sox) and its organisation name is
+spoken (espeak-ng) into ``<sounds.dir>/phonemfa-custom/<tenant>/<lang>/``. Any error stops the
+start with one `PromptSetupError` listing them all: a service that started anyway would play
+silence (Asterisk fails a missing file quietly).
 
 Relative recording paths are taken from the working directory, like every other path in the
 config (config.py); the catalogs are built that way by the Engine, so what is imported here is
@@ -30,7 +31,7 @@ log = logging.getLogger("phonemfa.prompts")
 class PromptSetupError(RuntimeError):
     """Tenants' prompts that cannot be played; ``findings`` holds every error."""
 
-    def __init__(self, findings: Iterable[Finding], hint: str) -> None:
+    def __init__(self, findings: Iterable[Finding]) -> None:
         # Absolute paths: a service started from an unexpected directory says where it looked.
         self.findings = tuple(
             dataclasses.replace(f, path=str(Path(f.path).absolute())) if f.path else f
@@ -38,7 +39,7 @@ class PromptSetupError(RuntimeError):
         )
         lines = [str(f) for f in self.findings]
         super().__init__(
-            f"{len(lines)} prompt problem(s), not starting:\n  " + "\n  ".join(lines) + f"\n{hint}"
+            f"{len(lines)} prompt problem(s), not starting:\n  " + "\n  ".join(lines) + f"\n{_HINT}"
         )
 
 
@@ -65,7 +66,7 @@ def prepare_prompts(
         except PromptSetupError as exc:
             errors += exc.findings
     if errors:
-        raise PromptSetupError(errors, _HINT)
+        raise PromptSetupError(errors)
     return warnings
 
 
@@ -79,13 +80,13 @@ def prepare_tenant_prompts(
     findings = check_prompts(catalog, sounds_dir, fraud_code=code)
     errors = [f for f in findings if f.severity == "error"]
     if errors:
-        raise PromptSetupError(errors, _HINT)
+        raise PromptSetupError(errors)
     done, problems = import_tenant_prompts(catalog, sounds_dir, mbrola=mbrola)
     for line in done:
         log.info("prompts: %s", line)
     errors = [f for f in problems if f.severity == "error"]
     if errors:
-        raise PromptSetupError(errors, _HINT)
+        raise PromptSetupError(errors)
     # A voice fallback is reported by both check and import: once is enough.
     return list(dict.fromkeys(findings + problems))
 
@@ -107,4 +108,4 @@ def _refuse_without_sounds_dir(catalogs: Mapping[str, PromptCatalog]) -> None:
         for lang, message, source in catalog.materialized()
     ]
     if errors:
-        raise PromptSetupError(errors, _HINT)
+        raise PromptSetupError(errors)

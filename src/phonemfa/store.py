@@ -372,10 +372,9 @@ class _Writer(threading.Thread):
             log.error("database write failed: %s", exc)
         self.store.healthy = False
         retry, results = [], []
-        unavailable = StoreUnavailable(f"database write failed: {exc}")
         for w in batch:
             if w.future is not None:
-                results.append((w, None, unavailable))
+                results.append((w, None, StoreUnavailable(f"database write failed: {exc}")))
             elif w.run is not None and not w.retried:
                 w.retried = True
                 retry.append(w)

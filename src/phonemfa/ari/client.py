@@ -174,7 +174,8 @@ class AriClient:
         lang: str | None = None,
     ) -> Playback:
         """Play a media list (`sound:...`, `digits:...`) as one playback we can stop."""
-        params: list[tuple[str, str]] = [("media", m) for m in media]
+        # One comma-separated value: ARI keeps only the last of repeated `media` parameters.
+        params: list[tuple[str, str]] = [("media", ",".join(media))]
         if lang:
             params.append(("lang", lang))
         return cast(

@@ -17,7 +17,7 @@ call records the limiter is seeded from at start-up.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -129,20 +129,28 @@ class SlidingWindowLimiter:
 
 @dataclass(frozen=True)
 class PastCall:
-    """A call already placed, for seeding the limits at start-up."""
+    """A call already placed, for seeding the limits at start-up. `number` is the number's
+    key as the guard's `number_key` makes it (the store keeps a keyed hash, not the number)."""
 
     tenant: str
     user: str | None
-    e164: str
+    number: str
     at: float
 
 
 class TollFraudGuard:
     """Decides whether a call may be placed; holds the velocity state and blocked users."""
 
-    def __init__(self, tenants: Mapping[str, TenantSettings], *, max_keys: int = 1_000_000) -> None:
+    def __init__(
+        self,
+        tenants: Mapping[str, TenantSettings],
+        *,
+        max_keys: int = 1_000_000,
+        number_key: Callable[[str], str] = lambda e164: e164,
+    ) -> None:
         self._tenants = dict(tenants)
         self._max_keys = max_keys
+        self._number_key = number_key
         self._limiters: dict[tuple[str, str], SlidingWindowLimiter] = {}
         self._blocked: set[tuple[str, str]] = set()
 
@@ -177,26 +185,35 @@ class TollFraudGuard:
         """`check`, and count the call when it may be placed: one call per placed call."""
         refusal = self.check(tenant, number, user, now)
         if refusal is None:
-            self.record(tenant, number.e164, user, now)
+            self.record(tenant, self._number_key(number.e164), user, now)
         return refusal
 
-    def record(self, tenant: str, e164: str, user: str | None, at: float) -> None:
-        """Count a placed call (admit does it; also used to seed from the store)."""
-        for kind, key in self._keys(e164, user):
+    def record(self, tenant: str, number: str, user: str | None, at: float) -> None:
+        """Count a placed call to the number with key `number` (admit does it; seeding too)."""
+        for kind, key in self._keys(number, user):
             self._limiter(tenant, kind).record(key, at)
 
     def seed(self, calls: Iterable[PastCall]) -> None:
         """Load calls placed before a restart (oldest first is cheapest)."""
         for call in sorted(calls, key=lambda c: c.at):
             if call.tenant in self._tenants:
-                self.record(call.tenant, call.e164, call.user, call.at)
+                self.record(call.tenant, call.number, call.user, call.at)
+
+    def update_tenant(self, tenant: str, settings: TenantSettings) -> None:
+        """New settings for a tenant (changed at run time). Its counters restart when its
+        limits changed, since they were kept for the old rules."""
+        old = self._tenants.get(tenant)
+        self._tenants[tenant] = settings
+        if old is None or old.limits != settings.limits:
+            for kind in ("user", "number", "tenant"):
+                self._limiters.pop((tenant, kind), None)
 
     def _check_rates(
         self, tenant: str, number: PhoneNumber, user: str | None, now: float
     ) -> Refusal | None:
         refusal: Refusal | None = None
         longest = 0.0
-        for kind, key in self._keys(number.e164, user):
+        for kind, key in self._keys(self._number_key(number.e164), user):
             wait = self._limiter(tenant, kind).retry_after(key, now)
             if wait is not None:
                 longest = max(longest, wait)
@@ -213,8 +230,8 @@ class TollFraudGuard:
             raise UnknownTenantError(tenant) from None
 
     @staticmethod
-    def _keys(e164: str, user: str | None) -> list[tuple[str, str]]:
-        keys = [("number", e164), ("tenant", "")]
+    def _keys(number: str, user: str | None) -> list[tuple[str, str]]:
+        keys = [("number", number), ("tenant", "")]
         if user is not None:
             keys.insert(0, ("user", user))
         return keys

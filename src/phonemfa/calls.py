@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from phonemfa.config import Config
+from phonemfa.config import Config, TenantSettings
 from phonemfa.flow import CallRequest
 from phonemfa.numbers import NumberError, parse_number
 from phonemfa.policy import plan_call
@@ -31,17 +31,17 @@ class CallRefused(Exception):
 
 def prepare_call(
     config: Config,
+    settings: TenantSettings,
     catalog: PromptCatalog,
     *,
     call_id: str,
     phone: str,
-    tenant: str,
     language: str | None = None,
     code: str | None = None,
 ) -> CallRequest:
     """Raises NumberError for a number that cannot be dialled, CallRefused for a policy
-    refusal (destination or code); velocity limits and blocks are the caller's to check."""
-    settings = config.tenant(tenant)
+    refusal (destination or code); velocity limits and blocks are the caller's to check.
+    `settings` are the tenant's settings in effect (the config's, or changed at run time)."""
     number = parse_number(phone, settings.region)
     plan = plan_call(number, settings, config.trunk, config.dial_profiles)
     refusal = check_destination(number, settings)

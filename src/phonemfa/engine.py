@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from phonemfa.ari import AriClient, AriError, Event, EventRouter, EventStream
-from phonemfa.config import Config
+from phonemfa.config import Config, TenantSettings
 from phonemfa.flow import CallFlow, CallRequest, Observer
 from phonemfa.messages import MessageType
 from phonemfa.outcomes import Outcome
@@ -46,6 +47,9 @@ class Engine:
         }
         self._startup_time: str | None = None
         self.resyncs = 0
+        self.restarts_seen = 0
+        # Run after every (re)connect, after the flows were re-synced: (generation, restarted).
+        self.connect_hooks: list[Callable[[int, bool], Coroutine[Any, Any, None]]] = []
 
     @property
     def connected(self) -> bool:
@@ -73,6 +77,10 @@ class Engine:
             catalog = PromptCatalog.for_tenant(tenant, self.config.tenant(tenant), self.shipped)
             self.catalogs[tenant] = catalog
         return catalog
+
+    def set_tenant(self, name: str, settings: TenantSettings) -> None:
+        """A tenant's settings changed at run time: its prompts may have too."""
+        self.catalogs[name] = PromptCatalog.for_tenant(name, settings, self.shipped)
 
     def flow(self, request: CallRequest, observer: Observer) -> CallFlow:
         """A flow for this call, registered so reconnects and shutdown can reach it.
@@ -108,9 +116,14 @@ class Engine:
             self._startup_time is not None and startup is not None and startup != self._startup_time
         )
         self._startup_time = startup or self._startup_time
-        if generation == 1:  # the first connection: nothing was missed yet
-            return
+        if generation > 1:
+            await self._resync(generation, restarted)
+        for hook in self.connect_hooks:
+            await hook(generation, restarted)
+
+    async def _resync(self, generation: int, restarted: bool) -> None:
         if restarted:
+            self.restarts_seen += 1
             log.warning("Asterisk restarted: %d call(s) in progress interrupted", len(self.flows))
             self.stop_all(Outcome.INTERRUPTED, "asterisk_restarted")
             return

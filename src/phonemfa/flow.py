@@ -254,7 +254,7 @@ class CallFlow:
             self._step(name, attempt=attempt, media=list(prompt.media), language=prompt.language)
             await self._play(prompt, stop_on=lambda: "#" in self.keys)
             if "#" in self.keys or await self._wait_key("#", pause):
-                self._step("pound_received", at=name)
+                self._step("pound_received", during=name)
                 return
         raise Stopped(Outcome.NO_INPUT, reason)
 

@@ -115,10 +115,10 @@ class FlowHarness:
         call_id = str(uuid.uuid4())
         request = prepare_call(
             self.engine.config,
+            self.engine.config.tenant(tenant),
             self.engine.catalog(tenant),
             call_id=call_id,
             phone=phone,
-            tenant=tenant,
             language=language,
             code=code,
         )

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from phonemfa import __version__
 from phonemfa.cli_call import add_call_command
+from phonemfa.cli_remote import add_calls_command
 from phonemfa.config import (
     DEFAULT_TENANT,
     Config,
@@ -36,6 +37,7 @@ from phonemfa.config import (
 from phonemfa.numbers import NumberError, PhoneNumber, parse_number
 from phonemfa.policy import DialMode, DialPlan, Wait, plan_call
 from phonemfa.prompts_cli import add_prompts_commands
+from phonemfa.server import add_serve_command
 from phonemfa.tollfraud import Refusal, check_destination
 
 EXIT_OK = 0
@@ -224,7 +226,9 @@ def _run_check_config(args: argparse.Namespace) -> int:
 # --- dispatch -------------------------------------------------------------------
 
 COMMANDS: list[Callable[[_Subparsers], None]] = [
+    add_serve_command,
     add_call_command,
+    add_calls_command,
     _add_parse,
     _add_check_config,
     add_prompts_commands,

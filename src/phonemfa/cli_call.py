@@ -53,12 +53,15 @@ def add_call_command(sub: Any) -> None:
     p = sub.add_parser(
         "call",
         help="place one verification call and show its progress",
-        description="Call NUMBER through Asterisk as a verification call, in this process, "
-        "printing each step live. Exit code 0 when approved, 1 for any other outcome, "
-        "2 when the number is refused.",
+        description="Call NUMBER as a verification call and print each step live: in this "
+        "process (--config), or through a running service (--server, --token). Exit code 0 "
+        "when approved, 1 for any other outcome, 2 when the number is refused.",
     )
     p.add_argument("number", metavar="NUMBER")
-    p.add_argument("--config", "-c", metavar="FILE", required=True)
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--config", "-c", metavar="FILE", help="run the call in this process")
+    where.add_argument("--server", "-s", metavar="URL", help="a running phonemfa service")
+    p.add_argument("--token", help="with --server: API bearer token (or PHONEMFA_TOKEN)")
     p.add_argument("--user", "-u", help="the user being verified (for the record)")
     p.add_argument("--tenant", "-t", default=DEFAULT_TENANT)
     p.add_argument("--language", "-l", help="call language (default: the tenant's)")
@@ -67,6 +70,10 @@ def add_call_command(sub: Any) -> None:
 
 
 def run_call_command(args: argparse.Namespace) -> int:
+    if args.server:
+        from phonemfa.cli_remote import run_remote_call
+
+        return run_remote_call(args)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -81,10 +88,10 @@ async def _call(config: Any, args: argparse.Namespace) -> int:
         catalog = engine.catalog(args.tenant)
         request = prepare_call(
             config,
+            config.tenant(args.tenant),
             catalog,
             call_id=str(uuid.uuid4()),
             phone=args.number,
-            tenant=args.tenant,
             language=args.language,
             code=args.code,
         )

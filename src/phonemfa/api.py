@@ -1,0 +1,437 @@
+"""The HTTP API (DESIGN §7), on aiohttp.
+
+Every request but /healthz carries `Authorization: Bearer <token>`: 401 without one, 403 with
+a wrong one (compared in constant time against every configured token). A token may be limited
+to some tenants: it cannot start, read, list or cancel another tenant's calls (those read as
+404, so it cannot even learn they exist). Bodies are validated by pydantic models; a bad field
+gets a 400 naming it; bodies over `api.max_body_bytes` get 413.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from phonemfa.calls import CallRefused
+from phonemfa.config import ApiToken, TenantSettings, UnknownTenantError, field_errors
+from phonemfa.metrics import CONTENT_TYPE
+from phonemfa.numbers import NumberError
+from phonemfa.openapi import openapi_document
+from phonemfa.service import (
+    CallService,
+    RateLimited,
+    ServiceUnavailable,
+    StartCall,
+    call_view,
+    scoped,
+    settings_json,
+)
+
+log = logging.getLogger("phonemfa.api")
+
+MAX_WAIT = 60.0
+TOKEN_KEY = web.RequestKey("token", ApiToken)
+SERVICE_KEY = web.AppKey("service", CallService)
+TENANT_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+_URL = re.compile(r"^https?://[^\s/$.?#][^\s]*$", re.IGNORECASE)
+
+
+class StartCallBody(BaseModel):
+    """POST /v1/calls."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    phone: str = Field(min_length=1, max_length=120, description="e.g. +1 425-555-1234x@5678")
+    user: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[^\x00-\x1f]+$")
+    tenant: str = Field(default="default", pattern=TENANT_NAME)
+    language: str | None = Field(default=None, pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
+    code: str | None = Field(
+        default=None, pattern=r"^[0-9]{2,10}$", description="number matching: the code shown"
+    )
+    callback_url: str | None = Field(default=None, max_length=2048)
+
+    @field_validator("callback_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not _URL.match(value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+
+def error(status: int, kind: str, message: str, **extra: Any) -> web.Response:
+    body = {"error": kind, "message": message, **extra}
+    return web.json_response(body, status=status)
+
+
+def _bad_fields(exc: ValidationError) -> web.Response:
+    fields = [{"field": e.path or "(body)", "reason": e.message} for e in field_errors(exc)]
+    first = fields[0] if fields else {"field": "(body)", "reason": "invalid"}
+    return error(400, "invalid_request", f"{first['field']}: {first['reason']}", fields=fields)
+
+
+# --- middlewares ---------------------------------------------------------------------------
+def _auth_middleware(tokens: tuple[ApiToken, ...]) -> Any:
+    secrets = [(t, t.token.get_secret_value().encode()) for t in tokens]
+
+    @web.middleware
+    async def auth(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if request.path == "/healthz":
+            return await handler(request)
+        header = request.headers.get("Authorization", "")
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() != "bearer" or not given.strip():
+            resp = error(401, "unauthorized", "send Authorization: Bearer <token>")
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="phonemfa"'
+            return resp
+        candidate = given.strip().encode()
+        found: ApiToken | None = None
+        for token, secret in secrets:  # every token compared: no early exit to time
+            if hmac.compare_digest(candidate, secret):
+                found = token
+        if found is None:
+            return error(403, "forbidden", "this token is not valid")
+        request[TOKEN_KEY] = found
+        return await handler(request)
+
+    return auth
+
+
+@web.middleware
+async def errors_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """JSON errors for everything, including aiohttp's own (404, 405, 413)."""
+    try:
+        return await handler(request)
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[SERVICE_KEY].config.api.max_body_bytes
+        return error(413, "body_too_large", f"the body is over {limit} bytes")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+    except Exception:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return error(500, "internal_error", "unexpected error; see the service's log")
+
+
+# --- helpers ---------------------------------------------------------------------------------
+def _service(request: web.Request) -> CallService:
+    return request.app[SERVICE_KEY]
+
+
+def _token(request: web.Request) -> ApiToken:
+    return request[TOKEN_KEY]
+
+
+async def _json_body(request: web.Request) -> Any:
+    if request.content_type != "application/json":
+        raise web.HTTPUnsupportedMediaType(reason="Unsupported Media Type")
+    text = await request.text()
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise _Invalid("the body is not valid JSON") from None
+
+
+class _Invalid(Exception):
+    pass
+
+
+def _float_param(request: web.Request, name: str, low: float, high: float) -> float | None:
+    raw = request.query.get(name)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise _Invalid(f"{name}: must be a number") from None
+    if not low <= value <= high or value != value:
+        raise _Invalid(f"{name}: must be between {low:g} and {high:g}")
+    return value
+
+
+def _invalid(message: str) -> web.Response:
+    field, _, reason = message.partition(": ")
+    return error(400, "invalid_request", message, fields=[{"field": field, "reason": reason}])
+
+
+# --- handlers --------------------------------------------------------------------------------
+async def healthz(request: web.Request) -> web.Response:
+    service = _service(request)
+    return web.json_response(
+        {
+            "status": "ok",
+            "ari_connected": service.engine.connected,
+            "store": "ok" if service.store.healthy else "unavailable",
+            "accepting_calls": service.accepting and service.store.healthy,
+            "calls_in_progress": len(service.live),
+        }
+    )
+
+
+async def start_call(request: web.Request) -> web.Response:
+    service = _service(request)
+    token = _token(request)
+    try:
+        body = StartCallBody.model_validate(await _json_body(request))
+    except _Invalid as exc:
+        return error(400, "invalid_json", str(exc))
+    except ValidationError as exc:
+        return _bad_fields(exc)
+    if not scoped(token.tenants, body.tenant):
+        return error(403, "forbidden_tenant", f"this token may not act for {body.tenant!r}")
+    try:
+        record = await service.start_call(
+            StartCall(
+                phone=body.phone,
+                tenant=body.tenant,
+                user=body.user,
+                language=body.language,
+                code=body.code,
+                callback_url=body.callback_url,
+                token_name=token.name,
+            )
+        )
+    except NumberError as exc:
+        return error(
+            400,
+            "invalid_number",
+            exc.message,
+            code=exc.code,
+            fields=[{"field": "phone", "reason": exc.message}],
+        )
+    except CallRefused as exc:
+        field = "callback_url" if exc.code == "no_webhook_secret" else "code"
+        return error(400, exc.code, exc.message, fields=[{"field": field, "reason": exc.message}])
+    except UnknownTenantError:
+        return error(
+            400,
+            "unknown_tenant",
+            f"no tenant {body.tenant!r}",
+            fields=[{"field": "tenant", "reason": "unknown tenant"}],
+        )
+    except RateLimited as exc:
+        resp = error(429, exc.code, exc.message, retry_after=round(exc.retry_after, 1))
+        resp.headers["Retry-After"] = str(max(1, int(exc.retry_after + 0.999)))
+        return resp
+    except ServiceUnavailable as exc:
+        resp = error(503, exc.reason, exc.message)
+        resp.headers["Retry-After"] = "5"
+        return resp
+    view = call_view(record)
+    resp = web.json_response(view, status=201)
+    resp.headers["Location"] = f"/v1/calls/{record.id}"
+    return resp
+
+
+async def get_call(request: web.Request) -> web.Response:
+    service = _service(request)
+    call_id = request.match_info["call_id"]
+    try:
+        wait = _float_param(request, "wait", 0, MAX_WAIT)
+    except _Invalid as exc:
+        return _invalid(str(exc))
+    record = await service.get_call(call_id)
+    if record is None or not scoped(_token(request).tenants, record.tenant):
+        return error(404, "not_found", "no such call")
+    if wait and record.outcome is None:
+        record = await service.wait_call(call_id, wait) or record
+    return web.json_response(call_view(record))
+
+
+async def cancel_call(request: web.Request) -> web.Response:
+    service = _service(request)
+    call_id = request.match_info["call_id"]
+    record = await service.get_call(call_id)
+    if record is None or not scoped(_token(request).tenants, record.tenant):
+        return error(404, "not_found", "no such call")
+    if record.outcome is not None:
+        return error(409, "not_in_progress", f"the call already ended: {record.outcome}")
+    ended = await service.cancel_call(call_id)
+    return web.json_response(call_view(ended or record))
+
+
+async def list_calls(request: web.Request) -> web.Response:
+    service = _service(request)
+    token = _token(request)
+    query = request.query
+    unknown = set(query) - {"user", "status", "since", "limit", "cursor", "tenant"}
+    if unknown:
+        name = sorted(unknown)[0]
+        return _invalid(f"{name}: unknown parameter")
+    try:
+        limit = _float_param(request, "limit", 1, 500)
+        since = _since(query.get("since"))
+    except _Invalid as exc:
+        return _invalid(str(exc))
+    tenants = token.tenants
+    if "tenant" in query:
+        if not scoped(tenants, query["tenant"]):
+            return error(403, "forbidden_tenant", "this token may not read that tenant")
+        tenants = (query["tenant"],)
+    try:
+        records, cursor = await service.list_calls(
+            tenants=tenants,
+            user=query.get("user"),
+            status=query.get("status"),
+            since=since,
+            limit=int(limit or 50),
+            cursor=query.get("cursor"),
+        )
+    except ValueError:
+        return _invalid("cursor: not a cursor this service gave out")
+    return web.json_response(
+        {"calls": [call_view(r, timeline=False) for r in records], "next_cursor": cursor}
+    )
+
+
+def _since(raw: str | None) -> float | None:
+    """`since`: epoch seconds or ISO-8601."""
+    if raw is None:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        pass
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise _Invalid("since: ISO-8601 time or epoch seconds") from None
+
+
+def _tenant_view(name: str, settings: TenantSettings) -> dict[str, Any]:
+    data = settings_json(settings)
+    if data.get("webhook_secret"):
+        data["webhook_secret"] = "***"
+    return {"tenant": name, "settings": data}
+
+
+async def get_settings(request: web.Request) -> web.Response:
+    service = _service(request)
+    name = request.match_info["tenant"]
+    if not scoped(_token(request).tenants, name):
+        return error(403, "forbidden_tenant", f"this token may not act for {name!r}")
+    settings = service.tenants.get(name)
+    if settings is None:
+        return error(404, "not_found", f"no tenant {name!r}")
+    return web.json_response(_tenant_view(name, settings))
+
+
+async def put_settings(request: web.Request) -> web.Response:
+    """Merge the given settings onto the tenant's current ones (keys not given stay)."""
+    service = _service(request)
+    name = request.match_info["tenant"]
+    if not scoped(_token(request).tenants, name):
+        return error(403, "forbidden_tenant", f"this token may not act for {name!r}")
+    current = service.tenants.get(name)
+    if current is None:
+        return error(404, "not_found", f"no tenant {name!r}")
+    try:
+        patch = await _json_body(request)
+    except _Invalid as exc:
+        return error(400, "invalid_json", str(exc))
+    if not isinstance(patch, dict):
+        return _invalid("(body): must be a JSON object of tenant settings")
+    if patch.get("webhook_secret") == "***":  # echoed back from GET: keep the current one
+        patch.pop("webhook_secret")
+    merged = _merge(settings_json(current), patch)
+    try:
+        settings = TenantSettings.model_validate(merged)
+    except ValidationError as exc:
+        return _bad_fields(exc)
+    await service.update_tenant(name, settings)
+    return web.json_response(_tenant_view(name, settings))
+
+
+def _merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _block_tenant(request: web.Request) -> str:
+    return request.query.get("tenant", "default")
+
+
+async def get_block(request: web.Request) -> web.Response:
+    service = _service(request)
+    tenant, user = _block_tenant(request), request.match_info["user"]
+    if not scoped(_token(request).tenants, tenant):
+        return error(403, "forbidden_tenant", f"this token may not act for {tenant!r}")
+    block = await service.store.get_block(tenant, user)
+    if block is None:
+        return error(404, "not_blocked", f"user {user!r} is not blocked", blocked=False)
+    return web.json_response(_block_view(block))
+
+
+def _block_view(block: dict[str, Any]) -> dict[str, Any]:
+    from phonemfa.service import iso
+
+    return {
+        "blocked": True,
+        "tenant": block["tenant"],
+        "user": block["user"],
+        "reason": block["reason"],
+        "call_id": block.get("call_id"),
+        "since": iso(block.get("created_at")),
+    }
+
+
+async def delete_block(request: web.Request) -> web.Response:
+    service = _service(request)
+    tenant, user = _block_tenant(request), request.match_info["user"]
+    if not scoped(_token(request).tenants, tenant):
+        return error(403, "forbidden_tenant", f"this token may not act for {tenant!r}")
+    if not await service.unblock_user(tenant, user):
+        return error(404, "not_blocked", f"user {user!r} is not blocked", blocked=False)
+    return web.Response(status=204)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    service = _service(request)
+    m = service.metrics
+    m.ari_connected.set(1 if service.engine.connected else 0)
+    m.ari_connections.set(service.engine.events.generation)
+    m.store_healthy.set(1 if service.store.healthy else 0)
+    return web.Response(body=m.render(), headers={"Content-Type": CONTENT_TYPE})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
+def build_app(service: CallService) -> web.Application:
+    config = service.config.api
+    app = web.Application(
+        client_max_size=config.max_body_bytes,
+        middlewares=[errors_middleware, _auth_middleware(config.tokens)],
+    )
+    app[SERVICE_KEY] = service
+    app.router.add_get("/healthz", healthz)
+    app.router.add_post("/v1/calls", start_call)
+    app.router.add_get("/v1/calls", list_calls)
+    app.router.add_get("/v1/calls/{call_id}", get_call)
+    app.router.add_delete("/v1/calls/{call_id}", cancel_call)
+    app.router.add_get("/v1/tenants/{tenant}/settings", get_settings)
+    app.router.add_put("/v1/tenants/{tenant}/settings", put_settings)
+    app.router.add_get("/v1/users/{user}/block", get_block)
+    app.router.add_delete("/v1/users/{user}/block", delete_block)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/v1/openapi.json", openapi)
+    return app

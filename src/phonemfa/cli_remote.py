@@ -1,0 +1,156 @@
+"""CLI commands that talk to a running service over its HTTP API:
+`phonemfa call --server URL`, `phonemfa calls list`, `phonemfa calls show ID`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from typing import Any
+
+import aiohttp
+
+from phonemfa.outcomes import TERMINAL
+
+POLL_WAIT = 2  # seconds each GET ?wait= holds, so steps print as they happen
+
+
+class RemoteError(Exception):
+    pass
+
+
+def _headers(token: str | None) -> dict[str, str]:
+    token = token or os.environ.get("PHONEMFA_TOKEN")
+    if not token:
+        raise RemoteError("give --token or set PHONEMFA_TOKEN")
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def _request(
+    session: aiohttp.ClientSession, method: str, url: str, **kw: Any
+) -> tuple[int, Any]:
+    try:
+        async with session.request(method, url, **kw) as resp:
+            text = await resp.text()
+            try:
+                return resp.status, json.loads(text) if text else None
+            except ValueError:
+                return resp.status, text
+    except aiohttp.ClientError as exc:
+        raise RemoteError(f"cannot reach {url}: {exc}") from None
+
+
+def _fail(status: int, body: Any) -> RemoteError:
+    if isinstance(body, dict):
+        return RemoteError(f"HTTP {status}: {body.get('error')}: {body.get('message')}")
+    return RemoteError(f"HTTP {status}")
+
+
+async def remote_call(args: argparse.Namespace) -> int:
+    base = args.server.rstrip("/")
+    body = {"phone": args.number, "tenant": args.tenant}
+    for key in ("user", "language", "code"):
+        if getattr(args, key):
+            body[key] = getattr(args, key)
+    async with aiohttp.ClientSession(
+        headers=_headers(args.token), timeout=aiohttp.ClientTimeout(total=POLL_WAIT + 30)
+    ) as session:
+        status, call = await _request(session, "POST", f"{base}/v1/calls", json=body)
+        if status not in (200, 201):
+            raise _fail(status, call)
+        print(f"call {call['id']}  {call['phone']}  mode={call['mode']}")
+        shown = 0
+        while True:
+            shown = _print_timeline(call, shown)
+            if call["status"] in TERMINAL:
+                why = f" ({call['reason']})" if call.get("reason") else ""
+                print(f"OUTCOME: {call['status']}{why}")
+                return 0 if call["status"] == "approved" else 1
+            status, call = await _request(
+                session, "GET", f"{base}/v1/calls/{call['id']}", params={"wait": POLL_WAIT}
+            )
+            if status != 200:
+                raise _fail(status, call)
+
+
+def _print_timeline(call: dict[str, Any], shown: int) -> int:
+    for entry in call.get("timeline", [])[shown:]:
+        extra = " ".join(f"{k}={v}" for k, v in entry.items() if k not in ("at", "event"))
+        print(f"  {entry['at']}  {entry['event']:<20} {extra}".rstrip())
+    return len(call.get("timeline", []))
+
+
+def add_calls_command(sub: Any) -> None:
+    p = sub.add_parser("calls", help="list or show calls of a running service")
+    p.add_argument("--server", "-s", default="http://127.0.0.1:8080")
+    p.add_argument("--token", help="API bearer token (or PHONEMFA_TOKEN)")
+    actions = p.add_subparsers(dest="calls_action", metavar="ACTION", required=True)
+    ls = actions.add_parser("list", help="newest first")
+    ls.add_argument("--user")
+    ls.add_argument("--status")
+    ls.add_argument("--tenant")
+    ls.add_argument("--since", help="ISO-8601 or epoch seconds")
+    ls.add_argument("--limit", type=int, default=20)
+    ls.add_argument("--json", action="store_true")
+    show = actions.add_parser("show", help="one call and its timeline")
+    show.add_argument("call_id")
+    show.add_argument("--json", action="store_true")
+    p.set_defaults(handler=lambda a: _run(_calls(a)))
+
+
+async def _calls(args: argparse.Namespace) -> int:
+    base = args.server.rstrip("/")
+    async with aiohttp.ClientSession(headers=_headers(args.token)) as session:
+        if args.calls_action == "show":
+            status, call = await _request(session, "GET", f"{base}/v1/calls/{args.call_id}")
+            if status != 200:
+                raise _fail(status, call)
+            if args.json:
+                print(json.dumps(call, indent=2))
+                return 0
+            for key in (
+                "id",
+                "status",
+                "reason",
+                "tenant",
+                "user",
+                "phone",
+                "mode",
+                "language",
+                "origin",
+                "created_at",
+                "ended_at",
+            ):
+                print(f"{key + ':':<12}{call.get(key)}")
+            _print_timeline(call, 0)
+            return 0
+        params = {"limit": str(args.limit)}
+        for key in ("user", "status", "tenant", "since"):
+            if getattr(args, key):
+                params[key] = getattr(args, key)
+        status, page = await _request(session, "GET", f"{base}/v1/calls", params=params)
+        if status != 200:
+            raise _fail(status, page)
+        if args.json:
+            print(json.dumps(page, indent=2))
+            return 0
+        for call in page["calls"]:
+            print(
+                f"{call['created_at']}  {call['id']}  {call['status']:<15} "
+                f"{call['tenant']:<12} {call.get('user') or '-':<16} {call['phone']}"
+            )
+        return 0
+
+
+def _run(coro: Any) -> int:
+    try:
+        return int(asyncio.run(coro))
+    except RemoteError as exc:
+        print(f"phonemfa: {exc}", file=sys.stderr)
+        return 1
+
+
+def run_remote_call(args: argparse.Namespace) -> int:
+    return _run(remote_call(args))

@@ -1,0 +1,84 @@
+"""Structured logs (text or JSON), with phone numbers masked even if a message slips one in.
+
+Code masks numbers itself (`PhoneNumber.mask()`); the filter here is the safety net for text
+that came from elsewhere (an exception message quoting an input, a library's log line).
+Secrets are never passed to loggers; `SecretStr` prints as '**********' anyway.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+from typing import Any
+
+# 7+ digits, possibly with a leading + and the separators people type: a phone number.
+# UUIDs (hex runs broken by '-') and short numbers (ports, counts, causes) do not match.
+_NUMBER = re.compile(r"(?<![\w.-])\+?\d[\d .()/-]{5,}\d(?![\w-])")
+_KEEP = 2
+_EXTRA_SKIP = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
+
+
+def mask_numbers(text: str) -> str:
+    """Replace every digit run that looks like a phone number by its masked form."""
+
+    def repl(m: re.Match[str]) -> str:
+        digits = re.sub(r"\D", "", m.group())
+        if len(digits) < 7:
+            return m.group()
+        return f"{'+' if m.group().startswith('+') else ''}*******{digits[-_KEEP:]}"
+
+    return _NUMBER.sub(repl, text)
+
+
+class MaskingFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = mask_numbers(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and any `extra=` fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _EXTRA_SKIP and not key.startswith("_"):
+                data[key] = value
+        if record.exc_info:
+            data["exception"] = mask_numbers(self.formatException(record.exc_info))
+        return json.dumps(data, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def formatException(self, ei: Any) -> str:  # noqa: N802 (logging's name)
+        return mask_numbers(super().formatException(ei))
+
+
+def configure(level: str = "info", fmt: str = "text") -> None:
+    """Set up the root logger for the service and the CLI (stderr)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(MaskingFilter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    # aiohttp's access log carries the request line, with query strings: ours have no
+    # numbers or secrets, but keep it quiet at info.
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

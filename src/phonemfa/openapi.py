@@ -1,0 +1,291 @@
+"""GET /v1/openapi.json: the API described, schemas generated from the models that validate
+requests (so the document cannot drift from what the service accepts). Response schemas are
+models written for the document; a test checks real responses against them."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from phonemfa import __version__
+from phonemfa.config import TenantSettings
+from phonemfa.outcomes import Outcome
+
+REF = "#/components/schemas/{model}"
+
+
+class TimelineEntryView(BaseModel):
+    model_config = ConfigDict(extra="allow", title="TimelineEntry")
+    at: str = Field(description="ISO-8601, UTC")
+    event: str = Field(description="dialing, ringing, answered, extension_sent, key, ...")
+
+
+class CallView(BaseModel):
+    model_config = ConfigDict(title="Call")
+    id: str
+    status: str = Field(description="the current step while in progress; the outcome once ended")
+    outcome: Literal[tuple(o.value for o in Outcome)] | None  # type: ignore[valid-type]
+    reason: str | None
+    tenant: str
+    user: str | None
+    phone: str = Field(description="masked: country code and last two digits")
+    mode: str = Field(description="direct, auto_extension, operator (none when blocked)")
+    language: str
+    origin: str = Field(description="api, cli or dialplan")
+    number_matching: bool
+    created_at: str
+    updated_at: str
+    ended_at: str | None
+    callback_url: str | None
+    timeline: list[TimelineEntryView] | None = None
+
+
+class CallListView(BaseModel):
+    model_config = ConfigDict(title="CallList")
+    calls: list[CallView]
+    next_cursor: str | None
+
+
+class ErrorField(BaseModel):
+    field: str
+    reason: str
+
+
+class ErrorView(BaseModel):
+    model_config = ConfigDict(extra="allow", title="Error")
+    error: str = Field(description="machine-readable code")
+    message: str
+    fields: list[ErrorField] | None = None
+
+
+class TenantView(BaseModel):
+    model_config = ConfigDict(title="TenantSettingsView")
+    tenant: str
+    settings: dict[str, Any]
+
+
+class BlockView(BaseModel):
+    model_config = ConfigDict(title="Block")
+    blocked: bool
+    tenant: str
+    user: str
+    reason: str
+    call_id: str | None
+    since: str | None
+
+
+class HealthView(BaseModel):
+    model_config = ConfigDict(title="Health")
+    status: Literal["ok"]
+    ari_connected: bool
+    store: Literal["ok", "unavailable"]
+    accepting_calls: bool
+    calls_in_progress: int
+
+
+def _json(ref: str, description: str = "") -> dict[str, Any]:
+    return {
+        "description": description or ref,
+        "content": {"application/json": {"schema": {"$ref": REF.format(model=ref)}}},
+    }
+
+
+def _err(description: str) -> dict[str, Any]:
+    return _json("Error", description)
+
+
+_CALL_ID = {"name": "call_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_TENANT = {"name": "tenant", "in": "path", "required": True, "schema": {"type": "string"}}
+_USER = {"name": "user", "in": "path", "required": True, "schema": {"type": "string"}}
+_AUTH = {"401": _err("no bearer token"), "403": _err("wrong token, or another tenant's")}
+
+
+@functools.cache
+def openapi_document() -> dict[str, Any]:
+    from phonemfa.api import StartCallBody
+
+    schemas: dict[str, Any] = {}
+    for model in (
+        StartCallBody,
+        CallView,
+        CallListView,
+        ErrorView,
+        TenantView,
+        BlockView,
+        HealthView,
+    ):
+        schema = model.model_json_schema(ref_template=REF)
+        schemas.update(schema.pop("$defs", {}))
+        schemas[schema.get("title", model.__name__)] = schema
+    settings = TenantSettings.model_json_schema(ref_template=REF)
+    schemas.update(settings.pop("$defs", {}))
+    schemas["TenantSettings"] = settings
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "phonemfa",
+            "version": __version__,
+            "description": "Phone-call second factor on Asterisk. Bearer token on every "
+            "endpoint but /healthz. Webhooks: when a call with callback_url ends, its record "
+            "is POSTed there with X-Phonemfa-Signature: sha256=<hex HMAC-SHA256 of the body "
+            "with the tenant's webhook_secret> and X-Phonemfa-Delivery: <call id>.",
+        },
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+        "paths": {
+            "/healthz": {
+                "get": {
+                    "summary": "Liveness, ARI connection and store health (no token needed)",
+                    "security": [],
+                    "responses": {"200": _json("Health", "the service is up")},
+                }
+            },
+            "/v1/calls": {
+                "post": {
+                    "summary": "Start a verification call",
+                    "description": "A number that cannot be dialled: 400. A policy refusal "
+                    "(blocked user, country or number type refused): 201 with outcome "
+                    "`blocked` and the reason. A velocity limit: 429 with Retry-After.",
+                    "requestBody": {"required": True, **_json("StartCallBody")},
+                    "responses": {
+                        "201": _json("Call", "the call (queued), or blocked"),
+                        "400": _err("invalid body or number"),
+                        **_AUTH,
+                        "413": _err("body too large"),
+                        "415": _err("not application/json"),
+                        "429": _err("velocity limit: retry after Retry-After seconds"),
+                        "503": _err("shutting down, or the store cannot write"),
+                    },
+                },
+                "get": {
+                    "summary": "List calls, newest first",
+                    "parameters": [
+                        {"name": "user", "in": "query", "schema": {"type": "string"}},
+                        {"name": "status", "in": "query", "schema": {"type": "string"}},
+                        {"name": "tenant", "in": "query", "schema": {"type": "string"}},
+                        {
+                            "name": "since",
+                            "in": "query",
+                            "description": "ISO-8601 or epoch seconds",
+                            "schema": {"type": "string"},
+                        },
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 1, "maximum": 500},
+                        },
+                        {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                    ],
+                    "responses": {
+                        "200": _json("CallList", "a page of calls"),
+                        "400": _err("bad parameter"),
+                        **_AUTH,
+                    },
+                },
+            },
+            "/v1/calls/{call_id}": {
+                "parameters": [_CALL_ID],
+                "get": {
+                    "summary": "A call and its timeline",
+                    "parameters": [
+                        {
+                            "name": "wait",
+                            "in": "query",
+                            "description": "hold up to this many seconds until the call ends",
+                            "schema": {"type": "number", "minimum": 0, "maximum": 60},
+                        }
+                    ],
+                    "responses": {
+                        "200": _json("Call", "the call"),
+                        "400": _err("bad parameter"),
+                        **_AUTH,
+                        "404": _err("no such call"),
+                    },
+                },
+                "delete": {
+                    "summary": "Cancel (hang up) a call in progress",
+                    "responses": {
+                        "200": _json("Call", "the call, cancelled"),
+                        **_AUTH,
+                        "404": _err("no such call"),
+                        "409": _err("the call already ended"),
+                    },
+                },
+            },
+            "/v1/tenants/{tenant}/settings": {
+                "parameters": [_TENANT],
+                "get": {
+                    "summary": "A tenant's settings in effect (secrets shown as ***)",
+                    "responses": {
+                        "200": _json("TenantSettingsView", "settings"),
+                        **_AUTH,
+                        "404": _err("no such tenant"),
+                    },
+                },
+                "put": {
+                    "summary": "Change a tenant's settings (merged onto the current ones; "
+                    "persisted; used from the next call on)",
+                    "requestBody": {"required": True, **_json("TenantSettings")},
+                    "responses": {
+                        "200": _json("TenantSettingsView", "the settings now in effect"),
+                        "400": _err("invalid settings, naming the field"),
+                        **_AUTH,
+                        "404": _err("no such tenant"),
+                        "413": _err("body too large"),
+                        "415": _err("not application/json"),
+                    },
+                },
+            },
+            "/v1/users/{user}/block": {
+                "parameters": [
+                    _USER,
+                    {"name": "tenant", "in": "query", "schema": {"type": "string"}},
+                ],
+                "get": {
+                    "summary": "Whether a user is blocked (after a fraud report)",
+                    "responses": {
+                        "200": _json("Block", "the block"),
+                        **_AUTH,
+                        "404": _err("not blocked"),
+                    },
+                },
+                "delete": {
+                    "summary": "Unblock a user",
+                    "responses": {
+                        "204": {"description": "unblocked"},
+                        **_AUTH,
+                        "404": _err("not blocked"),
+                    },
+                },
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "responses": {
+                        "200": {
+                            "description": "text exposition format",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        },
+                        **_AUTH,
+                    },
+                }
+            },
+            "/v1/openapi.json": {
+                "get": {
+                    "summary": "This document",
+                    "responses": {
+                        "200": {
+                            "description": "OpenAPI 3.1",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        **_AUTH,
+                    },
+                }
+            },
+        },
+    }

@@ -1,0 +1,84 @@
+"""`phonemfa serve`: the service in the foreground (ARI connection + HTTP API).
+
+SIGTERM or SIGINT: stop taking new calls (POST answers 503), let calls in progress finish
+within `shutdown.grace_period`, end the rest as `interrupted`, then exit. The HTTP API keeps
+answering reads during the drain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from typing import Any
+
+from aiohttp import web
+
+from phonemfa import logsetup
+from phonemfa.api import build_app
+from phonemfa.config import Config, ConfigError, load_config
+from phonemfa.service import CallService
+from phonemfa.store import Store
+
+log = logging.getLogger("phonemfa.server")
+
+
+def add_serve_command(sub: Any) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="run the service (ARI connection + HTTP API) in the foreground",
+        description="Run phonemfa: connect to Asterisk's ARI, serve the HTTP API. "
+        "SIGTERM drains calls in progress (shutdown.grace_period) before exiting.",
+    )
+    p.add_argument("--config", "-c", metavar="FILE", required=True)
+    p.set_defaults(handler=run_serve_command)
+
+
+def run_serve_command(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"phonemfa serve: {exc}", file=sys.stderr)
+        return 1
+    logsetup.configure(config.logging.level, config.logging.format)
+    try:
+        asyncio.run(serve(config))
+    except OSError as exc:  # e.g. the API port is taken
+        log.error("cannot serve: %s", exc)
+        return 1
+    return 0
+
+
+async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
+    store = await Store.open(config.storage.path)
+    service = CallService(config, store)
+    runner: web.AppRunner | None = None
+    try:
+        await service.start()
+        runner = web.AppRunner(build_app(service), access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, config.api.host, config.api.port, reuse_address=True)
+        await site.start()
+        log.info(
+            "phonemfa listening on http://%s:%d (ARI %s, app %s)",
+            config.api.host,
+            config.api.port,
+            config.ari.url,
+            config.ari.app,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+        log.info("stopping: no new calls; draining calls in progress")
+        await service.shutdown()
+    finally:
+        if runner is not None:
+            await runner.cleanup()
+        await store.close()
+        log.info("stopped")

@@ -1,0 +1,572 @@
+"""CallService: starts, cancels and reports verification calls, and records all of it.
+
+Everything a call goes through is written to the store as it happens (the record, each
+timeline step, the outcome with its webhook in the same transaction), so a restarted service
+knows every call it started. Calls in flight are also kept in memory, for `?wait=` and for
+reading a live call without touching the disk.
+
+Paths that start calls: the HTTP API, and Asterisk's dialplan (`Stasis(phonemfa,verify,...)`,
+which arrives here as an event nobody else claims). Both go through `start_call`, so the
+toll-fraud guard and blocks apply to both.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from phonemfa.ari import AriError, Event
+from phonemfa.calls import CallRefused, prepare_call
+from phonemfa.config import Config, TenantSettings, UnknownTenantError
+from phonemfa.engine import Engine
+from phonemfa.metrics import Metrics
+from phonemfa.numbers import NumberError, mask_text, parse_number
+from phonemfa.outcomes import Outcome
+from phonemfa.store import CallRecord, Store, StoreUnavailable, TimelineEntry, WebhookDelivery
+from phonemfa.tollfraud import PastCall, RefusalCode, TollFraudGuard
+from phonemfa.webhooks import WebhookSender, webhook_body
+
+log = logging.getLogger("phonemfa.service")
+
+# Steps that are also the call's status while it is in progress (hints and keys are not).
+STATUS_STEPS = frozenset(
+    {
+        "dialing",
+        "ringing",
+        "answered",
+        "extension_sent",
+        "extension_prompt",
+        "operator_prompt",
+        "prompting",
+    }
+)
+RATE_LIMIT_CODES = frozenset(
+    {
+        RefusalCode.RATE_LIMITED_USER,
+        RefusalCode.RATE_LIMITED_NUMBER,
+        RefusalCode.RATE_LIMITED_TENANT,
+    }
+)
+# Velocity windows reach back at most this far when seeding from the store at start-up.
+SEED_HORIZON = 86400.0
+DIALPLAN_ENTRY = "verify"
+
+
+class ServiceUnavailable(Exception):
+    """New calls are not taken now: shutting down, or the store cannot write."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+class RateLimited(Exception):
+    def __init__(self, code: str, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class StartCall:
+    """A request for a verification call, from any path."""
+
+    phone: str
+    tenant: str = "default"
+    user: str | None = None
+    language: str | None = None
+    code: str | None = None
+    callback_url: str | None = None
+    origin: str = "api"
+    origin_channel: str | None = None
+    token_name: str | None = None
+
+
+@dataclass
+class LiveCall:
+    """A call in flight: its record (kept current), its flow's task, who waits on it."""
+
+    record: CallRecord
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    finishing: asyncio.Task[None] | None = None
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def call_view(record: CallRecord, *, timeline: bool = True) -> dict[str, Any]:
+    """A call as the API and webhooks show it (numbers masked, times ISO-8601)."""
+    view: dict[str, Any] = {
+        "id": record.id,
+        "status": record.status,
+        "outcome": record.outcome,
+        "reason": record.reason,
+        "tenant": record.tenant,
+        "user": record.user,
+        "phone": record.phone_masked,
+        "mode": record.mode,
+        "language": record.language,
+        "origin": record.origin,
+        "number_matching": record.code_used,
+        "created_at": iso(record.created_at),
+        "updated_at": iso(record.updated_at),
+        "ended_at": iso(record.ended_at),
+        "callback_url": record.callback_url,
+    }
+    if timeline:
+        view["timeline"] = [
+            {**e.details, "at": iso(e.at), "event": e.event} for e in record.timeline
+        ]
+    return view
+
+
+class _Observer:
+    """The flow's observer for one call: timeline and status to the store, as they happen."""
+
+    def __init__(self, service: CallService, live: LiveCall) -> None:
+        self.service = service
+        self.live = live
+
+    def step(self, event: str, details: dict[str, Any]) -> None:
+        now = time.time()
+        record = self.live.record
+        entry = TimelineEntry(now, event, details)
+        record.timeline.append(entry)
+        store = self.service.store
+        store.append_event(record.id, entry)
+        record.updated_at = now
+        if record.outcome is None and event in STATUS_STEPS:
+            record.status = event
+            store.set_status(record.id, event, now)
+
+    def outcome(self, outcome: Outcome, reason: str | None) -> None:
+        self.live.finishing = asyncio.create_task(self.service._finish(self.live, outcome, reason))
+
+
+class CallService:
+    def __init__(self, config: Config, store: Store, engine: Engine | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.engine = engine or Engine(config)
+        self.engine.router.on_unrouted = self._on_unrouted
+        self.engine.connect_hooks.append(self._on_connected)
+        self.tenants: dict[str, TenantSettings] = dict(config.tenants)
+        self.guard = TollFraudGuard(self.tenants, number_key=store.number_key)
+        self.metrics = Metrics()
+        self.webhooks = WebhookSender(store, self._webhook_secret)
+        self.live: dict[str, LiveCall] = {}
+        self.accepting = False
+        self._orphans: set[str] = set()  # channels to hang up once ARI is connected
+        self._entries: dict[str, str] = {}  # dialplan entry channel -> its call id
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # --- life cycle ------------------------------------------------------------------
+    async def start(self) -> None:
+        """Load what the store knows, settle calls a previous process left, start taking calls.
+        ARI may still be connecting: calls wait for it (healthz says so)."""
+        for name, data in (await self.store.all_tenant_settings()).items():
+            try:
+                self._set_tenant(name, TenantSettings.model_validate(data))
+            except ValidationError as exc:
+                log.error("stored settings of tenant %s are invalid, ignored: %s", name, exc)
+        now = time.time()
+        self.guard.seed(
+            PastCall(tenant, user, number, at)
+            for tenant, user, number, at in await self.store.recent_calls(now - SEED_HORIZON)
+        )
+        for block in await self.store.all_blocks():
+            self.guard.block_user(block["tenant"], block["user"])
+        self.webhooks.start()
+        await self._settle_previous_run()
+        await self.engine.start()
+        self.accepting = True
+
+    async def shutdown(self, grace: float | None = None) -> None:
+        """Stop taking calls, let calls in progress finish within the grace period, then end
+        the rest as `interrupted`; deliver what can be delivered; flush the store."""
+        self.accepting = False
+        grace = self.config.shutdown.grace_period if grace is None else grace
+        tasks = [lc.task for lc in self.live.values() if lc.task is not None]
+        if tasks:
+            log.info("shutting down: %d call(s) in progress, %.0f s to finish", len(tasks), grace)
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            if pending:
+                self.engine.stop_all(Outcome.INTERRUPTED, "shutdown")
+                await asyncio.wait(pending, timeout=15)
+        await self._drain_background()
+        await self.webhooks.stop()
+        await self.engine.stop()
+        await self.store.flush()
+
+    async def _drain_background(self) -> None:
+        if self._background:
+            await asyncio.wait(list(self._background), timeout=10)
+
+    # --- starting calls ----------------------------------------------------------------
+    def tenant_settings(self, tenant: str) -> TenantSettings:
+        settings = self.tenants.get(tenant)
+        if settings is None:
+            raise UnknownTenantError(tenant)
+        return settings
+
+    async def start_call(self, req: StartCall) -> CallRecord:
+        """Place a call, or record why it was refused. Raises NumberError (cannot be dialled),
+        CallRefused (a bad request: code), RateLimited, ServiceUnavailable, UnknownTenantError."""
+        if not self.accepting:
+            raise ServiceUnavailable("shutting_down", "phonemfa is shutting down")
+        if not self.store.healthy:
+            raise ServiceUnavailable("store_unavailable", "the call store cannot write")
+        settings = self.tenant_settings(req.tenant)
+        if req.callback_url and settings.webhook_secret is None:
+            raise CallRefused(
+                "no_webhook_secret", f"tenant {req.tenant!r} has no webhook_secret to sign with"
+            )
+        call_id = str(uuid.uuid4())
+        now = time.time()
+        try:
+            request = prepare_call(
+                self.config,
+                settings,
+                self.engine.catalog(req.tenant),
+                call_id=call_id,
+                phone=req.phone,
+                language=req.language,
+                code=req.code,
+            )
+        except NumberError:
+            self.metrics.refused("invalid_number")
+            raise
+        except CallRefused as refused:
+            if refused.refusal is None:  # a bad request, not a policy decision
+                raise
+            number = parse_number(req.phone, settings.region)
+            return await self._blocked(req, call_id, number.mask(), refused.code, now)
+        number = request.plan.number
+        refusal = self.guard.admit(req.tenant, number, req.user, now)
+        if refusal is not None:
+            if refusal.code in RATE_LIMIT_CODES:
+                self.metrics.refused(refusal.code.value)
+                raise RateLimited(refusal.code.value, refusal.message, refusal.retry_after or 1)
+            return await self._blocked(req, call_id, number.mask(), refusal.code.value, now)
+        record = self._new_record(req, call_id, number.mask(), now, request.plan.mode.value)
+        record.phone_hash = self.store.number_key(number.e164)
+        record.language = request.language
+        record.channel_id = None
+        live = LiveCall(record)
+        self.live[call_id] = live
+        try:
+            await self.store.create_call(record)
+        except StoreUnavailable:
+            del self.live[call_id]
+            raise ServiceUnavailable("store_unavailable", "the call store cannot write") from None
+        flow = self.engine.flow(request, _Observer(self, live))
+        record.channel_id = flow.channel_id
+        self.store.set_status(call_id, "queued", now, channel_id=flow.channel_id)
+        live.task = asyncio.create_task(self._run(live, flow))
+        self.metrics.started(req.tenant, record.mode)
+        log.info(
+            "call %s started: tenant=%s user=%s number=%s mode=%s origin=%s",
+            call_id,
+            req.tenant,
+            req.user,
+            record.phone_masked,
+            record.mode,
+            req.origin,
+        )
+        return record
+
+    def _new_record(
+        self, req: StartCall, call_id: str, masked: str, now: float, mode: str
+    ) -> CallRecord:
+        return CallRecord(
+            id=call_id,
+            tenant=req.tenant,
+            user=req.user,
+            phone_masked=masked,
+            phone_hash="",
+            mode=mode,
+            language=req.language or self.tenant_settings(req.tenant).language,
+            status="queued",
+            outcome=None,
+            reason=None,
+            origin=req.origin,
+            created_at=now,
+            updated_at=now,
+            ended_at=None,
+            channel_id=None,
+            origin_channel=req.origin_channel,
+            callback_url=req.callback_url,
+            code_used=req.code is not None,
+            token_name=req.token_name,
+        )
+
+    async def _blocked(
+        self, req: StartCall, call_id: str, masked: str, code: str, now: float
+    ) -> CallRecord:
+        """A policy refusal is a call record too: the identity system sees `blocked` and why."""
+        record = self._new_record(req, call_id, masked, now, "none")
+        self.metrics.refused(code)
+        live = LiveCall(record)
+        self.live[call_id] = live
+        try:
+            await self.store.create_call(record)
+            await self._finish(live, Outcome.BLOCKED, code)
+        except StoreUnavailable:
+            raise ServiceUnavailable("store_unavailable", "the call store cannot write") from None
+        finally:
+            self.live.pop(call_id, None)
+        log.info("call %s blocked: %s (tenant=%s user=%s)", call_id, code, req.tenant, req.user)
+        return record
+
+    async def _run(self, live: LiveCall, flow: Any) -> None:
+        record = live.record
+        try:
+            await flow.run()
+        finally:
+            self.engine.forget(record.id)
+            if live.finishing is not None:
+                with contextlib.suppress(StoreUnavailable):  # logged by _finish
+                    await live.finishing
+            if record.origin_channel is not None:
+                await self._release_entry(record)
+            self.live.pop(record.id, None)
+
+    async def _finish(self, live: LiveCall, outcome: Outcome, reason: str | None) -> None:
+        """Commit the outcome (and its webhook) before anyone is told; then block on fraud."""
+        record = live.record
+        now = time.time()
+        record.status = record.outcome = outcome.value
+        record.reason = reason
+        record.ended_at = record.updated_at = now
+        webhook = None
+        if record.callback_url:
+            webhook = WebhookDelivery(
+                call_id=record.id,
+                tenant=record.tenant,
+                url=record.callback_url,
+                body=webhook_body(call_view(record)),
+                attempts=0,
+                next_attempt_at=now,
+                delivered_at=None,
+                last_error=None,
+            )
+        try:
+            await self.store.finish_call(record.id, outcome.value, reason, now, webhook)
+        except StoreUnavailable:
+            log.error("call %s: outcome %s could not be written", record.id, outcome)
+            raise
+        finally:
+            live.done.set()
+        if webhook is not None:
+            self.webhooks.notify()
+        placed = live.task is not None  # blocked calls and a previous run's were never placed
+        self.metrics.finished(record.tenant, outcome.value, now - record.created_at, placed)
+        log.info("call %s ended: %s%s", record.id, outcome, f" ({reason})" if reason else "")
+        settings = self.tenants.get(record.tenant)
+        if (
+            outcome is Outcome.FRAUD_REPORTED
+            and record.user
+            and settings is not None
+            and settings.fraud.block_user
+        ):
+            await self.block_user(record.tenant, record.user, "fraud_reported", record.id)
+
+    # --- reading and cancelling --------------------------------------------------------
+    async def get_call(self, call_id: str) -> CallRecord | None:
+        live = self.live.get(call_id)
+        if live is not None:
+            return live.record
+        return await self.store.get_call(call_id)
+
+    async def wait_call(self, call_id: str, timeout: float) -> CallRecord | None:
+        """The call once terminal, or as it stands when `timeout` runs out."""
+        live = self.live.get(call_id)
+        if live is not None and not live.done.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(live.done.wait(), timeout)
+        return await self.get_call(call_id)
+
+    async def cancel_call(self, call_id: str, wait: float = 10) -> CallRecord | None:
+        """Hang up a call in progress (`cancelled`); None when it is not in progress."""
+        live = self.live.get(call_id)
+        if live is None or live.done.is_set():
+            return None
+        flow = self.engine.flows.get(call_id)
+        if flow is not None:
+            flow.stop(Outcome.CANCELLED, "cancelled_by_request")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(live.done.wait(), wait)
+        return live.record
+
+    async def list_calls(self, **filters: Any) -> tuple[list[CallRecord], str | None]:
+        return await self.store.list_calls(**filters)
+
+    # --- tenants and blocks --------------------------------------------------------------
+    def _set_tenant(self, name: str, settings: TenantSettings) -> None:
+        self.tenants[name] = settings
+        self.guard.update_tenant(name, settings)
+        self.engine.set_tenant(name, settings)
+
+    async def update_tenant(self, name: str, settings: TenantSettings) -> None:
+        """New settings for a tenant: persisted, then used from the next call on."""
+        await self.store.put_tenant_settings(name, settings_json(settings))
+        self._set_tenant(name, settings)
+        log.info("tenant %s settings changed", name)
+
+    async def block_user(self, tenant: str, user: str, reason: str, call_id: str | None) -> None:
+        await self.store.block_user(tenant, user, reason, call_id, time.time())
+        self.guard.block_user(tenant, user)
+        log.warning("user %s of tenant %s blocked: %s", user, tenant, reason)
+
+    async def unblock_user(self, tenant: str, user: str) -> bool:
+        removed = await self.store.unblock_user(tenant, user)
+        self.guard.unblock_user(tenant, user)
+        return removed
+
+    def _webhook_secret(self, tenant: str) -> str | None:
+        settings = self.tenants.get(tenant)
+        if settings is None or settings.webhook_secret is None:
+            return None
+        return settings.webhook_secret.get_secret_value()
+
+    # --- restarts --------------------------------------------------------------------------
+    async def _settle_previous_run(self) -> None:
+        """Calls a previous process left in progress end as `interrupted` now (we do not resume
+        a half-done verification: a fresh call is cheap, a wrong approval is not). Their
+        channels are hung up, and dialplan entries let go, once ARI is connected."""
+        left = await self.store.in_flight()
+        for record in left:
+            live = LiveCall(record)
+            await self._finish(live, Outcome.INTERRUPTED, "service_restarted")
+            if record.channel_id:
+                self._orphans.add(record.channel_id)
+            if record.origin_channel:
+                self._entries[record.origin_channel] = record.id
+        if left:
+            log.warning("%d call(s) left in progress by the previous run: interrupted", len(left))
+
+    async def _on_connected(self, generation: int, restarted: bool) -> None:
+        """Hang up channels of ours that no call owns (left by a previous run, or by calls
+        that ended while we were away); let go of dialplan entries we no longer serve."""
+        try:
+            app = await self.engine.ari.get_application()
+        except AriError as exc:
+            log.warning("cannot list our channels: %s", exc)
+            return
+        owned = {flow.channel_id for flow in self.engine.flows.values()}
+        owned |= {cid for cid, call in self._entries.items() if call in self.live}
+        for channel_id in app.get("channel_ids", []):
+            if channel_id in owned:
+                continue
+            call_id = self._entries.pop(channel_id, None)
+            if call_id is not None:
+                record = await self.store.get_call(call_id)
+                if record is not None:
+                    await self._release_entry(record)
+                    continue
+            with contextlib.suppress(AriError):
+                await self.engine.ari.hangup(channel_id)
+                log.info("hung up a channel no call owns (left by an earlier run)")
+        self._orphans.clear()
+
+    # --- the dialplan entry: Stasis(phonemfa,verify,NUMBER[,USER[,TENANT]]) ----------------
+    def _on_unrouted(self, event: Event) -> None:
+        if event.type != "StasisStart" or event.channel_id is None:
+            gone = event.type in ("ChannelDestroyed", "StasisEnd")
+            if gone and event.channel_id in self._entries:
+                self._entry_gone(event.channel_id)
+            return
+        args = event.args
+        if args and args[0] == DIALPLAN_ENTRY:
+            self._spawn(self._dialplan_entry(event.channel_id, args[1:]))
+        else:  # a channel of ours nobody owns (e.g. a previous run's): not ours to keep
+            self._spawn(self._hangup_quietly(event.channel_id))
+
+    async def _dialplan_entry(self, channel_id: str, args: list[str]) -> None:
+        number = args[0] if args else ""
+        user = args[1] if len(args) > 1 and args[1] else None
+        tenant = args[2] if len(args) > 2 and args[2] else "default"
+        # Its events stay unrouted and come to _on_unrouted: we only need its hang-up.
+        self._entries[channel_id] = ""
+        try:
+            record = await self.start_call(
+                StartCall(
+                    phone=number,
+                    tenant=tenant,
+                    user=user,
+                    origin="dialplan",
+                    origin_channel=channel_id,
+                )
+            )
+        except (NumberError, CallRefused, RateLimited, ServiceUnavailable, UnknownTenantError) as e:
+            reason = getattr(e, "code", None) or getattr(e, "reason", None) or type(e).__name__
+            log.info("dialplan entry refused: %s (number %s)", reason, mask_text(number))
+            await self._continue_entry(channel_id, Outcome.FAILED.value, "", str(reason))
+            return
+        self._entries[channel_id] = record.id
+        if record.outcome is not None:  # blocked at once
+            await self._release_entry(record)
+
+    async def _release_entry(self, record: CallRecord) -> None:
+        channel_id = record.origin_channel
+        if channel_id is None or self._entries.pop(channel_id, None) is None:
+            return
+        await self._continue_entry(channel_id, record.outcome or "", record.id, record.reason)
+
+    async def _continue_entry(
+        self, channel_id: str, outcome: str, call_id: str, reason: str | None
+    ) -> None:
+        """Hand the dialplan its answer: PHONEMFA_OUTCOME, PHONEMFA_CALL_ID, then go on."""
+        self._entries.pop(channel_id, None)
+        ari = self.engine.ari
+        try:
+            await ari.set_variable(channel_id, "PHONEMFA_OUTCOME", outcome)
+            await ari.set_variable(channel_id, "PHONEMFA_CALL_ID", call_id)
+            await ari.set_variable(channel_id, "PHONEMFA_REASON", reason or "")
+            await ari.continue_in_dialplan(channel_id)
+        except AriError as exc:
+            log.info("dialplan entry channel went away before its answer: %s", exc)
+
+    def _entry_gone(self, channel_id: str) -> None:
+        """The channel that asked for a verification hung up: cancel that verification."""
+        call_id = self._entries.pop(channel_id, None)
+        flow = self.engine.flows.get(call_id or "")
+        if flow is not None:
+            flow.stop(Outcome.CANCELLED, "caller_hung_up")
+
+    async def _hangup_quietly(self, channel_id: str) -> None:
+        with contextlib.suppress(AriError):
+            await self.engine.ari.hangup(channel_id)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+def settings_json(settings: TenantSettings) -> dict[str, Any]:
+    """Tenant settings as stored: secrets in clear (the database is the service's own)."""
+    data = settings.model_dump(mode="json")
+    if settings.webhook_secret is not None:
+        data["webhook_secret"] = settings.webhook_secret.get_secret_value()
+    return data
+
+
+def scoped(tenants: Collection[str] | None, tenant: str) -> bool:
+    """Whether a token limited to `tenants` (None: all) may act for `tenant`."""
+    return tenants is None or tenant in tenants

@@ -1,0 +1,285 @@
+"""The service as a real process on the sandbox: API, dialplan entry, webhooks, restarts.
+
+One `phonemfa serve` per module (a fresh one for the restart tests). The people on the phone
+are softphones or the sandbox's load bots.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from phonemfa.webhooks import DELIVERY_HEADER, SIGNATURE_HEADER, verify
+from tests.conftest import Sandbox
+from tests.support.ari_raw import RawAri
+from tests.support.service import WEBHOOK_SECRET, Api, ServiceProcess, service_config
+from tests.support.softphone import SoftphoneNetwork
+
+pytestmark = pytest.mark.integration
+
+BOT_APPROVES = "+1 425 555 0170"
+BOT_FRAUD = "+1 425 555 0171"
+
+
+class WebhookReceiver:
+    def __init__(self) -> None:
+        self.posts: list[tuple[dict[str, str], bytes]] = []
+        self.changed = asyncio.Event()
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/hook", self._hook)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}/hook"
+
+    async def _hook(self, request: web.Request) -> web.Response:
+        self.posts.append((dict(request.headers), await request.read()))
+        self.changed.set()
+        return web.Response(status=204)
+
+    def for_call(self, call_id: str) -> list[tuple[dict[str, str], bytes]]:
+        return [(h, b) for h, b in self.posts if h.get(DELIVERY_HEADER) == call_id]
+
+    async def wait_for(self, call_id: str, timeout: float = 15) -> None:
+        async with asyncio.timeout(timeout):
+            while not self.for_call(call_id):
+                self.changed.clear()
+                await self.changed.wait()
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+@pytest.fixture(scope="module")
+async def service(
+    asterisk: Sandbox, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[ServiceProcess]:
+    folder = tmp_path_factory.mktemp("service")
+    proc = ServiceProcess(folder, service_config(folder))
+    await proc.start()
+    yield proc
+    await proc.stop()
+
+
+@pytest.fixture
+async def api(service: ServiceProcess) -> AsyncIterator[Api]:
+    async with aiohttp.ClientSession() as session:
+        yield Api(session, service.url)
+
+
+@pytest.fixture
+async def hooks() -> AsyncIterator[WebhookReceiver]:
+    receiver = WebhookReceiver()
+    await receiver.start()
+    yield receiver
+    await receiver.stop()
+
+
+async def no_channels_of(ari: RawAri, app: str = "phonemfa", timeout: float = 10) -> None:
+    async with asyncio.timeout(timeout):
+        while (await ari.request("GET", f"/applications/{app}"))["channel_ids"]:
+            await asyncio.sleep(0.1)
+
+
+@pytest.mark.parametrize(
+    ("phone", "tenant", "outcome"),
+    [
+        (BOT_APPROVES, "default", "approved"),
+        (BOT_FRAUD, "default", "fraud_reported"),
+        (f"{BOT_APPROVES} x1234", "default", "approved"),  # auto attendant keys 1234
+        (f"{BOT_APPROVES} x1234", "ops", "approved"),  # "operator" presses # itself
+        ("+1 425 555 0130", "default", "busy"),
+        ("+1 425 555 0140", "default", "no_answer"),
+        ("+1 425 555 0150", "default", "unreachable"),
+        ("+1 425 555 0160", "default", "no_input"),
+    ],
+)
+async def test_calls_through_the_api_end_with_the_right_outcome(
+    api: Api, ari: RawAri, phone: str, tenant: str, outcome: str
+) -> None:
+    # A user of their own: a fraud report blocks its user.
+    call = await api.start_call(phone, tenant=tenant, user=f"u-{uuid.uuid4().hex[:8]}")
+    assert call["status"] == "queued" and call["outcome"] is None
+    assert "*" in call["phone"]
+    done = await api.wait(call["id"], 60)
+    assert (done["status"], done["outcome"]) == (outcome, outcome), done
+    events = [e["event"] for e in done["timeline"]]
+    assert events[0] == "dialing"
+    assert all(e["at"].endswith("Z") for e in done["timeline"])
+    await no_channels_of(ari)
+
+
+async def test_softphones_through_the_api(api: Api, phones: SoftphoneNetwork) -> None:
+    desk = await phones.register("5678")
+    call = await api.start_call("+1 425 555 0110 x5678", user="bob")
+    ring = await desk.next_call(timeout=20)
+    ring.answer()
+    await ring.send_dtmf("#")
+    await api.until_status(call["id"], "prompting")
+    await ring.send_dtmf("#")
+    done = await api.wait(call["id"])
+    assert done["outcome"] == "approved"
+    assert done["mode"] == "auto_extension"
+
+
+async def test_wait_returns_as_soon_as_the_call_ends(api: Api) -> None:
+    call = await api.start_call("+1 425 555 0130")
+    started = time.monotonic()
+    done = await api.wait(call["id"], 30)
+    assert done["outcome"] == "busy"
+    assert time.monotonic() - started < 15  # not the full 30 s wait
+
+
+async def test_delete_hangs_up_a_ringing_call(api: Api, ari: RawAri) -> None:
+    call = await api.start_call("+1 425 555 0140")
+    await api.until_status(call["id"], "ringing")
+    status, body = await api.request("DELETE", f"/v1/calls/{call['id']}")
+    assert status == 200, body
+    assert body["outcome"] == "cancelled"
+    status, again = await api.request("DELETE", f"/v1/calls/{call['id']}")
+    assert status == 409 and again["error"] == "not_in_progress"
+    await no_channels_of(ari)
+
+
+async def test_the_dialplan_entry_sets_the_outcome_on_the_calling_channel(
+    api: Api, ari: RawAri, asterisk: Sandbox
+) -> None:
+    await ari.set_global_var("PHONEMFA_LAST_OUTCOME", "")
+    asterisk.cli(
+        f"channel originate Local/{BOT_APPROVES.replace(' ', '')}@phonemfa-example "
+        "application Wait 30"
+    )
+    async with asyncio.timeout(30):
+        while (await ari.global_var("PHONEMFA_LAST_OUTCOME")) == "":
+            await asyncio.sleep(0.2)
+    assert await ari.global_var("PHONEMFA_LAST_OUTCOME") == "approved"
+    call_id = await ari.global_var("PHONEMFA_LAST_CALL_ID")
+    status, call = await api.request("GET", f"/v1/calls/{call_id}")
+    assert status == 200 and call["origin"] == "dialplan" and call["user"] == "cli-user"
+    await no_channels_of(ari)
+
+
+async def test_one_signed_webhook_per_call(api: Api, hooks: WebhookReceiver) -> None:
+    calls = [
+        await api.start_call(BOT_APPROVES, callback_url=hooks.url),
+        await api.start_call("+1 425 555 0130", callback_url=hooks.url),
+    ]
+    for call in calls:
+        await api.wait(call["id"])
+        await hooks.wait_for(call["id"])
+    await asyncio.sleep(1)  # room for a duplicate to show up
+    for call in calls:
+        deliveries = hooks.for_call(call["id"])
+        assert len(deliveries) == 1
+        headers, body = deliveries[0]
+        assert verify(WEBHOOK_SECRET, body, headers[SIGNATURE_HEADER])
+        assert not verify("another-secret", body, headers[SIGNATURE_HEADER])
+
+
+async def test_a_call_list_with_filters_and_paging(api: Api) -> None:
+    for _ in range(3):
+        await api.wait((await api.start_call("+1 425 555 0150", user="paged-user"))["id"])
+    status, page = await api.request("GET", "/v1/calls?user=paged-user&limit=2")
+    assert status == 200 and len(page["calls"]) == 2 and page["next_cursor"]
+    status, rest = await api.request(
+        "GET", f"/v1/calls?user=paged-user&limit=2&cursor={page['next_cursor']}"
+    )
+    ids = {c["id"] for c in page["calls"]} | {c["id"] for c in rest["calls"]}
+    assert len(ids) >= 3
+    status, busy = await api.request("GET", "/v1/calls?status=unreachable&user=paged-user")
+    assert all(c["status"] == "unreachable" for c in busy["calls"])
+
+
+async def test_fraud_blocks_the_user_until_unblocked(api: Api) -> None:
+    call = await api.start_call(BOT_FRAUD, user="mallory-victim")
+    assert (await api.wait(call["id"]))["outcome"] == "fraud_reported"
+    status, block = await api.request("GET", "/v1/users/mallory-victim/block")
+    assert status == 200 and block["blocked"] and block["call_id"] == call["id"]
+    refused = await api.start_call(BOT_APPROVES, user="mallory-victim")
+    assert (refused["outcome"], refused["reason"]) == ("blocked", "user_blocked")
+    status, _ = await api.request("DELETE", "/v1/users/mallory-victim/block")
+    assert status == 204
+    again = await api.start_call(BOT_APPROVES, user="mallory-victim")
+    assert (await api.wait(again["id"]))["outcome"] == "approved"
+
+
+async def test_metrics_and_health(api: Api) -> None:
+    status, health = await api.request("GET", "/healthz", token="")
+    assert status == 200 and health["ari_connected"] is True
+    status, text = await api.request("GET", "/metrics")
+    assert status == 200 and "phonemfa_calls_finished_total" in text
+
+
+# --- restarts: each test gets its own service ------------------------------------------------
+@pytest.fixture
+async def fresh_service(asterisk: Sandbox, tmp_path: Path) -> AsyncIterator[ServiceProcess]:
+    proc = ServiceProcess(tmp_path, service_config(tmp_path))
+    yield proc
+    await proc.stop()
+
+
+async def test_settings_change_the_next_call_and_survive_a_restart(
+    fresh_service: ServiceProcess, ari: RawAri
+) -> None:
+    await fresh_service.start()
+    async with aiohttp.ClientSession() as session:
+        api = Api(session, fresh_service.url)
+        before = await api.start_call(f"{BOT_APPROVES} x1234")
+        assert before["mode"] == "auto_extension"
+        await api.wait(before["id"])
+        status, body = await api.request(
+            "PUT", "/v1/tenants/default/settings", json={"operator_assistance": True}
+        )
+        assert status == 200 and body["settings"]["operator_assistance"] is True
+        assert body["settings"]["webhook_secret"] == "***"
+        after = await api.start_call(f"{BOT_APPROVES} x1234")
+        assert after["mode"] == "operator"
+        await api.wait(after["id"])
+    await fresh_service.terminate()
+    await fresh_service.start()
+    async with aiohttp.ClientSession() as session:
+        api = Api(session, fresh_service.url)
+        status, body = await api.request("GET", "/v1/tenants/default/settings")
+        assert body["settings"]["operator_assistance"] is True
+        call = await api.start_call(f"{BOT_APPROVES} x1234")
+        assert call["mode"] == "operator"
+        assert (await api.wait(call["id"]))["outcome"] == "approved"
+
+
+async def test_sigkill_during_a_call_then_restart_leaves_it_terminal_and_no_channel(
+    fresh_service: ServiceProcess, ari: RawAri, phones: SoftphoneNetwork, hooks: WebhookReceiver
+) -> None:
+    mobile = await phones.register("mobile")
+    await fresh_service.start()
+    async with aiohttp.ClientSession() as session:
+        api = Api(session, fresh_service.url)
+        call = await api.start_call("+1 425 555 0100", callback_url=hooks.url)
+        ring = await mobile.next_call()
+        ring.answer()
+        await api.until_status(call["id"], "prompting")
+    fresh_service.kill()
+    await fresh_service.start()
+    async with aiohttp.ClientSession() as session:
+        api = Api(session, fresh_service.url)
+        status, body = await api.request("GET", f"/v1/calls/{call['id']}")
+        assert status == 200
+        assert (body["outcome"], body["reason"]) == ("interrupted", "service_restarted")
+    await ring.wait_disconnected(timeout=15)
+    await no_channels_of(ari)
+    await hooks.wait_for(call["id"])
+    await asyncio.sleep(1)
+    assert len(hooks.for_call(call["id"])) == 1

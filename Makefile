@@ -15,6 +15,7 @@ help:
 	@echo "make test           the whole suite (unit + integration on the sandbox Asterisk)"
 	@echo "make unit           unit tests only (no Asterisk)"
 	@echo "make install        venv in $(VENV) with the package and test/dev tools"
+	@echo "make prompts        the shipped voice prompts (asterisk/sounds) from prompts/wordings.yaml"
 	@echo "make lint           ruff on everything, mypy on src"
 	@echo "make asterisk-up | asterisk-down | asterisk-restart | asterisk-status"
 	@echo "make asterisk-cli [CMD='pjsip show endpoints']"
@@ -53,7 +54,8 @@ prompts: $(PROMPTS_STAMP)
 $(PROMPTS_STAMP): $(PROMPTS_SRC) | $(BIN)/.installed
 	$(BIN)/python scripts/make_prompts.py --out asterisk/sounds $(PROMPTS_ARGS)
 
-asterisk-up:
+# The sandbox plays the shipped prompts: make them first (only remade when their sources change).
+asterisk-up: prompts
 	$(SANDBOX) up
 
 asterisk-down:
@@ -68,9 +70,11 @@ asterisk-status:
 asterisk-cli:
 	$(SANDBOX) cli $(CMD)
 
-# Until the service lands, `make run` gives the sandbox and its console.
+# The sandbox and phonemfa in the foreground, with the sandbox's sample config (Ctrl-C stops
+# phonemfa; `make asterisk-down` stops Asterisk).
 run: install asterisk-up
-	$(SANDBOX) cli
+	$(BIN)/phonemfa serve --config $(CONFIG)
 
 clean:
-	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache var
+	rm -rf asterisk/sounds/en asterisk/sounds/fr asterisk/sounds/manifest.json

@@ -24,6 +24,7 @@ from phonemfa.config import ApiToken, TenantSettings, UnknownTenantError, field_
 from phonemfa.metrics import CONTENT_TYPE
 from phonemfa.numbers import NumberError
 from phonemfa.openapi import openapi_document
+from phonemfa.prompt_setup import PromptSetupError
 from phonemfa.service import (
     CallService,
     RateLimited,
@@ -351,7 +352,14 @@ async def put_settings(request: web.Request) -> web.Response:
         settings = TenantSettings.model_validate(merged)
     except ValidationError as exc:
         return _bad_fields(exc)
-    await service.update_tenant(name, settings)
+    try:
+        await service.update_tenant(name, settings)
+    except PromptSetupError as exc:
+        fields = [
+            {"field": f"prompts.{f.language}.{f.message}", "reason": f.text}
+            for f in exc.findings
+        ]
+        return error(400, "prompt_unplayable", str(exc.findings[0]), fields=fields)
     return web.json_response(_tenant_view(name, settings))
 
 

@@ -232,7 +232,7 @@ class AriSettings(_Model):
         default="phonemfa",
         pattern=_hint(r"^[A-Za-z0-9_.-]{1,64}$", "1-64 of A-Z a-z 0-9 . - _"),
     )
-    reconnect_max_delay: float = Field(default=10, gt=0, le=300)
+    reconnect_max_delay: float = Field(default=2, gt=0, le=300)
     heartbeat: float = Field(default=10, gt=0, le=300)
 
     @field_validator("url")

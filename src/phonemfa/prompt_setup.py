@@ -23,7 +23,12 @@ from pathlib import Path
 from phonemfa.config import Config, TenantSettings
 from phonemfa.prompts import Finding, PromptCatalog, check_prompts, import_tenant_prompts
 
-__all__ = ["PromptSetupError", "prepare_prompts", "prepare_tenant_prompts"]
+__all__ = [
+    "PromptSetupError",
+    "prepare_prompts",
+    "prepare_tenant_prompts",
+    "refuse_without_sounds_dir",
+]
 
 log = logging.getLogger("phonemfa.prompts")
 
@@ -53,7 +58,7 @@ def prepare_prompts(
     fallbacks, long recordings, ...); raises PromptSetupError on any error."""
     sounds_dir = config.sounds.dir
     if sounds_dir is None:
-        _refuse_without_sounds_dir(catalogs)
+        refuse_without_sounds_dir(catalogs)
         return []  # nothing to write, and nothing we could check
     warnings: list[Finding] = []
     errors: list[Finding] = []
@@ -91,7 +96,7 @@ def prepare_tenant_prompts(
     return list(dict.fromkeys(findings + problems))
 
 
-def _refuse_without_sounds_dir(catalogs: Mapping[str, PromptCatalog]) -> None:
+def refuse_without_sounds_dir(catalogs: Mapping[str, PromptCatalog]) -> None:
     """Without sounds.dir nothing can be written for Asterisk: a tenant that needs files
     (a recording, a spoken organisation name) would be played as silence."""
     errors = [

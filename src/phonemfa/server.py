@@ -19,6 +19,7 @@ from aiohttp import web
 from phonemfa import logsetup
 from phonemfa.api import build_app
 from phonemfa.config import Config, ConfigError, load_config
+from phonemfa.prompt_setup import PromptSetupError
 from phonemfa.service import CallService
 from phonemfa.store import Store
 
@@ -45,7 +46,7 @@ def run_serve_command(args: argparse.Namespace) -> int:
     logsetup.configure(config.logging.level, config.logging.format)
     try:
         asyncio.run(serve(config))
-    except OSError as exc:  # e.g. the API port is taken
+    except (OSError, PromptSetupError) as exc:  # e.g. the API port is taken
         log.error("cannot serve: %s", exc)
         return 1
     return 0

@@ -31,6 +31,8 @@ from phonemfa.engine import Engine
 from phonemfa.metrics import Metrics
 from phonemfa.numbers import NumberError, mask_text, parse_number
 from phonemfa.outcomes import Outcome
+from phonemfa.prompt_setup import prepare_tenant_prompts, refuse_without_sounds_dir
+from phonemfa.prompts import PromptCatalog
 from phonemfa.store import CallRecord, Store, StoreUnavailable, TimelineEntry, WebhookDelivery
 from phonemfa.tollfraud import PastCall, RefusalCode, TollFraudGuard
 from phonemfa.webhooks import WebhookSender, webhook_body
@@ -423,7 +425,14 @@ class CallService:
         self.engine.set_tenant(name, settings)
 
     async def update_tenant(self, name: str, settings: TenantSettings) -> None:
-        """New settings for a tenant: persisted, then used from the next call on."""
+        """New settings for a tenant: their prompts installed (or PromptSetupError, nothing
+        changed), persisted, then used from the next call on."""
+        catalog = PromptCatalog.for_tenant(name, settings, self.engine.shipped)
+        sounds = self.config.sounds.dir
+        if sounds is None:
+            refuse_without_sounds_dir({name: catalog})
+        else:  # sox and espeak-ng: blocking
+            await asyncio.to_thread(prepare_tenant_prompts, catalog, settings, sounds)
         await self.store.put_tenant_settings(name, settings_json(settings))
         self._set_tenant(name, settings)
         log.info("tenant %s settings changed", name)

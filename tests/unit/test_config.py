@@ -75,7 +75,7 @@ def test_defaults_fill_everything_but_password_tokens_and_tenants(tmp_path: Path
     assert config.ari.url == "http://127.0.0.1:8088"
     assert (config.ari.app, config.ari.reconnect_max_delay, config.ari.heartbeat) == (
         "phonemfa",
-        10,
+        2,
         10,
     )
     assert config.trunk.endpoint == "PJSIP/{number}@trunk"

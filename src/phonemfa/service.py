@@ -131,9 +131,13 @@ def call_view(record: CallRecord, *, timeline: bool = True) -> dict[str, Any]:
         "callback_url": record.callback_url,
     }
     if timeline:
-        view["timeline"] = [
-            {**e.details, "at": iso(e.at), "event": e.event} for e in record.timeline
-        ]
+        view["timeline"] = [_entry_view(e) for e in record.timeline]
+    return view
+
+
+def _entry_view(entry: TimelineEntry) -> dict[str, Any]:
+    view: dict[str, Any] = {"at": iso(entry.at), "event": entry.event}
+    view.update((k, v) for k, v in entry.details.items() if k not in view)
     return view
 
 

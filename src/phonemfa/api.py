@@ -12,7 +12,9 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import math
 import re
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -34,6 +36,7 @@ from phonemfa.service import (
     scoped,
     settings_json,
 )
+from phonemfa.tollfraud import SlidingWindowLimiter
 
 log = logging.getLogger("phonemfa.api")
 
@@ -191,6 +194,9 @@ async def start_call(request: web.Request) -> web.Response:
         return _bad_fields(exc)
     if not scoped(token.tenants, body.tenant):
         return error(403, "forbidden_tenant", f"this token may not act for {body.tenant!r}")
+    wait = request.app[TOKEN_LIMITS_KEY].admit(token, time.time())
+    if wait is not None:
+        return _too_many("rate_limited_token", "too many calls started with this token", wait)
     try:
         record = await service.start_call(
             StartCall(
@@ -222,9 +228,7 @@ async def start_call(request: web.Request) -> web.Response:
             fields=[{"field": "tenant", "reason": "unknown tenant"}],
         )
     except RateLimited as exc:
-        resp = error(429, exc.code, exc.message, retry_after=round(exc.retry_after, 1))
-        resp.headers["Retry-After"] = str(max(1, int(exc.retry_after + 0.999)))
-        return resp
+        return _too_many(exc.code, exc.message, exc.retry_after)
     except ServiceUnavailable as exc:
         resp = error(503, exc.reason, exc.message)
         resp.headers["Retry-After"] = "5"
@@ -233,6 +237,34 @@ async def start_call(request: web.Request) -> web.Response:
     resp = web.json_response(view, status=201)
     resp.headers["Location"] = f"/v1/calls/{record.id}"
     return resp
+
+
+def _too_many(code: str, message: str, retry_after: float) -> web.Response:
+    resp = error(429, code, message, retry_after=round(retry_after, 1))
+    resp.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    return resp
+
+
+class TokenLimits:
+    """Calls started per token over sliding windows (api.tokens[].limits)."""
+
+    def __init__(self, tokens: tuple[ApiToken, ...]) -> None:
+        self._limiters = {
+            id(t): SlidingWindowLimiter(t.limits, max_keys=1) for t in tokens if t.limits
+        }
+
+    def admit(self, token: ApiToken, now: float) -> float | None:
+        """None and counted, or the seconds to wait."""
+        limiter = self._limiters.get(id(token))
+        if limiter is None:
+            return None
+        wait = limiter.retry_after("", now)
+        if wait is None:
+            limiter.record("", now)
+        return wait
+
+
+TOKEN_LIMITS_KEY = web.AppKey("token_limits", TokenLimits)
 
 
 async def get_call(request: web.Request) -> web.Response:
@@ -356,8 +388,7 @@ async def put_settings(request: web.Request) -> web.Response:
         await service.update_tenant(name, settings)
     except PromptSetupError as exc:
         fields = [
-            {"field": f"prompts.{f.language}.{f.message}", "reason": f.text}
-            for f in exc.findings
+            {"field": f"prompts.{f.language}.{f.message}", "reason": f.text} for f in exc.findings
         ]
         return error(400, "prompt_unplayable", str(exc.findings[0]), fields=fields)
     return web.json_response(_tenant_view(name, settings))
@@ -431,6 +462,7 @@ def build_app(service: CallService) -> web.Application:
         middlewares=[errors_middleware, _auth_middleware(config.tokens)],
     )
     app[SERVICE_KEY] = service
+    app[TOKEN_LIMITS_KEY] = TokenLimits(config.tokens)
     app.router.add_get("/healthz", healthz)
     app.router.add_post("/v1/calls", start_call)
     app.router.add_get("/v1/calls", list_calls)

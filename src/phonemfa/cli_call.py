@@ -1,19 +1,20 @@
-"""`phonemfa call NUMBER`: one verification call, in this process, with live progress."""
+"""`phonemfa call NUMBER --config FILE`: one verification call, in this process, with live
+progress (`--server` sends it to a running service instead: cli_remote.py)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
-import time
-import uuid
 from typing import Any, TextIO
 
-from phonemfa.calls import CallRefused, prepare_call
-from phonemfa.config import DEFAULT_TENANT, ConfigError, UnknownTenantError, load_config
-from phonemfa.engine import Engine
+from phonemfa.calls import CallRefused
+from phonemfa.config import DEFAULT_TENANT, Config, ConfigError, UnknownTenantError, load_config
 from phonemfa.numbers import NumberError
 from phonemfa.outcomes import Outcome
+from phonemfa.service import CallService, RateLimited, ServiceUnavailable, StartCall
+from phonemfa.store import CallRecord, Store, TimelineEntry
 
 EXIT_APPROVED = 0
 EXIT_NOT_APPROVED = 1
@@ -21,26 +22,11 @@ EXIT_REFUSED = 2
 CONNECT_TIMEOUT = 10.0
 
 
-class ProgressPrinter:
-    """Prints each step as it happens: `  1.23s  ringing`."""
-
-    def __init__(self, out: TextIO) -> None:
-        self.out = out
-        self.t0 = time.monotonic()
-        self.result: tuple[Outcome, str | None] | None = None
-
-    def step(self, event: str, details: dict[str, Any]) -> None:
-        if event == "key" and details.get("digit") is None:
-            return
-        extra = " ".join(f"{k}={_short(v)}" for k, v in details.items() if v is not None)
-        print(f"{time.monotonic() - self.t0:7.2f}s  {event:<20} {extra}".rstrip(), file=self.out)
-        self.out.flush()
-
-    def outcome(self, outcome: Outcome, reason: str | None) -> None:
-        self.result = (outcome, reason)
-        why = f" ({reason})" if reason else ""
-        print(f"{time.monotonic() - self.t0:7.2f}s  OUTCOME: {outcome}{why}", file=self.out)
-        self.out.flush()
+def print_entry(entry: TimelineEntry, t0: float, out: TextIO) -> None:
+    """One timeline step: `   1.23s  ringing`."""
+    extra = " ".join(f"{k}={_short(v)}" for k, v in entry.details.items() if v is not None)
+    print(f"{entry.at - t0:7.2f}s  {entry.event:<20} {extra}".rstrip(), file=out)
+    out.flush()
 
 
 def _short(value: Any) -> str:
@@ -82,31 +68,59 @@ def run_call_command(args: argparse.Namespace) -> int:
     return asyncio.run(_call(config, args))
 
 
-async def _call(config: Any, args: argparse.Namespace) -> int:
-    engine = Engine(config)
+async def _call(config: Config, args: argparse.Namespace) -> int:
+    """Through a CallService of our own, so this path has the same records, toll-fraud guard
+    and blocks as the API (the store is shared with a service using the same config)."""
+    # A Stasis app of its own: a service running on the same Asterisk keeps its app.
+    app = f"{config.ari.app}-cli-{os.getpid()}"
+    config = config.model_copy(update={"ari": config.ari.model_copy(update={"app": app})})
+    store = await Store.open(config.storage.path)
+    service = CallService(config, store)
     try:
-        catalog = engine.catalog(args.tenant)
-        request = prepare_call(
-            config,
-            config.tenant(args.tenant),
-            catalog,
-            call_id=str(uuid.uuid4()),
-            phone=args.number,
-            language=args.language,
-            code=args.code,
-        )
-    except (NumberError, CallRefused, UnknownTenantError) as exc:
-        print(f"phonemfa call: refused: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
-    printer = ProgressPrinter(sys.stdout)
-    try:
-        await engine.start(connect_timeout=CONNECT_TIMEOUT)
-    except TimeoutError:
-        print(f"phonemfa call: no ARI connection to {config.ari.url}", file=sys.stderr)
-        await engine.stop()
-        return EXIT_NOT_APPROVED
-    try:
-        outcome = await engine.run_call(request, printer)
+        await service.start(primary=False)
+        try:
+            await service.engine.events.wait_connected(CONNECT_TIMEOUT)
+        except TimeoutError:
+            print(f"phonemfa call: no ARI connection to {config.ari.url}", file=sys.stderr)
+            return EXIT_NOT_APPROVED
+        try:
+            record = await service.start_call(
+                StartCall(
+                    phone=args.number,
+                    tenant=args.tenant,
+                    user=args.user,
+                    language=args.language,
+                    code=args.code,
+                    origin="cli",
+                )
+            )
+        except (NumberError, CallRefused, UnknownTenantError, RateLimited) as exc:
+            print(f"phonemfa call: refused: {exc}", file=sys.stderr)
+            return EXIT_REFUSED
+        except ServiceUnavailable as exc:
+            print(f"phonemfa call: {exc.message}", file=sys.stderr)
+            return EXIT_NOT_APPROVED
+        return await _follow(service, record)
     finally:
-        await engine.stop()
-    return EXIT_APPROVED if outcome is Outcome.APPROVED else EXIT_NOT_APPROVED
+        await service.shutdown(grace=0)
+        await store.close()
+
+
+async def _follow(service: CallService, record: CallRecord) -> int:
+    """Print the call's steps as they happen, then its outcome."""
+    out = sys.stdout
+    print(f"call {record.id}  {record.phone_masked}  mode={record.mode}", file=out)
+    live = service.live.get(record.id)
+    shown = 0
+    while live is not None and not (live.task is None or live.task.done()):
+        for entry in record.timeline[shown:]:
+            print_entry(entry, record.created_at, out)
+        shown = len(record.timeline)
+        await asyncio.sleep(0.05)
+    for entry in record.timeline[shown:]:
+        print_entry(entry, record.created_at, out)
+    why = f" ({record.reason})" if record.reason else ""
+    print(f"OUTCOME: {record.outcome}{why}", file=out)
+    if record.outcome == Outcome.BLOCKED:
+        return EXIT_REFUSED
+    return EXIT_APPROVED if record.outcome == Outcome.APPROVED else EXIT_NOT_APPROVED

@@ -266,12 +266,21 @@ class TrunkSettings(_Model):
         return self.endpoint.replace("{number}", number)
 
 
+class RateLimit(_Model):
+    """At most `count` calls in any `window` seconds."""
+
+    count: int = Field(ge=1, le=100_000)
+    window: int = Field(ge=1, le=30 * 86400)
+
+
 class ApiToken(_Model):
     token: Secret
     tenants: tuple[TenantName, ...] | None = None
     """Tenants this token may act for; None = all."""
     name: str | None = Field(default=None, max_length=64)
     """A label for logs, so tokens themselves are never logged."""
+    limits: tuple[RateLimit, ...] = (RateLimit(count=1000, window=60),)
+    """Calls this token may start per window (429 past it); [] for none."""
 
 
 def _token_shorthand(value: Any) -> Any:
@@ -413,13 +422,6 @@ class CallSettings(_Model):
     operator_prompt_repeats: int = Field(default=5, ge=1, le=20)
     operator_prompt_pause: float = Field(default=2, ge=0, le=60)
     max_duration: float = Field(default=300, ge=10, le=3600)
-
-
-class RateLimit(_Model):
-    """At most `count` calls in any `window` seconds."""
-
-    count: int = Field(ge=1, le=100_000)
-    window: int = Field(ge=1, le=30 * 86400)
 
 
 def _limits(*pairs: tuple[int, int]) -> Any:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
@@ -182,9 +183,12 @@ class CallService:
         self._background: set[asyncio.Task[Any]] = set()
 
     # --- life cycle ------------------------------------------------------------------
-    async def start(self) -> None:
+    async def start(self, *, primary: bool = True) -> None:
         """Load what the store knows, settle calls a previous process left, start taking calls.
-        ARI may still be connecting: calls wait for it (healthz says so)."""
+        ARI may still be connecting: calls wait for it (healthz says so).
+
+        `primary=False` (the one-shot CLI sharing a service's store): leave the store's calls
+        in progress and its webhooks to the service that owns them."""
         for name, data in (await self.store.all_tenant_settings()).items():
             try:
                 self._set_tenant(name, TenantSettings.model_validate(data))
@@ -197,8 +201,9 @@ class CallService:
         )
         for block in await self.store.all_blocks():
             self.guard.block_user(block["tenant"], block["user"])
-        self.webhooks.start()
-        await self._settle_previous_run()
+        if primary:
+            self.webhooks.start()
+            await self._settle_previous_run()
         await self.engine.start()
         self.accepting = True
 
@@ -235,8 +240,8 @@ class CallService:
         CallRefused (a bad request: code), RateLimited, ServiceUnavailable, UnknownTenantError."""
         if not self.accepting:
             raise ServiceUnavailable("shutting_down", "phonemfa is shutting down")
-        if not self.store.healthy:
-            raise ServiceUnavailable("store_unavailable", "the call store cannot write")
+        # An unhealthy store is not refused here: the record's own write is the probe that
+        # finds out it recovered (and answers 503 when it has not).
         settings = self.tenant_settings(req.tenant)
         if req.callback_url and settings.webhook_secret is None:
             raise CallRefused(
@@ -272,17 +277,17 @@ class CallService:
         record = self._new_record(req, call_id, number.mask(), now, request.plan.mode.value)
         record.phone_hash = self.store.number_key(number.e164)
         record.language = request.language
-        record.channel_id = None
         live = LiveCall(record)
+        flow = self.engine.flow(request, _Observer(self, live))
+        record.channel_id = flow.channel_id  # known before dialling: start-up clean-up needs it
         self.live[call_id] = live
         try:
-            await self.store.create_call(record)
+            await self.store.create_call(record)  # on record before anything is dialled
         except StoreUnavailable:
             del self.live[call_id]
+            self.engine.forget(call_id)
+            self.metrics.refused("store_unavailable")
             raise ServiceUnavailable("store_unavailable", "the call store cannot write") from None
-        flow = self.engine.flow(request, _Observer(self, live))
-        record.channel_id = flow.channel_id
-        self.store.set_status(call_id, "queued", now, channel_id=flow.channel_id)
         live.task = asyncio.create_task(self._run(live, flow))
         self.metrics.started(req.tenant, record.mode)
         log.info(
@@ -346,38 +351,52 @@ class CallService:
         finally:
             self.engine.forget(record.id)
             if live.finishing is not None:
-                with contextlib.suppress(StoreUnavailable):  # logged by _finish
-                    await live.finishing
+                await live.finishing
             if record.origin_channel is not None:
                 await self._release_entry(record)
             self.live.pop(record.id, None)
 
     async def _finish(self, live: LiveCall, outcome: Outcome, reason: str | None) -> None:
-        """Commit the outcome (and its webhook) before anyone is told; then block on fraud."""
+        """Commit the outcome (with its webhook, in one transaction) and only then show it:
+        nobody sees an outcome the store does not have. While the store cannot write, keep
+        trying: the call stays in memory (and in progress to readers) until it can."""
         record = live.record
         now = time.time()
-        record.status = record.outcome = outcome.value
-        record.reason = reason
-        record.ended_at = record.updated_at = now
+        final = dataclasses.replace(
+            record,
+            status=outcome.value,
+            outcome=outcome.value,
+            reason=reason,
+            ended_at=now,
+            updated_at=now,
+            timeline=list(record.timeline),
+        )
         webhook = None
         if record.callback_url:
             webhook = WebhookDelivery(
                 call_id=record.id,
                 tenant=record.tenant,
                 url=record.callback_url,
-                body=webhook_body(call_view(record)),
+                body=webhook_body(call_view(final)),
                 attempts=0,
                 next_attempt_at=now,
                 delivered_at=None,
                 last_error=None,
             )
-        try:
-            await self.store.finish_call(record.id, outcome.value, reason, now, webhook)
-        except StoreUnavailable:
-            log.error("call %s: outcome %s could not be written", record.id, outcome)
-            raise
-        finally:
-            live.done.set()
+        delay = 0.5
+        while True:
+            try:
+                await self.store.finish_call(record.id, outcome.value, reason, now, webhook)
+                break
+            except StoreUnavailable:
+                if delay == 0.5:
+                    log.error("call %s: cannot write its outcome; retrying", record.id)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        record.status = record.outcome = outcome.value
+        record.reason = reason
+        record.ended_at = record.updated_at = now
+        live.done.set()
         if webhook is not None:
             self.webhooks.notify()
         placed = live.task is not None  # blocked calls and a previous run's were never placed
@@ -442,9 +461,14 @@ class CallService:
         log.info("tenant %s settings changed", name)
 
     async def block_user(self, tenant: str, user: str, reason: str, call_id: str | None) -> None:
-        await self.store.block_user(tenant, user, reason, call_id, time.time())
+        """Block at once (in memory), then on record; a store that cannot write keeps the
+        block for this run and says so."""
         self.guard.block_user(tenant, user)
         log.warning("user %s of tenant %s blocked: %s", user, tenant, reason)
+        try:
+            await self.store.block_user(tenant, user, reason, call_id, time.time())
+        except StoreUnavailable:
+            log.error("the block of user %s could not be written: it lasts until restart", user)
 
     async def unblock_user(self, tenant: str, user: str) -> bool:
         removed = await self.store.unblock_user(tenant, user)

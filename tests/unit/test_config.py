@@ -496,7 +496,9 @@ def test_secrets_never_print(tmp_path: Path) -> None:
         assert "secret-hook" not in shown
     dump = redacted_dump(config)
     assert dump["ari"]["password"] == "***"
-    assert dump["api"]["tokens"] == [{"token": "***", "tenants": None, "name": None}]
+    assert dump["api"]["tokens"] == [
+        {"token": "***", "tenants": None, "name": None, "limits": [{"count": 1000, "window": 60}]}
+    ]
     assert dump["tenants"]["default"]["webhook_secret"] == "***"
     assert dump["tenants"]["default"]["refused_number_types"][0] == "premium_rate"
     assert dump["storage"]["path"] == "/var/lib/phonemfa/phonemfa.db"

@@ -1,0 +1,129 @@
+"""The baselines' one flow, written once so that floor and peer do exactly the same thing;
+each gives it its library's way to talk to ARI (`Ops`) and feeds it events (`Call.apply`).
+
+The flow is the least any ARI application does for one of the bench's calls: create and
+dial the channel, wait for the answer, key the extension when the call needs it, play one
+prompt (stopped at the first key: Asterisk does not stop it by itself), read the answer up
+to '#', hang up, wait until the channel is gone. No API, store, catalog, timeline or retries.
+
+Standard library only (the peer's venv imports it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from bench.plan import (
+    APPROVED,
+    AUTO,
+    DIRECT,
+    DTMF_GAP_MS,
+    DTMF_MS,
+    FRAUD,
+    PRE_DELAY,
+    CallResult,
+    Kind,
+    asterisk_time,
+)
+
+PROMPT = "sound:phonemfa/en/greeting_fraud"
+WAIT = 30.0  # any one wait; the bots act within a few seconds
+
+
+class Call:
+    """What the events said about one channel; `changed` wakes the flow."""
+
+    __slots__ = ("stasis", "up", "gone", "keys", "key_times", "answered_at", "playing", "changed")
+
+    def __init__(self) -> None:
+        self.stasis = self.up = self.gone = self.playing = False
+        self.keys: list[str] = []
+        self.key_times: list[str] = []
+        self.answered_at = ""
+        self.changed = asyncio.Event()
+
+    def apply(self, event: dict[str, Any]) -> None:
+        kind = event["type"]
+        if kind == "StasisStart":
+            self.stasis = True
+        elif kind == "ChannelStateChange":
+            state = event["channel"]["state"]
+            self.up = state == "Up"
+            if self.up and not self.answered_at:
+                self.answered_at = event["timestamp"]
+        elif kind == "ChannelDtmfReceived":
+            self.keys.append(event["digit"])
+            self.key_times.append(event["timestamp"])
+        elif kind == "PlaybackFinished":
+            self.playing = False
+        elif kind == "ChannelDestroyed":
+            self.gone = True
+        else:
+            return
+        self.changed.set()
+
+    async def until(self, done: Callable[[], bool], timeout: float = WAIT) -> None:
+        async with asyncio.timeout(timeout):
+            while not done():
+                if self.gone:
+                    raise RuntimeError("the channel went away")
+                self.changed.clear()
+                await self.changed.wait()
+
+    async def idle(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await self.until(lambda: False, seconds)
+
+
+class Ops(Protocol):
+    """One call's ARI requests, in the baseline's library."""
+
+    async def create(self, endpoint: str, channel_id: str) -> None: ...
+    async def dial(self, channel_id: str) -> None: ...
+    async def dtmf(self, channel_id: str, digits: str) -> None: ...
+    async def play(self, channel_id: str, playback_id: str, media: str) -> None: ...
+    async def stop_playback(self, playback_id: str) -> None: ...  # gone already: fine
+    async def hangup(self, channel_id: str) -> None: ...  # gone already: fine
+
+
+async def verify_call(
+    ops: Ops, call: Call, kind: Kind, channel_id: str, playback_id: str, result: CallResult
+) -> None:
+    """One call, start to finish; fills in `result`. The caller registered `call` under
+    `channel_id` for events before this (the first event can beat the create's answer)."""
+    result.t_request = time.time()
+    try:
+        await ops.create(f"PJSIP/{kind.number}@trunk", channel_id)
+        await call.until(lambda: call.stasis)
+        await ops.dial(channel_id)
+        await call.until(lambda: call.up)
+        result.t_answered_ast = asterisk_time(call.answered_at)
+        if kind.mode == AUTO and kind.extension:
+            await call.idle(PRE_DELAY)
+            await ops.dtmf(channel_id, kind.extension)
+            await call.idle(len(kind.extension) * (DTMF_MS + DTMF_GAP_MS) / 1000)
+        call.playing = True
+        await ops.play(channel_id, playback_id, PROMPT)
+        await call.until(lambda: bool(call.keys) or not call.playing)
+        if call.playing:
+            await ops.stop_playback(playback_id)
+        if kind.mode != DIRECT:  # the '#' from the extension: the person is there
+            await call.until(lambda: "#" in call.keys)
+            cut = call.keys.index("#") + 1
+            del call.keys[:cut], call.key_times[:cut]
+        await call.until(lambda: "#" in call.keys)
+        end = call.keys.index("#")
+        entry = "".join(call.keys[: end + 1])
+        result.t_key_ast = asterisk_time(call.key_times[end])
+        result.outcome = {"#": APPROVED, "0#": FRAUD}.get(entry, "denied")
+        result.t_decided = result.t_visible = time.time()
+    finally:
+        if not call.gone:
+            await ops.hangup(channel_id)
+            with contextlib.suppress(TimeoutError, RuntimeError):
+                await call.until(lambda: call.gone, 10)
+        result.t_end = time.time()

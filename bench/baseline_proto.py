@@ -1,0 +1,92 @@
+"""How the orchestrator drives a baseline process (bench/floor.py, bench/peer.py).
+
+A baseline runs in a process of its own so that /proc charges it alone: the orchestrator
+samples its CPU and memory around the measured part, exactly as it does for `phonemfa serve`.
+The conversation, one JSON line each way on stdin/stdout:
+
+    baseline: {"ready": ...}          connected, warm-up calls done
+    bench:    go                      (CPU sampled just before)
+    baseline: {"done": ..., "peak_in_flight": N}
+    bench:    results                 (CPU sampled just before)
+    baseline: {"results": [...]}      then exits
+
+Standard library only, like everything the peer's venv imports from bench/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable
+from typing import Protocol
+
+from bench.pacing import InFlight, run_plan
+from bench.plan import KINDS, SCENARIOS, CallResult, PlannedCall, Scenario
+
+
+class Baseline(Protocol):
+    async def start(self) -> None: ...
+
+    async def place(self, call: PlannedCall, result: CallResult) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+def warmup_plan(calls: int) -> list[PlannedCall]:
+    """A few calls of every kind before measuring: imports, connection pools and caches are
+    warm, as they are in a service that has been up for a while."""
+    names = list(KINDS)
+    return [PlannedCall(i, names[i % len(names)], i * 0.05) for i in range(calls)]
+
+
+def _say(message: dict[str, object]) -> None:
+    sys.stdout.write(json.dumps(message, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
+async def _hear(expected: str) -> None:
+    line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    if line.strip() != expected:
+        raise SystemExit(f"baseline: expected {expected!r} from the bench, got {line!r}")
+
+
+async def _serve(app: Baseline, scenario: Scenario, warmup: int, call_timeout: float) -> None:
+    await app.start()
+    try:
+        warm = await run_plan(warmup_plan(warmup), app.place, call_timeout=call_timeout)
+        failed = [r for r in warm if not r.correct]
+        _say({"ready": True, "warmup_failed": len(failed)})
+        await _hear("go")
+        counter = InFlight()
+        results = await run_plan(
+            scenario.plan(), app.place, call_timeout=call_timeout, in_flight=counter
+        )
+        _say({"done": True, "peak_in_flight": counter.peak})
+        await _hear("results")
+        _say({"results": [r.to_json() for r in results]})
+    finally:
+        await app.close()
+
+
+def main(make: Callable[[argparse.Namespace], Baseline]) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--scenario", required=True, choices=sorted(SCENARIOS))
+    parser.add_argument("--app", required=True, help="Stasis application name")
+    parser.add_argument("--ari-url", required=True)
+    parser.add_argument("--ari-user", required=True)
+    parser.add_argument("--warmup", type=int, default=6)
+    parser.add_argument("--call-timeout", type=float, default=60)
+    parser.add_argument("--calls", type=int, default=None, help="override the scenario's count")
+    args = parser.parse_args()
+    # The password comes from the environment (BENCH_ARI_PASSWORD), not the command line.
+    scenario = SCENARIOS[args.scenario]
+    if args.calls is not None:
+        scenario = Scenario(scenario.name, scenario.description, args.calls, scenario.rate,
+                            scenario.mix)  # fmt: skip
+
+    async def run() -> None:
+        await _serve(make(args), scenario, args.warmup, args.call_timeout)
+
+    asyncio.run(run())

@@ -132,7 +132,15 @@ start() {
     mount_all
     rm -f "$PIDFILE" "$ROOT/run/asterisk/asterisk.ctl"
     # -F: daemonize even though -f is not given elsewhere; pid file tells us who to stop.
-    chroot "$ROOT" /usr/sbin/asterisk -U asterisk -G asterisk -F
+    # The daemon must not inherit our caller's descriptors (a lock file held by `flock`, a
+    # test runner's pipes): it would hold them for its whole life.
+    (
+        for fd in /proc/$BASHPID/fd/*; do
+            fd=${fd##*/}
+            [ "$fd" -gt 2 ] && eval "exec $fd>&-"
+        done
+        exec chroot "$ROOT" /usr/sbin/asterisk -U asterisk -G asterisk -F
+    )
     wait_ari
 }
 

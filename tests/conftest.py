@@ -7,19 +7,21 @@ It never skips: an integration test without Asterisk is a failure, in CI and loc
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import subprocess
 import urllib.error
 import urllib.request
 import uuid
 from base64 import b64encode
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from phonemfa.engine import Engine
+from tests.support import log_audit
 from tests.support.ari_raw import RawAri, raw_ari
 from tests.support.flows import FlowHarness, sandbox_config
 from tests.support.softphone import SoftphoneNetwork, softphone_network
@@ -139,3 +141,20 @@ async def flows(engine: Engine) -> AsyncIterator[FlowHarness]:
     harness = FlowHarness(engine)
     yield harness
     await harness.settle()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_number_or_secret_in_any_log() -> Iterator[None]:
+    """After the whole run: every log line phonemfa wrote (the services' files and this
+    process's records) is free of unmasked phone numbers and of secrets."""
+    collector = log_audit.Collector()
+    logger = logging.getLogger("phonemfa")
+    logger.addHandler(collector)
+    level = logger.level
+    logger.setLevel(logging.DEBUG)
+    yield
+    logger.removeHandler(collector)
+    logger.setLevel(level)
+    problems = log_audit.audit(collector.lines)
+    if problems:
+        pytest.fail("logs leak numbers or secrets:\n" + "\n".join(problems[:20]), pytrace=False)

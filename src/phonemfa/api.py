@@ -140,11 +140,11 @@ def _token(request: web.Request) -> ApiToken:
 async def _json_body(request: web.Request) -> Any:
     if request.content_type != "application/json":
         raise web.HTTPUnsupportedMediaType(reason="Unsupported Media Type")
-    text = await request.text()
+    raw = await request.read()
     try:
-        return json.loads(text)
-    except ValueError:
-        raise _Invalid("the body is not valid JSON") from None
+        return json.loads(raw.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError is one too
+        raise _Invalid("the body is not valid UTF-8 JSON") from None
 
 
 class _Invalid(Exception):

@@ -48,6 +48,9 @@ STASIS_START_TIMEOUT = 10.0
 HANGUP_TIMEOUT = 5.0
 # A prompt that never reports its end (lost event) is given up on after this long.
 PLAYBACK_TIMEOUT = 120.0
+# A soft hang-up request carries Asterisk's reason as flags: shutting down, or the Stasis
+# module unloading. The channel's own cause then reads "normal clearing": it is not.
+SOFTHANGUP_ASTERISK_GOING = 0x04 | 0x10
 # Longest entry we read (a code plus '#'); more keys than this is not an answer.
 MAX_ENTRY = 12
 RESYNC_EVENT = "PhonemfaResync"
@@ -80,12 +83,13 @@ class CallRequest:
 
 
 class HungUp(Exception):
-    """Our channel went away (the far end hung up, or it was lost)."""
+    """Our channel went away (the far end hung up, or it was lost, or Asterisk stopped)."""
 
-    def __init__(self, cause: int, lost: bool = False) -> None:
+    def __init__(self, cause: int, lost: bool = False, asterisk_stopped: bool = False) -> None:
         super().__init__(f"channel gone (cause {cause})")
         self.cause = cause
         self.lost = lost
+        self.asterisk_stopped = asterisk_stopped
 
 
 class Stopped(Exception):
@@ -126,6 +130,7 @@ class CallFlow:
         self._task: asyncio.Task[Outcome] | None = None
         self._reached_greeting = False
         self._masking_keys = False
+        self._asterisk_going = False
         self._loop = asyncio.get_running_loop()
 
     # --- the call, top to bottom -------------------------------------------
@@ -390,9 +395,14 @@ class CallFlow:
         if kind == "ChannelDtmfReceived":
             digit = event.digit
             self.keys.append(digit)
-            self._step("key", digit="*" if self._masking_keys and digit != "#" else digit)
+            # Asterisk's own time of the key beside ours: how long we took to act on it.
+            self._step(
+                "key",
+                digit="*" if self._masking_keys and digit != "#" else digit,
+                asterisk_at=event.timestamp,
+            )
         elif kind == "ChannelStateChange":
-            self._set_state(event.channel_state)
+            self._set_state(event.channel_state, event.timestamp)
         elif kind == "PlaybackFinished":
             if event.playback_id == self.playback_id:
                 self.playback_over = True
@@ -401,9 +411,12 @@ class CallFlow:
                     self._step("playback_" + str(state), media=event.playback.get("media_uri"))
         elif kind == "StasisStart":
             self.in_stasis = True
-            self._set_state(event.channel_state)
+            self._set_state(event.channel_state, event.timestamp)
         elif kind == "ChannelDestroyed":
-            self.gone = HungUp(event.cause)
+            self.gone = HungUp(event.cause, asterisk_stopped=self._asterisk_going)
+        elif kind == "ChannelHangupRequest":
+            if event.data.get("soft") and event.cause & SOFTHANGUP_ASTERISK_GOING:
+                self._asterisk_going = True
         elif kind == "ChannelCallerId":
             caller = event.channel.get("caller", {})
             self._step("caller_id_changed", number=mask_text(caller.get("number", "")))
@@ -414,14 +427,14 @@ class CallFlow:
         elif kind == RESYNC_EVENT:
             self._resynced(event)
 
-    def _set_state(self, state: str) -> None:
+    def _set_state(self, state: str, asterisk_at: str = "") -> None:
         if state == self.channel_state:
             return
         self.channel_state = state
         if state == "Ringing":
-            self._step("ringing")
+            self._step("ringing", asterisk_at=asterisk_at)
         elif state == "Up":
-            self._step("answered")
+            self._step("answered", asterisk_at=asterisk_at)
 
     def _resynced(self, event: Event) -> None:
         """After a reconnect: what Asterisk says now about our channel and playback."""
@@ -467,7 +480,9 @@ class CallFlow:
     def _hung_up(self, gone: HungUp) -> None:
         if self.outcome is not None:
             return
-        if gone.lost:
+        if gone.asterisk_stopped:
+            self._decide(Outcome.INTERRUPTED, "asterisk_stopped")
+        elif gone.lost:
             self._decide(Outcome.INTERRUPTED, "channel_lost")
         elif self.channel_state != "Up":
             self._decide(*unanswered_outcome(gone.cause))

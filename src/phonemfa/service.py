@@ -527,6 +527,9 @@ class CallService:
             gone = event.type in ("ChannelDestroyed", "StasisEnd")
             if gone and event.channel_id in self._entries:
                 self._entry_gone(event.channel_id)
+            elif event.type == "ChannelDtmfReceived":
+                # Keys only ever answer for the channel that was called; these are not.
+                log.debug("ignored a key from channel %s: not a callee's", event.channel_id)
             return
         args = event.args
         if args and args[0] == DIALPLAN_ENTRY:

@@ -69,6 +69,10 @@ def service_config(folder: Path, *, app: str = "phonemfa", **overrides: Any) -> 
     return config
 
 
+# Every service started in this test session, for the log audit at the end (conftest.py).
+STARTED: list[ServiceProcess] = []
+
+
 class ServiceProcess:
     def __init__(self, folder: Path, config: dict[str, Any]) -> None:
         self.folder = folder
@@ -79,6 +83,7 @@ class ServiceProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         host, port = config["api"]["listen"].split(":")
         self.url = f"http://{host}:{port}"
+        STARTED.append(self)
 
     async def start(self, timeout: float = 30) -> None:
         env = {**os.environ, "TEST_ARI_PASSWORD": ARI_PASSWORD}
@@ -121,6 +126,12 @@ class ServiceProcess:
     async def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             await self.terminate()
+
+    def secrets(self) -> list[str]:
+        """Every secret this service knows: none may ever appear in its output."""
+        tokens = [t if isinstance(t, str) else t["token"] for t in self.config["api"]["tokens"]]
+        hooks = [t.get("webhook_secret") for t in self.config["tenants"].values()]
+        return [ARI_PASSWORD, *tokens, *(h for h in hooks if h)]
 
     def log_tail(self, lines: int = 40) -> str:
         if not self.log_path.exists():

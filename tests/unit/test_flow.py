@@ -427,3 +427,17 @@ async def test_a_channel_lost_while_disconnected_is_interrupted() -> None:
     recorder.on_step = script
     outcome = await asyncio.wait_for(flow.run(), 5)
     assert (outcome, flow.reason) == (Outcome.INTERRUPTED, "channel_lost")
+
+
+async def test_asterisk_stopping_interrupts_instead_of_a_hang_up_outcome() -> None:
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "prompting":
+
+            def shutdown() -> None:  # what `core stop now` sends for each channel
+                fake.emit("ChannelHangupRequest", cause=4, soft=True)
+                fake.destroy(16)
+
+            fake.later(0.01, shutdown)
+
+    got, reason, _, _ = await run(MOBILE, script)
+    assert (got, reason) == (Outcome.INTERRUPTED, "asterisk_stopped")

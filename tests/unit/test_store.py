@@ -561,6 +561,22 @@ async def test_disk_full_surfaces_and_writes_nothing(store: Store) -> None:
     assert store._writer.is_alive()
 
 
+async def test_a_read_only_database_surfaces_and_recovers(store: Store) -> None:
+    await store.create_call(record())
+    # SQLite's own read-only refusal (what a read-only file or mount gives: SQLITE_READONLY).
+    # Set on the writer's connection between batches (the writer is idle, nothing queued).
+    await store.flush()
+    store._writer.conn.execute("PRAGMA query_only = ON")
+    with pytest.raises(StoreUnavailable, match="readonly"):
+        await store.finish_call("call-1", "approved", None, 5.0, hook())
+    assert store.healthy is False
+    got = await store.get_call("call-1")
+    assert got is not None and got.outcome is None
+    store._writer.conn.execute("PRAGMA query_only = OFF")
+    assert await store.finish_call("call-1", "approved", None, 5.0, hook())
+    assert store.healthy is True
+
+
 async def test_failed_commit_leaves_no_half_written_outcome(store: Store) -> None:
     await store.create_call(record())
     faulty = make_faulty(store, "INSERT INTO webhooks")

@@ -1,0 +1,288 @@
+"""Faults injected with calls in flight (issue: reliability). Real processes, real Asterisk.
+
+Each test runs its own `phonemfa serve` on a Stasis app of its own ("phonemfa-faults"), so
+the channels it must not leave behind are easy to find.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.conftest import SANDBOX_SH, Sandbox
+from tests.integration.test_service import WebhookReceiver
+from tests.support.ari_raw import RawAri
+from tests.support.proxy import AriProxy
+from tests.support.service import Api, ServiceProcess, service_config
+
+pytestmark = pytest.mark.integration
+
+APP = "phonemfa-faults"
+APPROVES = "+1 425 555 0170"
+FRAUD = "+1 425 555 0171"
+RINGS = "+1 425 555 0140"  # rings until our dial time-out
+VOICEMAIL = "+1 425 555 0160"
+
+
+def user() -> str:
+    return f"u-{uuid.uuid4().hex[:10]}"
+
+
+async def no_channels_of_ours(ari: RawAri, timeout: float = 15) -> None:
+    """Asterisk holds no channel in our app (an app with no connection and no channel is
+    gone altogether: 404)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            try:
+                app = await ari.request("GET", f"/applications/{APP}")
+            except AssertionError as exc:
+                assert " 404 " in str(exc), exc
+                return
+            if not app["channel_ids"]:
+                return
+            await asyncio.sleep(0.1)
+
+
+async def statuses(api: Api, ids: list[str]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for call_id in ids:
+        status, body = await api.request("GET", f"/v1/calls/{call_id}")
+        assert status == 200, body
+        out[call_id] = body
+    return out
+
+
+async def until_all(api: Api, ids: list[str], steps: set[str], timeout: float = 30) -> None:
+    """Until every call has reached (or passed) one of `steps` in its timeline."""
+    async with asyncio.timeout(timeout):
+        while True:
+            calls = await statuses(api, ids)
+            if all(any(e["event"] in steps for e in c["timeline"]) for c in calls.values()):
+                return
+            await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+async def hooks() -> AsyncIterator[WebhookReceiver]:
+    receiver = WebhookReceiver()
+    await receiver.start()
+    yield receiver
+    await receiver.stop()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+def faults_service(folder: Path, **overrides: Any) -> ServiceProcess:
+    config = service_config(folder, app=APP)
+    for key, value in overrides.items():
+        section, _, name = key.partition("__")
+        config[section][name] = value
+    return ServiceProcess(folder, config)
+
+
+# --- the ARI websocket drops ----------------------------------------------------------------
+async def test_websocket_drop_with_20_calls_in_progress(
+    tmp_path: Path, ari: RawAri, session: aiohttp.ClientSession, hooks: WebhookReceiver
+) -> None:
+    proxy = AriProxy()
+    await proxy.start()
+    proc = faults_service(tmp_path, ari__url=proxy.url)
+    try:
+        await proc.start()
+        api = Api(session, proc.url)
+        expected: dict[str, str] = {}
+        for i in range(20):
+            number, outcome = (FRAUD, "fraud_reported") if i % 4 == 0 else (APPROVES, "approved")
+            call = await api.start_call(number, user=user(), callback_url=hooks.url)
+            expected[call["id"]] = outcome
+        ids = list(expected)
+        # All answered and greeted; the bots press their keys about 2 s later.
+        await until_all(api, ids, {"prompting"})
+        assert proxy.cut_websockets() == 1
+        done = {cid: await api.wait(cid, 60) for cid in ids}
+        assert {cid: c["outcome"] for cid, c in done.items()} == expected
+        assert proxy.websocket_connections == 2  # reconnected once, through the proxy
+        async with asyncio.timeout(20):  # outcomes are known; closing prompts end
+            while (await api.request("GET", "/healthz"))[1]["calls_in_progress"]:
+                await asyncio.sleep(0.2)
+        status, page = await api.request("GET", "/v1/calls?limit=100")
+        listed = [c["id"] for c in page["calls"] if c["id"] in expected]
+        assert sorted(listed) == sorted(ids)  # each call recorded once
+        for cid in ids:
+            await hooks.wait_for(cid)
+        await asyncio.sleep(0.5)
+        assert all(len(hooks.for_call(cid)) == 1 for cid in ids)
+        await no_channels_of_ours(ari)
+        assert any("re-synced" in r.get("message", "") for r in proc.log_records())
+    finally:
+        await proc.stop()
+        await proxy.stop()
+
+
+# --- Asterisk restarts mid-call ---------------------------------------------------------------
+def _restart_asterisk() -> float:
+    subprocess.run([str(SANDBOX_SH), "restart"], check=True, capture_output=True, timeout=120)
+    return time.monotonic()  # ARI answers again (sandbox.sh waits for it)
+
+
+async def test_asterisk_restart_interrupts_calls_and_phonemfa_reconnects(
+    tmp_path: Path, ari: RawAri, session: aiohttp.ClientSession, asterisk: Sandbox
+) -> None:
+    proc = faults_service(tmp_path)
+    try:
+        await proc.start()
+        api = Api(session, proc.url)
+        ids = [(await api.start_call(n, user=user()))["id"] for n in (RINGS, RINGS, VOICEMAIL)]
+        await until_all(api, ids, {"ringing", "prompting"})
+        back = await asyncio.to_thread(_restart_asterisk)
+        await proc.wait_healthy(timeout=10)
+        reconnected = time.monotonic() - back
+        assert reconnected < 5, f"reconnected {reconnected:.1f} s after Asterisk was back"
+        for cid in ids:
+            call = await api.wait(cid, 30)
+            assert call["outcome"] == "interrupted", call
+            assert call["reason"] in {
+                "asterisk_stopped",
+                "asterisk_restarted",
+                "asterisk_unavailable",
+                "channel_lost",
+            }
+        after = await api.start_call(APPROVES, user=user())
+        assert (await api.wait(after["id"], 30))["outcome"] == "approved"
+        await no_channels_of_ours(ari)
+    finally:
+        await proc.stop()
+
+
+# --- phonemfa is killed -----------------------------------------------------------------------
+async def test_sigkill_with_20_calls_in_progress(
+    tmp_path: Path, ari: RawAri, session: aiohttp.ClientSession, hooks: WebhookReceiver
+) -> None:
+    proc = faults_service(tmp_path)
+    try:
+        await proc.start()
+        api = Api(session, proc.url)
+        quick = [
+            (await api.start_call(APPROVES, user=user(), callback_url=hooks.url))["id"]
+            for _ in range(6)
+        ]
+        slow = [
+            (await api.start_call(n, user=user(), callback_url=hooks.url))["id"]
+            for n in [RINGS] * 7 + [VOICEMAIL] * 7
+        ]
+        for cid in quick:
+            assert (await api.wait(cid, 30))["outcome"] == "approved"
+            await hooks.wait_for(cid)
+        await until_all(api, slow, {"ringing", "prompting"})
+        await asyncio.sleep(0.5)  # the quick calls' deliveries are on record
+        proc.kill()
+        await proc.start()
+        calls = await statuses(api, quick + slow)
+        assert all(c["outcome"] is not None for c in calls.values())
+        assert {calls[c]["outcome"] for c in quick} == {"approved"}
+        assert {(calls[c]["outcome"], calls[c]["reason"]) for c in slow} == {
+            ("interrupted", "service_restarted")
+        }
+        await no_channels_of_ours(ari)
+        for cid in quick + slow:
+            await hooks.wait_for(cid)
+        await asyncio.sleep(1)
+        counts = {cid: len(hooks.for_call(cid)) for cid in quick + slow}
+        assert set(counts.values()) == {1}, counts
+    finally:
+        await proc.stop()
+
+
+async def test_sigterm_drains_calls_in_progress(
+    tmp_path: Path, ari: RawAri, session: aiohttp.ClientSession
+) -> None:
+    proc = faults_service(tmp_path, shutdown__grace_period=8)
+    await proc.start()
+    api = Api(session, proc.url)
+    finishing = [(await api.start_call(APPROVES, user=user()))["id"] for _ in range(3)]
+    lingering = [(await api.start_call(RINGS, user=user()))["id"] for _ in range(2)]
+    await until_all(api, finishing + lingering, {"dialing"})
+    assert proc.proc is not None
+    proc.proc.send_signal(15)
+    await asyncio.sleep(0.3)
+    status, body = await api.request("POST", "/v1/calls", json={"phone": APPROVES})
+    assert (status, body["error"]) == (503, "shutting_down")
+    assert await proc.terminate(timeout=60) == 0
+    await no_channels_of_ours(ari)
+    await proc.start()  # the records, as the next run sees them
+    calls = await statuses(api, finishing + lingering)
+    assert {calls[c]["outcome"] for c in finishing} == {"approved"}
+    assert {(calls[c]["outcome"], calls[c]["reason"]) for c in lingering} == {
+        ("interrupted", "shutdown")
+    }
+    await proc.stop()
+
+
+# --- the store's disk is full, or read-only ---------------------------------------------------
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 16 MiB tmpfs for the database (the tests run as root, like CI)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def _fill(mount: Path) -> None:
+    with (mount / "filler").open("wb") as f, contextlib.suppress(OSError):
+        while True:
+            f.write(b"\0" * 65536)
+            f.flush()
+
+
+async def test_a_full_disk_refuses_new_calls_and_loses_nothing(
+    tmp_path: Path, small_disk: Path, ari: RawAri, session: aiohttp.ClientSession
+) -> None:
+    """(A read-only database fails the same way, SQLITE_READONLY instead of SQLITE_FULL: a
+    remount cannot be done under an open database, so tests/unit/test_store.py covers it.)"""
+    proc = faults_service(tmp_path, storage__path=str(small_disk / "phonemfa.db"))
+    try:
+        await proc.start()
+        api = Api(session, proc.url)
+        running = [(await api.start_call(RINGS, user=user()))["id"] for _ in range(2)]
+        await until_all(api, running, {"ringing"})
+        _fill(small_disk)
+        status, body = await api.request("POST", "/v1/calls", json={"phone": APPROVES})
+        assert (status, body["error"]) == (503, "store_unavailable"), body
+        _, health = await api.request("GET", "/healthz")
+        assert health["store"] == "unavailable" and not health["accepting_calls"]
+        # The calls in progress go on: they end (no answer) while the store cannot write.
+        await asyncio.sleep(22)
+        (small_disk / "filler").unlink()
+        for cid in running:
+            call = await api.wait(cid, 30)
+            assert call["outcome"] == "no_answer", call
+        again = await api.start_call(APPROVES, user=user())
+        assert (await api.wait(again["id"], 30))["outcome"] == "approved"
+        await no_channels_of_ours(ari)
+    finally:
+        await proc.stop()
+    db = sqlite3.connect(small_disk / "phonemfa.db")
+    assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    half = db.execute(
+        "SELECT count(*) FROM calls WHERE (outcome IS NULL) != (ended_at IS NULL)"
+    ).fetchone()
+    assert half == (0,)
+    assert db.execute("SELECT count(*) FROM calls WHERE outcome IS NULL").fetchone() == (0,)

@@ -656,7 +656,11 @@ _Loader.add_implicit_resolver(
 
 def _read_yaml(text: str, name: str, environ: Mapping[str, str]) -> tuple[Any, dict[_Key, int]]:
     """Parse YAML, interpolate ${VAR}, and record the line of every key and list item."""
-    loader = _Loader(text)
+    try:
+        # The reader refuses control characters as soon as it is built: inside the try.
+        loader = _Loader(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError.one(name, None, f"invalid YAML: {exc}") from None
     try:
         node = loader.get_single_node()
         if node is None:

@@ -270,7 +270,7 @@ async def test_a_full_disk_refuses_new_calls_and_loses_nothing(
         assert health["store"] == "unavailable" and not health["accepting_calls"]
         # The calls in progress go on: they end (no answer) while the store cannot write.
         await asyncio.sleep(22)
-        for cid, call in (await statuses(api, running)).items():
+        for call in (await statuses(api, running)).values():
             # Ended on the phone, but not on record yet: so not shown as ended either.
             assert call["outcome"] is None, call
         (small_disk / "filler").unlink()

@@ -3,7 +3,9 @@
 One writer thread owns the only write connection and applies writes in the order they were
 issued, committing everything queued when it wakes in one transaction (a batch). Awaited writes
 (`create_call`, `finish_call`, ...) return once their batch is committed; `append_event` and
-`set_status` are queued and not awaited, so a call never waits for the disk. Reads run on a
+`set_status` are queued and not awaited, so a call never waits for the disk (a batch of those
+alone waits up to `LINGER`, 10 ms, for more, and runs of them share one savepoint and one
+executemany: under load a call's dozen steps cost one commit among many). Reads run on a
 small pool of threads with their own connections (WAL: readers never wait for the writer).
 
 WAL with synchronous=NORMAL: a committed batch survives the process being killed (SIGKILL);
@@ -42,6 +44,8 @@ READERS = 4
 # After a failed batch, its fire-and-forget writes are tried once more this much later
 # (or sooner, with the next write).
 RETRY_DELAY = 0.5
+# How long a batch of fire-and-forget writes waits for company before it is committed.
+LINGER = 0.01
 BUSY_TIMEOUT = 5.0
 
 
@@ -262,6 +266,14 @@ class _Write:
     what: str
     future: asyncio.Future[Any] | None = None  # None: fire and forget
     retried: bool = False
+    # A fire-and-forget write that is one statement: neighbours with the same statement run
+    # as one executemany (a call's timeline is a dozen such rows).
+    sql: str | None = None
+    args: tuple[Any, ...] = ()
+
+    @classmethod
+    def statement(cls, what: str, sql: str, args: tuple[Any, ...]) -> _Write:
+        return cls(lambda c: c.execute(sql, args), what, sql=sql, args=args)
 
 
 _STOP = _Write(None, "stop")
@@ -306,15 +318,26 @@ class _Writer(threading.Thread):
                     batch.append(first)
             except queue.Empty:
                 pass
+            # Take what is queued. A batch of fire-and-forget writes only (timeline rows,
+            # status changes) waits up to `linger` for more: under load that is one commit
+            # for many calls' steps instead of one each (a commit, and the thread hand-over
+            # of the GIL that wakes us, cost more than the rows). A write someone awaits
+            # (a new call's record, an outcome) ends the wait at once.
+            deadline = time.monotonic() + self.store.linger
+            waiting = not retry and all(w.future is None for w in batch)
             while not stopping and len(batch) < self.store.max_batch:
                 try:
-                    item = self.queue.get_nowait()
+                    if waiting:
+                        item = self.queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                    else:
+                        item = self.queue.get_nowait()
                 except queue.Empty:
                     break
                 if item is _STOP:
                     stopping = True
                 else:
                     batch.append(item)
+                    waiting = waiting and item.future is None
             try:
                 retry = self._apply(batch)
             except Exception as exc:  # a bug of ours: fail these writes, keep the writer
@@ -333,8 +356,20 @@ class _Writer(threading.Thread):
         done: list[tuple[_Write, Any, BaseException | None]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for w in batch:
-                done.append((w, *self._run_one(conn, w)))
+            i = 0
+            while i < len(batch):
+                w = batch[i]
+                if w.future is not None or w.sql is None:
+                    done.append((w, *self._run_one(conn, w)))
+                    i += 1
+                    continue
+                # A run of queued statements (timeline rows, status changes): one savepoint
+                # for all, not one each; they are rarely wrong, and then go one by one.
+                j = i + 1
+                while j < len(batch) and batch[j].future is None and batch[j].sql is not None:
+                    j += 1
+                self._run_statements(conn, batch[i:j])
+                i = j
             conn.execute("COMMIT")
         except Exception as exc:
             return self._failed(batch, exc)
@@ -343,6 +378,36 @@ class _Writer(threading.Thread):
         self.store.healthy = True
         self._settle(done)
         return []
+
+    def _run_statements(self, conn: sqlite3.Connection, writes: list[_Write]) -> None:
+        """Queued single-statement writes, in order, consecutive equal statements as one
+        executemany, under one savepoint; if one of them is wrong, each on its own."""
+        if len(writes) == 1:
+            self._run_one(conn, writes[0])
+            return
+        conn.execute("SAVEPOINT s")
+        try:
+            i = 0
+            while i < len(writes):
+                sql = writes[i].sql
+                j = i + 1
+                while j < len(writes) and writes[j].sql == sql:
+                    j += 1
+                assert sql is not None
+                if j - i == 1:
+                    conn.execute(sql, writes[i].args)
+                else:
+                    conn.executemany(sql, [w.args for w in writes[i:j]])
+                i = j
+        except Exception as exc:
+            if isinstance(exc, sqlite3.Error) and not isinstance(exc, _OWN_ERRORS):
+                raise
+            conn.execute("ROLLBACK TO s")
+            conn.execute("RELEASE s")
+            for w in writes:
+                self._run_one(conn, w)
+            return
+        conn.execute("RELEASE s")
 
     def _run_one(self, conn: sqlite3.Connection, w: _Write) -> tuple[Any, BaseException | None]:
         if w.run is None:
@@ -449,11 +514,13 @@ class Store:
         readers: int = READERS,
         max_batch: int = MAX_BATCH,
         retry_delay: float = RETRY_DELAY,
+        linger: float = LINGER,
     ) -> None:
         self.path = path
         self.healthy = True
         self.max_batch = max_batch
         self.retry_delay = retry_delay
+        self.linger = linger
         self._key = key
         self._closed = False
         self._writer = _Writer(self, conn)
@@ -466,7 +533,7 @@ class Store:
     @classmethod
     async def open(cls, path: str | Path, **options: Any) -> Store:
         """Open (creating and migrating as needed) the database at `path`.
-        Options: readers, max_batch, retry_delay."""
+        Options: readers, max_batch, retry_delay, linger."""
         path = Path(path)
         try:
             conn, key = await asyncio.to_thread(_open_writer, path)
@@ -492,10 +559,16 @@ class Store:
     # --- plumbing ---
 
     def _queue(self, what: str, run: Callable[[sqlite3.Connection], Any]) -> None:
+        self._put(_Write(run, what))
+
+    def _queue_sql(self, what: str, sql: str, args: tuple[Any, ...]) -> None:
+        self._put(_Write.statement(what, sql, args))
+
+    def _put(self, write: _Write) -> None:
         if self._closed:
-            log.warning("store closed: %s dropped", what)
+            log.warning("store closed: %s dropped", write.what)
             return
-        self._writer.queue.put(_Write(run, what))
+        self._writer.queue.put(write)
 
     async def _write(self, what: str, run: Callable[[sqlite3.Connection], T] | None) -> T:
         if self._closed:
@@ -553,27 +626,14 @@ class Store:
     def append_event(self, call_id: str, entry: TimelineEntry) -> None:
         """Queue a timeline entry; entries of a call keep the order they were appended in."""
         args = (call_id, entry.at, entry.event, _json(entry.details))
-        self._queue(
-            "append_event",
-            lambda c: c.execute(
-                "INSERT INTO timeline (call_id, at, event, details) VALUES (?, ?, ?, ?)", args
-            ),
-        )
+        self._queue_sql("append_event", _INSERT_TIMELINE, args)
 
     def set_status(
         self, call_id: str, status: str, at: float, channel_id: str | None = None
     ) -> None:
         """Queue a status change (and our channel id, when given). Ignored once the call has
         its outcome: then the status is the outcome."""
-        args = (status, at, channel_id, call_id)
-        self._queue(
-            "set_status",
-            lambda c: c.execute(
-                "UPDATE calls SET status = ?, updated_at = ?, channel_id = COALESCE(?, channel_id)"
-                " WHERE id = ? AND outcome IS NULL",
-                args,
-            ),
-        )
+        self._queue_sql("set_status", _SET_STATUS, (status, at, channel_id, call_id))
 
     async def finish_call(
         self,
@@ -823,6 +883,11 @@ class Store:
 
 
 _BLOCK_COLUMNS = "tenant, user, reason, call_id, created_at"
+_INSERT_TIMELINE = "INSERT INTO timeline (call_id, at, event, details) VALUES (?, ?, ?, ?)"
+_SET_STATUS = (
+    "UPDATE calls SET status = ?, updated_at = ?, channel_id = COALESCE(?, channel_id)"
+    " WHERE id = ? AND outcome IS NULL"
+)
 
 
 def _block(row: Sequence[Any]) -> dict[str, Any]:

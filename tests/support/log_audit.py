@@ -10,7 +10,8 @@ import re
 from tests.support import service
 
 # Digit runs with the separators people type, 10+ digits: a phone number (E.164 or national).
-_CANDIDATE = re.compile(r"\+?\d[\d ().-]{7,}\d")
+# Not the tail of a word (an id such as "u-7961473627").
+_CANDIDATE = re.compile(r"(?<![\w-])\+?\d[\d ().-]{7,}\d")
 # What may look like one and is not: ids and times.
 _NOT_NUMBERS = re.compile(
     r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"  # uuids

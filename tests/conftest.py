@@ -18,12 +18,14 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from phonemfa.engine import Engine
 from tests.support import log_audit
 from tests.support.ari_raw import RawAri, raw_ari
 from tests.support.flows import FlowHarness, sandbox_config
+from tests.support.service import Api, ServiceProcess
 from tests.support.softphone import SoftphoneNetwork, softphone_network
 
 REPO = Path(__file__).resolve().parents[1]
@@ -141,6 +143,13 @@ async def flows(engine: Engine) -> AsyncIterator[FlowHarness]:
     harness = FlowHarness(engine)
     yield harness
     await harness.settle()
+
+
+@pytest.fixture
+async def api(service: ServiceProcess) -> AsyncIterator[Api]:
+    """The HTTP API of the module's `service` (each service module defines that fixture)."""
+    async with aiohttp.ClientSession() as session:
+        yield Api(session, service.url)
 
 
 @pytest.fixture(scope="session", autouse=True)

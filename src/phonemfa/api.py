@@ -137,6 +137,13 @@ def _token(request: web.Request) -> ApiToken:
     return request[TOKEN_KEY]
 
 
+def _out_of_scope(request: web.Request, tenant: str) -> web.Response | None:
+    """403 when the request's token may not act for `tenant`."""
+    if scoped(_token(request).tenants, tenant):
+        return None
+    return error(403, "forbidden_tenant", f"this token may not act for {tenant!r}")
+
+
 async def _json_body(request: web.Request) -> Any:
     if request.content_type != "application/json":
         raise web.HTTPUnsupportedMediaType(reason="Unsupported Media Type")
@@ -192,8 +199,8 @@ async def start_call(request: web.Request) -> web.Response:
         return error(400, "invalid_json", str(exc))
     except ValidationError as exc:
         return _bad_fields(exc)
-    if not scoped(token.tenants, body.tenant):
-        return error(403, "forbidden_tenant", f"this token may not act for {body.tenant!r}")
+    if (refused := _out_of_scope(request, body.tenant)) is not None:
+        return refused
     wait = request.app[TOKEN_LIMITS_KEY].admit(token, time.time())
     if wait is not None:
         return _too_many("rate_limited_token", "too many calls started with this token", wait)
@@ -354,8 +361,8 @@ def _tenant_view(name: str, settings: TenantSettings) -> dict[str, Any]:
 async def get_settings(request: web.Request) -> web.Response:
     service = _service(request)
     name = request.match_info["tenant"]
-    if not scoped(_token(request).tenants, name):
-        return error(403, "forbidden_tenant", f"this token may not act for {name!r}")
+    if (refused := _out_of_scope(request, name)) is not None:
+        return refused
     settings = service.tenants.get(name)
     if settings is None:
         return error(404, "not_found", f"no tenant {name!r}")
@@ -366,8 +373,8 @@ async def put_settings(request: web.Request) -> web.Response:
     """Merge the given settings onto the tenant's current ones (keys not given stay)."""
     service = _service(request)
     name = request.match_info["tenant"]
-    if not scoped(_token(request).tenants, name):
-        return error(403, "forbidden_tenant", f"this token may not act for {name!r}")
+    if (refused := _out_of_scope(request, name)) is not None:
+        return refused
     current = service.tenants.get(name)
     if current is None:
         return error(404, "not_found", f"no tenant {name!r}")
@@ -411,8 +418,8 @@ def _block_tenant(request: web.Request) -> str:
 async def get_block(request: web.Request) -> web.Response:
     service = _service(request)
     tenant, user = _block_tenant(request), request.match_info["user"]
-    if not scoped(_token(request).tenants, tenant):
-        return error(403, "forbidden_tenant", f"this token may not act for {tenant!r}")
+    if (refused := _out_of_scope(request, tenant)) is not None:
+        return refused
     block = await service.store.get_block(tenant, user)
     if block is None:
         return error(404, "not_blocked", f"user {user!r} is not blocked", blocked=False)
@@ -435,8 +442,8 @@ def _block_view(block: dict[str, Any]) -> dict[str, Any]:
 async def delete_block(request: web.Request) -> web.Response:
     service = _service(request)
     tenant, user = _block_tenant(request), request.match_info["user"]
-    if not scoped(_token(request).tenants, tenant):
-        return error(403, "forbidden_tenant", f"this token may not act for {tenant!r}")
+    if (refused := _out_of_scope(request, tenant)) is not None:
+        return refused
     if not await service.unblock_user(tenant, user):
         return error(404, "not_blocked", f"user {user!r} is not blocked", blocked=False)
     return web.Response(status=204)

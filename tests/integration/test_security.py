@@ -10,7 +10,6 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 
 from tests.conftest import REPO, Sandbox
@@ -43,12 +42,6 @@ async def service(
     await proc.start()
     yield proc
     await proc.stop()
-
-
-@pytest.fixture
-async def api(service: ServiceProcess) -> AsyncIterator[Api]:
-    async with aiohttp.ClientSession() as session:
-        yield Api(session, service.url)
 
 
 async def test_keys_from_another_channel_of_ours_do_not_count(

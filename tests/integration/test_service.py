@@ -76,12 +76,6 @@ async def service(
 
 
 @pytest.fixture
-async def api(service: ServiceProcess) -> AsyncIterator[Api]:
-    async with aiohttp.ClientSession() as session:
-        yield Api(session, service.url)
-
-
-@pytest.fixture
 async def hooks() -> AsyncIterator[WebhookReceiver]:
     receiver = WebhookReceiver()
     await receiver.start()

@@ -170,7 +170,11 @@ class CallFlow:
         return self.outcome
 
     def stop(self, outcome: Outcome, reason: str) -> None:
-        """End the call from outside with this outcome (unless it already has one)."""
+        """End the call from outside with this outcome. A call that already has its outcome
+        is left to finish by itself: what remains (closing words, hang-up) is short, and
+        cutting it could leave the channel up."""
+        if self.outcome is not None:
+            return
         if self._stop is None:
             self._stop = Stopped(outcome, reason)
         if self._task is not None and not self._task.done():

@@ -178,7 +178,6 @@ class CallService:
         self.webhooks = WebhookSender(store, self._webhook_secret)
         self.live: dict[str, LiveCall] = {}
         self.accepting = False
-        self._orphans: set[str] = set()  # channels to hang up once ARI is connected
         self._entries: dict[str, str] = {}  # dialplan entry channel -> its call id
         self._background: set[asyncio.Task[Any]] = set()
 
@@ -490,8 +489,6 @@ class CallService:
         for record in left:
             live = LiveCall(record)
             await self._finish(live, Outcome.INTERRUPTED, "service_restarted")
-            if record.channel_id:
-                self._orphans.add(record.channel_id)
             if record.origin_channel:
                 self._entries[record.origin_channel] = record.id
         if left:
@@ -506,20 +503,19 @@ class CallService:
             log.warning("cannot list our channels: %s", exc)
             return
         owned = {flow.channel_id for flow in self.engine.flows.values()}
-        owned |= {cid for cid, call in self._entries.items() if call in self.live}
+        # Dialplan entries whose call is still going (or still starting: "") are owned.
+        owned |= {cid for cid, call in self._entries.items() if not call or call in self.live}
         for channel_id in app.get("channel_ids", []):
             if channel_id in owned:
                 continue
-            call_id = self._entries.pop(channel_id, None)
-            if call_id is not None:
-                record = await self.store.get_call(call_id)
-                if record is not None:
-                    await self._release_entry(record)
-                    continue
+            call_id = self._entries.get(channel_id)
+            record = await self.store.get_call(call_id) if call_id else None
+            if record is not None:  # an entry whose call ended: give the dialplan its answer
+                await self._release_entry(record)
+                continue
             with contextlib.suppress(AriError):
                 await self.engine.ari.hangup(channel_id)
                 log.info("hung up a channel no call owns (left by an earlier run)")
-        self._orphans.clear()
 
     # --- the dialplan entry: Stasis(phonemfa,verify,NUMBER[,USER[,TENANT]]) ----------------
     def _on_unrouted(self, event: Event) -> None:

@@ -24,6 +24,7 @@ from tests.integration.test_service import WebhookReceiver
 from tests.support.ari_raw import RawAri
 from tests.support.proxy import AriProxy
 from tests.support.service import Api, ServiceProcess, service_config
+from tests.support.softphone import SoftphoneNetwork
 
 pytestmark = pytest.mark.integration
 
@@ -203,6 +204,40 @@ async def test_sigkill_with_20_calls_in_progress(
         await asyncio.sleep(1)
         counts = {cid: len(hooks.for_call(cid)) for cid in quick + slow}
         assert set(counts.values()) == {1}, counts
+    finally:
+        await proc.stop()
+
+
+async def test_a_dialplan_entry_waiting_when_phonemfa_is_killed_gets_its_answer(
+    tmp_path: Path, ari: RawAri, session: aiohttp.ClientSession, phones: SoftphoneNetwork
+) -> None:
+    """The channel that asked for a verification is not left in Stasis forever: the next run
+    hands it `interrupted` and lets it go on in the dialplan."""
+    mobile = await phones.register("mobile")
+    proc = faults_service(tmp_path)
+    try:
+        await proc.start()
+        await ari.set_global_var("PHONEMFA_TEST_ENTRY_OUTCOME", "")
+        await ari.request(
+            "POST",
+            "/channels",
+            json={
+                "endpoint": "Local/+14255550100@phonemfa-test-entry",
+                "app": ari.app,
+                "variables": {"__APP": APP, "__VERIFY_USER": user()},
+            },
+        )
+        ring = await mobile.next_call()
+        ring.answer()
+        await ring.wait_media()
+        proc.kill()
+        await proc.start()
+        async with asyncio.timeout(15):
+            while not await ari.global_var("PHONEMFA_TEST_ENTRY_OUTCOME"):
+                await asyncio.sleep(0.2)
+        assert await ari.global_var("PHONEMFA_TEST_ENTRY_OUTCOME") == "interrupted"
+        await ring.wait_disconnected()
+        await no_channels_of_ours(ari)
     finally:
         await proc.stop()
 

@@ -18,7 +18,9 @@ POLL_WAIT = 2  # seconds each GET ?wait= holds, so steps print as they happen
 
 
 class RemoteError(Exception):
-    pass
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def _headers(token: str | None) -> dict[str, str]:
@@ -43,9 +45,11 @@ async def _request(
 
 
 def _fail(status: int, body: Any) -> RemoteError:
+    # Like `phonemfa call --config`: 2 when the number or request is refused, else 1.
+    code = 2 if status in (400, 403, 429) else 1
     if isinstance(body, dict):
-        return RemoteError(f"HTTP {status}: {body.get('error')}: {body.get('message')}")
-    return RemoteError(f"HTTP {status}")
+        return RemoteError(f"HTTP {status}: {body.get('error')}: {body.get('message')}", code)
+    return RemoteError(f"HTTP {status}", code)
 
 
 async def remote_call(args: argparse.Namespace) -> int:
@@ -67,6 +71,8 @@ async def remote_call(args: argparse.Namespace) -> int:
             if call["status"] in TERMINAL:
                 why = f" ({call['reason']})" if call.get("reason") else ""
                 print(f"OUTCOME: {call['status']}{why}")
+                if call["status"] == "blocked":
+                    return 2
                 return 0 if call["status"] == "approved" else 1
             status, call = await _request(
                 session, "GET", f"{base}/v1/calls/{call['id']}", params={"wait": POLL_WAIT}
@@ -149,7 +155,7 @@ def _run(coro: Any) -> int:
         return int(asyncio.run(coro))
     except RemoteError as exc:
         print(f"phonemfa: {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_code
 
 
 def run_remote_call(args: argparse.Namespace) -> int:

@@ -117,7 +117,7 @@ class CallFlow:
         self.observer = observer
         self.channel_id = channel_id or str(uuid.uuid4())
         self.calls = request.settings.calls
-        self.mailbox: Mailbox = asyncio.Queue()
+        self.mailbox = Mailbox()
         self.keys: list[str] = []  # DTMF received and not yet consumed
         self.channel_state = "Down"
         self.in_stasis = False
@@ -378,20 +378,15 @@ class CallFlow:
         """Handle this call's events until `done()` or the time is up (False).
         Raises HungUp as soon as the channel is gone."""
         deadline = self._loop.time() + timeout
+        mailbox = self.mailbox
         while True:
             if self.gone is not None:
                 raise self.gone
             if done():
                 return True
-            remaining = deadline - self._loop.time()
-            if remaining <= 0:
+            if not await mailbox.wait(deadline):
                 return False
-            try:
-                async with asyncio.timeout(remaining):
-                    event = await self.mailbox.get()
-            except TimeoutError:
-                continue
-            self._handle(event)
+            self._handle(mailbox.get_nowait())
 
     # --- events ----------------------------------------------------------------
     def _handle(self, event: Event) -> None:
@@ -510,14 +505,9 @@ class CallFlow:
                     await self.ari.hangup(self.channel_id)
                 deadline = self._loop.time() + HANGUP_TIMEOUT
                 while self.gone is None and self.in_stasis:
-                    remaining = deadline - self._loop.time()
-                    if remaining <= 0:
+                    if not await self.mailbox.wait(deadline):
                         break
-                    try:
-                        async with asyncio.timeout(remaining):
-                            event = await self.mailbox.get()
-                    except TimeoutError:
-                        break
+                    event = self.mailbox.get_nowait()
                     if event.type == "ChannelDestroyed":
                         self.gone = HungUp(event.cause)
             self._step("hung_up", cause=self.gone.cause if self.gone else None)

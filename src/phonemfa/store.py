@@ -304,6 +304,13 @@ class _Writer(threading.Thread):
         self.store = store
         self.conn = conn
         self.queue: queue.SimpleQueue[_Write] = queue.SimpleQueue()
+        # Set with every write someone awaits (and to stop): it cuts a linger short.
+        self.urgent = threading.Event()
+
+    def put(self, write: _Write, urgent: bool) -> None:
+        self.queue.put(write)
+        if urgent:
+            self.urgent.set()
 
     def run(self) -> None:
         retry: list[_Write] = []
@@ -318,26 +325,17 @@ class _Writer(threading.Thread):
                     batch.append(first)
             except queue.Empty:
                 pass
-            # Take what is queued. A batch of fire-and-forget writes only (timeline rows,
-            # status changes) waits up to `linger` for more: under load that is one commit
-            # for many calls' steps instead of one each (a commit, and the thread hand-over
-            # of the GIL that wakes us, cost more than the rows). A write someone awaits
-            # (a new call's record, an outcome) ends the wait at once.
-            deadline = time.monotonic() + self.store.linger
-            waiting = not retry and all(w.future is None for w in batch)
-            while not stopping and len(batch) < self.store.max_batch:
-                try:
-                    if waiting:
-                        item = self.queue.get(timeout=max(0.0, deadline - time.monotonic()))
-                    else:
-                        item = self.queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stopping = True
-                else:
-                    batch.append(item)
-                    waiting = waiting and item.future is None
+            self.urgent.clear()  # before taking what is queued: a later urgent write sets it
+            stopping = self._take(batch) or stopping
+            # A batch of fire-and-forget writes only (timeline rows, status changes) waits
+            # up to `linger` before its commit, and what comes meanwhile does not wake us:
+            # under load that is one commit (and one hand-over of the GIL) for many calls'
+            # steps instead of one each. A write someone awaits (a new call's record, an
+            # outcome) ends the wait at once.
+            lingering = self.store.linger > 0 and not retry and not stopping
+            if lingering and all(w.future is None for w in batch):
+                self.urgent.wait(self.store.linger)
+                stopping = self._take(batch) or stopping
             try:
                 retry = self._apply(batch)
             except Exception as exc:  # a bug of ours: fail these writes, keep the writer
@@ -346,6 +344,18 @@ class _Writer(threading.Thread):
             if stopping and retry:
                 self._apply(retry)
         self.conn.close()
+
+    def _take(self, batch: list[_Write]) -> bool:
+        """Move what is queued into `batch` (up to max_batch); True when told to stop."""
+        while len(batch) < self.store.max_batch:
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                return False
+            if item is _STOP:
+                return True
+            batch.append(item)
+        return False
 
     def _apply(self, batch: list[_Write]) -> list[_Write]:
         """Commit one batch; returns the fire-and-forget writes to try again."""
@@ -546,7 +556,7 @@ class Store:
         if self._closed:
             return
         self._closed = True
-        self._writer.queue.put(_STOP)
+        self._writer.put(_STOP, urgent=True)
         await asyncio.to_thread(self._writer.join)
         await asyncio.to_thread(self._readers.shutdown)
         for conn in self._reader_conns:
@@ -568,13 +578,13 @@ class Store:
         if self._closed:
             log.warning("store closed: %s dropped", write.what)
             return
-        self._writer.queue.put(write)
+        self._writer.put(write, urgent=False)
 
     async def _write(self, what: str, run: Callable[[sqlite3.Connection], T] | None) -> T:
         if self._closed:
             raise StoreUnavailable("store closed")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._writer.queue.put(_Write(run, what, future))
+        self._writer.put(_Write(run, what, future), urgent=True)
         return await future
 
     async def _read(self, run: Callable[[sqlite3.Connection], T]) -> T:

@@ -9,6 +9,7 @@ service can re-sync what it missed while the connection was down.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -23,7 +24,64 @@ from phonemfa.ari.models import Event
 
 log = logging.getLogger("phonemfa.ari")
 
-Mailbox = asyncio.Queue[Event]
+
+class Mailbox:
+    """One call's events, in arrival order, for one reader (its flow's task).
+
+    An unbounded queue whose `wait()` costs one future and at most one timer, and nothing
+    when an event is already there. A busy service waits for events thousands of times a
+    second; `asyncio.timeout()` around `asyncio.Queue.get()` cost a Timeout object, a timer
+    pushed on the loop's heap and a cancellation on every one of them."""
+
+    __slots__ = ("_events", "_waiter")
+
+    def __init__(self) -> None:
+        self._events: collections.deque[Event] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, event: Event) -> None:
+        self._events.append(event)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def get_nowait(self) -> Event:
+        if not self._events:
+            raise asyncio.QueueEmpty
+        return self._events.popleft()
+
+    def empty(self) -> bool:
+        return not self._events
+
+    def qsize(self) -> int:
+        return len(self._events)
+
+    async def get(self) -> Event:
+        while not self._events:
+            await self.wait(None)
+        return self._events.popleft()
+
+    async def wait(self, deadline: float | None) -> bool:
+        """Until an event is there (True) or the loop's clock reaches `deadline` (False)."""
+        if self._events:
+            return True
+        loop = asyncio.get_running_loop()
+        if deadline is not None and deadline <= loop.time():
+            return False
+        waiter = self._waiter = loop.create_future()
+        timer = None if deadline is None else loop.call_at(deadline, _expire, waiter)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+        return bool(self._events)
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class EventRouter:

@@ -75,6 +75,23 @@ asterisk-cli:
 run: install asterisk-up
 	$(BIN)/phonemfa serve --config $(CONFIG)
 
+# `make bench`: phonemfa against the machine's limit and two baselines (bench/README.md); the
+# table on stdout, the JSON in bench/results/. It holds the sandbox lock for the whole run and
+# starts (or reloads) the sandbox under it. BENCH_ARGS passes options, for example
+# BENCH_ARGS='--scenarios burst --targets phonemfa,floor' or BENCH_ARGS=--json.
+# The aioari peer runs from a venv of its own: aioari is never one of phonemfa's dependencies.
+BENCH_ARGS ?=
+PEER_VENV := bench/.venv-peer
+
+$(PEER_VENV)/.installed: bench/requirements-peer.txt
+	test -x $(PEER_VENV)/bin/python || $(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/pip install -q -r bench/requirements-peer.txt
+	touch $@
+
+.PHONY: bench
+bench: install prompts $(PEER_VENV)/.installed
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache var
 	rm -rf asterisk/sounds/en asterisk/sounds/fr asterisk/sounds/manifest.json

@@ -12,109 +12,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
-from bench import report
 from bench.plan import SCENARIOS
-from bench.runner import PEER_PYTHON, TargetRun, run_baseline, run_phonemfa
-from bench.sandbox import REPO, asterisk_ready, sandbox_lock, sandbox_up, wait_no_channels
+from bench.sandbox import REPO, asterisk_ready, sandbox_lock, sandbox_up
+from bench.suite import TARGETS, Options, render, run_bench
 
-TARGETS = ("phonemfa", "floor", "peer")
 RESULTS = REPO / "bench" / "results"
-# Between two targets: Asterisk finishes what the last one left in its queues.
-SETTLE = 3.0
-
-
-async def run_bench(
-    scenarios: list[str],
-    targets: list[str],
-    *,
-    calls: int | None = None,
-    workdir: Path,
-    profile: bool = False,
-    log: Any = sys.stderr,
-) -> dict[str, Any]:
-    """Every scenario against every target; the report as a dict (`ok` says if it passed).
-    The caller holds the sandbox lock and has Asterisk up."""
-    out: dict[str, Any] = {"started_at": time.time(), "machine": machine(), "scenarios": {}}
-    if "peer" in targets and not PEER_PYTHON.exists():
-        raise SystemExit(f"bench: no {PEER_PYTHON} (make bench creates it)")
-    all_verdicts: list[report.Verdict] = []
-    for name in scenarios:
-        scenario = SCENARIOS[name]
-        if calls is not None:
-            scenario = replace(scenario, calls=calls)
-        print(f"bench: {name}: {scenario.description}", file=log, flush=True)
-        by_target: dict[str, dict[str, Any]] = {}
-        for target in targets:
-            print(f"bench:   {target} ...", file=log, flush=True)
-            folder = workdir / name / target
-            run: TargetRun
-            if target == "phonemfa":
-                run = await run_phonemfa(scenario, folder, profile=profile)
-            else:
-                run = await run_baseline(target, scenario, folder, profile=profile)
-            by_target[target] = report.summarize(run)
-            s = by_target[target]
-            print(
-                f"bench:   {target}: {s['correct']}/{s['calls']} right, "
-                f"{s['cpu_ms_per_call']} ms CPU/call, Asterisk {s['asterisk_cpu_ms_per_call']}",
-                file=log,
-                flush=True,
-            )
-            await wait_no_channels()
-            await asyncio.sleep(SETTLE)
-        verdicts = report.verdicts(name, by_target)
-        all_verdicts += verdicts
-        out["scenarios"][name] = {
-            "description": scenario.description,
-            "calls": scenario.calls,
-            "rate": scenario.rate,
-            "mix": scenario.mix,
-            "targets": by_target,
-            "verdicts": [v.__dict__ for v in verdicts],
-        }
-    out["ok"] = all(v.ok for v in all_verdicts if v.hard)
-    out["targets_met"] = all(v.ok for v in all_verdicts)
-    out["finished_at"] = time.time()
-    return out
-
-
-def render(data: dict[str, Any]) -> str:
-    parts = []
-    for name, s in data["scenarios"].items():
-        parts.append(report.table(name, s["description"], s["targets"]))
-        parts.append(report.verdict_lines([report.Verdict(**v) for v in s["verdicts"]]))
-        for target, t in s["targets"].items():
-            for line in t["examples"] + t["problems"][:10]:
-                parts.append(f"  {target}: {line}")
-    return "\n".join(parts)
-
-
-def machine() -> dict[str, Any]:
-    def run(*cmd: str) -> str:
-        try:
-            return subprocess.run(cmd, capture_output=True, text=True, timeout=20).stdout.strip()
-        except OSError:
-            return ""
-
-    return {
-        "cpus": os.cpu_count(),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "asterisk": run(str(REPO / "asterisk/sandbox.sh"), "cli", "core show version"),
-        "commit": run("git", "-C", str(REPO), "rev-parse", "--short", "HEAD"),
-        "dirty": bool(run("git", "-C", str(REPO), "status", "--porcelain", "--", "src", "bench")),
-    }
 
 
 def main() -> int:
@@ -126,6 +34,7 @@ def main() -> int:
     )
     parser.add_argument("--targets", default=",".join(TARGETS))
     parser.add_argument("--calls", type=int, help="override every scenario's number of calls")
+    parser.add_argument("--rate", type=float, help="override the paced scenarios' calls/s")
     parser.add_argument("--json", action="store_true", help="the JSON report on stdout")
     parser.add_argument("--out", type=Path, default=RESULTS, help="where the JSON report goes")
     parser.add_argument(
@@ -144,6 +53,17 @@ def main() -> int:
         action="store_true",
         help="py-spy (on PATH) samples each target while measured: py-spy.txt in its folder",
     )
+    parser.add_argument(
+        "--cprofile",
+        action="store_true",
+        help="cProfile (CPU time) phonemfa's main thread while measured: cprofile.pstats",
+    )
+    parser.add_argument(
+        "--phonemfa-src",
+        type=Path,
+        help="run phonemfa from this source folder (e.g. an older commit's src/, unpacked "
+        "with git archive) to compare before and after",
+    )
     parser.add_argument("--strict", action="store_true", help="a missed target fails the run")
     args = parser.parse_args()  # fmt: skip
     scenarios = [s for s in args.scenarios.split(",") if s]
@@ -159,9 +79,14 @@ def main() -> int:
     with sandbox_lock(held=args.lock_held):
         if not args.no_sandbox_up or not asyncio.run(asterisk_ready()):
             sandbox_up()
-        data = asyncio.run(
-            run_bench(scenarios, targets, calls=args.calls, workdir=workdir, profile=args.profile)
+        options = Options(
+            calls=args.calls,
+            rate=args.rate,
+            profile=args.profile,
+            cprofile=args.cprofile,
+            phonemfa_src=args.phonemfa_src,
         )
+        data = asyncio.run(run_bench(scenarios, targets, workdir, options))
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / time.strftime("bench-%Y%m%d-%H%M%S.json")
     path.write_text(json.dumps(data, indent=1))

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from bench.pacing import InFlight, run_plan
-from bench.plan import KINDS, SCENARIOS, CallResult, PlannedCall, Scenario
+from bench.plan import KINDS, CallResult, PlannedCall, Scenario
 
 
 class Baseline(Protocol):
@@ -72,19 +72,15 @@ async def _serve(app: Baseline, scenario: Scenario, warmup: int, call_timeout: f
 
 def main(make: Callable[[argparse.Namespace], Baseline]) -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--scenario", required=True, choices=sorted(SCENARIOS))
+    parser.add_argument("--scenario", required=True, help="the Scenario as JSON")
     parser.add_argument("--app", required=True, help="Stasis application name")
     parser.add_argument("--ari-url", required=True)
     parser.add_argument("--ari-user", required=True)
     parser.add_argument("--warmup", type=int, default=6)
     parser.add_argument("--call-timeout", type=float, default=60)
-    parser.add_argument("--calls", type=int, default=None, help="override the scenario's count")
     args = parser.parse_args()
     # The password comes from the environment (BENCH_ARI_PASSWORD), not the command line.
-    scenario = SCENARIOS[args.scenario]
-    if args.calls is not None:
-        scenario = Scenario(scenario.name, scenario.description, args.calls, scenario.rate,
-                            scenario.mix)  # fmt: skip
+    scenario = Scenario(**json.loads(args.scenario))
 
     async def run() -> None:
         await _serve(make(args), scenario, args.warmup, args.call_timeout)

@@ -27,7 +27,7 @@ import aiohttp
 import yaml
 
 from bench.plan import KINDS, PRE_DELAY, CallResult, PlannedCall, asterisk_time
-from bench.sandbox import ARI_PASSWORD, ARI_URL, ARI_USER, SANDBOX
+from bench.sandbox import ARI_PASSWORD, ARI_URL, ARI_USER, REPO, SANDBOX
 
 TOKEN = "bench-" + secrets.token_hex(8)
 SOUNDS = SANDBOX / "root/usr/share/asterisk/sounds"
@@ -84,8 +84,18 @@ def bench_config(folder: Path, log_level: str = "info") -> dict[str, Any]:
 class PhonemfaProcess:
     """`phonemfa serve` with a generated config, its log in the same folder."""
 
-    def __init__(self, folder: Path, *, log_level: str = "info", python: str | None = None):
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        log_level: str = "info",
+        python: str | None = None,
+        src: Path | None = None,
+        cprofile: Path | None = None,
+    ):
         self.folder = folder
+        self.src = src  # another source tree of phonemfa (before/after comparisons)
+        self.cprofile = cprofile  # run under bench/cprofile_run.py, stats written here
         folder.mkdir(parents=True, exist_ok=True)
         self.config = bench_config(folder, log_level)
         self.config_path = folder / "phonemfa.yaml"
@@ -102,9 +112,14 @@ class PhonemfaProcess:
 
     async def start(self, timeout: float = 30) -> None:
         env = {**os.environ, "BENCH_ARI_PASSWORD": ARI_PASSWORD}
+        if self.src is not None:
+            env["PYTHONPATH"] = str(self.src)
+        if self.cprofile is not None:  # bench.cprofile_run comes from this checkout
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(REPO)]))
         with self.log_path.open("ab") as log:
+            wrap = ["-m", "bench.cprofile_run", str(self.cprofile)] if self.cprofile else ["-m"]
             self.proc = subprocess.Popen(  # noqa: ASYNC220 (Popen does not wait)
-                [self.python, "-m", "phonemfa", "serve", "--config", str(self.config_path)],
+                [self.python, *wrap, "phonemfa", "serve", "--config", str(self.config_path)],
                 stdout=log,
                 stderr=log,
                 env=env,
@@ -128,6 +143,10 @@ class PhonemfaProcess:
             while self.proc.poll() is None:
                 await asyncio.sleep(0.1)
         return int(self.proc.returncode)
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

@@ -65,10 +65,16 @@ DTMF_GAP_MS = 100
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    description: str
     calls: int
     rate: float | None  # calls per second; None: all at once (a burst)
     mix: dict[str, int]  # kind name -> weight
+    what: str  # the mix, in words
+
+    @property
+    def description(self) -> str:
+        if self.rate is None:
+            return f"{self.calls} calls at once ({self.what})"
+        return f"{self.rate:g} calls/s for {self.duration:g} s ({self.what})"
 
     def offsets(self) -> list[float]:
         """When each call starts, in seconds from the scenario's start."""
@@ -104,18 +110,17 @@ class Scenario:
 ALL_KINDS = {name: 1 for name in KINDS}
 MOSTLY_DIRECT = {"direct": 9, "direct_fraud": 1}
 
+DIRECT_WORDS = "direct; 1 in 10 reports fraud"
+ALL_WORDS = "direct, auto attendant, operator; 1 in 2 reports fraud"
 SCENARIOS: dict[str, Scenario] = {
     s.name: s
     for s in (
-        Scenario("burst", "400 calls at once (direct; 1 in 10 reports fraud)", 400, None,
-                 MOSTLY_DIRECT),
-        Scenario("sustained", "50 calls/s for 60 s (direct; 1 in 10 reports fraud)", 3000, 50.0,
-                 MOSTLY_DIRECT),
-        Scenario("mix", "25 calls/s for 30 s: direct, auto attendant, operator (1 in 2 fraud)",
-                 750, 25.0, ALL_KINDS),
-        Scenario("smoke", "one call of each kind", 6, 4.0, ALL_KINDS),
+        Scenario("burst", 400, None, MOSTLY_DIRECT, DIRECT_WORDS),
+        Scenario("sustained", 3000, 50.0, MOSTLY_DIRECT, DIRECT_WORDS),
+        Scenario("mix", 750, 25.0, ALL_KINDS, ALL_WORDS),
+        Scenario("smoke", 6, 4.0, ALL_KINDS, "one call of each kind"),
     )
-}  # fmt: skip
+}
 
 
 @dataclass(frozen=True)

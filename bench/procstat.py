@@ -42,6 +42,45 @@ def sample(pid: int) -> Sample:
     return Sample((utime + stime) / TICK, rss, hwm)
 
 
+def threads(pid: int) -> dict[int, tuple[str, float]]:
+    """CPU seconds of each thread of a process: tid -> (name, seconds)."""
+    out: dict[int, tuple[str, float]] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:  # ended meanwhile
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        out[int(task.name)] = (name, (int(fields[11]) + int(fields[12])) / TICK)
+    return out
+
+
+def thread_cpu(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]
+) -> dict[str, float]:
+    """CPU seconds spent between two `threads()` samples, by thread ("name:main", or
+    "name:N" for the thread whose id is the main's + N: threads in the order they started).
+    Threads that ended in between are missing: their time is only in the process's total."""
+    out: dict[str, float] = {}
+    main = min(after, default=0)  # the main thread's id is the process id, the lowest
+    for tid, (name, cpu) in sorted(after.items()):
+        spent = cpu - before.get(tid, (name, 0.0))[1]
+        # Python does not name its threads for the OS: tell them apart by id.
+        label = f"{name}:main" if tid == main else f"{name}:{tid - main}"
+        if spent > 0:
+            out[label] = round(spent, 2)
+    return out
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine spent not idle since boot (/proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / TICK
+
+
 def asterisk_pid() -> int:
     """The sandbox Asterisk's pid (asterisk/sandbox.sh keeps the pid file in the root)."""
     pid = int(ASTERISK_PIDFILE.read_text().strip())

@@ -8,9 +8,11 @@ just before the first call and once the last call is over and Asterisk has no ch
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import secrets
+import shutil
 import signal
 import sys
 from dataclasses import dataclass, field
@@ -50,7 +52,8 @@ class TargetRun:
 class Measure:
     """CPU of the target and Asterisk between `begin()` and `end()`, and the target's peak
     RSS in between (sampled 10 times a second). With `profile` (a file name), py-spy samples
-    the target's stacks meanwhile (--nonblocking: it never pauses the target)."""
+    the target's stacks meanwhile (--nonblocking: it never pauses the target), and with
+    BENCH_PERF=1 perf the whole machine (Asterisk's threads come and go with its channels)."""
 
     def __init__(
         self, run: TargetRun, pid: int, in_flight: Any = None, profile: Path | None = None
@@ -61,8 +64,15 @@ class Measure:
         self.sampler = procstat.PeakSampler(pid, in_flight)
         self.profile = profile
         self.spy: asyncio.subprocess.Process | None = None
+        self.perf: asyncio.subprocess.Process | None = None
 
     async def begin(self) -> None:
+        if self.profile is not None and shutil.which("perf") and os.environ.get("BENCH_PERF"):
+            self.perf = await asyncio.create_subprocess_exec(
+                "perf", "record", "-a", "-g", "-F", "299",
+                "-o", str(self.profile.with_suffix(".perf")),
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
         if self.profile is not None:
             self.spy = await asyncio.create_subprocess_exec(
                 "py-spy", "record", "--pid", str(self.pid), "--rate", "250", "--nonblocking",
@@ -70,6 +80,9 @@ class Measure:
                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
             )  # fmt: skip
             await asyncio.sleep(1)  # py-spy attaches
+        self.threads0 = procstat.threads(self.pid)
+        self.busy0 = procstat.machine_busy()
+        self.me0 = procstat.sample(os.getpid()).cpu
         self.t0 = procstat.sample(self.pid)
         self.a0 = procstat.sample(self.asterisk)
         self.wall0 = asyncio.get_running_loop().time()
@@ -78,23 +91,39 @@ class Measure:
 
     async def end(self) -> None:
         await self.sampler.stop()
-        if self.spy is not None:
-            self.spy.send_signal(signal.SIGINT)  # py-spy writes its output and exits
-            await asyncio.wait_for(self.spy.wait(), 30)
+        for tool in (self.spy, self.perf):
+            if tool is not None:
+                tool.send_signal(signal.SIGINT)  # they write their output and exit
+                await asyncio.wait_for(tool.wait(), 60)
         t1 = procstat.sample(self.pid)
+        # What else kept the machine busy meanwhile (other users of a shared box skew
+        # latencies; this says how much): all CPU but the target's, Asterisk's and ours.
+        busy = procstat.machine_busy() - self.busy0
+        me = procstat.sample(os.getpid()).cpu - self.me0
+        self.run.extra["thread_cpu_s"] = procstat.thread_cpu(
+            self.threads0, procstat.threads(self.pid)
+        )
         a1 = procstat.sample(self.asterisk)
         self.run.wall = asyncio.get_running_loop().time() - self.wall0
         self.run.cpu = t1.cpu - self.t0.cpu
         self.run.asterisk_cpu = a1.cpu - self.a0.cpu
+        self.run.extra["bench_cpu_s"] = round(me, 2)
+        self.run.extra["other_cpu_s"] = round(busy - self.run.cpu - self.run.asterisk_cpu - me, 2)
         self.run.peak_rss = self.sampler.peak_rss
         self.run.hwm = t1.hwm
 
 
 async def run_phonemfa(
-    scenario: Scenario, folder: Path, warmup: int = WARMUP_CALLS, profile: bool = False
+    scenario: Scenario,
+    folder: Path,
+    warmup: int = WARMUP_CALLS,
+    profile: bool = False,
+    src: Path | None = None,
+    cprofile: bool = False,
 ) -> TargetRun:
     run = TargetRun("phonemfa", scenario.name)
-    service = PhonemfaProcess(folder)
+    stats = folder / "cprofile.pstats" if cprofile else None
+    service = PhonemfaProcess(folder, src=src, cprofile=stats)
     await service.start()
     driver = ApiDriver(service.url)
     try:
@@ -106,6 +135,8 @@ async def run_phonemfa(
         spy = folder / "py-spy.txt" if profile else None
         measure = Measure(run, service.pid, lambda: driver.in_progress, spy)
         driver.start_polling()
+        if stats is not None:
+            service.signal(signal.SIGUSR1)  # the profiler starts
         await measure.begin()
         counter = InFlight()
         run.results = await run_plan(
@@ -114,6 +145,8 @@ async def run_phonemfa(
         left = await driver.wait_idle()
         run.channels_left = await wait_no_channels()
         await measure.end()
+        if stats is not None:
+            service.signal(signal.SIGUSR2)  # ...and writes its stats
         await driver.stop_polling()
         run.peak_in_flight = measure.sampler.peak_in_flight
         run.extra["client_peak_in_flight"] = counter.peak
@@ -147,7 +180,7 @@ async def run_baseline(
     with _log_file(folder, target) as log:
         proc = await asyncio.create_subprocess_exec(
             python, "-m", f"bench.{target}",
-            "--scenario", scenario.name, "--calls", str(scenario.calls),
+            "--scenario", json.dumps(dataclasses.asdict(scenario)),
             "--app", f"bench-{target}-{secrets.token_hex(3)}",
             "--ari-url", ARI_URL, "--ari-user", ARI_USER,
             "--warmup", str(warmup), "--call-timeout", str(CALL_TIMEOUT),

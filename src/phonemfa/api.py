@@ -186,6 +186,7 @@ async def healthz(request: web.Request) -> web.Response:
             "store": "ok" if service.store.healthy else "unavailable",
             "accepting_calls": service.accepting and service.store.healthy,
             "calls_in_progress": len(service.live),
+            "calls_waiting_for_line": service.engine.lines.waiting,
         }
     )
 

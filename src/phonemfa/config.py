@@ -251,6 +251,10 @@ class TrunkSettings(_Model):
         default=None, max_length=80, pattern=_hint(r"^[^\x00-\x1f]*$", "free of control characters")
     )
     dial_timeout: int = Field(default=45, ge=1, le=300)
+    max_calls: int = Field(default=200, ge=1, le=10_000)
+    """Calls in progress at once (the trunk's channels, what the PBX carries); more wait."""
+    queue_timeout: float = Field(default=60, ge=0, le=600)
+    """How long a call may wait for a free line before it fails with `no_free_line`."""
 
     @field_validator("endpoint")
     @classmethod
@@ -415,6 +419,8 @@ class FraudSettings(_Model):
 class CallSettings(_Model):
     first_digit_timeout: float = Field(default=10, gt=0, le=120)
     inter_digit_timeout: float = Field(default=5, gt=0, le=60)
+    # Keys in the first seconds of the retry prompt are the tail of the wrong entry (flow.py).
+    retry_key_guard: float = Field(default=1, ge=0, le=5)
     attempts: int = Field(default=3, ge=1, le=10)
     no_input_prompts: int = Field(default=2, ge=1, le=10)
     extension_prompt_repeats: int = Field(default=5, ge=1, le=20)

@@ -16,6 +16,7 @@ from typing import Any
 from phonemfa.ari import AriClient, AriError, Event, EventRouter, EventStream
 from phonemfa.config import Config, TenantSettings
 from phonemfa.flow import CallFlow, CallRequest, Observer
+from phonemfa.lines import Lines
 from phonemfa.messages import MessageType
 from phonemfa.outcomes import Outcome
 from phonemfa.prompt_setup import prepare_prompts
@@ -40,6 +41,7 @@ class Engine:
             on_connected=self._on_connected,
         )
         self.flows: dict[str, CallFlow] = {}
+        self.lines = Lines(config.trunk.max_calls, config.trunk.queue_timeout)
         self.shipped = shipped_prompts(config.sounds.dir)
         self.catalogs = {
             name: PromptCatalog.for_tenant(name, tenant, self.shipped)
@@ -85,7 +87,7 @@ class Engine:
     def flow(self, request: CallRequest, observer: Observer) -> CallFlow:
         """A flow for this call, registered so reconnects and shutdown can reach it.
         Run it with `await flow.run()` (or as a task); `forget()` it when done."""
-        flow = CallFlow(request, self.ari, self.router, observer)
+        flow = CallFlow(request, self.ari, self.router, observer, lines=self.lines)
         self.flows[request.call_id] = flow
         return flow
 

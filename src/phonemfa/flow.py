@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -35,6 +35,7 @@ from phonemfa.ari import (
     synthetic,
 )
 from phonemfa.config import TenantSettings
+from phonemfa.lines import Lines, NoFreeLine
 from phonemfa.messages import MessageType
 from phonemfa.numbers import mask_text
 from phonemfa.outcomes import Outcome, unanswered_outcome
@@ -110,8 +111,10 @@ class CallFlow:
         observer: Observer,
         *,
         channel_id: str | None = None,
+        lines: Lines | None = None,
     ) -> None:
         self.req = request
+        self.lines = lines
         self.ari = ari
         self.router = router
         self.observer = observer
@@ -121,6 +124,7 @@ class CallFlow:
         self.keys: list[str] = []  # DTMF received and not yet consumed
         self.channel_state = "Down"
         self.in_stasis = False
+        self._created = False  # asked Asterisk for the channel (else nothing to hang up)
         self.gone: HungUp | None = None
         self.playback_id: str | None = None
         self.playback_over = True
@@ -130,6 +134,7 @@ class CallFlow:
         self._task: asyncio.Task[Outcome] | None = None
         self._reached_greeting = False
         self._masking_keys = False
+        self._keys_ignored_until = 0.0  # loop time; see calls.retry_key_guard
         self._asterisk_going = False
         self._loop = asyncio.get_running_loop()
 
@@ -139,7 +144,7 @@ class CallFlow:
         self._task = asyncio.current_task()
         self.router.add_channel(self.channel_id, self.mailbox)
         try:
-            async with asyncio.timeout(self.calls.max_duration):
+            async with self._line(), asyncio.timeout(self.calls.max_duration):
                 await self._call()
         except HungUp as gone:
             self._hung_up(gone)
@@ -180,6 +185,20 @@ class CallFlow:
         if self._task is not None and not self._task.done():
             self._task.cancel()
 
+    @contextlib.asynccontextmanager
+    async def _line(self) -> AsyncIterator[None]:
+        """Wait for a free line (trunk.max_calls) before dialling; `queued` meanwhile."""
+        if self.lines is None:
+            yield
+            return
+        if self.lines.must_wait():
+            self._step("waiting_for_line", in_use=self.lines.in_use, waiting=self.lines.waiting)
+        try:
+            async with self.lines.line():
+                yield
+        except NoFreeLine:
+            raise Stopped(Outcome.FAILED, "no_free_line") from None
+
     async def _call(self) -> None:
         if self._stop is not None:  # stopped before it started
             raise self._stop
@@ -205,6 +224,7 @@ class CallFlow:
         if plan.mode is DialMode.OPERATOR:
             # Hints that the operator transferred the call (DESIGN §8: best effort).
             variables["TALK_DETECT(set)"] = ""
+        self._created = True
         await self.ari.create_channel(
             plan.dial_string,
             self.channel_id,
@@ -306,6 +326,10 @@ class CallFlow:
                 await self._close(Outcome.DENIED, "wrong_input", MessageType.DENIED)
                 return
             prompt = retry + repeat
+            # Keys in the first moment of the retry prompt are dropped: nobody has heard it
+            # yet, so they are the tail of the wrong entry (say the '#' of "0#" held up past
+            # the inter-digit time-out by a loaded PBX), which as a new entry would approve.
+            self._keys_ignored_until = self._loop.time() + self.calls.retry_key_guard
 
     async def _ask(self, prompt: Prompt) -> str | None:
         """Play `prompt` and read one entry: keys up to '#', or up to a pause of
@@ -393,13 +417,13 @@ class CallFlow:
         kind = event.type
         if kind == "ChannelDtmfReceived":
             digit = event.digit
+            shown = "*" if self._masking_keys and digit != "#" else digit
+            if self._loop.time() < self._keys_ignored_until:
+                self._step("key_ignored", digit=shown, asterisk_at=event.timestamp)
+                return
             self.keys.append(digit)
             # Asterisk's own time of the key beside ours: how long we took to act on it.
-            self._step(
-                "key",
-                digit="*" if self._masking_keys and digit != "#" else digit,
-                asterisk_at=event.timestamp,
-            )
+            self._step("key", digit=shown, asterisk_at=event.timestamp)
         elif kind == "ChannelStateChange":
             self._set_state(event.channel_state, event.timestamp)
         elif kind == "PlaybackFinished":
@@ -499,6 +523,9 @@ class CallFlow:
 
     async def _finish(self) -> None:
         """Hang up our channel (whatever happened) and wait until Asterisk let it go."""
+        if not self._created:  # ended while waiting for a line: never dialled
+            self.router.remove_channel(self.channel_id)
+            return
         try:
             if self.gone is None:
                 with contextlib.suppress(AriError):

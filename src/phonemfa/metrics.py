@@ -26,6 +26,11 @@ class Metrics:
         self.calls_in_progress = Gauge(
             "phonemfa_calls_in_progress", "Calls placed and not yet ended", registry=r
         )
+        self.calls_waiting = Gauge(
+            "phonemfa_calls_waiting_for_line",
+            "Calls queued because trunk.max_calls are in progress",
+            registry=r,
+        )
         self.call_duration = Histogram(
             "phonemfa_call_duration_seconds",
             "From request to outcome",

@@ -83,6 +83,7 @@ class HealthView(BaseModel):
     store: Literal["ok", "unavailable"]
     accepting_calls: bool
     calls_in_progress: int
+    calls_waiting_for_line: int
 
 
 def _json(ref: str, description: str = "") -> dict[str, Any]:

@@ -25,7 +25,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from phonemfa.ari import AriError, Event
+from phonemfa.ari import AriError, AriUnavailable, Event
 from phonemfa.calls import CallRefused, prepare_call
 from phonemfa.config import Config, TenantSettings, UnknownTenantError
 from phonemfa.engine import Engine
@@ -175,6 +175,8 @@ class CallService:
         self.tenants: dict[str, TenantSettings] = dict(config.tenants)
         self.guard = TollFraudGuard(self.tenants, number_key=store.number_key)
         self.metrics = Metrics()
+        lines = self.engine.lines
+        self.metrics.calls_waiting.set_function(lambda: lines.waiting)
         self.webhooks = WebhookSender(store, self._webhook_secret)
         self.live: dict[str, LiveCall] = {}
         self.accepting = False
@@ -586,8 +588,18 @@ class CallService:
             flow.stop(Outcome.CANCELLED, "caller_hung_up")
 
     async def _hangup_quietly(self, channel_id: str) -> None:
-        with contextlib.suppress(AriError):
-            await self.engine.ari.hangup(channel_id)
+        # A loaded Asterisk can time out a request it carries out anyway: try again, or the
+        # channel stays in Stasis, Down, with nobody to end it.
+        for delay in (1, 2, 4, None):
+            try:
+                await self.engine.ari.hangup(channel_id)
+                return
+            except AriUnavailable:
+                if delay is None or not self.engine.connected:
+                    return
+                await asyncio.sleep(delay)
+            except AriError:
+                return
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

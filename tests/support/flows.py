@@ -22,6 +22,7 @@ SANDBOX_SOUNDS = SANDBOX_ROOT / "usr/share/asterisk/sounds"
 FAST_CALLS = {
     "first_digit_timeout": 3,
     "inter_digit_timeout": 2,
+    "retry_key_guard": 0.3,
     "no_input_prompts": 2,
     "attempts": 3,
     "extension_prompt_repeats": 4,

@@ -15,6 +15,7 @@ import pytest
 from phonemfa.ari import AriNotFound, Event, EventRouter
 from phonemfa.config import Config, DialProfile, TenantSettings
 from phonemfa.flow import CallFlow, CallRequest
+from phonemfa.lines import Lines
 from phonemfa.numbers import parse_number
 from phonemfa.outcomes import Outcome
 from phonemfa.policy import plan_call
@@ -23,6 +24,7 @@ from phonemfa.prompts import PromptCatalog, Shipped
 TINY = {
     "first_digit_timeout": 0.15,
     "inter_digit_timeout": 0.1,
+    "retry_key_guard": 0,
     "no_input_prompts": 2,
     "attempts": 3,
     "extension_prompt_repeats": 3,
@@ -291,6 +293,23 @@ async def test_a_wrong_key_then_pound_approves() -> None:
     assert rec.count("wrong_input") == 1
 
 
+async def test_keys_just_after_a_wrong_entry_are_its_tail_and_never_approve() -> None:
+    # "0#" whose '#' a loaded PBX held up past the inter-digit time-out: the '0' ends as a
+    # wrong entry, and the '#' lands as the retry prompt starts. Read as a new entry it would
+    # approve a call whose user was reporting fraud.
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "prompting" and rec.count("prompting") == 1:
+            fake.press("0")
+        elif event == "wrong_input":
+            fake.press("#")
+
+    settings = tenant(calls={**TINY, "retry_key_guard": 0.2})
+    got, reason, _, rec = await run(MOBILE, script, settings=settings)
+    assert got is not Outcome.APPROVED
+    assert (got, reason) == (Outcome.NO_INPUT, "no_key_pressed")
+    assert rec.count("key_ignored") == 1
+
+
 async def test_keys_without_pound_end_at_the_inter_digit_time_out_as_wrong_input() -> None:
     got, _, _, rec = await run(MOBILE, on("prompting", "7"))
     assert got is Outcome.NO_INPUT  # one wrong entry, then silence at both repeats
@@ -441,3 +460,71 @@ async def test_asterisk_stopping_interrupts_instead_of_a_hang_up_outcome() -> No
 
     got, reason, _, _ = await run(MOBILE, script)
     assert (got, reason) == (Outcome.INTERRUPTED, "asterisk_stopped")
+
+
+# --- lines: trunk.max_calls ------------------------------------------------------------------
+def _queued_flow(
+    lines: Lines, call_id: str, script: Callable[[FakeAsterisk, str], None] | None = None
+) -> tuple[CallFlow, FakeAsterisk, Recorder]:
+    router = EventRouter()
+    fake = FakeAsterisk(router)
+    recorder = Recorder()
+    if script is not None:
+        recorder.on_step = lambda event, details: script(fake, event)
+    settings = tenant()
+    plan = plan_call(parse_number(MOBILE, "US"), settings, CONFIG.trunk)
+    request = CallRequest(call_id, plan, settings, CATALOG, "en", 5)
+    flow = CallFlow(request, fake, router, recorder, lines=lines)  # type: ignore[arg-type]
+    return flow, fake, recorder
+
+
+def _approve(fake: FakeAsterisk, event: str) -> None:
+    if event == "prompting":
+        fake.press("#")
+
+
+async def test_a_call_past_max_calls_waits_for_a_line_then_goes_through() -> None:
+    lines = Lines(1, queue_timeout=5)
+    first, first_fake, _ = _queued_flow(lines, "a", _approve)
+    second, second_fake, second_rec = _queued_flow(lines, "b", _approve)
+    one = asyncio.create_task(first.run())
+    await asyncio.sleep(0)  # the first takes the line
+    two = asyncio.create_task(second.run())
+    await asyncio.sleep(0.01)
+    assert second_fake.requests == [], "dialled without a free line"
+    assert second_rec.timeline[0] == ("waiting_for_line", {"in_use": 1, "waiting": 0})
+    assert lines.waiting == 1
+    assert await asyncio.wait_for(one, 5) is Outcome.APPROVED
+    assert await asyncio.wait_for(two, 5) is Outcome.APPROVED
+    # The second dialled only once the first had hung up.
+    assert first_fake.gone and second_fake.requests[0][0] == "create"
+    assert (lines.in_use, lines.waiting) == (0, 0)
+
+
+async def test_no_free_line_within_the_queue_time_out_fails_without_dialling() -> None:
+    lines = Lines(1, queue_timeout=0.05)
+    first, _, _ = _queued_flow(lines, "a", _approve)
+    second, second_fake, second_rec = _queued_flow(lines, "b")
+    one = asyncio.create_task(first.run())
+    await asyncio.sleep(0)
+    assert await asyncio.wait_for(second.run(), 5) is Outcome.FAILED
+    assert second.reason == "no_free_line"
+    assert second_fake.requests == []
+    assert second_rec.outcomes == [(Outcome.FAILED, "no_free_line")]
+    assert await asyncio.wait_for(one, 5) is Outcome.APPROVED
+    assert (lines.in_use, lines.waiting) == (0, 0)
+
+
+async def test_a_call_cancelled_while_waiting_for_a_line_is_never_dialled() -> None:
+    lines = Lines(1, queue_timeout=5)
+    first, _, _ = _queued_flow(lines, "a", _approve)
+    second, second_fake, _ = _queued_flow(lines, "b")
+    one = asyncio.create_task(first.run())
+    await asyncio.sleep(0)
+    two = asyncio.create_task(second.run())
+    await asyncio.sleep(0.01)
+    second.stop(Outcome.CANCELLED, "cancelled_by_request")
+    assert await asyncio.wait_for(two, 5) is Outcome.CANCELLED
+    assert second_fake.requests == []
+    assert await asyncio.wait_for(one, 5) is Outcome.APPROVED
+    assert (lines.in_use, lines.waiting) == (0, 0)

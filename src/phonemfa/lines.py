@@ -1,0 +1,44 @@
+"""The calls that may be in progress at once (`trunk.max_calls`): a SIP trunk has so many
+channels and a PBX carries so many calls; past that, more calls only make every call fail
+(timeouts, lost DTMF). The rest wait their turn, first come first served."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+
+class NoFreeLine(Exception):
+    """No line came free within the queue time-out."""
+
+
+class Lines:
+    def __init__(self, size: int, queue_timeout: float) -> None:
+        self.size = size
+        self.queue_timeout = queue_timeout
+        self._free = asyncio.Semaphore(size)  # FIFO: waiters are served in order
+        self.waiting = 0
+
+    @property
+    def in_use(self) -> int:
+        return self.size - self._free._value  # noqa: SLF001 (no public reading)
+
+    def must_wait(self) -> bool:
+        return self._free.locked()
+
+    @contextlib.asynccontextmanager
+    async def line(self) -> AsyncIterator[None]:
+        """Hold a line for the body; NoFreeLine after `queue_timeout` of waiting."""
+        self.waiting += 1
+        try:
+            async with asyncio.timeout(self.queue_timeout):
+                await self._free.acquire()
+        except TimeoutError:
+            raise NoFreeLine from None
+        finally:
+            self.waiting -= 1
+        try:
+            yield
+        finally:
+            self._free.release()

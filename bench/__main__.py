@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.phonemfa_target import MAX_CALLS
 from bench.plan import SCENARIOS
 from bench.sandbox import REPO, asterisk_ready, sandbox_lock, sandbox_up
 from bench.suite import TARGETS, Options, render, run_bench
@@ -64,6 +65,12 @@ def main() -> int:
         help="run phonemfa from this source folder (e.g. an older commit's src/, unpacked "
         "with git archive) to compare before and after",
     )
+    parser.add_argument(
+        "--max-calls",
+        type=int,
+        default=MAX_CALLS,
+        help=f"phonemfa's trunk.max_calls (default {MAX_CALLS})",
+    )
     parser.add_argument("--strict", action="store_true", help="a missed target fails the run")
     args = parser.parse_args()  # fmt: skip
     scenarios = [s for s in args.scenarios.split(",") if s]
@@ -85,6 +92,7 @@ def main() -> int:
             profile=args.profile,
             cprofile=args.cprofile,
             phonemfa_src=args.phonemfa_src,
+            max_calls=args.max_calls,
         )
         data = asyncio.run(run_bench(scenarios, targets, workdir, options))
     args.out.mkdir(parents=True, exist_ok=True)

@@ -46,6 +46,10 @@ CALLS = {
     "operator_prompt_pause": 1,
     "max_duration": 60,
 }
+# trunk.max_calls: what the 2-core sandbox carries while keeping DTMF and events on time
+# (phonemfa's calls are longer than the baselines': closing words); more calls wait their turn.
+MAX_CALLS = 100
+QUEUE_TIMEOUT = 90
 # GET ?wait= holds at most this long (the API's limit is 60 s); the caller asks again.
 WAIT = 30
 
@@ -56,7 +60,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def bench_config(folder: Path, log_level: str = "info") -> dict[str, Any]:
+def bench_config(
+    folder: Path, log_level: str = "info", max_calls: int = MAX_CALLS
+) -> dict[str, Any]:
     tenant = {"region": "US", "limits": NO_LIMITS, "calls": CALLS}
     return {
         "ari": {
@@ -66,7 +72,12 @@ def bench_config(folder: Path, log_level: str = "info") -> dict[str, Any]:
             # An app of its own: nothing else on the sandbox answers for it.
             "app": "phonemfa-bench-" + secrets.token_hex(3),
         },
-        "trunk": {"endpoint": "PJSIP/{number}@trunk", "dial_timeout": 20},
+        "trunk": {
+            "endpoint": "PJSIP/{number}@trunk",
+            "dial_timeout": 20,
+            "max_calls": max_calls,
+            "queue_timeout": QUEUE_TIMEOUT,
+        },
         "api": {
             "listen": f"127.0.0.1:{free_port()}",
             # The bench is the one client: no per-token cap (default 1000 calls a minute).
@@ -92,12 +103,13 @@ class PhonemfaProcess:
         python: str | None = None,
         src: Path | None = None,
         cprofile: Path | None = None,
+        max_calls: int = MAX_CALLS,
     ):
         self.folder = folder
         self.src = src  # another source tree of phonemfa (before/after comparisons)
         self.cprofile = cprofile  # run under bench/cprofile_run.py, stats written here
         folder.mkdir(parents=True, exist_ok=True)
-        self.config = bench_config(folder, log_level)
+        self.config = bench_config(folder, log_level, max_calls)
         self.config_path = folder / "phonemfa.yaml"
         self.config_path.write_text(yaml.safe_dump(self.config))
         self.log_path = folder / "phonemfa.log"

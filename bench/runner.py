@@ -22,13 +22,14 @@ from typing import IO, Any
 from bench import procstat
 from bench.baseline_proto import warmup_plan
 from bench.pacing import InFlight, run_plan
-from bench.phonemfa_target import ApiDriver, PhonemfaProcess
+from bench.phonemfa_target import MAX_CALLS, QUEUE_TIMEOUT, ApiDriver, PhonemfaProcess
 from bench.plan import CallResult, Scenario
 from bench.sandbox import ARI_PASSWORD, ARI_URL, ARI_USER, REPO, wait_no_channels
 
 PEER_PYTHON = REPO / "bench" / ".venv-peer" / "bin" / "python"
 # A call not over this long after it started is lost (the longest right call is ~10 s).
-CALL_TIMEOUT = 60.0
+# A call placed past phonemfa's trunk.max_calls may wait up to QUEUE_TIMEOUT for a line.
+CALL_TIMEOUT = QUEUE_TIMEOUT + 60.0
 WARMUP_CALLS = 12
 
 
@@ -120,10 +121,11 @@ async def run_phonemfa(
     profile: bool = False,
     src: Path | None = None,
     cprofile: bool = False,
+    max_calls: int = MAX_CALLS,
 ) -> TargetRun:
     run = TargetRun("phonemfa", scenario.name)
     stats = folder / "cprofile.pstats" if cprofile else None
-    service = PhonemfaProcess(folder, src=src, cprofile=stats)
+    service = PhonemfaProcess(folder, src=src, cprofile=stats, max_calls=max_calls)
     await service.start()
     driver = ApiDriver(service.url)
     try:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
+from bench.phonemfa_target import MAX_CALLS
 from bench.plan import SCENARIOS
 from bench.runner import PEER_PYTHON, WARMUP_CALLS, TargetRun, run_baseline, run_phonemfa
 from bench.sandbox import REPO, wait_no_channels
@@ -34,6 +35,7 @@ class Options:
     profile: bool = False  # py-spy each target while measured
     cprofile: bool = False  # cProfile (CPU time) phonemfa's main thread while measured
     phonemfa_src: Path | None = None  # run phonemfa from another source tree
+    max_calls: int = MAX_CALLS  # phonemfa's trunk.max_calls
 
 
 async def run_bench(
@@ -70,6 +72,7 @@ async def run_bench(
                     options.profile,
                     options.phonemfa_src,
                     options.cprofile,
+                    options.max_calls,
                 )
             else:
                 run = await run_baseline(target, scenario, folder, options.warmup, options.profile)

@@ -194,14 +194,16 @@ def _pp(s: dict[str, Any], name: str, qs: tuple[int, ...] = (50, 99)) -> str:
 def table(scenario: str, description: str, by_target: dict[str, dict[str, Any]]) -> str:
     targets = list(by_target)
     width = max(len(r[0]) for r in _ROWS) + 2
-    cols = [max(14, len(t) + 2) for t in targets]
+    cells_of = {
+        t: ["-" if (v := get(by_target[t])) is None else str(v) for _, get in _ROWS]
+        for t in targets
+    }
+    # Each column as wide as its widest cell, two spaces apart: values never run together.
+    cols = [max(14, len(t) + 2, *(len(c) + 2 for c in cells_of[t])) for t in targets]
     lines = [f"== {scenario}: {description}"]
     lines.append("".ljust(width) + "".join(t.rjust(c) for t, c in zip(targets, cols, strict=True)))
-    for label, get in _ROWS:
-        cells = []
-        for t, c in zip(targets, cols, strict=True):
-            value = get(by_target[t])
-            cells.append(("-" if value is None else str(value)).rjust(c))
+    for i, (label, _) in enumerate(_ROWS):
+        cells = [cells_of[t][i].rjust(c) for t, c in zip(targets, cols, strict=True)]
         lines.append(label.ljust(width) + "".join(cells))
     return "\n".join(lines)
 

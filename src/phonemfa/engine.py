@@ -101,9 +101,10 @@ class Engine:
         finally:
             self.forget(request.call_id)
 
-    def stop_all(self, outcome: Outcome, reason: str) -> None:
+    def stop_all(self, outcome: Outcome, reason: str, *, waiting_only: bool = False) -> None:
         for flow in list(self.flows.values()):
-            flow.stop(outcome, reason)
+            if flow.waiting_for_line or not waiting_only:
+                flow.stop(outcome, reason)
 
     async def _on_connected(self, generation: int) -> None:
         """After a (re)connect: if Asterisk restarted, our calls are gone; else ask

@@ -125,6 +125,7 @@ class CallFlow:
         self.channel_state = "Down"
         self.in_stasis = False
         self._created = False  # asked Asterisk for the channel (else nothing to hang up)
+        self.waiting_for_line = False
         self.gone: HungUp | None = None
         self.playback_id: str | None = None
         self.playback_over = True
@@ -193,11 +194,15 @@ class CallFlow:
             return
         if self.lines.must_wait():
             self._step("waiting_for_line", in_use=self.lines.in_use, waiting=self.lines.waiting)
+        self.waiting_for_line = True
         try:
             async with self.lines.line():
+                self.waiting_for_line = False
                 yield
         except NoFreeLine:
             raise Stopped(Outcome.FAILED, "no_free_line") from None
+        finally:
+            self.waiting_for_line = False
 
     async def _call(self) -> None:
         if self._stop is not None:  # stopped before it started

@@ -213,6 +213,9 @@ class CallService:
         the rest as `interrupted`; deliver what can be delivered; flush the store."""
         self.accepting = False
         grace = self.config.shutdown.grace_period if grace is None else grace
+        # Calls still waiting for a line are not dialled now: the user would be called only to
+        # be cut off at the end of the grace period.
+        self.engine.stop_all(Outcome.INTERRUPTED, "shutdown", waiting_only=True)
         tasks = [lc.task for lc in self.live.values() if lc.task is not None]
         if tasks:
             log.info("shutting down: %d call(s) in progress, %.0f s to finish", len(tasks), grace)

@@ -309,3 +309,75 @@ async def test_the_cli_talks_to_a_running_service(service: ServiceProcess) -> No
     assert shown.returncode == 0 and "dialing" in shown.stdout and call_id in shown.stdout
     refused = await asyncio.to_thread(_cli, "call", "not a number", "--server", service.url)
     assert refused.returncode == 2 and "invalid_number" in refused.stderr
+
+
+# --- lines: trunk.max_calls ------------------------------------------------------------------
+async def test_calls_past_max_calls_wait_their_turn_and_one_waiting_too_long_fails_undialled(
+    asterisk: Sandbox, tmp_path: Path, ari: RawAri
+) -> None:
+    trunk = {"endpoint": "PJSIP/{number}@trunk", "dial_timeout": 20, "max_calls": 1}
+    proc = ServiceProcess(tmp_path, service_config(tmp_path, trunk={**trunk, "queue_timeout": 30}))
+    await proc.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            api = Api(session, proc.url)
+            first = await api.start_call(BOT_APPROVES)
+            second = await api.start_call(BOT_FRAUD)
+            async with asyncio.timeout(5):
+                while (await api.request("GET", "/healthz"))[1]["calls_waiting_for_line"] != 1:
+                    await asyncio.sleep(0.05)
+            assert (await api.wait(first["id"]))["outcome"] == "approved"
+            done = await api.wait(second["id"])
+            assert done["outcome"] == "fraud_reported"
+            events = [e["event"] for e in done["timeline"]]
+            assert events[0] == "waiting_for_line" and "dialing" in events
+            # The second was dialled only once the first had hung up.
+            first_done = await api.wait(first["id"])
+            hung_up = next(e["at"] for e in first_done["timeline"] if e["event"] == "hung_up")
+            dialing = next(e["at"] for e in done["timeline"] if e["event"] == "dialing")
+            assert dialing >= hung_up
+    finally:
+        await proc.stop()
+
+    # Now a queue time-out shorter than a call: the waiting call fails, never dialled.
+    folder = tmp_path / "short"
+    folder.mkdir()
+    proc = ServiceProcess(folder, service_config(folder, trunk={**trunk, "queue_timeout": 0.5}))
+    await proc.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            api = Api(session, proc.url)
+            first = await api.start_call(BOT_APPROVES)
+            second = await api.start_call(BOT_APPROVES)
+            done = await api.wait(second["id"])
+            assert (done["outcome"], done["reason"]) == ("failed", "no_free_line")
+            assert "dialing" not in [e["event"] for e in done["timeline"]]
+            assert (await api.wait(first["id"]))["outcome"] == "approved"
+        await no_channels_of(ari)
+    finally:
+        await proc.stop()
+
+
+async def test_sigterm_ends_calls_still_waiting_for_a_line_without_dialling_them(
+    asterisk: Sandbox, tmp_path: Path, ari: RawAri
+) -> None:
+    trunk = {"endpoint": "PJSIP/{number}@trunk", "dial_timeout": 20, "max_calls": 1}
+    proc = ServiceProcess(tmp_path, service_config(tmp_path, trunk=trunk))
+    await proc.start()
+    async with aiohttp.ClientSession() as session:
+        api = Api(session, proc.url)
+        first = await api.start_call(BOT_APPROVES)
+        second = await api.start_call(BOT_APPROVES)
+        await api.until_status(first["id"], "prompting")
+        assert await proc.terminate() == 0
+    await proc.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            api = Api(session, proc.url)
+            # The call in progress finished within the grace period; the waiting one never rang.
+            assert (await api.wait(first["id"]))["outcome"] == "approved"
+            waiting = await api.wait(second["id"])
+            assert (waiting["outcome"], waiting["reason"]) == ("interrupted", "shutdown")
+            assert "dialing" not in [e["event"] for e in waiting["timeline"]]
+    finally:
+        await proc.stop()

@@ -528,3 +528,17 @@ async def test_a_call_cancelled_while_waiting_for_a_line_is_never_dialled() -> N
     assert second_fake.requests == []
     assert await asyncio.wait_for(one, 5) is Outcome.APPROVED
     assert (lines.in_use, lines.waiting) == (0, 0)
+
+
+async def test_a_call_waiting_for_a_line_says_so_until_it_has_one() -> None:
+    lines = Lines(1, queue_timeout=5)
+    first, _, _ = _queued_flow(lines, "a", _approve)
+    second, _, _ = _queued_flow(lines, "b", _approve)
+    one = asyncio.create_task(first.run())
+    await asyncio.sleep(0)
+    two = asyncio.create_task(second.run())
+    await asyncio.sleep(0.01)
+    assert (first.waiting_for_line, second.waiting_for_line) == (False, True)
+    await asyncio.wait_for(one, 5)
+    await asyncio.wait_for(two, 5)
+    assert second.waiting_for_line is False

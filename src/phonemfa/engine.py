@@ -101,9 +101,9 @@ class Engine:
         finally:
             self.forget(request.call_id)
 
-    def stop_all(self, outcome: Outcome, reason: str, *, waiting_only: bool = False) -> None:
+    def stop_all(self, outcome: Outcome, reason: str, *, undialled_only: bool = False) -> None:
         for flow in list(self.flows.values()):
-            if flow.waiting_for_line or not waiting_only:
+            if not (undialled_only and flow.dialled):
                 flow.stop(outcome, reason)
 
     async def _on_connected(self, generation: int) -> None:
@@ -127,11 +127,13 @@ class Engine:
     async def _resync(self, generation: int, restarted: bool) -> None:
         if restarted:
             self.restarts_seen += 1
-            log.warning("Asterisk restarted: %d call(s) in progress interrupted", len(self.flows))
-            self.stop_all(Outcome.INTERRUPTED, "asterisk_restarted")
+            dialled = [f for f in self.flows.values() if f.dialled]
+            log.warning("Asterisk restarted: %d call(s) in progress interrupted", len(dialled))
+            for flow in dialled:  # calls still waiting for a line go on waiting
+                flow.stop(Outcome.INTERRUPTED, "asterisk_restarted")
             return
         self.resyncs += 1
-        flows = list(self.flows.values())
+        flows = [f for f in self.flows.values() if f.dialled]
         results = await asyncio.gather(*(f.resync() for f in flows), return_exceptions=True)
         for flow, result in zip(flows, results, strict=True):
             if isinstance(result, BaseException):

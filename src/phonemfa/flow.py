@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -125,7 +125,7 @@ class CallFlow:
         self.channel_state = "Down"
         self.in_stasis = False
         self._created = False  # asked Asterisk for the channel (else nothing to hang up)
-        self.waiting_for_line = False
+        self._holding_line = False
         self.gone: HungUp | None = None
         self.playback_id: str | None = None
         self.playback_over = True
@@ -135,7 +135,10 @@ class CallFlow:
         self._task: asyncio.Task[Outcome] | None = None
         self._reached_greeting = False
         self._masking_keys = False
-        self._keys_ignored_until = 0.0  # loop time; see calls.retry_key_guard
+        # The tail of a wrong entry (calls.retry_key_guard): keys are dropped until this loop
+        # time, which each dropped key pushes out by the inter-digit time-out.
+        self._keys_ignored_until = 0.0
+        self._guard_next_prompt = False
         self._asterisk_going = False
         self._loop = asyncio.get_running_loop()
 
@@ -145,7 +148,18 @@ class CallFlow:
         self._task = asyncio.current_task()
         self.router.add_channel(self.channel_id, self.mailbox)
         try:
-            async with self._line(), asyncio.timeout(self.calls.max_duration):
+            return await self._run()
+        finally:
+            # Only now, hung up: the next call is dialled when this channel is gone.
+            if self._holding_line:
+                self._holding_line = False
+                assert self.lines is not None
+                self.lines.release()
+
+    async def _run(self) -> Outcome:
+        try:
+            await self._take_line()
+            async with asyncio.timeout(self.calls.max_duration):
                 await self._call()
         except HungUp as gone:
             self._hung_up(gone)
@@ -186,23 +200,25 @@ class CallFlow:
         if self._task is not None and not self._task.done():
             self._task.cancel()
 
-    @contextlib.asynccontextmanager
-    async def _line(self) -> AsyncIterator[None]:
-        """Wait for a free line (trunk.max_calls) before dialling; `queued` meanwhile."""
+    @property
+    def dialled(self) -> bool:
+        """Asterisk was asked for our channel (before that there is nothing to ask about)."""
+        return self._created
+
+    async def _take_line(self) -> None:
+        """Wait for a free line (trunk.max_calls) before dialling; `queued` meanwhile.
+        Held until the call has hung up (run)."""
+        if self._stop is not None:  # stopped before it started: no line needed
+            raise self._stop
         if self.lines is None:
-            yield
             return
         if self.lines.must_wait():
             self._step("waiting_for_line", in_use=self.lines.in_use, waiting=self.lines.waiting)
-        self.waiting_for_line = True
         try:
-            async with self.lines.line():
-                self.waiting_for_line = False
-                yield
+            await self.lines.acquire()
         except NoFreeLine:
             raise Stopped(Outcome.FAILED, "no_free_line") from None
-        finally:
-            self.waiting_for_line = False
+        self._holding_line = True
 
     async def _call(self) -> None:
         if self._stop is not None:  # stopped before it started
@@ -331,10 +347,12 @@ class CallFlow:
                 await self._close(Outcome.DENIED, "wrong_input", MessageType.DENIED)
                 return
             prompt = retry + repeat
-            # Keys in the first moment of the retry prompt are dropped: nobody has heard it
+            # Keys until the retry prompt has played a moment are dropped: nobody has heard it
             # yet, so they are the tail of the wrong entry (say the '#' of "0#" held up past
             # the inter-digit time-out by a loaded PBX), which as a new entry would approve.
-            self._keys_ignored_until = self._loop.time() + self.calls.retry_key_guard
+            # Fail closed: the tail lasts until a pause of inter_digit_timeout after its last
+            # key, so no part of it ever starts an entry.
+            self._guard_next_prompt = True  # and from its start, retry_key_guard more (_play)
 
     async def _ask(self, prompt: Prompt) -> str | None:
         """Play `prompt` and read one entry: keys up to '#', or up to a pause of
@@ -378,6 +396,10 @@ class CallFlow:
             except (AriNotFound, AriConflict, AriPreconditionFailed):
                 await self._channel_check()
                 raise
+            if self._guard_next_prompt:
+                self._guard_next_prompt = False
+                guard_end = self._loop.time() + self.calls.retry_key_guard
+                self._keys_ignored_until = max(self._keys_ignored_until, guard_end)
             await self._wait_for(lambda: self.playback_over or stop_on(), PLAYBACK_TIMEOUT)
             if not self.playback_over:
                 await self.ari.stop_playback(playback_id)
@@ -423,7 +445,10 @@ class CallFlow:
         if kind == "ChannelDtmfReceived":
             digit = event.digit
             shown = "*" if self._masking_keys and digit != "#" else digit
-            if self._loop.time() < self._keys_ignored_until:
+            now = self._loop.time()
+            if self._guard_next_prompt or now < self._keys_ignored_until:
+                tail_end = now + self.calls.inter_digit_timeout
+                self._keys_ignored_until = max(self._keys_ignored_until, tail_end)
                 self._step("key_ignored", digit=shown, asterisk_at=event.timestamp)
                 return
             self.keys.append(digit)

@@ -5,8 +5,6 @@ channels and a PBX carries so many calls; past that, more calls only make every 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 
 
 class NoFreeLine(Exception):
@@ -27,9 +25,8 @@ class Lines:
     def must_wait(self) -> bool:
         return self._free.locked()
 
-    @contextlib.asynccontextmanager
-    async def line(self) -> AsyncIterator[None]:
-        """Hold a line for the body; NoFreeLine after `queue_timeout` of waiting."""
+    async def acquire(self) -> None:
+        """Take a line (give it back with release()); NoFreeLine after `queue_timeout`."""
         self.waiting += 1
         try:
             async with asyncio.timeout(self.queue_timeout):
@@ -38,7 +35,6 @@ class Lines:
             raise NoFreeLine from None
         finally:
             self.waiting -= 1
-        try:
-            yield
-        finally:
-            self._free.release()
+
+    def release(self) -> None:
+        self._free.release()

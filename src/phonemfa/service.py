@@ -215,7 +215,7 @@ class CallService:
         grace = self.config.shutdown.grace_period if grace is None else grace
         # Calls still waiting for a line are not dialled now: the user would be called only to
         # be cut off at the end of the grace period.
-        self.engine.stop_all(Outcome.INTERRUPTED, "shutdown", waiting_only=True)
+        self.engine.stop_all(Outcome.INTERRUPTED, "shutdown", undialled_only=True)
         tasks = [lc.task for lc in self.live.values() if lc.task is not None]
         if tasks:
             log.info("shutting down: %d call(s) in progress, %.0f s to finish", len(tasks), grace)
@@ -593,7 +593,7 @@ class CallService:
     async def _hangup_quietly(self, channel_id: str) -> None:
         # A loaded Asterisk can time out a request it carries out anyway: try again, or the
         # channel stays in Stasis, Down, with nobody to end it.
-        for delay in (1, 2, 4, None):
+        for delay in (1, 2, None):
             try:
                 await self.engine.ari.hangup(channel_id)
                 return

@@ -310,6 +310,35 @@ async def test_keys_just_after_a_wrong_entry_are_its_tail_and_never_approve() ->
     assert rec.count("key_ignored") == 1
 
 
+async def test_a_tail_straddling_the_end_of_the_guard_is_dropped_whole() -> None:
+    # "0#" typed as the retry prompt starts: the '0' inside the guard, the '#' just after it.
+    # Dropping only the '0' would leave a lone '#': an approval for a fraud report.
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "prompting" and rec.count("prompting") == 1:
+            fake.press("5")
+        elif event == "wrong_input":
+            fake.later(0.15, lambda: fake.emit("ChannelDtmfReceived", digit="0"))
+            fake.later(0.25, lambda: fake.emit("ChannelDtmfReceived", digit="#"))
+
+    settings = tenant(calls={**TINY, "retry_key_guard": 0.2})
+    got, reason, _, rec = await run(MOBILE, script, settings=settings)
+    assert (got, reason) == (Outcome.NO_INPUT, "no_key_pressed")
+    assert rec.count("key_ignored") == 2
+
+
+async def test_a_key_after_the_guard_is_a_new_answer() -> None:
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "prompting" and rec.count("prompting") == 1:
+            fake.press("5")
+        elif event == "wrong_input":
+            fake.later(0.3, lambda: fake.emit("ChannelDtmfReceived", digit="#"))
+
+    settings = tenant(calls={**TINY, "retry_key_guard": 0.2, "first_digit_timeout": 1})
+    got, _, _, rec = await run(MOBILE, script, settings=settings)
+    assert got is Outcome.APPROVED
+    assert rec.count("key_ignored") == 0
+
+
 async def test_keys_without_pound_end_at_the_inter_digit_time_out_as_wrong_input() -> None:
     got, _, _, rec = await run(MOBILE, on("prompting", "7"))
     assert got is Outcome.NO_INPUT  # one wrong entry, then silence at both repeats
@@ -530,15 +559,43 @@ async def test_a_call_cancelled_while_waiting_for_a_line_is_never_dialled() -> N
     assert (lines.in_use, lines.waiting) == (0, 0)
 
 
-async def test_a_call_waiting_for_a_line_says_so_until_it_has_one() -> None:
+async def test_a_line_is_given_back_only_once_the_channel_is_gone() -> None:
     lines = Lines(1, queue_timeout=5)
-    first, _, _ = _queued_flow(lines, "a", _approve)
-    second, _, _ = _queued_flow(lines, "b", _approve)
+    first, first_fake, _ = _queued_flow(lines, "a", _approve)
+    second, second_fake, _ = _queued_flow(lines, "b", _approve)
+    first_hangup = first_fake.hangup
+
+    async def slow_hangup(channel_id: str, reason: str = "normal") -> bool:
+        await asyncio.sleep(0.1)  # a loaded Asterisk takes its time
+        return await first_hangup(channel_id, reason)
+
+    first_fake.hangup = slow_hangup  # type: ignore[method-assign]
+    dialled_while_first_up: list[bool] = []
+    second_create = second_fake.create_channel
+
+    async def create(endpoint: str, channel_id: str, **kw: Any) -> dict[str, Any]:
+        dialled_while_first_up.append(not first_fake.gone)
+        return await second_create(endpoint, channel_id, **kw)
+
+    second_fake.create_channel = create  # type: ignore[method-assign]
     one = asyncio.create_task(first.run())
     await asyncio.sleep(0)
     two = asyncio.create_task(second.run())
     await asyncio.sleep(0.01)
-    assert (first.waiting_for_line, second.waiting_for_line) == (False, True)
-    await asyncio.wait_for(one, 5)
-    await asyncio.wait_for(two, 5)
-    assert second.waiting_for_line is False
+    assert (first.dialled, second.dialled) == (True, False)
+    assert await asyncio.wait_for(one, 5) is Outcome.APPROVED
+    assert await asyncio.wait_for(two, 5) is Outcome.APPROVED
+    assert dialled_while_first_up == [False]
+
+
+async def test_a_call_stopped_before_it_runs_ends_at_once_without_waiting_for_a_line() -> None:
+    lines = Lines(1, queue_timeout=5)
+    first, _, _ = _queued_flow(lines, "a", _approve)
+    second, second_fake, _ = _queued_flow(lines, "b")
+    one = asyncio.create_task(first.run())
+    await asyncio.sleep(0)
+    second.stop(Outcome.INTERRUPTED, "shutdown")  # before its task ever ran
+    assert await asyncio.wait_for(second.run(), 1) is Outcome.INTERRUPTED
+    assert (second.reason, second_fake.requests) == ("shutdown", [])
+    assert await asyncio.wait_for(one, 5) is Outcome.APPROVED
+    assert (lines.in_use, lines.waiting) == (0, 0)

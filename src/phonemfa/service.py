@@ -524,6 +524,14 @@ class CallService:
 
     # --- the dialplan entry: Stasis(phonemfa,verify,NUMBER[,USER[,TENANT]]) ----------------
     def _on_unrouted(self, event: Event) -> None:
+        if event.type == "ApplicationReplaced":
+            # Asterisk now sends this app's events to another connection: we hear nothing more.
+            log.error(
+                "another connection took over ARI app %r: is a second phonemfa running with "
+                "the same ari.app? Calls in progress here will not hear their events",
+                self.config.ari.app,
+            )
+            return
         if event.type != "StasisStart" or event.channel_id is None:
             gone = event.type in ("ChannelDestroyed", "StasisEnd")
             if gone and event.channel_id in self._entries:

@@ -13,7 +13,7 @@ import pytest
 
 from phonemfa.outcomes import Outcome
 from tests.support.ari_raw import RawAri
-from tests.support.flows import FlowHarness
+from tests.support.flows import FAST_CALLS, FlowHarness
 from tests.support.softphone import SoftphoneNetwork, wav_stats
 
 pytestmark = pytest.mark.integration
@@ -160,6 +160,8 @@ async def test_a_wrong_key_then_pound_is_approved_after_a_retry(
     await ring.send_dtmf("5#")
     await call.reached("wrong_input")
     await call.reached("prompting", times=2)
+    # A person hears the retry prompt first: keys in its first moment are the wrong entry's tail.
+    await asyncio.sleep(FAST_CALLS["retry_key_guard"] + 0.5)
     await ring.send_dtmf("#")
     assert await call.finished() == (Outcome.APPROVED, None)
     retry = [d for n, d in call.timeline if n == "prompting"][1]
@@ -178,6 +180,8 @@ async def test_number_matching(
     assert "code_prompt" in prompt["media"][0]
     for attempt in range(1, 4 if outcome is Outcome.DENIED else 2):
         await call.reached("prompting", times=attempt)
+        if attempt > 1:  # a person hears the retry prompt before typing again
+            await asyncio.sleep(FAST_CALLS["retry_key_guard"] + 0.5)
         await ring.send_dtmf(typed + "#")
     got, _ = await call.finished()
     assert got is outcome

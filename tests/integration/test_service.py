@@ -222,9 +222,14 @@ async def test_metrics_and_health(api: Api) -> None:
 
 
 # --- restarts: each test gets its own service ------------------------------------------------
+# Services besides the module's own use an app of their own: a second websocket on the same
+# ARI app takes its events over (ApplicationReplaced), and the module's service would go deaf.
+OTHER_APP = "phonemfa-other"
+
+
 @pytest.fixture
 async def fresh_service(asterisk: Sandbox, tmp_path: Path) -> AsyncIterator[ServiceProcess]:
-    proc = ServiceProcess(tmp_path, service_config(tmp_path))
+    proc = ServiceProcess(tmp_path, service_config(tmp_path, app=OTHER_APP))
     yield proc
     await proc.stop()
 
@@ -276,7 +281,7 @@ async def test_sigkill_during_a_call_then_restart_leaves_it_terminal_and_no_chan
         assert status == 200
         assert (body["outcome"], body["reason"]) == ("interrupted", "service_restarted")
     await ring.wait_disconnected(timeout=15)
-    await no_channels_of(ari)
+    await no_channels_of(ari, OTHER_APP)
     await hooks.wait_for(call["id"])
     await asyncio.sleep(1)
     assert len(hooks.for_call(call["id"])) == 1
@@ -316,7 +321,9 @@ async def test_calls_past_max_calls_wait_their_turn_and_one_waiting_too_long_fai
     asterisk: Sandbox, tmp_path: Path, ari: RawAri
 ) -> None:
     trunk = {"endpoint": "PJSIP/{number}@trunk", "dial_timeout": 20, "max_calls": 1}
-    proc = ServiceProcess(tmp_path, service_config(tmp_path, trunk={**trunk, "queue_timeout": 30}))
+    proc = ServiceProcess(
+        tmp_path, service_config(tmp_path, app=OTHER_APP, trunk={**trunk, "queue_timeout": 30})
+    )
     await proc.start()
     try:
         async with aiohttp.ClientSession() as session:
@@ -342,7 +349,9 @@ async def test_calls_past_max_calls_wait_their_turn_and_one_waiting_too_long_fai
     # Now a queue time-out shorter than a call: the waiting call fails, never dialled.
     folder = tmp_path / "short"
     folder.mkdir()
-    proc = ServiceProcess(folder, service_config(folder, trunk={**trunk, "queue_timeout": 0.5}))
+    proc = ServiceProcess(
+        folder, service_config(folder, app=OTHER_APP, trunk={**trunk, "queue_timeout": 0.5})
+    )
     await proc.start()
     try:
         async with aiohttp.ClientSession() as session:
@@ -353,7 +362,7 @@ async def test_calls_past_max_calls_wait_their_turn_and_one_waiting_too_long_fai
             assert (done["outcome"], done["reason"]) == ("failed", "no_free_line")
             assert "dialing" not in [e["event"] for e in done["timeline"]]
             assert (await api.wait(first["id"]))["outcome"] == "approved"
-        await no_channels_of(ari)
+        await no_channels_of(ari, OTHER_APP)
     finally:
         await proc.stop()
 
@@ -362,7 +371,7 @@ async def test_sigterm_ends_calls_still_waiting_for_a_line_without_dialling_them
     asterisk: Sandbox, tmp_path: Path, ari: RawAri
 ) -> None:
     trunk = {"endpoint": "PJSIP/{number}@trunk", "dial_timeout": 20, "max_calls": 1}
-    proc = ServiceProcess(tmp_path, service_config(tmp_path, trunk=trunk))
+    proc = ServiceProcess(tmp_path, service_config(tmp_path, app=OTHER_APP, trunk=trunk))
     await proc.start()
     async with aiohttp.ClientSession() as session:
         api = Api(session, proc.url)

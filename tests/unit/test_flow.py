@@ -320,7 +320,8 @@ async def test_a_tail_straddling_the_end_of_the_guard_is_dropped_whole() -> None
             fake.later(0.15, lambda: fake.emit("ChannelDtmfReceived", digit="0"))
             fake.later(0.25, lambda: fake.emit("ChannelDtmfReceived", digit="#"))
 
-    settings = tenant(calls={**TINY, "retry_key_guard": 0.2})
+    # The keys are 0.1 s apart, well within the inter-digit time-out, as in "0#" typed at once.
+    settings = tenant(calls={**TINY, "retry_key_guard": 0.2, "inter_digit_timeout": 0.5})
     got, reason, _, rec = await run(MOBILE, script, settings=settings)
     assert (got, reason) == (Outcome.NO_INPUT, "no_key_pressed")
     assert rec.count("key_ignored") == 2

@@ -359,26 +359,31 @@ def _tenant_view(name: str, settings: TenantSettings) -> dict[str, Any]:
     return {"tenant": name, "settings": data}
 
 
-async def get_settings(request: web.Request) -> web.Response:
-    service = _service(request)
+def _path_tenant(request: web.Request) -> tuple[str, TenantSettings] | web.Response:
+    """The tenant named in the path and its settings; 403 out of scope, 404 unknown."""
     name = request.match_info["tenant"]
     if (refused := _out_of_scope(request, name)) is not None:
         return refused
-    settings = service.tenants.get(name)
+    settings = _service(request).tenants.get(name)
     if settings is None:
         return error(404, "not_found", f"no tenant {name!r}")
-    return web.json_response(_tenant_view(name, settings))
+    return name, settings
+
+
+async def get_settings(request: web.Request) -> web.Response:
+    found = _path_tenant(request)
+    if isinstance(found, web.Response):
+        return found
+    return web.json_response(_tenant_view(*found))
 
 
 async def put_settings(request: web.Request) -> web.Response:
     """Merge the given settings onto the tenant's current ones (keys not given stay)."""
     service = _service(request)
-    name = request.match_info["tenant"]
-    if (refused := _out_of_scope(request, name)) is not None:
-        return refused
-    current = service.tenants.get(name)
-    if current is None:
-        return error(404, "not_found", f"no tenant {name!r}")
+    found = _path_tenant(request)
+    if isinstance(found, web.Response):
+        return found
+    name, current = found
     try:
         patch = await _json_body(request)
     except _Invalid as exc:

@@ -101,10 +101,13 @@ class Engine:
         finally:
             self.forget(request.call_id)
 
-    def stop_all(self, outcome: Outcome, reason: str, *, undialled_only: bool = False) -> None:
-        for flow in list(self.flows.values()):
-            if not (undialled_only and flow.dialled):
-                flow.stop(outcome, reason)
+    def stop_all(self, outcome: Outcome, reason: str, *, dialled: bool | None = None) -> int:
+        """Stop every call, or only those dialled (True) or still waiting for a line (False);
+        returns how many."""
+        flows = [f for f in self.flows.values() if dialled is None or f.dialled is dialled]
+        for flow in flows:
+            flow.stop(outcome, reason)
+        return len(flows)
 
     async def _on_connected(self, generation: int) -> None:
         """After a (re)connect: if Asterisk restarted, our calls are gone; else ask
@@ -127,10 +130,9 @@ class Engine:
     async def _resync(self, generation: int, restarted: bool) -> None:
         if restarted:
             self.restarts_seen += 1
-            dialled = [f for f in self.flows.values() if f.dialled]
-            log.warning("Asterisk restarted: %d call(s) in progress interrupted", len(dialled))
-            for flow in dialled:  # calls still waiting for a line go on waiting
-                flow.stop(Outcome.INTERRUPTED, "asterisk_restarted")
+            # Calls still waiting for a line go on waiting: the new Asterisk will take them.
+            stopped = self.stop_all(Outcome.INTERRUPTED, "asterisk_restarted", dialled=True)
+            log.warning("Asterisk restarted: %d call(s) in progress interrupted", stopped)
             return
         self.resyncs += 1
         flows = [f for f in self.flows.values() if f.dialled]

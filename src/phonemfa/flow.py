@@ -124,7 +124,8 @@ class CallFlow:
         self.keys: list[str] = []  # DTMF received and not yet consumed
         self.channel_state = "Down"
         self.in_stasis = False
-        self._created = False  # asked Asterisk for the channel (else nothing to hang up)
+        # Asterisk was asked for our channel: before that there is nothing to hang up or ask about.
+        self.dialled = False
         self._holding_line = False
         self.gone: HungUp | None = None
         self.playback_id: str | None = None
@@ -200,11 +201,6 @@ class CallFlow:
         if self._task is not None and not self._task.done():
             self._task.cancel()
 
-    @property
-    def dialled(self) -> bool:
-        """Asterisk was asked for our channel (before that there is nothing to ask about)."""
-        return self._created
-
     async def _take_line(self) -> None:
         """Wait for a free line (trunk.max_calls) before dialling; `queued` meanwhile.
         Held until the call has hung up (run)."""
@@ -221,8 +217,6 @@ class CallFlow:
         self._holding_line = True
 
     async def _call(self) -> None:
-        if self._stop is not None:  # stopped before it started
-            raise self._stop
         await self._originate()
         mode = self.req.plan.mode
         if mode is DialMode.AUTO_EXTENSION:
@@ -245,7 +239,7 @@ class CallFlow:
         if plan.mode is DialMode.OPERATOR:
             # Hints that the operator transferred the call (DESIGN §8: best effort).
             variables["TALK_DETECT(set)"] = ""
-        self._created = True
+        self.dialled = True
         await self.ari.create_channel(
             plan.dial_string,
             self.channel_id,
@@ -553,10 +547,9 @@ class CallFlow:
 
     async def _finish(self) -> None:
         """Hang up our channel (whatever happened) and wait until Asterisk let it go."""
-        if not self._created:  # ended while waiting for a line: never dialled
-            self.router.remove_channel(self.channel_id)
-            return
         try:
+            if not self.dialled:  # ended while waiting for a line: nothing to hang up
+                return
             if self.gone is None:
                 with contextlib.suppress(AriError):
                     await self.ari.hangup(self.channel_id)

@@ -215,7 +215,7 @@ class CallService:
         grace = self.config.shutdown.grace_period if grace is None else grace
         # Calls still waiting for a line are not dialled now: the user would be called only to
         # be cut off at the end of the grace period.
-        self.engine.stop_all(Outcome.INTERRUPTED, "shutdown", undialled_only=True)
+        self.engine.stop_all(Outcome.INTERRUPTED, "shutdown", dialled=False)
         tasks = [lc.task for lc in self.live.values() if lc.task is not None]
         if tasks:
             log.info("shutting down: %d call(s) in progress, %.0f s to finish", len(tasks), grace)

@@ -27,6 +27,7 @@ from tests.support.ari_raw import RawAri, raw_ari
 from tests.support.flows import FlowHarness, sandbox_config
 from tests.support.service import Api, ServiceProcess
 from tests.support.softphone import SoftphoneNetwork, softphone_network
+from tests.support.webhooks import WebhookReceiver
 
 REPO = Path(__file__).resolve().parents[1]
 SANDBOX_SH = REPO / "asterisk" / "sandbox.sh"
@@ -143,6 +144,15 @@ async def flows(engine: Engine) -> AsyncIterator[FlowHarness]:
     harness = FlowHarness(engine)
     yield harness
     await harness.settle()
+
+
+@pytest.fixture
+async def hooks() -> AsyncIterator[WebhookReceiver]:
+    """A webhook receiver on loopback for the test's calls."""
+    receiver = WebhookReceiver()
+    await receiver.start()
+    yield receiver
+    await receiver.stop()
 
 
 @pytest.fixture

@@ -20,11 +20,11 @@ import aiohttp
 import pytest
 
 from tests.conftest import SANDBOX_SH, Sandbox
-from tests.integration.test_service import WebhookReceiver
 from tests.support.ari_raw import RawAri
 from tests.support.proxy import AriProxy
 from tests.support.service import Api, ServiceProcess, service_config
 from tests.support.softphone import SoftphoneNetwork
+from tests.support.webhooks import WebhookReceiver
 
 pytestmark = pytest.mark.integration
 
@@ -71,14 +71,6 @@ async def until_all(api: Api, ids: list[str], steps: set[str], timeout: float = 
             if all(any(e["event"] in steps for e in c["timeline"]) for c in calls.values()):
                 return
             await asyncio.sleep(0.1)
-
-
-@pytest.fixture
-async def hooks() -> AsyncIterator[WebhookReceiver]:
-    receiver = WebhookReceiver()
-    await receiver.start()
-    yield receiver
-    await receiver.stop()
 
 
 @pytest.fixture

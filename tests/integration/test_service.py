@@ -12,59 +12,24 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
-from phonemfa.webhooks import DELIVERY_HEADER, SIGNATURE_HEADER, verify
+from phonemfa.webhooks import SIGNATURE_HEADER, verify
 from tests.conftest import Sandbox
 from tests.support.ari_raw import RawAri
 from tests.support.service import TOKEN, WEBHOOK_SECRET, Api, ServiceProcess, service_config
 from tests.support.softphone import SoftphoneNetwork
+from tests.support.webhooks import WebhookReceiver
 
 pytestmark = pytest.mark.integration
 
 BOT_APPROVES = "+1 425 555 0170"
 BOT_FRAUD = "+1 425 555 0171"
-
-
-class WebhookReceiver:
-    def __init__(self) -> None:
-        self.posts: list[tuple[dict[str, str], bytes]] = []
-        self.changed = asyncio.Event()
-        self.url = ""
-        self._runner: web.AppRunner | None = None
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/hook", self._hook)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}/hook"
-
-    async def _hook(self, request: web.Request) -> web.Response:
-        self.posts.append((dict(request.headers), await request.read()))
-        self.changed.set()
-        return web.Response(status=204)
-
-    def for_call(self, call_id: str) -> list[tuple[dict[str, str], bytes]]:
-        return [(h, b) for h, b in self.posts if h.get(DELIVERY_HEADER) == call_id]
-
-    async def wait_for(self, call_id: str, timeout: float = 15) -> None:
-        async with asyncio.timeout(timeout):
-            while not self.for_call(call_id):
-                self.changed.clear()
-                await self.changed.wait()
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
 
 
 @pytest.fixture(scope="module")
@@ -76,14 +41,6 @@ async def service(
     await proc.start()
     yield proc
     await proc.stop()
-
-
-@pytest.fixture
-async def hooks() -> AsyncIterator[WebhookReceiver]:
-    receiver = WebhookReceiver()
-    await receiver.start()
-    yield receiver
-    await receiver.stop()
 
 
 async def no_channels_of(ari: RawAri, app: str = "phonemfa", timeout: float = 10) -> None:
@@ -317,62 +274,69 @@ async def test_the_cli_talks_to_a_running_service(service: ServiceProcess) -> No
 
 
 # --- lines: trunk.max_calls ------------------------------------------------------------------
-async def test_calls_past_max_calls_wait_their_turn_and_one_waiting_too_long_fails_undialled(
-    asterisk: Sandbox, tmp_path: Path, ari: RawAri
-) -> None:
-    trunk = {"endpoint": "PJSIP/{number}@trunk", "dial_timeout": 20, "max_calls": 1}
-    proc = ServiceProcess(
-        tmp_path, service_config(tmp_path, app=OTHER_APP, trunk={**trunk, "queue_timeout": 30})
-    )
-    await proc.start()
-    try:
-        async with aiohttp.ClientSession() as session:
-            api = Api(session, proc.url)
-            first = await api.start_call(BOT_APPROVES)
-            second = await api.start_call(BOT_FRAUD)
-            async with asyncio.timeout(5):
-                while (await api.request("GET", "/healthz"))[1]["calls_waiting_for_line"] != 1:
-                    await asyncio.sleep(0.05)
-            assert (await api.wait(first["id"]))["outcome"] == "approved"
-            done = await api.wait(second["id"])
-            assert done["outcome"] == "fraud_reported"
-            events = [e["event"] for e in done["timeline"]]
-            assert events[0] == "waiting_for_line" and "dialing" in events
-            # The second was dialled only once the first had hung up.
-            first_done = await api.wait(first["id"])
-            hung_up = next(e["at"] for e in first_done["timeline"] if e["event"] == "hung_up")
-            dialing = next(e["at"] for e in done["timeline"] if e["event"] == "dialing")
-            assert dialing >= hung_up
-    finally:
+ONE_LINE = {"endpoint": "PJSIP/{number}@trunk", "dial_timeout": 20, "max_calls": 1}
+StartService = Callable[..., Awaitable[ServiceProcess]]
+
+
+@pytest.fixture
+async def other_services(asterisk: Sandbox, tmp_path: Path) -> AsyncIterator[StartService]:
+    """Start services with config overrides (on OTHER_APP); all are stopped after the test."""
+    started: list[ServiceProcess] = []
+
+    async def start(**overrides: Any) -> ServiceProcess:
+        folder = tmp_path / f"service-{len(started)}"
+        folder.mkdir()
+        proc = ServiceProcess(folder, service_config(folder, app=OTHER_APP, **overrides))
+        started.append(proc)
+        await proc.start()
+        return proc
+
+    yield start
+    for proc in started:
         await proc.stop()
 
+
+async def test_calls_past_max_calls_wait_their_turn_and_one_waiting_too_long_fails_undialled(
+    other_services: StartService, ari: RawAri
+) -> None:
+    proc = await other_services(trunk={**ONE_LINE, "queue_timeout": 30})
+    async with aiohttp.ClientSession() as session:
+        api = Api(session, proc.url)
+        first = await api.start_call(BOT_APPROVES)
+        second = await api.start_call(BOT_FRAUD)
+        async with asyncio.timeout(5):
+            while (await api.request("GET", "/healthz"))[1]["calls_waiting_for_line"] != 1:
+                await asyncio.sleep(0.05)
+        assert (await api.wait(first["id"]))["outcome"] == "approved"
+        done = await api.wait(second["id"])
+        assert done["outcome"] == "fraud_reported"
+        events = [e["event"] for e in done["timeline"]]
+        assert events[0] == "waiting_for_line" and "dialing" in events
+        # The second was dialled only once the first had hung up. Read the first again: its
+        # outcome is visible before its closing words and hang-up.
+        first_done = await api.wait(first["id"])
+        hung_up = next(e["at"] for e in first_done["timeline"] if e["event"] == "hung_up")
+        dialing = next(e["at"] for e in done["timeline"] if e["event"] == "dialing")
+        assert dialing >= hung_up
+    await proc.stop()  # one service on OTHER_APP at a time (ApplicationReplaced)
+
     # Now a queue time-out shorter than a call: the waiting call fails, never dialled.
-    folder = tmp_path / "short"
-    folder.mkdir()
-    proc = ServiceProcess(
-        folder, service_config(folder, app=OTHER_APP, trunk={**trunk, "queue_timeout": 0.5})
-    )
-    await proc.start()
-    try:
-        async with aiohttp.ClientSession() as session:
-            api = Api(session, proc.url)
-            first = await api.start_call(BOT_APPROVES)
-            second = await api.start_call(BOT_APPROVES)
-            done = await api.wait(second["id"])
-            assert (done["outcome"], done["reason"]) == ("failed", "no_free_line")
-            assert "dialing" not in [e["event"] for e in done["timeline"]]
-            assert (await api.wait(first["id"]))["outcome"] == "approved"
-        await no_channels_of(ari, OTHER_APP)
-    finally:
-        await proc.stop()
+    proc = await other_services(trunk={**ONE_LINE, "queue_timeout": 0.5})
+    async with aiohttp.ClientSession() as session:
+        api = Api(session, proc.url)
+        first = await api.start_call(BOT_APPROVES)
+        second = await api.start_call(BOT_APPROVES)
+        done = await api.wait(second["id"])
+        assert (done["outcome"], done["reason"]) == ("failed", "no_free_line")
+        assert "dialing" not in [e["event"] for e in done["timeline"]]
+        assert (await api.wait(first["id"]))["outcome"] == "approved"
+    await no_channels_of(ari, OTHER_APP)
 
 
 async def test_sigterm_ends_calls_still_waiting_for_a_line_without_dialling_them(
-    asterisk: Sandbox, tmp_path: Path, ari: RawAri
+    other_services: StartService,
 ) -> None:
-    trunk = {"endpoint": "PJSIP/{number}@trunk", "dial_timeout": 20, "max_calls": 1}
-    proc = ServiceProcess(tmp_path, service_config(tmp_path, app=OTHER_APP, trunk=trunk))
-    await proc.start()
+    proc = await other_services(trunk=ONE_LINE)
     async with aiohttp.ClientSession() as session:
         api = Api(session, proc.url)
         first = await api.start_call(BOT_APPROVES)
@@ -380,13 +344,10 @@ async def test_sigterm_ends_calls_still_waiting_for_a_line_without_dialling_them
         await api.until_status(first["id"], "prompting")
         assert await proc.terminate() == 0
     await proc.start()
-    try:
-        async with aiohttp.ClientSession() as session:
-            api = Api(session, proc.url)
-            # The call in progress finished within the grace period; the waiting one never rang.
-            assert (await api.wait(first["id"]))["outcome"] == "approved"
-            waiting = await api.wait(second["id"])
-            assert (waiting["outcome"], waiting["reason"]) == ("interrupted", "shutdown")
-            assert "dialing" not in [e["event"] for e in waiting["timeline"]]
-    finally:
-        await proc.stop()
+    async with aiohttp.ClientSession() as session:
+        api = Api(session, proc.url)
+        # The call in progress finished within the grace period; the waiting one never rang.
+        assert (await api.wait(first["id"]))["outcome"] == "approved"
+        waiting = await api.wait(second["id"])
+        assert (waiting["outcome"], waiting["reason"]) == ("interrupted", "shutdown")
+        assert "dialing" not in [e["event"] for e in waiting["timeline"]]

@@ -114,11 +114,14 @@ class PhoneCall(pj.Call):  # type: ignore[misc]
     async def send_dtmf(self, digits: str, *, gap: float = 0.25) -> None:
         """Press keys, one RFC 4733 event each, like a person would: not before the audio
         has flowed for a moment (a bridge drops RTP events that come before any media)."""
-        await self.wait_media()
-        await asyncio.sleep(max(0.0, self._media_at + SETTLE - self.loop.time()))
+        await self._settle()
         for digit in digits:
             self.dialDtmf(digit)
             await asyncio.sleep(gap)
+
+    async def _settle(self) -> None:
+        await self.wait_media()
+        await asyncio.sleep(max(0.0, self._media_at + SETTLE - self.loop.time()))
 
     async def wait_media(self, timeout: float = 10) -> None:
         await _wait(self._media_ready, timeout, "no audio on the call")
@@ -162,7 +165,10 @@ class PhoneCall(pj.Call):  # type: ignore[misc]
 
     async def blind_transfer(self, target: str, timeout: float = 15) -> int:
         """SIP REFER to `target`; returns the final NOTIFY status. Hangs up after a 2xx,
-        like a desk phone does once the transfer has succeeded."""
+        like a desk phone does once the transfer has succeeded. Like a person, not before
+        the audio has flowed for a moment: Asterisk answers a REFER with 400 while the
+        channel is not yet in its bridge (res_pjsip_refer: AST_BRIDGE_TRANSFER_INVALID)."""
+        await self._settle()
         self._transfer_done = self.loop.create_future()
         self.xfer(target, pj.CallOpParam(True))
         status = await _wait(self._transfer_done, timeout, "no final NOTIFY for the transfer")

@@ -15,7 +15,7 @@ from typing import Any
 
 from phonemfa.ari import AriClient, AriError, Event, EventRouter, EventStream
 from phonemfa.config import Config, TenantSettings
-from phonemfa.flow import CallFlow, CallRequest, Observer
+from phonemfa.flow import EVENT_TYPES, CallFlow, CallRequest, Observer
 from phonemfa.lines import Lines
 from phonemfa.messages import MessageType
 from phonemfa.outcomes import Outcome
@@ -23,6 +23,11 @@ from phonemfa.prompt_setup import prepare_prompts
 from phonemfa.prompts import SUPPORTED_LANGUAGES, PromptCatalog, Shipped, load_shipped
 
 log = logging.getLogger("phonemfa.engine")
+
+# What our app hears from Asterisk: the flows' events, and ApplicationReplaced for the service
+# (its dialplan entry and orphan sweep use StasisStart, StasisEnd, ChannelDestroyed and
+# ChannelDtmfReceived, all among the flows').
+ARI_EVENTS = EVENT_TYPES | {"ApplicationReplaced"}
 
 
 class Engine:
@@ -112,6 +117,11 @@ class Engine:
     async def _on_connected(self, generation: int) -> None:
         """After a (re)connect: if Asterisk restarted, our calls are gone; else ask
         Asterisk where each call stands, since events were lost while we were away."""
+        # Asterisk forgets the filter when it restarts (and may when the app goes idle).
+        try:
+            await self.ari.filter_events(ARI_EVENTS)
+        except AriError as exc:
+            log.warning("cannot filter ARI events (every event will come): %s", exc)
         try:
             info = await self.ari.asterisk_info()
         except AriError as exc:

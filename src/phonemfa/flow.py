@@ -55,6 +55,23 @@ SOFTHANGUP_ASTERISK_GOING = 0x04 | 0x10
 # Longest entry we read (a code plus '#'); more keys than this is not an answer.
 MAX_ENTRY = 12
 RESYNC_EVENT = "PhonemfaResync"
+# The ARI events `_handle` acts on. Asterisk is told to send only these (and what the service
+# needs, see Engine): the rest of what it would send for a call (ChannelVarset, Dial,
+# ChannelDialplan, PlaybackStarted: more than half its events) costs both sides for nothing.
+EVENT_TYPES = frozenset(
+    {
+        "StasisStart",
+        "StasisEnd",
+        "ChannelStateChange",
+        "ChannelDtmfReceived",
+        "ChannelHangupRequest",
+        "ChannelDestroyed",
+        "PlaybackFinished",
+        "ChannelCallerId",
+        "ChannelTalkingStarted",
+        "ChannelTalkingFinished",
+    }
+)
 
 
 class Observer(Protocol):

@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from phonemfa.engine import ARI_EVENTS
 from tests.conftest import SANDBOX_SH, Sandbox
 from tests.support.ari_raw import RawAri
 from tests.support.proxy import AriProxy
@@ -156,6 +157,9 @@ async def test_asterisk_restart_interrupts_calls_and_phonemfa_reconnects(
             }
         after = await api.start_call(APPROVES, user=user())
         assert (await api.wait(after["id"], 30))["outcome"] == "approved"
+        # The new Asterisk knew nothing of our event filter: it was asked again.
+        app = await ari.request("GET", f"/applications/{APP}")
+        assert {e["type"] for e in app["events_allowed"]} == ARI_EVENTS
         await no_channels_of_ours(ari)
     finally:
         await proc.stop()

@@ -17,10 +17,7 @@ class Lines:
         self.queue_timeout = queue_timeout
         self._free = asyncio.Semaphore(size)  # FIFO: waiters are served in order
         self.waiting = 0
-
-    @property
-    def in_use(self) -> int:
-        return self.size - self._free._value  # noqa: SLF001 (no public reading)
+        self.in_use = 0
 
     def must_wait(self) -> bool:
         return self._free.locked()
@@ -31,10 +28,12 @@ class Lines:
         try:
             async with asyncio.timeout(self.queue_timeout):
                 await self._free.acquire()
+            self.in_use += 1
         except TimeoutError:
             raise NoFreeLine from None
         finally:
             self.waiting -= 1
 
     def release(self) -> None:
+        self.in_use -= 1
         self._free.release()

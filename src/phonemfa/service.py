@@ -518,8 +518,7 @@ class CallService:
             if record is not None:  # an entry whose call ended: give the dialplan its answer
                 await self._release_entry(record)
                 continue
-            with contextlib.suppress(AriError):
-                await self.engine.ari.hangup(channel_id)
+            if await self._hangup_quietly(channel_id):
                 log.info("hung up a channel no call owns (left by an earlier run)")
 
     # --- the dialplan entry: Stasis(phonemfa,verify,NUMBER[,USER[,TENANT]]) ----------------
@@ -598,19 +597,20 @@ class CallService:
         if flow is not None:
             flow.stop(Outcome.CANCELLED, "caller_hung_up")
 
-    async def _hangup_quietly(self, channel_id: str) -> None:
+    async def _hangup_quietly(self, channel_id: str) -> bool:
+        """Hang up, trying again when Asterisk did not answer; True once it said done."""
         # A loaded Asterisk can time out a request it carries out anyway: try again, or the
         # channel stays in Stasis, Down, with nobody to end it.
         for delay in (1, 2, None):
             try:
-                await self.engine.ari.hangup(channel_id)
-                return
+                return await self.engine.ari.hangup(channel_id)
             except AriUnavailable:
                 if delay is None or not self.engine.connected:
-                    return
+                    return False
                 await asyncio.sleep(delay)
             except AriError:
-                return
+                return False
+        return False
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

@@ -358,6 +358,12 @@ class CallService:
                 await live.finishing
             if record.origin_channel is not None:
                 await self._release_entry(record)
+            # Its last steps (closing words, hang-up) may still wait for the store's linger:
+            # readers move from memory to the store only once they are committed.
+            try:
+                await self.store.flush()
+            except StoreUnavailable:
+                log.warning("call %s: its last steps wait for the store", record.id)
             self.live.pop(record.id, None)
 
     async def _finish(self, live: LiveCall, outcome: Outcome, reason: str | None) -> None:

@@ -121,6 +121,12 @@ async def _follow(service: CallService, record: CallRecord) -> int:
         print_entry(entry, record.created_at, out)
     why = f" ({record.reason})" if record.reason else ""
     print(f"OUTCOME: {record.outcome}{why}", file=out)
-    if record.outcome == Outcome.BLOCKED:
+    return exit_code(record.outcome)
+
+
+def exit_code(outcome: str | None) -> int:
+    """`phonemfa call`'s exit status, in this process or through a service: 0 approved,
+    2 refused by policy (blocked), 1 any other outcome."""
+    if outcome == Outcome.BLOCKED:
         return EXIT_REFUSED
-    return EXIT_APPROVED if record.outcome == Outcome.APPROVED else EXIT_NOT_APPROVED
+    return EXIT_APPROVED if outcome == Outcome.APPROVED else EXIT_NOT_APPROVED

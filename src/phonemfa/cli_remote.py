@@ -12,15 +12,16 @@ from typing import Any
 
 import aiohttp
 
+from phonemfa.cli_call import EXIT_NOT_APPROVED, EXIT_REFUSED, exit_code
 from phonemfa.outcomes import TERMINAL
 
 POLL_WAIT = 2  # seconds each GET ?wait= holds, so steps print as they happen
 
 
 class RemoteError(Exception):
-    def __init__(self, message: str, exit_code: int = 1) -> None:
+    def __init__(self, message: str, status: int = EXIT_NOT_APPROVED) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        self.exit_code = status
 
 
 def _headers(token: str | None) -> dict[str, str]:
@@ -45,8 +46,8 @@ async def _request(
 
 
 def _fail(status: int, body: Any) -> RemoteError:
-    # Like `phonemfa call --config`: 2 when the number or request is refused, else 1.
-    code = 2 if status in (400, 403, 429) else 1
+    # Like `phonemfa call --config`: refused when the number or request is, else not approved.
+    code = EXIT_REFUSED if status in (400, 403, 429) else EXIT_NOT_APPROVED
     if isinstance(body, dict):
         return RemoteError(f"HTTP {status}: {body.get('error')}: {body.get('message')}", code)
     return RemoteError(f"HTTP {status}", code)
@@ -71,9 +72,7 @@ async def remote_call(args: argparse.Namespace) -> int:
             if call["status"] in TERMINAL:
                 why = f" ({call['reason']})" if call.get("reason") else ""
                 print(f"OUTCOME: {call['status']}{why}")
-                if call["status"] == "blocked":
-                    return 2
-                return 0 if call["status"] == "approved" else 1
+                return exit_code(call["status"])
             status, call = await _request(
                 session, "GET", f"{base}/v1/calls/{call['id']}", params={"wait": POLL_WAIT}
             )

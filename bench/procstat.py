@@ -26,12 +26,16 @@ class Sample:
     hwm: int  # bytes, peak RSS so far
 
 
-def sample(pid: int) -> Sample:
-    with open(f"/proc/{pid}/stat") as f:
-        stat = f.read()
+def _cpu(stat: str) -> float:
+    """utime + stime, in seconds, of a /proc/.../stat line."""
     # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
     fields = stat[stat.rindex(")") + 2 :].split()
-    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of stat(5)
+    return (int(fields[11]) + int(fields[12])) / TICK  # fields 14 and 15 of stat(5)
+
+
+def sample(pid: int) -> Sample:
+    with open(f"/proc/{pid}/stat") as f:
+        cpu = _cpu(f.read())
     rss = hwm = 0
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -39,7 +43,7 @@ def sample(pid: int) -> Sample:
                 rss = int(line.split()[1]) * 1024
             elif line.startswith("VmHWM:"):
                 hwm = int(line.split()[1]) * 1024
-    return Sample((utime + stime) / TICK, rss, hwm)
+    return Sample(cpu, rss, hwm)
 
 
 def threads(pid: int) -> dict[int, tuple[str, float]]:
@@ -51,8 +55,7 @@ def threads(pid: int) -> dict[int, tuple[str, float]]:
         except OSError:  # ended meanwhile
             continue
         name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2 :].split()
-        out[int(task.name)] = (name, (int(fields[11]) + int(fields[12])) / TICK)
+        out[int(task.name)] = (name, _cpu(stat))
     return out
 
 

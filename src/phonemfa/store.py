@@ -269,6 +269,8 @@ class _Write:
     run: Callable[[sqlite3.Connection], Any] | None  # None: a flush marker
     what: str
     future: asyncio.Future[Any] | None = None  # None: fire and forget
+    # Someone waits for this write and it cannot wait for the linger (see _Writer.run).
+    urgent: bool = False
     retried: bool = False
     # A fire-and-forget write that is one statement: neighbours with the same statement run
     # as one executemany (a call's timeline is a dozen such rows).
@@ -280,7 +282,7 @@ class _Write:
         return cls(lambda c: c.execute(sql, args), what, sql=sql, args=args)
 
 
-_STOP = _Write(None, "stop")
+_STOP = _Write(None, "stop", urgent=True)
 
 # Errors that belong to one write (a bug in it, a constraint): that write alone fails.
 # Every other sqlite3 error (disk full, I/O, read-only, locked) fails the whole batch.
@@ -311,9 +313,9 @@ class _Writer(threading.Thread):
         # Set with every write someone awaits (and to stop): it cuts a linger short.
         self.urgent = threading.Event()
 
-    def put(self, write: _Write, urgent: bool) -> None:
+    def put(self, write: _Write) -> None:
         self.queue.put(write)
-        if urgent:
+        if write.urgent:
             self.urgent.set()
 
     def run(self) -> None:
@@ -334,10 +336,10 @@ class _Writer(threading.Thread):
             # A batch of fire-and-forget writes only (timeline rows, status changes) waits
             # up to `linger` before its commit, and what comes meanwhile does not wake us:
             # under load that is one commit (and one hand-over of the GIL) for many calls'
-            # steps instead of one each. A write someone awaits (a new call's record, an
-            # outcome) ends the wait at once.
+            # steps instead of one each. An urgent write (a new call's record, an outcome)
+            # ends the wait at once; a non-urgent flush (`settled`) waits with the rest.
             lingering = self.store.linger > 0 and not retry and not stopping
-            if lingering and all(w.future is None for w in batch):
+            if lingering and not any(w.urgent for w in batch):
                 self.urgent.wait(self.store.linger)
                 stopping = self._take(batch) or stopping
             try:
@@ -560,7 +562,7 @@ class Store:
         if self._closed:
             return
         self._closed = True
-        self._writer.put(_STOP, urgent=True)
+        self._writer.put(_STOP)
         await asyncio.to_thread(self._writer.join)
         await asyncio.to_thread(self._readers.shutdown)
         for conn in self._reader_conns:
@@ -582,13 +584,15 @@ class Store:
         if self._closed:
             log.warning("store closed: %s dropped", write.what)
             return
-        self._writer.put(write, urgent=False)
+        self._writer.put(write)
 
-    async def _write(self, what: str, run: Callable[[sqlite3.Connection], T] | None) -> T:
+    async def _write(
+        self, what: str, run: Callable[[sqlite3.Connection], T] | None, urgent: bool = True
+    ) -> T:
         if self._closed:
             raise StoreUnavailable("store closed")
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._writer.put(_Write(run, what, future), urgent=True)
+        self._writer.put(_Write(run, what, future, urgent=urgent))
         return await future
 
     async def _read(self, run: Callable[[sqlite3.Connection], T]) -> T:
@@ -684,6 +688,12 @@ class Store:
     async def flush(self) -> None:
         """Wait until every write issued so far is committed (StoreUnavailable if it failed)."""
         await self._write("flush", None)
+
+    async def settled(self) -> None:
+        """Like `flush`, but without hurrying the writer: returns with the commit that takes
+        what is queued anyway (within `linger`). One commit fewer than `flush` for a caller
+        that needs its writes on disk soon, not now."""
+        await self._write("settled", None, urgent=False)
 
     async def get_call(self, call_id: str) -> CallRecord | None:
         def run(conn: sqlite3.Connection) -> CallRecord | None:

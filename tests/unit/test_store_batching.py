@@ -86,3 +86,35 @@ async def test_an_awaited_write_does_not_wait_for_the_linger(tmp_path: Path) -> 
         assert got is not None and [e.event for e in got.timeline] == ["queued"]
     finally:
         await store.close()  # does not wait for the linger either
+
+
+async def test_settled_waits_for_the_commit_that_comes_anyway(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "phonemfa.db", linger=0.3)
+    try:
+        await store.create_call(record("call-1"))
+        store.append_event("call-1", TimelineEntry(1.0, "last", {}))
+        settled = asyncio.ensure_future(store.settled())
+        await asyncio.sleep(0.1)
+        assert not settled.done()  # it does not cut the linger short...
+        got = await store.get_call("call-1")
+        assert got is not None and got.timeline == []
+        await asyncio.wait_for(settled, 5)  # ...and returns once the step is committed
+        got = await store.get_call("call-1")
+        assert got is not None and [e.event for e in got.timeline] == ["last"]
+    finally:
+        await store.close()
+
+
+async def test_settled_rides_along_with_an_urgent_write(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "phonemfa.db", linger=30)
+    try:
+        await store.create_call(record("call-1"))
+        store.append_event("call-1", TimelineEntry(1.0, "queued", {}))
+        settled = asyncio.ensure_future(store.settled())
+        await asyncio.sleep(0.05)
+        assert await asyncio.wait_for(store.finish_call("call-1", "approved", None, 2.0), 5)
+        await asyncio.wait_for(settled, 5)
+        got = await store.get_call("call-1")
+        assert got is not None and [e.event for e in got.timeline] == ["queued"]
+    finally:
+        await store.close()

@@ -359,9 +359,10 @@ class CallService:
             if record.origin_channel is not None:
                 await self._release_entry(record)
             # Its last steps (closing words, hang-up) may still wait for the store's linger:
-            # readers move from memory to the store only once they are committed.
+            # readers move from memory to the store only once they are committed (with the
+            # writer's next commit: no commit of its own per call).
             try:
-                await self.store.flush()
+                await self.store.settled()
             except StoreUnavailable:
                 log.warning("call %s: its last steps wait for the store", record.id)
             self.live.pop(record.id, None)
@@ -433,7 +434,8 @@ class CallService:
         live = self.live.get(call_id)
         if live is not None and not live.done.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(live.done.wait(), timeout)
+                async with asyncio.timeout(timeout):  # no task of its own, unlike wait_for
+                    await live.done.wait()
         return await self.get_call(call_id)
 
     async def cancel_call(self, call_id: str, wait: float = 10) -> CallRecord | None:

@@ -57,7 +57,7 @@ def main() -> int:
     parser.add_argument(
         "--cprofile",
         action="store_true",
-        help="cProfile (CPU time) phonemfa's main thread while measured: cprofile.pstats",
+        help="cProfile (CPU time) each target's main thread while measured: cprofile.pstats",
     )
     parser.add_argument(
         "--phonemfa-src",
@@ -69,7 +69,8 @@ def main() -> int:
         "--max-calls",
         type=int,
         default=MAX_CALLS,
-        help=f"phonemfa's trunk.max_calls (default {MAX_CALLS})",
+        help=f"calls on the line at once, for every target: phonemfa's trunk.max_calls, the "
+        f"baselines' own limit (default {MAX_CALLS})",
     )
     parser.add_argument("--strict", action="store_true", help="a missed target fails the run")
     args = parser.parse_args()  # fmt: skip

@@ -1,10 +1,13 @@
 """The baselines' one flow, written once so that floor and peer do exactly the same thing;
 each gives it its library's way to talk to ARI (`Ops`) and feeds it events (`Call.apply`).
 
-The flow is the least any ARI application does for one of the bench's calls: create and
-dial the channel, wait for the answer, key the extension when the call needs it, play one
-prompt (stopped at the first key: Asterisk does not stop it by itself), read the answer up
-to '#', hang up, wait until the channel is gone. No API, store, catalog, timeline or retries.
+The flow is the least any ARI application does for one of the bench's calls, and the same
+call phonemfa makes (what the person hears is the same): create and dial the channel, wait
+for the answer; behind a switchboard, key the extension (auto attendant) and play the
+extension prompt, or play the operator prompt, until '#'; play the greeting (stopped at the
+first key: Asterisk does not stop it by itself), read the answer up to '#', say the closing
+words to the end, hang up, wait until the channel is gone. No API, store, catalog, timeline,
+time-outs or retries.
 
 Standard library only (the peer's venv imports it).
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -24,13 +28,20 @@ from bench.plan import (
     DTMF_GAP_MS,
     DTMF_MS,
     FRAUD,
+    OPERATOR,
     PRE_DELAY,
     CallResult,
     Kind,
     asterisk_time,
 )
 
-PROMPT = "sound:phonemfa/en/greeting_fraud"
+# phonemfa's prompts for the bench's tenants (English, fraud reporting on), media as ARI takes
+# them: several in one playback, comma-separated.
+SOUNDS = "sound:phonemfa/en/"
+GREETING = SOUNDS + "greeting_fraud"
+EXTENSION_PROMPT = SOUNDS + "extension_prompt"
+OPERATOR_PROMPT = SOUNDS + "operator_transfer,digits:{}," + SOUNDS + "operator_after_digits"
+CLOSING = {APPROVED: SOUNDS + "success", FRAUD: SOUNDS + "fraud_confirmation"}
 WAIT = 30.0  # any one wait; the bots act within a few seconds
 
 
@@ -40,7 +51,8 @@ class Call:
     __slots__ = ("stasis", "up", "gone", "keys", "key_times", "answered_at", "playing", "changed")
 
     def __init__(self) -> None:
-        self.stasis = self.up = self.gone = self.playing = False
+        self.stasis = self.up = self.gone = False
+        self.playing = ""  # the playback in progress, by id
         self.keys: list[str] = []
         self.key_times: list[str] = []
         self.answered_at = ""
@@ -59,7 +71,8 @@ class Call:
             self.keys.append(event["digit"])
             self.key_times.append(event["timestamp"])
         elif kind == "PlaybackFinished":
-            self.playing = False
+            if event["playback"]["id"] == self.playing:  # not a stopped one's late news
+                self.playing = ""
         elif kind == "ChannelDestroyed":
             self.gone = True
         else:
@@ -91,7 +104,7 @@ class Ops(Protocol):
 
 
 async def verify_call(
-    ops: Ops, call: Call, kind: Kind, channel_id: str, playback_id: str, result: CallResult
+    ops: Ops, call: Call, kind: Kind, channel_id: str, result: CallResult
 ) -> None:
     """One call, start to finish; fills in `result`. The caller registered `call` under
     `channel_id` for events before this (the first event can beat the create's answer)."""
@@ -106,24 +119,40 @@ async def verify_call(
             await call.idle(PRE_DELAY)
             await ops.dtmf(channel_id, kind.extension)
             await call.idle(len(kind.extension) * (DTMF_MS + DTMF_GAP_MS) / 1000)
-        call.playing = True
-        await ops.play(channel_id, playback_id, PROMPT)
-        await call.until(lambda: bool(call.keys) or not call.playing)
-        if call.playing:
-            await ops.stop_playback(playback_id)
-        if kind.mode != DIRECT:  # the '#' from the extension: the person is there
+        if kind.mode != DIRECT:  # until the '#' that says the person is there
+            prompt = EXTENSION_PROMPT
+            if kind.mode == OPERATOR:
+                prompt = OPERATOR_PROMPT.format(kind.extension)
+            await _play(ops, call, channel_id, prompt, lambda: "#" in call.keys)
             await call.until(lambda: "#" in call.keys)
             cut = call.keys.index("#") + 1
             del call.keys[:cut], call.key_times[:cut]
+        await _play(ops, call, channel_id, GREETING, lambda: bool(call.keys))
         await call.until(lambda: "#" in call.keys)
         end = call.keys.index("#")
         entry = "".join(call.keys[: end + 1])
         result.t_key_ast = asterisk_time(call.key_times[end])
         result.outcome = {"#": APPROVED, "0#": FRAUD}.get(entry, "denied")
         result.t_decided = result.t_visible = time.time()
+        closing = CLOSING.get(result.outcome)
+        if closing is not None:
+            with contextlib.suppress(RuntimeError):  # they hung up: no need to finish it
+                await _play(ops, call, channel_id, closing, lambda: False)
     finally:
         if not call.gone:
             await ops.hangup(channel_id)
             with contextlib.suppress(TimeoutError, RuntimeError):
                 await call.until(lambda: call.gone, 10)
         result.t_end = time.time()
+
+
+async def _play(
+    ops: Ops, call: Call, channel_id: str, media: str, stop_on: Callable[[], bool]
+) -> None:
+    """Play `media` to the end, or stop it as soon as `stop_on()` holds."""
+    playback_id = call.playing = str(uuid.uuid4())
+    await ops.play(channel_id, playback_id, media)
+    await call.until(lambda: stop_on() or not call.playing)
+    if call.playing:
+        await ops.stop_playback(playback_id)
+        call.playing = ""

@@ -52,16 +52,26 @@ async def _hear(expected: str) -> None:
         raise SystemExit(f"baseline: expected {expected!r} from the bench, got {line!r}")
 
 
-async def _serve(app: Baseline, scenario: Scenario, warmup: int, call_timeout: float) -> None:
+async def _serve(
+    app: Baseline, scenario: Scenario, warmup: int, call_timeout: float, max_calls: int
+) -> None:
+    # As many calls on the line at once as phonemfa's trunk.max_calls lets it have: the rest
+    # wait their turn, so both load Asterisk alike.
+    lines = asyncio.Semaphore(max_calls)
+
+    async def place(call: PlannedCall, result: CallResult) -> None:
+        async with lines:
+            await app.place(call, result)
+
     await app.start()
     try:
-        warm = await run_plan(warmup_plan(warmup), app.place, call_timeout=call_timeout)
+        warm = await run_plan(warmup_plan(warmup), place, call_timeout=call_timeout)
         failed = [r for r in warm if not r.correct]
         _say({"ready": True, "warmup_failed": len(failed)})
         await _hear("go")
         counter = InFlight()
         results = await run_plan(
-            scenario.plan(), app.place, call_timeout=call_timeout, in_flight=counter
+            scenario.plan(), place, call_timeout=call_timeout, in_flight=counter
         )
         _say({"done": True, "peak_in_flight": counter.peak})
         await _hear("results")
@@ -78,11 +88,12 @@ def main(make: Callable[[argparse.Namespace], Baseline]) -> None:
     parser.add_argument("--ari-user", required=True)
     parser.add_argument("--warmup", type=int, default=6)
     parser.add_argument("--call-timeout", type=float, default=60)
+    parser.add_argument("--max-calls", type=int, default=100, help="calls on the line at once")
     args = parser.parse_args()
     # The password comes from the environment (BENCH_ARI_PASSWORD), not the command line.
     scenario = Scenario(**json.loads(args.scenario))
 
     async def run() -> None:
-        await _serve(make(args), scenario, args.warmup, args.call_timeout)
+        await _serve(make(args), scenario, args.warmup, args.call_timeout, args.max_calls)
 
     asyncio.run(run())

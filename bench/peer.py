@@ -98,9 +98,7 @@ class Peer:
         channel_id = str(uuid.uuid4())
         call = self.calls[channel_id] = Call()
         try:
-            await verify_call(
-                self, call, KINDS[planned.kind], channel_id, str(uuid.uuid4()), result
-            )
+            await verify_call(self, call, KINDS[planned.kind], channel_id, result)
         finally:
             del self.calls[channel_id]
             self.channels.pop(channel_id, None)

@@ -46,8 +46,8 @@ CALLS = {
     "operator_prompt_pause": 1,
     "max_duration": 60,
 }
-# trunk.max_calls: what the 2-core sandbox carries while keeping DTMF and events on time
-# (phonemfa's calls are longer than the baselines': closing words); more calls wait their turn.
+# trunk.max_calls: what the 2-core sandbox carries while keeping DTMF and events on time; more
+# calls wait their turn. The baselines keep to the same limit.
 MAX_CALLS = 100
 QUEUE_TIMEOUT = 90
 # GET ?wait= holds at most this long (the API's limit is 60 s); the caller asks again.

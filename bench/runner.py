@@ -99,7 +99,8 @@ class Measure:
         t1 = procstat.sample(self.pid)
         # What else kept the machine busy meanwhile (other users of a shared box skew
         # latencies; this says how much): all CPU but the target's, Asterisk's and ours.
-        busy = procstat.machine_busy() - self.busy0
+        busy1, steal1 = procstat.machine_busy()
+        busy, steal = busy1 - self.busy0[0], steal1 - self.busy0[1]
         me = procstat.sample(os.getpid()).cpu - self.me0
         self.run.extra["thread_cpu_s"] = procstat.thread_cpu(
             self.threads0, procstat.threads(self.pid)
@@ -110,6 +111,9 @@ class Measure:
         self.run.asterisk_cpu = a1.cpu - self.a0.cpu
         self.run.extra["bench_cpu_s"] = round(me, 2)
         self.run.extra["other_cpu_s"] = round(busy - self.run.cpu - self.run.asterisk_cpu - me, 2)
+        # Of which the hypervisor gave to other guests (its share of the processes' own CPU
+        # time is not known: the two overlap).
+        self.run.extra["steal_cpu_s"] = round(steal, 2)
         self.run.peak_rss = self.sampler.peak_rss
         self.run.hwm = t1.hwm
 
@@ -174,18 +178,24 @@ async def run_baseline(
     folder: Path,
     warmup: int = WARMUP_CALLS,
     profile: bool = False,
+    cprofile: bool = False,
+    max_calls: int = MAX_CALLS,
 ) -> TargetRun:
     """`target` is "floor" (bench/floor.py, phonemfa's venv) or "peer" (bench/peer.py, in
-    bench/.venv-peer)."""
+    bench/.venv-peer). With `cprofile`, its main thread is profiled while measured, as
+    phonemfa's is (cprofile.pstats in its folder)."""
     run = TargetRun(target, scenario.name)
     python = str(PEER_PYTHON) if target == "peer" else sys.executable
+    stats = folder / "cprofile.pstats" if cprofile else None
+    wrap = ["-m", "bench.cprofile_run", str(stats)] if stats else ["-m"]
     with _log_file(folder, target) as log:
         proc = await asyncio.create_subprocess_exec(
-            python, "-m", f"bench.{target}",
+            python, *wrap, f"bench.{target}",
             "--scenario", json.dumps(dataclasses.asdict(scenario)),
             "--app", f"bench-{target}-{secrets.token_hex(3)}",
             "--ari-url", ARI_URL, "--ari-user", ARI_USER,
             "--warmup", str(warmup), "--call-timeout", str(CALL_TIMEOUT),
+            "--max-calls", str(max_calls),
             cwd=REPO, env={**os.environ, "BENCH_ARI_PASSWORD": ARI_PASSWORD},
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log,
             limit=256 * 1024 * 1024,  # the results come back as one line
@@ -210,11 +220,15 @@ async def run_baseline(
             run.problems.append(f"{ready['warmup_failed']} warm-up call(s) went wrong")
         await wait_no_channels()
         measure = Measure(run, proc.pid, profile=folder / "py-spy.txt" if profile else None)
+        if stats is not None:
+            proc.send_signal(signal.SIGUSR1)  # the profiler starts
         await measure.begin()
         await say("go")
         done = await hear(scenario.duration + CALL_TIMEOUT + 60)
         run.channels_left = await wait_no_channels()
         await measure.end()
+        if stats is not None:
+            proc.send_signal(signal.SIGUSR2)  # ...and writes its stats
         run.peak_in_flight = int(done["peak_in_flight"])
         await say("results")
         run.results = [CallResult.from_json(r) for r in (await hear(60))["results"]]

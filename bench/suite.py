@@ -33,9 +33,9 @@ class Options:
     rate: float | None = None  # instead of each paced scenario's calls/s
     warmup: int = WARMUP_CALLS  # calls before measuring, per target
     profile: bool = False  # py-spy each target while measured
-    cprofile: bool = False  # cProfile (CPU time) phonemfa's main thread while measured
+    cprofile: bool = False  # cProfile (CPU time) each target's main thread while measured
     phonemfa_src: Path | None = None  # run phonemfa from another source tree
-    max_calls: int = MAX_CALLS  # phonemfa's trunk.max_calls
+    max_calls: int = MAX_CALLS  # phonemfa's trunk.max_calls, and the baselines' own limit
 
 
 async def run_bench(
@@ -75,7 +75,15 @@ async def run_bench(
                     options.max_calls,
                 )
             else:
-                run = await run_baseline(target, scenario, folder, options.warmup, options.profile)
+                run = await run_baseline(
+                    target,
+                    scenario,
+                    folder,
+                    options.warmup,
+                    options.profile,
+                    options.cprofile,
+                    options.max_calls,
+                )
             by_target[target] = report.summarize(run)
             s = by_target[target]
             print(

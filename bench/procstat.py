@@ -76,12 +76,15 @@ def thread_cpu(
     return out
 
 
-def machine_busy() -> float:
-    """CPU seconds the whole machine spent not idle since boot (/proc/stat)."""
+def machine_busy() -> tuple[float, float]:
+    """CPU seconds the whole machine spent not idle since boot, and of those how many the
+    hypervisor gave to someone else (steal: a noisy neighbour on a shared host), from
+    /proc/stat."""
     with open("/proc/stat") as f:
         fields = [int(x) for x in f.readline().split()[1:]]
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    return (sum(fields[:8]) - idle) / TICK
+    steal = fields[7] if len(fields) > 7 else 0
+    return (sum(fields[:8]) - idle) / TICK, steal / TICK
 
 
 def asterisk_pid() -> int:

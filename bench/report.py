@@ -171,17 +171,18 @@ _ROWS: list[tuple[str, Any]] = [
     ("request->answered p50/p99 (ms)", lambda s: _pp(s, "request_to_answered")),
     ("'#'->decided p50/p99 (ms)", lambda s: _pp(s, "key_to_decided")),
     ("'#'->visible p50/p95/p99 (ms)", lambda s: _pp(s, "key_to_visible", (50, 95, 99))),
-    ("load generator / others CPU (s)", lambda s: _others(s)),
+    ("load gen. / others (stolen) CPU (s)", lambda s: _others(s)),
 ]
 
 
 def _others(s: dict[str, Any]) -> str:
-    """The bench's own CPU and the rest of the machine's (not target, not Asterisk): on a
-    shared box, a busy neighbour explains a bad latency."""
+    """The bench's own CPU, the rest of the machine's (not target, not Asterisk), and of that
+    what the hypervisor gave to other guests (steal): on a shared box, a busy neighbour
+    explains a bad latency."""
     extra = s.get("extra", {})
     if "other_cpu_s" not in extra:
         return "-"
-    return f"{extra['bench_cpu_s']:g} / {extra['other_cpu_s']:g}"
+    return f"{extra['bench_cpu_s']:g} / {extra['other_cpu_s']:g} ({extra.get('steal_cpu_s', 0):g})"
 
 
 def _pp(s: dict[str, Any], name: str, qs: tuple[int, ...] = (50, 99)) -> str:

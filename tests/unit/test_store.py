@@ -513,6 +513,12 @@ async def test_a_v1_database_is_migrated(tmp_path: Path) -> None:
         conn.close()
         assert [r.id for r in await s.in_flight()] == ["old"]
         assert await s.count_calls() == {"ringing": 1}
+        conn = sqlite3.connect(path)
+        # v3 dropped v1's running count (three statements per status change).
+        assert (
+            conn.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall() == []
+        )
+        conn.close()
         # The tables added since v1 work.
         assert await s.finish_call("old", "interrupted", "restart", 2.0, hook("old"))
         assert await s.get_webhook("old") == hook("old")

@@ -18,8 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.phonemfa_target import MAX_CALLS
-from bench.plan import SCENARIOS
+from bench.plan import MAX_CALLS, SCENARIOS
 from bench.sandbox import REPO, asterisk_ready, sandbox_lock, sandbox_up
 from bench.suite import TARGETS, Options, render, run_bench
 

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from bench.pacing import InFlight, run_plan
-from bench.plan import KINDS, CallResult, PlannedCall, Scenario
+from bench.plan import KINDS, MAX_CALLS, CallResult, PlannedCall, Scenario
 
 
 class Baseline(Protocol):
@@ -88,7 +88,9 @@ def main(make: Callable[[argparse.Namespace], Baseline]) -> None:
     parser.add_argument("--ari-user", required=True)
     parser.add_argument("--warmup", type=int, default=6)
     parser.add_argument("--call-timeout", type=float, default=60)
-    parser.add_argument("--max-calls", type=int, default=100, help="calls on the line at once")
+    parser.add_argument(
+        "--max-calls", type=int, default=MAX_CALLS, help="calls on the line at once"
+    )
     args = parser.parse_args()
     # The password comes from the environment (BENCH_ARI_PASSWORD), not the command line.
     scenario = Scenario(**json.loads(args.scenario))

@@ -26,7 +26,7 @@ from typing import Any
 import aiohttp
 import yaml
 
-from bench.plan import KINDS, PRE_DELAY, CallResult, PlannedCall, asterisk_time
+from bench.plan import KINDS, MAX_CALLS, PRE_DELAY, CallResult, PlannedCall, asterisk_time
 from bench.sandbox import ARI_PASSWORD, ARI_URL, ARI_USER, REPO, SANDBOX
 
 TOKEN = "bench-" + secrets.token_hex(8)
@@ -46,9 +46,6 @@ CALLS = {
     "operator_prompt_pause": 1,
     "max_duration": 60,
 }
-# trunk.max_calls: what the 2-core sandbox carries while keeping DTMF and events on time; more
-# calls wait their turn. The baselines keep to the same limit.
-MAX_CALLS = 100
 QUEUE_TIMEOUT = 90
 # GET ?wait= holds at most this long (the API's limit is 60 s); the caller asks again.
 WAIT = 30

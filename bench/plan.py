@@ -55,6 +55,11 @@ KINDS: dict[str, Kind] = {
     )
 }
 
+# Calls on the line at once, for every target: phonemfa's trunk.max_calls and the baselines'
+# own limit. What the 2-core sandbox carries while keeping DTMF and events on time; more calls
+# wait their turn.
+MAX_CALLS = 100
+
 # How long after the answer the auto attendant's digits go out (the bench config's dial
 # profile says the same to phonemfa), and how the digits are keyed.
 PRE_DELAY = 0.5

@@ -22,8 +22,8 @@ from typing import IO, Any
 from bench import procstat
 from bench.baseline_proto import warmup_plan
 from bench.pacing import InFlight, run_plan
-from bench.phonemfa_target import MAX_CALLS, QUEUE_TIMEOUT, ApiDriver, PhonemfaProcess
-from bench.plan import CallResult, Scenario
+from bench.phonemfa_target import QUEUE_TIMEOUT, ApiDriver, PhonemfaProcess
+from bench.plan import MAX_CALLS, CallResult, Scenario
 from bench.sandbox import ARI_PASSWORD, ARI_URL, ARI_USER, REPO, wait_no_channels
 
 PEER_PYTHON = REPO / "bench" / ".venv-peer" / "bin" / "python"

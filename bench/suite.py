@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
-from bench.phonemfa_target import MAX_CALLS
-from bench.plan import SCENARIOS
+from bench.plan import MAX_CALLS, SCENARIOS
 from bench.runner import PEER_PYTHON, WARMUP_CALLS, TargetRun, run_baseline, run_phonemfa
 from bench.sandbox import REPO, wait_no_channels
 

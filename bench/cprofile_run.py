@@ -16,6 +16,15 @@ import runpy
 import signal
 import sys
 import time
+from pathlib import Path
+
+
+def command(module: str, stats: Path | None) -> list[str]:
+    """The interpreter arguments that run `module`, under this profiler when `stats` is given
+    (its main thread profiled between SIGUSR1 and SIGUSR2, the stats written to `stats`)."""
+    if stats is None:
+        return ["-m", module]
+    return ["-m", "bench.cprofile_run", str(stats), module]
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ from typing import Any
 import aiohttp
 import yaml
 
+from bench import cprofile_run
 from bench.plan import KINDS, MAX_CALLS, PRE_DELAY, CallResult, PlannedCall, asterisk_time
 from bench.sandbox import ARI_PASSWORD, ARI_URL, ARI_USER, REPO, SANDBOX
 
@@ -126,9 +127,9 @@ class PhonemfaProcess:
         if self.cprofile is not None:  # bench.cprofile_run comes from this checkout
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [env.get("PYTHONPATH"), str(REPO)]))
         with self.log_path.open("ab") as log:
-            wrap = ["-m", "bench.cprofile_run", str(self.cprofile)] if self.cprofile else ["-m"]
+            run = cprofile_run.command("phonemfa", self.cprofile)
             self.proc = subprocess.Popen(  # noqa: ASYNC220 (Popen does not wait)
-                [self.python, *wrap, "phonemfa", "serve", "--config", str(self.config_path)],
+                [self.python, *run, "serve", "--config", str(self.config_path)],
                 stdout=log,
                 stderr=log,
                 env=env,

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from bench import procstat
+from bench import cprofile_run, procstat
 from bench.baseline_proto import warmup_plan
 from bench.pacing import InFlight, run_plan
 from bench.phonemfa_target import QUEUE_TIMEOUT, ApiDriver, PhonemfaProcess
@@ -187,10 +187,9 @@ async def run_baseline(
     run = TargetRun(target, scenario.name)
     python = str(PEER_PYTHON) if target == "peer" else sys.executable
     stats = folder / "cprofile.pstats" if cprofile else None
-    wrap = ["-m", "bench.cprofile_run", str(stats)] if stats else ["-m"]
     with _log_file(folder, target) as log:
         proc = await asyncio.create_subprocess_exec(
-            python, *wrap, f"bench.{target}",
+            python, *cprofile_run.command(f"bench.{target}", stats),
             "--scenario", json.dumps(dataclasses.asdict(scenario)),
             "--app", f"bench-{target}-{secrets.token_hex(3)}",
             "--ari-url", ARI_URL, "--ari-user", ARI_USER,

@@ -318,7 +318,7 @@ class _Writer(threading.Thread):
         self.store = store
         self.conn = conn
         self.queue: queue.SimpleQueue[_Write] = queue.SimpleQueue()
-        # Set with every write someone awaits (and to stop): it cuts a linger short.
+        # Set with every urgent write (and to stop): it cuts a linger short.
         self.urgent = threading.Event()
 
     def put(self, write: _Write) -> None:

@@ -43,6 +43,13 @@ EXTENSION_PROMPT = SOUNDS + "extension_prompt"
 OPERATOR_PROMPT = SOUNDS + "operator_transfer,digits:{}," + SOUNDS + "operator_after_digits"
 CLOSING = {APPROVED: SOUNDS + "success", FRAUD: SOUNDS + "fraud_confirmation"}
 WAIT = 30.0  # any one wait; the bots act within a few seconds
+# The event types `Call.apply` acts on. Each baseline has Asterisk send it only these, as
+# phonemfa does with its own (ARI's per-application event filter, Asterisk >= 13.26/16.3):
+# the rest (ChannelVarset, ChannelDialplan, Dial, PlaybackStarted...) would cost both
+# Asterisk and the baseline for nothing, and the comparison would be of configurations.
+EVENTS = ("StasisStart", "ChannelStateChange", "ChannelDtmfReceived", "PlaybackFinished",
+          "ChannelDestroyed")  # fmt: skip
+EVENT_FILTER = {"allowed": [{"type": t} for t in EVENTS]}  # the body of PUT .../eventFilter
 
 
 class Call:

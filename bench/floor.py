@@ -19,7 +19,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.baseline_flow import Call, verify_call
+from bench.baseline_flow import EVENT_FILTER, Call, verify_call
 from bench.baseline_proto import main
 from bench.plan import DTMF_GAP_MS, DTMF_MS, KINDS, CallResult, PlannedCall
 
@@ -43,6 +43,7 @@ class Floor:
             f"{self.base}/events", params={"app": self.app}, max_msg_size=0
         )
         self.reader = asyncio.create_task(self._read(ws))
+        await self._request("PUT", f"/applications/{self.app}/eventFilter", body=EVENT_FILTER)
 
     async def close(self) -> None:
         if self.reader is not None:
@@ -63,11 +64,11 @@ class Floor:
             if call is not None:
                 call.apply(event)
 
-    async def _request(self, method: str, path: str, **params: Any) -> None:
-        async with self.session.request(method, self.base + path, params=params) as resp:
-            body = await resp.read()
+    async def _request(self, method: str, path: str, body: Any = None, **params: Any) -> None:
+        async with self.session.request(method, self.base + path, params=params, json=body) as resp:
+            answer = await resp.read()
             if resp.status >= 300 and not (method == "DELETE" and resp.status == 404):
-                raise RuntimeError(f"{method} {path}: {resp.status} {body[:200]!r}")
+                raise RuntimeError(f"{method} {path}: {resp.status} {answer[:200]!r}")
 
     # --- Ops ---
     async def create(self, endpoint: str, channel_id: str) -> None:

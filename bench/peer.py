@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import uuid
 from typing import Any
@@ -25,7 +26,7 @@ from typing import Any
 import aioari
 from aiohttp import web_exceptions
 
-from bench.baseline_flow import Call, verify_call
+from bench.baseline_flow import EVENT_FILTER, Call, verify_call
 from bench.baseline_proto import main
 from bench.plan import DTMF_GAP_MS, DTMF_MS, KINDS, CallResult, PlannedCall
 
@@ -52,6 +53,14 @@ class Peer:
         async with asyncio.timeout(10):  # aioari has no "connected" signal: watch for it
             while not c.websockets:
                 await asyncio.sleep(0.01)
+        # The events the flow acts on only, as the floor and phonemfa ask. aioari's generated
+        # `applications.filter` sends its body wrapped as {"filter": {...}}, which Asterisk
+        # reads as an empty filter, so this one request goes through aioari's HTTP client.
+        response = await c.swagger.http_client.request(
+            "PUT", f"{self.url}ari/applications/{self.app}/eventFilter",
+            data=json.dumps(EVENT_FILTER), headers={"Content-Type": "application/json"},
+        )  # fmt: skip
+        response.release()
 
     async def close(self) -> None:
         if self.client is not None:

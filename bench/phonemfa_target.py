@@ -48,8 +48,9 @@ CALLS = {
     "max_duration": 60,
 }
 QUEUE_TIMEOUT = 90
-# GET ?wait= holds at most this long (the API's limit is 60 s); the caller asks again.
-WAIT = 30
+# GET ?wait= holds this long at most, the API's limit, as an identity system waiting for an
+# outcome would ask (a call queued for a line can wait longer; the caller asks again).
+WAIT = 60
 
 
 def free_port() -> int:

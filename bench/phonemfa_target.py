@@ -32,7 +32,7 @@ from bench.sandbox import ARI_PASSWORD, ARI_URL, ARI_USER, REPO, SANDBOX
 
 TOKEN = "bench-" + secrets.token_hex(8)
 SOUNDS = SANDBOX / "root/usr/share/asterisk/sounds"
-NO_LIMITS = {"per_user": [], "per_number": [], "per_tenant": []}
+NO_LIMITS: dict[str, list[Any]] = {"per_user": [], "per_number": [], "per_tenant": []}
 # Prompt repeats and the call's length are short, so a call that goes wrong ends quickly; key
 # time-outs keep their defaults: under a 400-call burst the bots' two keys ("0#") reached us
 # 2.8 s apart, and a 3 s inter-digit time-out turned a fraud report into a wrong answer.

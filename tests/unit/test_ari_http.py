@@ -220,3 +220,39 @@ async def test_ari_client_maps_statuses_and_failures(app_server: tuple) -> None:
     with pytest.raises(AriUnavailable):
         await closed.request("GET", "/asterisk/info")
     await closed.close()
+
+
+def test_the_pool_runs_on_uvloop() -> None:
+    """`phonemfa serve` runs on uvloop, whose transports are not asyncio's classes: a kept-
+    alive connection, a server that closes, and a refused one, on a uvloop loop."""
+    uvloop = pytest.importorskip("uvloop")  # a dependency on Linux: skipped only elsewhere
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        while True:
+            head = await read_request(reader)
+            last = head.startswith(b"GET /last ")
+            close = b"Connection: close\r\n" if last else b""
+            writer.write(b"HTTP/1.1 200 OK\r\n" + close + b"Content-Length: 2\r\n\r\n{}")
+            await writer.drain()
+            if last:
+                writer.close()
+                return
+
+    async def main() -> None:
+        assert "uvloop" in type(asyncio.get_running_loop()).__module__
+        url, server = await raw_server(handler)
+        pool = HttpPool(url, {})
+        for path in ("/a", "/b", "/last", "/again"):
+            assert await pool.request("GET", path) == (200, b"{}")
+        assert connections == 2  # one kept alive for three requests, then a new one
+        await pool.close()
+        server.close()
+        refused = HttpPool("http://127.0.0.1:9", {})  # discard port: nobody listens
+        with pytest.raises(OSError):
+            await refused.request("GET", "/")
+        await refused.close()
+
+    uvloop.run(main())

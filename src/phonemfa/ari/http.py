@@ -22,6 +22,7 @@ import collections
 import ssl
 import time
 from collections.abc import Mapping
+from typing import cast
 from urllib.parse import urlsplit
 
 # Below Asterisk's default session_keep_alive (15 s): we close idle connections first.
@@ -61,8 +62,9 @@ class _Connection(asyncio.Protocol):
 
     # --- asyncio.Protocol ---
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport (create_connection's); uvloop's is not an asyncio.Transport
+        # subclass, so no isinstance check.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         if self.waiter is None:  # bytes nobody asked for: this connection is not sane

@@ -297,7 +297,10 @@ def _parse_main(main: str, region: str | None, extension: str | None, forced: bo
     country_code = parsed.country_code
     if country_code is None:  # defensive: a successful parse always sets it
         raise NumberError("unknown_country", "no country code")
-    if not phonenumbers.is_valid_number(parsed):
+    # A number is valid exactly when its type is known (that is how the library decides
+    # `is_valid_number`): one look through the type patterns instead of two.
+    lib_type = phonenumbers.number_type(parsed)
+    if lib_type == phonenumbers.PhoneNumberType.UNKNOWN:
         where = phonenumbers.region_code_for_country_code(country_code)
         raise NumberError("invalid_for_region", f"not a valid number for {where} (+{country_code})")
     country = phonenumbers.region_code_for_number(parsed) or "001"
@@ -306,7 +309,7 @@ def _parse_main(main: str, region: str | None, extension: str | None, forced: bo
         country_code=country_code,
         country=country,
         national=phonenumbers.format_number(parsed, PhoneNumberFormat.NATIONAL),
-        number_type=_TYPE_FROM_LIB.get(phonenumbers.number_type(parsed), NumberType.UNKNOWN),
+        number_type=_TYPE_FROM_LIB.get(lib_type, NumberType.UNKNOWN),
         extension=extension,
         operator_forced=forced,
     )

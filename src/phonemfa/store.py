@@ -4,9 +4,11 @@ One writer thread owns the only write connection and applies writes in the order
 issued, committing everything queued when it wakes in one transaction (a batch). Awaited writes
 (`create_call`, `finish_call`, ...) return once their batch is committed; `append_event` and
 `set_status` are queued and not awaited, so a call never waits for the disk (a batch of those
-alone waits up to `LINGER`, 100 ms, for more, and runs of them share one savepoint and one
-executemany: under load a call's dozen steps cost one commit among many). Reads run on a
-small pool of threads with their own connections (WAL: readers never wait for the writer).
+alone waits up to `LINGER`, 100 ms, for more, and runs of the same statement share one
+executemany: under load a call's dozen steps cost one commit among many). A write that fails
+on its own (a constraint) fails alone: its batch is run again with a savepoint per write.
+Reads run on a small pool of threads with their own connections (WAL: readers never wait for
+the writer).
 
 WAL with synchronous=NORMAL: a committed batch survives the process being killed (SIGKILL);
 only a power loss can take the last few batches. Phone numbers are never stored in clear: a
@@ -274,7 +276,9 @@ def _open_writer(path: Path) -> tuple[sqlite3.Connection, bytes]:
 
 @dataclass(eq=False)
 class _Write:
-    run: Callable[[sqlite3.Connection], Any] | None  # None: a flush marker
+    # None: a flush marker. It touches nothing but the connection: it runs a second time when
+    # another write of its batch failed (see _Writer._apply).
+    run: Callable[[sqlite3.Connection], Any] | None
     what: str
     future: asyncio.Future[Any] | None = None  # None: fire and forget
     # Someone waits for this write and it cannot wait for the linger (see _Writer.run).
@@ -300,6 +304,10 @@ _OWN_ERRORS = (
     sqlite3.InterfaceError,
     sqlite3.DataError,
 )
+
+
+class _OneWriteFailed(Exception):
+    """A write of a batch run without savepoints failed on its own (see _Writer._apply)."""
 
 
 def _resolve(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
@@ -376,25 +384,15 @@ class _Writer(threading.Thread):
         if not any(w.run is not None for w in batch):
             self._settle([(w, None, None) for w in batch])
             return []
-        conn = self.conn
-        done: list[tuple[_Write, Any, BaseException | None]] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            i = 0
-            while i < len(batch):
-                w = batch[i]
-                if w.future is not None or w.sql is None:
-                    done.append((w, *self._run_one(conn, w)))
-                    i += 1
-                    continue
-                # A run of queued statements (timeline rows, status changes): one savepoint
-                # for all, not one each; they are rarely wrong, and then go one by one.
-                j = i + 1
-                while j < len(batch) and batch[j].future is None and batch[j].sql is not None:
-                    j += 1
-                self._run_statements(conn, batch[i:j])
-                i = j
-            conn.execute("COMMIT")
+            try:
+                done = self._transaction(batch, careful=False)
+            except _OneWriteFailed:
+                # A write of the batch was wrong (a constraint, a bug of ours): the batch
+                # again, each write under a savepoint of its own, so that it alone fails.
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                done = self._transaction(batch, careful=True)
         except Exception as exc:
             return self._failed(batch, exc)
         if not self.store.healthy:
@@ -403,13 +401,44 @@ class _Writer(threading.Thread):
         self._settle(done)
         return []
 
-    def _run_statements(self, conn: sqlite3.Connection, writes: list[_Write]) -> None:
+    def _transaction(
+        self, batch: list[_Write], careful: bool
+    ) -> list[tuple[_Write, Any, BaseException | None]]:
+        """Run the batch in one transaction and commit it. Not careful (the usual case), no
+        savepoints: they were a third of the writer's statements, for errors that almost
+        never happen; a write that fails then raises _OneWriteFailed and the caller runs
+        the batch again, careful."""
+        conn = self.conn
+        done: list[tuple[_Write, Any, BaseException | None]] = []
+        conn.execute("BEGIN IMMEDIATE")
+        i = 0
+        while i < len(batch):
+            w = batch[i]
+            if w.future is not None or w.sql is None:
+                done.append((w, *self._run_one(conn, w, careful)))
+                i += 1
+                continue
+            # A run of queued statements (timeline rows, status changes): consecutive equal
+            # statements as one executemany.
+            j = i + 1
+            while j < len(batch) and batch[j].future is None and batch[j].sql is not None:
+                j += 1
+            self._run_statements(conn, batch[i:j], careful)
+            i = j
+        conn.execute("COMMIT")
+        return done
+
+    def _run_statements(
+        self, conn: sqlite3.Connection, writes: list[_Write], careful: bool
+    ) -> None:
         """Queued single-statement writes, in order, consecutive equal statements as one
-        executemany, under one savepoint; if one of them is wrong, each on its own."""
-        if len(writes) == 1:
-            self._run_one(conn, writes[0])
+        executemany. Careful: under one savepoint and, if one of them is wrong, each on its
+        own (they are rarely wrong)."""
+        if careful and len(writes) == 1:
+            self._run_one(conn, writes[0], careful)
             return
-        conn.execute("SAVEPOINT s")
+        if careful:
+            conn.execute("SAVEPOINT s")
         try:
             i = 0
             while i < len(writes):
@@ -426,16 +455,28 @@ class _Writer(threading.Thread):
         except Exception as exc:
             if isinstance(exc, sqlite3.Error) and not isinstance(exc, _OWN_ERRORS):
                 raise
+            if not careful:
+                raise _OneWriteFailed from exc
             conn.execute("ROLLBACK TO s")
             conn.execute("RELEASE s")
             for w in writes:
-                self._run_one(conn, w)
+                self._run_one(conn, w, careful)
             return
-        conn.execute("RELEASE s")
+        if careful:
+            conn.execute("RELEASE s")
 
-    def _run_one(self, conn: sqlite3.Connection, w: _Write) -> tuple[Any, BaseException | None]:
+    def _run_one(
+        self, conn: sqlite3.Connection, w: _Write, careful: bool
+    ) -> tuple[Any, BaseException | None]:
         if w.run is None:
             return None, None
+        if not careful:
+            try:
+                return w.run(conn), None
+            except Exception as exc:
+                if isinstance(exc, sqlite3.Error) and not isinstance(exc, _OWN_ERRORS):
+                    raise
+                raise _OneWriteFailed from exc
         # A savepoint per write, so that one bad write leaves the rest of the batch intact.
         conn.execute("SAVEPOINT w")
         try:

@@ -1,6 +1,7 @@
 """How the store's writer batches queued writes (timeline rows, status changes): runs of them
-share one savepoint and one executemany, a batch of them alone waits `linger` for company, and
-neither may cost a write its order, its neighbours, or an awaited write its promptness."""
+share one executemany, savepoints only come out when a write failed, a batch of them alone
+waits `linger` for company, and none of it may cost a write its order, its neighbours, or an
+awaited write its promptness."""
 
 from __future__ import annotations
 
@@ -57,6 +58,33 @@ async def test_one_bad_queued_write_spoils_none_of_its_run(
     assert [e.event for e in got.timeline] == ["before", "after"]
     assert got.status == "answered"
     assert store.healthy is True
+
+
+async def test_savepoints_only_when_a_write_of_the_batch_failed(store: Store) -> None:
+    statements: list[str] = []
+    store._writer.conn.set_trace_callback(statements.append)  # the writer's own connection
+
+    async def batch_with(bad: bool) -> None:
+        statements.clear()
+        async with one_batch(store):
+            store.append_event("call-1", TimelineEntry(1.0, "step", {}))
+            store.set_status("call-1", "answered", 1.0)
+            if bad:
+                store.append_event("no-such-call", TimelineEntry(2.0, "orphan", {}))
+            finished = asyncio.ensure_future(store.finish_call("call-1", "approved", None, 3.0))
+        await finished
+
+    await store.create_call(record("call-1"))
+    await batch_with(bad=False)
+    assert statements[0] == "BEGIN IMMEDIATE" and statements[-1] == "COMMIT"
+    assert not [s for s in statements if "SAVEPOINT" in s]
+    await store.create_call(record("call-2"))
+    await batch_with(bad=True)  # call-1 has its outcome: finish_call is a no-op the 2nd time
+    # one_batch's own transaction, the batch without savepoints, rolled back, then careful
+    assert statements.count("BEGIN IMMEDIATE") == 3 and statements.count("ROLLBACK") == 1
+    assert [s for s in statements if "SAVEPOINT" in s]
+    got = await store.get_call("call-1")
+    assert got is not None and [e.event for e in got.timeline] == ["step", "step"]
 
 
 async def test_queued_writes_wait_for_company_but_not_for_ever(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
     python -m bench                          every scenario, every target (about 15 minutes)
     python -m bench --scenarios burst --targets phonemfa,floor
     python -m bench --json                   the JSON report on stdout instead of the table
+    python -m bench --baseline-loop uvloop   the baselines on phonemfa's event loop too
 
 The sandbox lock is held for the whole run (test sessions wait, and we wait for them).
 """
@@ -18,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.baseline_proto import LOOPS
 from bench.plan import MAX_CALLS, SCENARIOS
 from bench.sandbox import REPO, asterisk_ready, sandbox_lock, sandbox_up
 from bench.suite import TARGETS, Options, render, run_bench
@@ -71,6 +73,13 @@ def main() -> int:
         help=f"calls on the line at once, for every target: phonemfa's trunk.max_calls, the "
         f"baselines' own limit (default {MAX_CALLS})",
     )
+    parser.add_argument(
+        "--baseline-loop",
+        choices=LOOPS,
+        default="asyncio",
+        help="the baselines' event loop: asyncio's own (default, as a minimal script and "
+        "aioari's examples run) or uvloop (phonemfa's), to compare code on the same loop",
+    )
     parser.add_argument("--strict", action="store_true", help="a missed target fails the run")
     args = parser.parse_args()  # fmt: skip
     scenarios = [s for s in args.scenarios.split(",") if s]
@@ -93,6 +102,7 @@ def main() -> int:
             cprofile=args.cprofile,
             phonemfa_src=args.phonemfa_src,
             max_calls=args.max_calls,
+            baseline_loop=args.baseline_loop,
         )
         data = asyncio.run(run_bench(scenarios, targets, workdir, options))
     args.out.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,10 @@ from typing import Protocol
 from bench.pacing import InFlight, run_plan
 from bench.plan import KINDS, MAX_CALLS, CallResult, PlannedCall, Scenario
 
+# A baseline runs on asyncio's own loop, as a minimal script and aioari's examples do, or on
+# uvloop, phonemfa's, to compare code with code on the same loop.
+LOOPS = ("asyncio", "uvloop")
+
 
 class Baseline(Protocol):
     async def start(self) -> None: ...
@@ -67,7 +71,8 @@ async def _serve(
     try:
         warm = await run_plan(warmup_plan(warmup), place, call_timeout=call_timeout)
         failed = [r for r in warm if not r.correct]
-        _say({"ready": True, "warmup_failed": len(failed)})
+        loop = type(asyncio.get_running_loop()).__module__.partition(".")[0]  # "uvloop", "asyncio"
+        _say({"ready": True, "warmup_failed": len(failed), "loop": loop})
         await _hear("go")
         counter = InFlight()
         results = await run_plan(
@@ -91,6 +96,7 @@ def main(make: Callable[[argparse.Namespace], Baseline]) -> None:
     parser.add_argument(
         "--max-calls", type=int, default=MAX_CALLS, help="calls on the line at once"
     )
+    parser.add_argument("--loop", choices=LOOPS, default="asyncio", help="the event loop")
     args = parser.parse_args()
     # The password comes from the environment (BENCH_ARI_PASSWORD), not the command line.
     scenario = Scenario(**json.loads(args.scenario))
@@ -98,4 +104,9 @@ def main(make: Callable[[argparse.Namespace], Baseline]) -> None:
     async def run() -> None:
         await _serve(make(args), scenario, args.warmup, args.call_timeout, args.max_calls)
 
-    asyncio.run(run())
+    if args.loop == "uvloop":  # phonemfa's own loop (`python -m bench --baseline-loop`)
+        import uvloop
+
+        uvloop.run(run())
+    else:
+        asyncio.run(run())

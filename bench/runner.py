@@ -180,10 +180,11 @@ async def run_baseline(
     profile: bool = False,
     cprofile: bool = False,
     max_calls: int = MAX_CALLS,
+    loop: str = "asyncio",
 ) -> TargetRun:
     """`target` is "floor" (bench/floor.py, phonemfa's venv) or "peer" (bench/peer.py, in
-    bench/.venv-peer). With `cprofile`, its main thread is profiled while measured, as
-    phonemfa's is (cprofile.pstats in its folder)."""
+    bench/.venv-peer), on `loop` (baseline_proto.LOOPS). With `cprofile`, its main thread is
+    profiled while measured, as phonemfa's is (cprofile.pstats in its folder)."""
     run = TargetRun(target, scenario.name)
     python = str(PEER_PYTHON) if target == "peer" else sys.executable
     stats = folder / "cprofile.pstats" if cprofile else None
@@ -194,7 +195,7 @@ async def run_baseline(
             "--app", f"bench-{target}-{secrets.token_hex(3)}",
             "--ari-url", ARI_URL, "--ari-user", ARI_USER,
             "--warmup", str(warmup), "--call-timeout", str(CALL_TIMEOUT),
-            "--max-calls", str(max_calls),
+            "--max-calls", str(max_calls), "--loop", loop,
             cwd=REPO, env={**os.environ, "BENCH_ARI_PASSWORD": ARI_PASSWORD},
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log,
             limit=256 * 1024 * 1024,  # the results come back as one line
@@ -217,6 +218,9 @@ async def run_baseline(
         ready = await hear(120)
         if ready.get("warmup_failed"):
             run.problems.append(f"{ready['warmup_failed']} warm-up call(s) went wrong")
+        run.extra["loop"] = ready.get("loop")
+        if ready.get("loop") != loop:
+            run.problems.append(f"asked to run on {loop}, ran on {ready.get('loop')}")
         await wait_no_channels()
         measure = Measure(run, proc.pid, profile=folder / "py-spy.txt" if profile else None)
         if stats is not None:

@@ -35,6 +35,7 @@ class Options:
     cprofile: bool = False  # cProfile (CPU time) each target's main thread while measured
     phonemfa_src: Path | None = None  # run phonemfa from another source tree
     max_calls: int = MAX_CALLS  # phonemfa's trunk.max_calls, and the baselines' own limit
+    baseline_loop: str = "asyncio"  # the baselines' event loop (phonemfa's is uvloop)
 
 
 async def run_bench(
@@ -47,7 +48,14 @@ async def run_bench(
     """Every scenario against every target; the report as a dict (`ok`: no correctness
     failure; `targets_met`: every performance target too). The caller holds the sandbox lock
     and has Asterisk up."""
-    out: dict[str, Any] = {"started_at": time.time(), "machine": machine(), "scenarios": {}}
+    out: dict[str, Any] = {
+        "started_at": time.time(),
+        "machine": machine(),
+        "baseline_loop": options.baseline_loop,
+        "scenarios": {},
+    }
+    if options.baseline_loop != "asyncio":
+        print(f"bench: the baselines run on {options.baseline_loop}", file=log, flush=True)
     if "peer" in targets and not PEER_PYTHON.exists():
         raise SystemExit(f"bench: no {PEER_PYTHON} (make bench creates it)")
     all_verdicts: list[report.Verdict] = []
@@ -82,6 +90,7 @@ async def run_bench(
                     options.profile,
                     options.cprofile,
                     options.max_calls,
+                    options.baseline_loop,
                 )
             by_target[target] = report.summarize(run)
             s = by_target[target]

@@ -373,17 +373,17 @@ class CallService:
         trying: the call stays in memory (and in progress to readers) until it can."""
         record = live.record
         now = time.time()
-        final = dataclasses.replace(
-            record,
-            status=outcome.value,
-            outcome=outcome.value,
-            reason=reason,
-            ended_at=now,
-            updated_at=now,
-            timeline=list(record.timeline),
-        )
         webhook = None
-        if record.callback_url:
+        if record.callback_url:  # the body is the record as it will be, outcome and all
+            final = dataclasses.replace(
+                record,
+                status=outcome.value,
+                outcome=outcome.value,
+                reason=reason,
+                ended_at=now,
+                updated_at=now,
+                timeline=list(record.timeline),
+            )
             webhook = WebhookDelivery(
                 call_id=record.id,
                 tenant=record.tenant,

@@ -405,7 +405,7 @@ class _Writer(threading.Thread):
         self, batch: list[_Write], careful: bool
     ) -> list[tuple[_Write, Any, BaseException | None]]:
         """Run the batch in one transaction and commit it. Not careful (the usual case), no
-        savepoints: they were a third of the writer's statements, for errors that almost
+        savepoints: they were 40 % of the writer's statements, for errors that almost
         never happen; a write that fails then raises _OneWriteFailed and the caller runs
         the batch again, careful."""
         conn = self.conn

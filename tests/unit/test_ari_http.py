@@ -5,8 +5,12 @@ may do at the edges (chunked bodies, closing, garbage, silence)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import ssl
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from aiohttp import web
@@ -256,3 +260,47 @@ def test_the_pool_runs_on_uvloop() -> None:
         await refused.close()
 
     uvloop.run(main())
+
+
+@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
+def test_https_with_a_kept_alive_connection_on_either_loop(tmp_path: Path, loop_name: str) -> None:
+    """ARI over TLS (an `https://` ari.url), on asyncio's loop and on uvloop (serve's)."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1",
+         "-subj", "/CN=asterisk.test", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    client_tls = ssl.create_default_context(cafile=str(cert))  # trusts this certificate only
+    connections = 0
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                await read_request(reader)
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+                await writer.drain()
+
+    async def main() -> None:
+        server = await asyncio.start_server(handler, "127.0.0.1", 0, ssl=server_tls)
+        port = server.sockets[0].getsockname()[1]
+        pool = HttpPool(f"https://127.0.0.1:{port}/ari", {}, ssl_context=client_tls)
+        for path in ("/asterisk/info", "/channels"):
+            assert await pool.request("GET", path) == (200, b"{}")
+        assert connections == 1
+        await pool.close()
+        untrusting = HttpPool(f"https://127.0.0.1:{port}/ari", {})  # the system's CAs only
+        with pytest.raises(ssl.SSLError):
+            await untrusting.request("GET", "/asterisk/info")
+        await untrusting.close()
+        server.close()
+
+    if loop_name == "uvloop":
+        pytest.importorskip("uvloop").run(main())
+    else:
+        asyncio.run(main())

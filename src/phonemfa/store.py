@@ -276,8 +276,8 @@ def _open_writer(path: Path) -> tuple[sqlite3.Connection, bytes]:
 
 @dataclass(eq=False)
 class _Write:
-    # None: a flush marker. It touches nothing but the connection: it runs a second time when
-    # another write of its batch failed (see _Writer._apply).
+    # None: a flush marker. A run may run twice (when any write of its batch failed, see
+    # _Writer._apply): it touches only the connection and gives the same result each time.
     run: Callable[[sqlite3.Connection], Any] | None
     what: str
     future: asyncio.Future[Any] | None = None  # None: fire and forget
@@ -354,7 +354,9 @@ class _Writer(threading.Thread):
             # under load that is one commit (and one hand-over of the GIL) for many calls'
             # steps instead of one each. An urgent write (a new call's record, an outcome)
             # ends the wait at once; a non-urgent flush (`settled`) waits with the rest.
-            lingering = self.store.linger > 0 and not retry and not stopping
+            # A batch being tried again has waited `retry_delay` already.
+            retried = any(w.retried for w in batch)
+            lingering = self.store.linger > 0 and not retried and not stopping
             if lingering and not any(w.urgent for w in batch):
                 self.urgent.wait(self.store.linger)
                 stopping = self._take(batch) or stopping

@@ -297,8 +297,9 @@ def _parse_main(main: str, region: str | None, extension: str | None, forced: bo
     country_code = parsed.country_code
     if country_code is None:  # defensive: a successful parse always sets it
         raise NumberError("unknown_country", "no country code")
-    # A number is valid exactly when its type is known (that is how the library decides
-    # `is_valid_number`): one look through the type patterns instead of two.
+    # A number is valid exactly when its type is known: that is how the library decides
+    # `is_valid_number`, which matches the number against its region's type patterns as
+    # `number_type` does. Asking only `number_type` does that work once instead of twice.
     lib_type = phonenumbers.number_type(parsed)
     if lib_type == phonenumbers.PhoneNumberType.UNKNOWN:
         where = phonenumbers.region_code_for_country_code(country_code)

@@ -169,6 +169,14 @@ class PhonemfaProcess:
             return "(no log)"
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
+    def event_loop(self) -> str | None:
+        """The event loop serve said it runs on ("uvloop", "asyncio"); None from a phonemfa
+        that does not say (an older tree, `--phonemfa-src`)."""
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            if "phonemfa listening on" in line and "event loop: " in line:
+                return line.rpartition("event loop: ")[2].rstrip(")").strip()
+        return None
+
     def log_problems(self) -> list[str]:
         """Warnings and errors the service logged (text format: the level is field 3),
         but the one every fraud report logs by design (its user is blocked)."""

@@ -131,6 +131,9 @@ async def run_phonemfa(
     stats = folder / "cprofile.pstats" if cprofile else None
     service = PhonemfaProcess(folder, src=src, cprofile=stats, max_calls=max_calls)
     await service.start()
+    run.extra["loop"] = service.event_loop()
+    if src is None and run.extra["loop"] != "uvloop":  # what the bench reports it on
+        run.problems.append(f"phonemfa serve ran on {run.extra['loop']}, not uvloop")
     driver = ApiDriver(service.url)
     try:
         warm = await run_plan(warmup_plan(warmup), driver.place, call_timeout=CALL_TIMEOUT)

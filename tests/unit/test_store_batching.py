@@ -64,27 +64,29 @@ async def test_savepoints_only_when_a_write_of_the_batch_failed(store: Store) ->
     statements: list[str] = []
     store._writer.conn.set_trace_callback(statements.append)  # the writer's own connection
 
-    async def batch_with(bad: bool) -> None:
+    async def batch_with(call: str, bad: bool) -> bool:
         statements.clear()
         async with one_batch(store):
-            store.append_event("call-1", TimelineEntry(1.0, "step", {}))
-            store.set_status("call-1", "answered", 1.0)
+            store.append_event(call, TimelineEntry(1.0, "step", {}))
+            store.set_status(call, "answered", 1.0)
             if bad:
                 store.append_event("no-such-call", TimelineEntry(2.0, "orphan", {}))
-            finished = asyncio.ensure_future(store.finish_call("call-1", "approved", None, 3.0))
-        await finished
+            finished = asyncio.ensure_future(store.finish_call(call, "approved", None, 3.0))
+        return await finished
 
     await store.create_call(record("call-1"))
-    await batch_with(bad=False)
+    assert await batch_with("call-1", bad=False) is True
     assert statements[0] == "BEGIN IMMEDIATE" and statements[-1] == "COMMIT"
     assert not [s for s in statements if "SAVEPOINT" in s]
     await store.create_call(record("call-2"))
-    await batch_with(bad=True)  # call-1 has its outcome: finish_call is a no-op the 2nd time
+    assert await batch_with("call-2", bad=True) is True  # the careful run's answer
     # one_batch's own transaction, the batch without savepoints, rolled back, then careful
     assert statements.count("BEGIN IMMEDIATE") == 3 and statements.count("ROLLBACK") == 1
     assert [s for s in statements if "SAVEPOINT" in s]
-    got = await store.get_call("call-1")
-    assert got is not None and [e.event for e in got.timeline] == ["step", "step"]
+    for call in ("call-1", "call-2"):
+        got = await store.get_call(call)
+        assert got is not None and got.outcome == "approved"
+        assert [e.event for e in got.timeline] == ["step"]  # once, though run twice
 
 
 async def test_queued_writes_wait_for_company_but_not_for_ever(tmp_path: Path) -> None:

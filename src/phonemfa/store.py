@@ -306,8 +306,25 @@ _OWN_ERRORS = (
 )
 
 
-class _OneWriteFailed(Exception):
-    """A write of a batch run without savepoints failed on its own (see _Writer._apply)."""
+def _fails_the_batch(exc: Exception) -> bool:
+    """An error of the database itself (not of one write, see _OWN_ERRORS)."""
+    return isinstance(exc, sqlite3.Error) and not isinstance(exc, _OWN_ERRORS)
+
+
+def _execute_in_runs(conn: sqlite3.Connection, writes: Sequence[_Write]) -> None:
+    """Single-statement writes, in order, consecutive equal statements as one executemany."""
+    i = 0
+    while i < len(writes):
+        sql = writes[i].sql
+        j = i + 1
+        while j < len(writes) and writes[j].sql == sql:
+            j += 1
+        assert sql is not None
+        if j - i == 1:
+            conn.execute(sql, writes[i].args)
+        else:
+            conn.executemany(sql, [w.args for w in writes[i:j]])
+        i = j
 
 
 def _resolve(results: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
@@ -355,8 +372,7 @@ class _Writer(threading.Thread):
             # steps instead of one each. An urgent write (a new call's record, an outcome)
             # ends the wait at once; a non-urgent flush (`settled`) waits with the rest.
             # A batch being tried again has waited `retry_delay` already.
-            retried = any(w.retried for w in batch)
-            lingering = self.store.linger > 0 and not retried and not stopping
+            lingering = self.store.linger > 0 and not stopping and not any(w.retried for w in batch)
             if lingering and not any(w.urgent for w in batch):
                 self.urgent.wait(self.store.linger)
                 stopping = self._take(batch) or stopping
@@ -389,7 +405,9 @@ class _Writer(threading.Thread):
         try:
             try:
                 done = self._transaction(batch, careful=False)
-            except _OneWriteFailed:
+            except Exception as exc:
+                if _fails_the_batch(exc):
+                    raise
                 # A write of the batch was wrong (a constraint, a bug of ours): the batch
                 # again, each write under a savepoint of its own, so that it alone fails.
                 if self.conn.in_transaction:
@@ -408,8 +426,8 @@ class _Writer(threading.Thread):
     ) -> list[tuple[_Write, Any, BaseException | None]]:
         """Run the batch in one transaction and commit it. Not careful (the usual case), no
         savepoints: they were 40 % of the writer's statements, for errors that almost
-        never happen; a write that fails then raises _OneWriteFailed and the caller runs
-        the batch again, careful."""
+        never happen; a write that fails then fails the transaction, and `_apply` runs the
+        batch again, careful."""
         conn = self.conn
         done: list[tuple[_Write, Any, BaseException | None]] = []
         conn.execute("BEGIN IMMEDIATE")
@@ -420,8 +438,7 @@ class _Writer(threading.Thread):
                 done.append((w, *self._run_one(conn, w, careful)))
                 i += 1
                 continue
-            # A run of queued statements (timeline rows, status changes): consecutive equal
-            # statements as one executemany.
+            # A run of queued statements (timeline rows, status changes).
             j = i + 1
             while j < len(batch) and batch[j].future is None and batch[j].sql is not None:
                 j += 1
@@ -436,36 +453,24 @@ class _Writer(threading.Thread):
         """Queued single-statement writes, in order, consecutive equal statements as one
         executemany. Careful: under one savepoint and, if one of them is wrong, each on its
         own (they are rarely wrong)."""
-        if careful and len(writes) == 1:
+        if not careful:
+            _execute_in_runs(conn, writes)
+            return
+        if len(writes) == 1:
             self._run_one(conn, writes[0], careful)
             return
-        if careful:
-            conn.execute("SAVEPOINT s")
+        conn.execute("SAVEPOINT s")
         try:
-            i = 0
-            while i < len(writes):
-                sql = writes[i].sql
-                j = i + 1
-                while j < len(writes) and writes[j].sql == sql:
-                    j += 1
-                assert sql is not None
-                if j - i == 1:
-                    conn.execute(sql, writes[i].args)
-                else:
-                    conn.executemany(sql, [w.args for w in writes[i:j]])
-                i = j
+            _execute_in_runs(conn, writes)
         except Exception as exc:
-            if isinstance(exc, sqlite3.Error) and not isinstance(exc, _OWN_ERRORS):
+            if _fails_the_batch(exc):
                 raise
-            if not careful:
-                raise _OneWriteFailed from exc
             conn.execute("ROLLBACK TO s")
             conn.execute("RELEASE s")
             for w in writes:
                 self._run_one(conn, w, careful)
             return
-        if careful:
-            conn.execute("RELEASE s")
+        conn.execute("RELEASE s")
 
     def _run_one(
         self, conn: sqlite3.Connection, w: _Write, careful: bool
@@ -473,18 +478,13 @@ class _Writer(threading.Thread):
         if w.run is None:
             return None, None
         if not careful:
-            try:
-                return w.run(conn), None
-            except Exception as exc:
-                if isinstance(exc, sqlite3.Error) and not isinstance(exc, _OWN_ERRORS):
-                    raise
-                raise _OneWriteFailed from exc
+            return w.run(conn), None
         # A savepoint per write, so that one bad write leaves the rest of the batch intact.
         conn.execute("SAVEPOINT w")
         try:
             value = w.run(conn)
         except Exception as exc:
-            if isinstance(exc, sqlite3.Error) and not isinstance(exc, _OWN_ERRORS):
+            if _fails_the_batch(exc):
                 raise
             conn.execute("ROLLBACK TO w")
             conn.execute("RELEASE w")

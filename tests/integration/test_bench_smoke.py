@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.ari_transport import TRANSPORTS, measure
 from bench.runner import PEER_PYTHON
 from bench.suite import Options, render, run_bench
 from tests.conftest import Sandbox
@@ -31,3 +32,12 @@ async def test_bench_smoke(asterisk: Sandbox, tmp_path: Path) -> None:
         assert summary["cpu_s"] >= 0 and summary["peak_rss_mib"] > 0
     # phonemfa's timeline carries Asterisk's times: the '#' to outcome latency is measured.
     assert smoke["phonemfa"]["latency_ms"]["key_to_visible"]["p50"] is not None
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_ari_transport_bench(asterisk: Sandbox, transport: str) -> None:
+    # `python -m bench.ari_transport` in miniature: each transport gets Asterisk's answer (a
+    # 404 for the missing channel, or measure() raises) to every request it sends.
+    result = await measure(transport, requests=40, concurrency=4)
+    assert result["requests"] == 40
+    assert result["ours_us"] > 0

@@ -482,6 +482,56 @@ async def test_database_file_is_private_and_in_wal_mode(store: Store) -> None:
     assert sync == 1  # NORMAL
 
 
+async def _write_a_megabyte(s: Store) -> None:
+    """200 commits of about 5 KiB: more WAL pages than SQLite's own checkpoint allows."""
+    details = {"pad": "x" * 200}
+    for i in range(200):
+        rec = record(f"c{i}", timeline=[TimelineEntry(1000.0, f"e{k}", details) for k in range(20)])
+        await s.create_call(rec)
+
+
+def _sizes(s: Store) -> tuple[int, int]:
+    """Bytes in the database file and in its WAL."""
+    return s.path.stat().st_size, Path(f"{s.path}-wal").stat().st_size
+
+
+async def test_commits_leave_checkpoints_to_the_checkpointer(tmp_path: Path) -> None:
+    # A checkpointer that never comes: the commits alone must not copy the WAL into the
+    # database (a copy and an fsync inside a commit someone waits for).
+    s = await Store.open(tmp_path / "x.db", checkpoint_interval=3600)
+    try:
+        db_before, _ = _sizes(s)
+        await _write_a_megabyte(s)
+        db_after, wal = _sizes(s)
+        assert db_after == db_before
+        assert wal > 1_000_000
+        assert (await s.get_call("c199")) is not None  # read from the WAL meanwhile
+    finally:
+        await s.close()
+
+
+async def test_the_checkpointer_copies_commits_into_the_database(tmp_path: Path) -> None:
+    s = await Store.open(tmp_path / "x.db", checkpoint_interval=0.05)
+    try:
+        db_before, _ = _sizes(s)
+        await _write_a_megabyte(s)
+        for _ in range(200):  # up to 10 s on a slow machine; a few checkpoints usually
+            if _sizes(s)[0] > db_before + 1_000_000:
+                break
+            await asyncio.sleep(0.05)
+        assert _sizes(s)[0] > db_before + 1_000_000
+        # Copied while the writer kept the WAL: nothing committed is missing.
+        assert await s.count_calls() == {"queued": 200}
+    finally:
+        await s.close()
+    reopened = await Store.open(tmp_path / "x.db")
+    try:
+        got = await reopened.get_call("c199")
+        assert got is not None and len(got.timeline) == 20
+    finally:
+        await reopened.close()
+
+
 async def test_writes_after_close_are_refused(tmp_path: Path) -> None:
     s = await Store.open(tmp_path / "x.db")
     await s.close()

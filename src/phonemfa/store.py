@@ -563,7 +563,7 @@ class _Checkpointer(threading.Thread):
                 if conn is None:
                     conn = _connect(self.store.path)
                 # PASSIVE: copies what no reader still needs, waits for nobody.
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                _, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             except sqlite3.Error as exc:  # the WAL keeps every commit; try again next time
                 if not failing:
                     log.warning("store: WAL checkpoint failed (will retry): %s", exc)
@@ -572,7 +572,8 @@ class _Checkpointer(threading.Thread):
             if failing:
                 log.warning("store: WAL checkpoint works again")
             failing = False
-            self.checkpointed = commits
+            if copied == frames:  # else a reader held some back: again next time
+                self.checkpointed = commits
         if conn is not None:
             conn.close()
 

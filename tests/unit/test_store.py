@@ -532,6 +532,29 @@ async def test_the_checkpointer_copies_commits_into_the_database(tmp_path: Path)
         await reopened.close()
 
 
+async def test_the_checkpointer_finishes_what_a_reader_held_back(tmp_path: Path) -> None:
+    # A reader's snapshot keeps the checkpoint from copying the pages committed after it;
+    # once the reader is done, the rest is copied without waiting for another commit.
+    s = await Store.open(tmp_path / "x.db", checkpoint_interval=0.05)
+    reader = sqlite3.connect(s.path, isolation_level=None)
+    try:
+        db_before, _ = _sizes(s)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM calls").fetchone()
+        await _write_a_megabyte(s)
+        await asyncio.sleep(0.5)  # ten checkpoints' time
+        assert _sizes(s)[0] < db_before + 1_000_000
+        reader.execute("COMMIT")
+        for _ in range(200):
+            if _sizes(s)[0] > db_before + 1_000_000:
+                break
+            await asyncio.sleep(0.05)
+        assert _sizes(s)[0] > db_before + 1_000_000
+    finally:
+        reader.close()
+        await s.close()
+
+
 async def test_writes_after_close_are_refused(tmp_path: Path) -> None:
     s = await Store.open(tmp_path / "x.db")
     await s.close()

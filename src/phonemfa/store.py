@@ -356,6 +356,7 @@ class _Writer(threading.Thread):
         self.queue: queue.SimpleQueue[_Write] = queue.SimpleQueue()
         # Set with every urgent write (and to stop): it cuts a linger short.
         self.urgent = threading.Event()
+        self.commits = 0  # counted here alone; the checkpointer reads it
 
     def put(self, write: _Write) -> None:
         self.queue.put(write)
@@ -456,7 +457,7 @@ class _Writer(threading.Thread):
             self._run_statements(conn, batch[i:j], careful)
             i = j
         conn.execute("COMMIT")
-        self.store.commits += 1  # this thread alone counts; the checkpointer only reads
+        self.commits += 1
         return done
 
     def _run_statements(
@@ -545,9 +546,10 @@ class _Checkpointer(threading.Thread):
     connection of its own: a WAL checkpoint runs beside the writer and the readers and takes
     nothing from what is committed (it only copies it; a checkpoint cut short resumes)."""
 
-    def __init__(self, store: Store, interval: float) -> None:
+    def __init__(self, path: Path, writer: _Writer, interval: float) -> None:
         super().__init__(name="phonemfa-store-checkpoint", daemon=True)
-        self.store = store
+        self.path = path
+        self.writer = writer
         self.interval = interval
         self.stopping = threading.Event()
         self.checkpointed = -1  # the writer's commit count at the last checkpoint
@@ -556,12 +558,12 @@ class _Checkpointer(threading.Thread):
         conn: sqlite3.Connection | None = None
         failing = False
         while not self.stopping.wait(self.interval):
-            commits = self.store.commits
+            commits = self.writer.commits
             if commits == self.checkpointed:
                 continue
             try:
                 if conn is None:
-                    conn = _connect(self.store.path)
+                    conn = _connect(self.path)
                 # PASSIVE: copies what no reader still needs, waits for nobody.
                 _, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             except sqlite3.Error as exc:  # the WAL keeps every commit; try again next time
@@ -636,7 +638,6 @@ class Store:
     ) -> None:
         self.path = path
         self.healthy = True
-        self.commits = 0
         self.max_batch = max_batch
         self.retry_delay = retry_delay
         self.linger = linger
@@ -644,7 +645,7 @@ class Store:
         self._closed = False
         self._writer = _Writer(self, conn)
         self._writer.start()
-        self._checkpointer = _Checkpointer(self, checkpoint_interval)
+        self._checkpointer = _Checkpointer(path, self._writer, checkpoint_interval)
         self._checkpointer.start()
         self._readers = ThreadPoolExecutor(readers, thread_name_prefix="phonemfa-store-read")
         self._local = threading.local()

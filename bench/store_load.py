@@ -7,10 +7,10 @@ for trying a change to the store before `make bench` (minutes) says what it does
 
 Each call writes what one of phonemfa's writes (`CallService` and its flow observer): its
 record (awaited, as before a dial), thirteen timeline steps of which four change the status
-(queued), its outcome (awaited, as before it is shown), spread over `--call-seconds`. On the
-same uvloop a load task keeps the event loop's thread busy `--busy` of the time in bursts of
-0.2-3 ms, as phonemfa's flows and API do at 50 calls/s (about 40 %), so that the writer waits
-for the GIL as it does in the service.
+(queued; `phonemfa.service.STATUS_STEPS`), its outcome (awaited, as before it is shown),
+spread over `--call-seconds`. On the same uvloop a load task keeps the event loop's thread
+busy `--busy` of the time in bursts of 0.2-3 ms, as phonemfa's flows and API do at 50
+calls/s (about 40 %), so that the writer waits for the GIL as it does in the service.
 
 Printed per round: the writer thread's CPU per call, the whole process's (the load task's
 bursts included, so compare it only between runs of the same options), and the outcome
@@ -36,14 +36,17 @@ from typing import Any
 
 import uvloop
 
+from bench.plan import percentile
+from phonemfa.service import STATUS_STEPS
 from phonemfa.store import CallRecord, Store, TimelineEntry
 
+# A direct call's steps as its flow records them; those in the service's STATUS_STEPS also
+# change the call's status, as `CallService` does. The outcome is decided at the entry.
 STEPS = (
-    "dialing", "ringing", "answered", "prompt", "playing", "key", "playing", "key",
-    "decided", "closing", "hung_up", "channel_gone", "done",
+    "dialing", "ringing", "answered", "prompting", "talking_started", "talking_finished",
+    "key", "key", "key", "key", "entry", "key_ignored", "hung_up",
 )  # fmt: skip
-STATUS_STEPS = frozenset({"dialing", "ringing", "answered", "prompt"})
-OUTCOME_STEP = "decided"
+OUTCOME_STEP = "entry"
 
 
 def _record(i: int) -> CallRecord:
@@ -92,11 +95,6 @@ async def _writer_cpu(store: Store) -> float:
     return await store._write("cpu time", lambda _conn: time.thread_time())
 
 
-def _quantile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[round(q * (len(ordered) - 1))]
-
-
 async def measure(
     calls: int, rate: float, busy: float, call_seconds: float, folder: Path
 ) -> dict[str, Any]:
@@ -124,9 +122,9 @@ async def measure(
         "writer_ms_per_call": writer_s * 1000 / calls,
         "process_ms_per_call": (after_process - before_process) * 1000 / calls,
         "outcome_commit_ms": {
-            "p50": _quantile(latencies, 0.5),
-            "p95": _quantile(latencies, 0.95),
-            "p99": _quantile(latencies, 0.99),
+            "p50": percentile(latencies, 50),
+            "p95": percentile(latencies, 95),
+            "p99": percentile(latencies, 99),
             "max": max(latencies),
         },
     }

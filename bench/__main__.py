@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.baseline_proto import LOOPS
+from bench.baseline_proto import DEFAULT_LOOP, LOOPS
 from bench.plan import MAX_CALLS, SCENARIOS
 from bench.sandbox import REPO, asterisk_ready, sandbox_lock, sandbox_up
 from bench.suite import TARGETS, Options, render, run_bench
@@ -76,7 +76,7 @@ def main() -> int:
     parser.add_argument(
         "--baseline-loop",
         choices=LOOPS,
-        default="asyncio",
+        default=DEFAULT_LOOP,
         help="the baselines' event loop: asyncio's own (default, as a minimal script and "
         "aioari's examples run) or uvloop (phonemfa's), to compare code on the same loop",
     )

@@ -28,6 +28,7 @@ from bench.plan import KINDS, MAX_CALLS, CallResult, PlannedCall, Scenario
 # A baseline runs on asyncio's own loop, as a minimal script and aioari's examples do, or on
 # uvloop, phonemfa's, to compare code with code on the same loop.
 LOOPS = ("asyncio", "uvloop")
+DEFAULT_LOOP = "asyncio"
 
 
 class Baseline(Protocol):
@@ -96,7 +97,7 @@ def main(make: Callable[[argparse.Namespace], Baseline]) -> None:
     parser.add_argument(
         "--max-calls", type=int, default=MAX_CALLS, help="calls on the line at once"
     )
-    parser.add_argument("--loop", choices=LOOPS, default="asyncio", help="the event loop")
+    parser.add_argument("--loop", choices=LOOPS, default=DEFAULT_LOOP, help="the event loop")
     args = parser.parse_args()
     # The password comes from the environment (BENCH_ARI_PASSWORD), not the command line.
     scenario = Scenario(**json.loads(args.scenario))

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from bench import cprofile_run, procstat
-from bench.baseline_proto import warmup_plan
+from bench.baseline_proto import DEFAULT_LOOP, warmup_plan
 from bench.pacing import InFlight, run_plan
 from bench.phonemfa_target import QUEUE_TIMEOUT, ApiDriver, PhonemfaProcess
 from bench.plan import MAX_CALLS, CallResult, Scenario
@@ -183,7 +183,7 @@ async def run_baseline(
     profile: bool = False,
     cprofile: bool = False,
     max_calls: int = MAX_CALLS,
-    loop: str = "asyncio",
+    loop: str = DEFAULT_LOOP,
 ) -> TargetRun:
     """`target` is "floor" (bench/floor.py, phonemfa's venv) or "peer" (bench/peer.py, in
     bench/.venv-peer), on `loop` (baseline_proto.LOOPS). With `cprofile`, its main thread is

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import report
+from bench.baseline_proto import DEFAULT_LOOP
 from bench.plan import MAX_CALLS, SCENARIOS
 from bench.runner import PEER_PYTHON, WARMUP_CALLS, TargetRun, run_baseline, run_phonemfa
 from bench.sandbox import REPO, wait_no_channels
@@ -35,7 +36,7 @@ class Options:
     cprofile: bool = False  # cProfile (CPU time) each target's main thread while measured
     phonemfa_src: Path | None = None  # run phonemfa from another source tree
     max_calls: int = MAX_CALLS  # phonemfa's trunk.max_calls, and the baselines' own limit
-    baseline_loop: str = "asyncio"  # the baselines' event loop (phonemfa's is uvloop)
+    baseline_loop: str = DEFAULT_LOOP  # the baselines' event loop (phonemfa's is uvloop)
 
 
 async def run_bench(
@@ -54,7 +55,7 @@ async def run_bench(
         "baseline_loop": options.baseline_loop,
         "scenarios": {},
     }
-    if options.baseline_loop != "asyncio":
+    if options.baseline_loop != DEFAULT_LOOP:
         print(f"bench: the baselines run on {options.baseline_loop}", file=log, flush=True)
     if "peer" in targets and not PEER_PYTHON.exists():
         raise SystemExit(f"bench: no {PEER_PYTHON} (make bench creates it)")

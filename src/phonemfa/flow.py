@@ -153,10 +153,13 @@ class CallFlow:
         self._task: asyncio.Task[Outcome] | None = None
         self._reached_greeting = False
         self._masking_keys = False
-        # The tail of a wrong entry (calls.retry_key_guard): keys are dropped until this loop
-        # time, which each dropped key pushes out by the inter-digit time-out.
+        # Keys that cannot answer the prompt now playing (calls.greeting_key_guard and
+        # retry_key_guard) are dropped until this loop time, which each dropped key pushes out
+        # by the inter-digit time-out.
         self._keys_ignored_until = 0.0
-        self._guard_next_prompt = False
+        # Seconds of guard for the next prompt played, from its start; keys are dropped until
+        # then (None: no guard, keys count as they come).
+        self._next_prompt_guard: float | None = None
         self._asterisk_going = False
         self._loop = asyncio.get_running_loop()
 
@@ -334,6 +337,11 @@ class CallFlow:
         retry = req.catalog.get(MessageType.RETRY, req.language)
         prompt = greeting
         wrong = silent = 0
+        # Keys before the greeting and in its first moment answer nothing the person has heard:
+        # the second '#' of a "##" at the extension or operator prompt, a key already on its
+        # way at answer. As the greeting's entry they would approve, with the fraud option
+        # unheard.
+        self._next_prompt_guard = self.calls.greeting_key_guard
         while True:
             self._step("prompting", media=list(prompt.media), language=prompt.language)
             entry = await self._ask(prompt)
@@ -363,7 +371,7 @@ class CallFlow:
             # the inter-digit time-out by a loaded PBX), which as a new entry would approve.
             # Fail closed: the tail lasts until a pause of inter_digit_timeout after its last
             # key, so no part of it ever starts an entry.
-            self._guard_next_prompt = True  # and from its start, retry_key_guard more (_play)
+            self._next_prompt_guard = self.calls.retry_key_guard  # from its start (_play)
 
     async def _ask(self, prompt: Prompt) -> str | None:
         """Play `prompt` and read one entry: keys up to '#', or up to a pause of
@@ -395,6 +403,11 @@ class CallFlow:
     async def _play(self, prompt: Prompt, stop_on: Callable[[], bool]) -> None:
         """Play and wait for the end, or stop it as soon as `stop_on()` holds (a key).
         Asterisk does not stop playbacks on DTMF by itself (DESIGN §8)."""
+        guard = self._next_prompt_guard
+        if guard is not None:
+            # Keys received before this prompt is asked for answer an earlier one: drop them
+            # (and their tail) now, whatever the guard's length.
+            self._handle_queued()
         playback_id = str(uuid.uuid4())
         self.playback_id = playback_id
         self.playback_over = False
@@ -407,9 +420,9 @@ class CallFlow:
             except (AriNotFound, AriConflict, AriPreconditionFailed):
                 await self._channel_check()
                 raise
-            if self._guard_next_prompt:
-                self._guard_next_prompt = False
-                guard_end = self._loop.time() + self.calls.retry_key_guard
+            if guard is not None:
+                self._next_prompt_guard = None
+                guard_end = self._loop.time() + guard
                 self._keys_ignored_until = max(self._keys_ignored_until, guard_end)
             await self._wait_for(lambda: self.playback_over or stop_on(), PLAYBACK_TIMEOUT)
             if not self.playback_over:
@@ -418,6 +431,14 @@ class CallFlow:
             self.router.remove_playback(playback_id)
             self.playback_id = None
             self.playback_over = True
+
+    def _handle_queued(self) -> None:
+        """Handle the events already received; raises HungUp if the channel is gone."""
+        mailbox = self.mailbox
+        while not mailbox.empty():
+            self._handle(mailbox.get_nowait())
+        if self.gone is not None:
+            raise self.gone
 
     async def _wait_key(self, key: str, timeout: float) -> bool:
         return await self._wait_for(lambda: key in self.keys, timeout)
@@ -457,7 +478,7 @@ class CallFlow:
             digit = event.digit
             shown = "*" if self._masking_keys and digit != "#" else digit
             now = self._loop.time()
-            if self._guard_next_prompt or now < self._keys_ignored_until:
+            if self._next_prompt_guard is not None or now < self._keys_ignored_until:
                 tail_end = now + self.calls.inter_digit_timeout
                 self._keys_ignored_until = max(self._keys_ignored_until, tail_end)
                 self._step("key_ignored", digit=shown, asterisk_at=event.timestamp)

@@ -75,6 +75,27 @@ async def test_auto_attendant_keys_the_extension_then_the_desk_approves(
     assert events.index("pound_received") < events.index("prompting")
 
 
+async def test_a_double_pound_at_the_extension_prompt_does_not_approve(
+    flows: FlowHarness, phones: SoftphoneNetwork
+) -> None:
+    # The second '#' reaches the greeting's first moment: it answers the extension prompt,
+    # not the greeting, whose fraud option nobody has heard. Only a later '#' approves.
+    desk = await phones.register("5678")
+    call = flows.start(f"{AUTO_ATTENDANT} x5678", tenant="guarded")
+    ring = await desk.next_call(timeout=20)
+    ring.answer()
+    await ring.send_dtmf("##", gap=0.15)
+    await call.reached("key_ignored")
+    assert call.result is None
+    # The dropped key's tail lasts the inter-digit time-out; then a '#' is an answer.
+    await asyncio.sleep(FAST_CALLS["inter_digit_timeout"] + 0.5)
+    await ring.send_dtmf("#")
+    assert await call.finished() == (Outcome.APPROVED, None)
+    events = call.events()
+    assert events.index("pound_received") < events.index("prompting")
+    assert events.index("prompting") < events.index("key_ignored")
+
+
 @pytest.mark.parametrize(
     ("number", "tenant"),
     [(f"{OPERATOR_OFFICE} x5678", "ops"), (f"{OPERATOR_OFFICE} x@5678", "default")],

@@ -22,6 +22,8 @@ SANDBOX_SOUNDS = SANDBOX_ROOT / "usr/share/asterisk/sounds"
 FAST_CALLS = {
     "first_digit_timeout": 3,
     "inter_digit_timeout": 2,
+    # Tests press keys as soon as a prompt starts; the guard has tests of its own.
+    "greeting_key_guard": 0,
     "retry_key_guard": 0.3,
     "no_input_prompts": 2,
     "attempts": 3,
@@ -46,6 +48,7 @@ def sandbox_config(app: str, ari_url: str, password: str, **overrides: Any) -> C
             "default": tenant,
             "ops": {**tenant, "operator_assistance": True},
             "slow": {**tenant, "calls": {**FAST_CALLS, "first_digit_timeout": 10}},
+            "guarded": {**tenant, "calls": {**FAST_CALLS, "greeting_key_guard": 0.5}},
         },
     }
     data.update(overrides)

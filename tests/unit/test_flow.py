@@ -24,6 +24,7 @@ from phonemfa.prompts import PromptCatalog, Shipped
 TINY = {
     "first_digit_timeout": 0.15,
     "inter_digit_timeout": 0.1,
+    "greeting_key_guard": 0,
     "retry_key_guard": 0,
     "no_input_prompts": 2,
     "attempts": 3,
@@ -336,6 +337,74 @@ async def test_a_key_after_the_guard_is_a_new_answer() -> None:
 
     settings = tenant(calls={**TINY, "retry_key_guard": 0.2, "first_digit_timeout": 1})
     got, _, _, rec = await run(MOBILE, script, settings=settings)
+    assert got is Outcome.APPROVED
+    assert rec.count("key_ignored") == 0
+
+
+EXTENSION = "+1 425 555 0110 x5678"
+OPERATOR = "+1 425 555 0120 x@5678"
+
+
+def _at_once(fake: FakeAsterisk, keys: str) -> None:
+    """Keys that reach phonemfa together (a fast double press, one press reported twice)."""
+    fake.later(0.005, lambda: [fake.emit("ChannelDtmfReceived", digit=k) for k in keys])
+
+
+@pytest.mark.parametrize("phone", [EXTENSION, OPERATOR])
+async def test_keys_already_received_when_the_greeting_starts_never_answer_it(phone: str) -> None:
+    # "##" at the extension or operator prompt: the first '#' ends that prompt, the second is
+    # already waiting when the greeting is asked for. Even with no guard time at all it must
+    # not approve: the person has heard neither the greeting nor its fraud option.
+    prompt = "extension_prompt" if phone == EXTENSION else "operator_prompt"
+
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == prompt and details["attempt"] == 1:
+            _at_once(fake, "##")
+
+    got, reason, _, rec = await run(phone, script)
+    assert (got, reason) == (Outcome.NO_INPUT, "no_key_pressed")
+    assert rec.count("pound_received") == 1
+    assert rec.count("key_ignored") == 1
+
+
+async def test_a_key_on_its_way_at_answer_never_answers_the_greeting() -> None:
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "answered":  # queued while the answer is handled, before any prompt
+            fake.emit("ChannelDtmfReceived", digit="#")
+
+    got, reason, _, rec = await run(MOBILE, script)
+    assert (got, reason) == (Outcome.NO_INPUT, "no_key_pressed")
+    assert rec.count("key_ignored") == 1
+
+
+async def test_a_double_pound_at_the_operator_prompt_is_dropped_by_the_greeting_guard() -> None:
+    # The second '#' of the operator's "##" lands just after the greeting started.
+    settings = tenant(calls={**TINY, "greeting_key_guard": 0.2})
+    got, reason, _, rec = await run(OPERATOR, on("operator_prompt", "##"), settings=settings)
+    assert (got, reason) == (Outcome.NO_INPUT, "no_key_pressed")
+    assert rec.count("key_ignored") == 1
+
+
+async def test_a_tail_straddling_the_end_of_the_greeting_guard_is_dropped_whole() -> None:
+    # "0#" typed as the greeting starts: dropping only the '0' would approve a fraud report.
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "prompting" and rec.count("prompting") == 1:
+            fake.later(0.15, lambda: fake.emit("ChannelDtmfReceived", digit="0"))
+            fake.later(0.25, lambda: fake.emit("ChannelDtmfReceived", digit="#"))
+
+    calls = {**TINY, "greeting_key_guard": 0.2, "inter_digit_timeout": 0.5}
+    got, reason, _, rec = await run(MOBILE, script, settings=tenant(calls=calls))
+    assert (got, reason) == (Outcome.NO_INPUT, "no_key_pressed")
+    assert rec.count("key_ignored") == 2
+
+
+async def test_a_pound_after_the_greeting_guard_approves() -> None:
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "prompting" and rec.count("prompting") == 1:
+            fake.later(0.3, lambda: fake.emit("ChannelDtmfReceived", digit="#"))
+
+    calls = {**TINY, "greeting_key_guard": 0.2, "first_digit_timeout": 1}
+    got, _, _, rec = await run(MOBILE, script, settings=tenant(calls=calls))
     assert got is Outcome.APPROVED
     assert rec.count("key_ignored") == 0
 

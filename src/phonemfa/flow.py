@@ -49,6 +49,8 @@ STASIS_START_TIMEOUT = 10.0
 HANGUP_TIMEOUT = 5.0
 # A prompt that never reports its end (lost event) is given up on after this long.
 PLAYBACK_TIMEOUT = 120.0
+# How far a channel has got, for re-sync snapshots that may be older than the events seen.
+_STATE_ORDER = {"Ring": 1, "Ringing": 1, "Up": 2}
 # A soft hang-up request carries Asterisk's reason as flags: shutting down, or the Stasis
 # module unloading. The channel's own cause then reads "normal clearing": it is not.
 SOFTHANGUP_ASTERISK_GOING = 0x04 | 0x10
@@ -527,8 +529,13 @@ class CallFlow:
             self.gone = HungUp(0, lost=True)
             return
         self.in_stasis = True
-        self._set_state(event.channel_state)
-        if event.data.get("playback_gone") and self.playback_id == event.data.get("playback"):
+        # The snapshot was taken before events the websocket may already have delivered
+        # (the answer, say): it can move the call forward, never back.
+        state = event.channel_state
+        if _STATE_ORDER.get(state, 0) > _STATE_ORDER.get(self.channel_state, 0):
+            self._set_state(state)
+        gone_playback = event.data.get("resync_playback")
+        if event.data.get("playback_gone") and self.playback_id == gone_playback:
             self.playback_over = True
 
     async def resync(self) -> None:
@@ -545,7 +552,8 @@ class CallFlow:
             data["channel"] = channel
             playback = self.playback_id
             if playback is not None:
-                data["playback"] = playback
+                # Not "playback": Event reads that key as a playback object.
+                data["resync_playback"] = playback
                 try:
                     await self.ari.get_playback(playback)
                 except AriNotFound:

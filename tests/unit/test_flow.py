@@ -547,6 +547,69 @@ async def test_a_channel_lost_while_disconnected_is_interrupted() -> None:
     assert (outcome, flow.reason) == (Outcome.INTERRUPTED, "channel_lost")
 
 
+async def test_a_prompt_whose_end_was_lost_while_disconnected_ends_at_the_resync() -> None:
+    # The greeting ended while the websocket was down: its PlaybackFinished is lost. The
+    # re-sync must tell the flow, or the call waits in silence for PLAYBACK_TIMEOUT.
+    router = EventRouter()
+    fake = FakeAsterisk(router)
+    recorder = Recorder()
+    settings = tenant()
+    plan = plan_call(parse_number(MOBILE, "US"), settings, CONFIG.trunk)
+    flow = CallFlow(CallRequest("c", plan, settings, CATALOG, "en", 5), fake, router, recorder)  # type: ignore[arg-type]
+    errors: list[BaseException] = []
+
+    async def reconnect() -> None:
+        fake.playing = None  # ended, and nobody was told
+        try:
+            await flow.resync()
+        except Exception as exc:  # the engine's reconnect hook only logs it
+            errors.append(exc)
+
+    def script(event: str, details: dict[str, Any]) -> None:
+        if event == "prompting" and recorder.count("prompting") == 1:
+            asyncio.get_running_loop().create_task(reconnect())
+
+    recorder.on_step = script
+    outcome = await asyncio.wait_for(flow.run(), 3)  # no key: no_input after two greetings
+    assert errors == []
+    assert (outcome, flow.reason) == (Outcome.NO_INPUT, "no_key_pressed")
+
+
+async def test_a_resync_snapshot_older_than_the_answer_does_not_undo_it() -> None:
+    # The snapshot says "Ringing", but the answer reached us on the websocket while the
+    # request was under way: the call must stay answered (a hang-up is then `denied`).
+    class SlowGet(FakeAsterisk):
+        answered = False
+
+        async def get_channel(self, channel_id: str) -> dict[str, Any]:
+            state = "Up" if self.answered else "Ringing"
+            await asyncio.sleep(0.03)  # the answer event overtakes this answer
+            return {"id": channel_id, "state": state}
+
+        def emit(self, kind: str, **data: Any) -> None:
+            if kind == "ChannelStateChange" and "channel" not in data:
+                self.answered = True
+            super().emit(kind, **data)
+
+    router = EventRouter()
+    fake = SlowGet(router)
+    recorder = Recorder()
+    settings = tenant()
+    plan = plan_call(parse_number(MOBILE, "US"), settings, CONFIG.trunk)
+    flow = CallFlow(CallRequest("c", plan, settings, CATALOG, "en", 5), fake, router, recorder)  # type: ignore[arg-type]
+
+    def script(event: str, details: dict[str, Any]) -> None:
+        if event == "ringing":  # a reconnect while it rings
+            asyncio.get_running_loop().create_task(flow.resync())
+        elif event == "prompting":
+            fake.later(0.08, lambda: fake.destroy(16))  # the callee hangs up on the greeting
+
+    recorder.on_step = script
+    outcome = await asyncio.wait_for(flow.run(), 5)
+    assert (outcome, flow.reason) == (Outcome.DENIED, "hung_up")
+    assert recorder.count("ringing") == 1
+
+
 async def test_asterisk_stopping_interrupts_instead_of_a_hang_up_outcome() -> None:
     def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
         if event == "prompting":

@@ -397,7 +397,21 @@ class CallService:
         delay = 0.5
         while True:
             try:
-                await self.store.finish_call(record.id, outcome.value, reason, now, webhook)
+                if not await self.store.finish_call(record.id, outcome.value, reason, now, webhook):
+                    # Already settled by another process on this store (a service starting
+                    # settles every call it finds in progress, a CLI call's too): the
+                    # record's outcome is the call's, and the one everybody is shown.
+                    stored = await self.store.get_call(record.id)
+                    if stored is not None and stored.outcome is not None:
+                        log.warning(
+                            "call %s: already ended as %s on record; %s not recorded",
+                            record.id,
+                            stored.outcome,
+                            outcome,
+                        )
+                        outcome, reason = Outcome(stored.outcome), stored.reason
+                        now = stored.ended_at or now
+                        webhook = None  # not written: the one on record (if any) stands
                 break
             except StoreUnavailable:
                 if delay == 0.5:
@@ -500,6 +514,8 @@ class CallService:
         channels are hung up, and dialplan entries let go, once ARI is connected."""
         left = await self.store.in_flight()
         for record in left:
+            # With its timeline: the webhook sent for it is the record as it ends.
+            record = await self.store.get_call(record.id) or record
             live = LiveCall(record)
             await self._finish(live, Outcome.INTERRUPTED, "service_restarted")
             if record.origin_channel:
@@ -549,6 +565,8 @@ class CallService:
             return
         args = event.args
         if args and args[0] == DIALPLAN_ENTRY:
+            # Known from now on, so a hang-up before its call is set up is not missed.
+            self._entries[event.channel_id] = ""
             self._spawn(self._dialplan_entry(event.channel_id, args[1:]))
         else:  # a channel of ours nobody owns (e.g. a previous run's): not ours to keep
             self._spawn(self._hangup_quietly(event.channel_id))
@@ -558,7 +576,6 @@ class CallService:
         user = args[1] if len(args) > 1 and args[1] else None
         tenant = args[2] if len(args) > 2 and args[2] else "default"
         # Its events stay unrouted and come to _on_unrouted: we only need its hang-up.
-        self._entries[channel_id] = ""
         try:
             record = await self.start_call(
                 StartCall(
@@ -573,6 +590,11 @@ class CallService:
             reason = getattr(e, "code", None) or getattr(e, "reason", None) or type(e).__name__
             log.info("dialplan entry refused: %s (number %s)", reason, mask_text(number))
             await self._continue_entry(channel_id, Outcome.FAILED.value, "", str(reason))
+            return
+        if channel_id not in self._entries:  # the caller hung up while its call was set up
+            flow = self.engine.flows.get(record.id)
+            if flow is not None:
+                flow.stop(Outcome.CANCELLED, "caller_hung_up")
             return
         self._entries[channel_id] = record.id
         if record.outcome is not None:  # blocked at once

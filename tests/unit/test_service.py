@@ -1,0 +1,133 @@
+"""CallService's bookkeeping around a call, on a real store and no Asterisk: what is shown
+when another process settled the call first, what a call settled at start-up sends, and a
+dialplan entry that hangs up while its call is being set up."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from phonemfa.ari import Event
+from phonemfa.config import Config
+from phonemfa.outcomes import Outcome
+from phonemfa.service import CallService, LiveCall
+from phonemfa.store import Store, TimelineEntry
+from tests.unit.test_store import record
+
+
+def _config(db: Path) -> Config:
+    return Config.model_validate(
+        {
+            "ari": {"password": "x", "url": "http://127.0.0.1:9"},  # never connected
+            "api": {"tokens": ["t"]},
+            "tenants": {"default": {"region": "US"}},
+            "storage": {"path": str(db)},
+        }
+    )
+
+
+async def test_an_outcome_the_store_already_has_is_the_one_shown(tmp_path: Path) -> None:
+    # `phonemfa call` shares the service's store. A service starting meanwhile settles the
+    # CLI's call as interrupted; the person then presses '#'. The CLI must not print (and
+    # exit with) `approved` while the record, the API and any webhook say `interrupted`.
+    db = tmp_path / "phonemfa.db"
+    cli_store = await Store.open(db)
+    service_store = await Store.open(db)
+    try:
+        cli = CallService(_config(db), cli_store)
+        call = record("cli-call", origin="cli")
+        await cli_store.create_call(call)
+        live = LiveCall(call)
+        await CallService(_config(db), service_store)._settle_previous_run()
+
+        await cli._finish(live, Outcome.APPROVED, None)
+
+        stored = await service_store.get_call("cli-call")
+        assert stored is not None
+        assert (stored.outcome, stored.reason) == ("interrupted", "service_restarted")
+        assert (call.outcome, call.reason) == (stored.outcome, stored.reason)
+        assert live.done.is_set()
+    finally:
+        await cli_store.close()
+        await service_store.close()
+
+
+async def test_a_call_settled_at_start_up_sends_its_whole_timeline(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "phonemfa.db")
+    try:
+        call = record("old", callback_url="https://hooks.example/x")
+        call.timeline = [TimelineEntry(1.0, "dialing", {}), TimelineEntry(2.0, "answered", {})]
+        await store.create_call(call)
+
+        await CallService(_config(tmp_path / "phonemfa.db"), store)._settle_previous_run()
+
+        hook = await store.get_webhook("old")
+        assert hook is not None
+        sent = [entry["event"] for entry in json.loads(hook.body)["timeline"]]
+        assert sent == ["dialing", "answered"]
+    finally:
+        await store.close()
+
+
+class _WaitingFlow:
+    """Stands in for a flow: records stop() and runs until stopped."""
+
+    def __init__(self) -> None:
+        self.channel_id = "callee"
+        self.dialled = False
+        self.stopped: list[tuple[Outcome, str]] = []
+        self._done = asyncio.Event()
+
+    def stop(self, outcome: Outcome, reason: str) -> None:
+        self.stopped.append((outcome, reason))
+        self._done.set()
+
+    async def run(self) -> Outcome:
+        await self._done.wait()
+        return Outcome.CANCELLED
+
+
+async def test_an_entry_hanging_up_while_its_call_is_set_up_cancels_it(tmp_path: Path) -> None:
+    db = tmp_path / "phonemfa.db"
+    store = await Store.open(db)
+    service = CallService(_config(db), store)
+    service.accepting = True
+    flows: list[_WaitingFlow] = []
+
+    def make_flow(request: Any, observer: Any) -> _WaitingFlow:
+        flow = _WaitingFlow()
+        service.engine.flows[request.call_id] = flow  # type: ignore[assignment]
+        flows.append(flow)
+        return flow
+
+    service.engine.flow = make_flow  # type: ignore[method-assign]
+    create_call = store.create_call
+
+    async def create_then_hang_up(call: Any) -> None:
+        await create_call(call)
+        # The caller in the dialplan hangs up while its call's record is being written.
+        for kind in ("StasisEnd", "ChannelDestroyed"):
+            service._on_unrouted(Event({"type": kind, "channel": {"id": "entry-1"}}))
+
+    store.create_call = create_then_hang_up  # type: ignore[method-assign]
+    try:
+        start = Event(
+            {
+                "type": "StasisStart",
+                "channel": {"id": "entry-1"},
+                "args": ["verify", "+1 425 555 0100", "alice"],
+            }
+        )
+        service._on_unrouted(start)
+        async with asyncio.timeout(5):
+            while not flows or not flows[0].stopped:
+                await asyncio.sleep(0.01)
+        assert flows[0].stopped == [(Outcome.CANCELLED, "caller_hung_up")]
+        assert "entry-1" not in service._entries
+    finally:
+        for flow in flows:
+            flow.stop(Outcome.CANCELLED, "test over")
+        await asyncio.sleep(0.05)
+        await store.close()

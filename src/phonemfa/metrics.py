@@ -46,6 +46,11 @@ class Metrics:
         self.store_healthy = Gauge(
             "phonemfa_store_healthy", "1 while the call store can write", registry=r
         )
+        self.store_dropped_writes = Gauge(
+            "phonemfa_store_dropped_writes",
+            "Timeline steps and status changes the store gave up writing since start",
+            registry=r,
+        )
 
     def started(self, tenant: str, mode: str) -> None:
         self.calls_started.labels(tenant, mode).inc()

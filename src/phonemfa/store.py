@@ -357,6 +357,7 @@ class _Writer(threading.Thread):
         # Set with every urgent write (and to stop): it cuts a linger short.
         self.urgent = threading.Event()
         self.commits = 0  # counted here alone; the checkpointer reads it
+        self.dropped = 0  # fire-and-forget writes given up on; counted here alone
 
     def put(self, write: _Write) -> None:
         self.queue.put(write)
@@ -368,14 +369,14 @@ class _Writer(threading.Thread):
         stopping = False
         while not stopping:
             batch, retry = retry, []
-            try:
-                first = self.queue.get(timeout=self.store.retry_delay if batch else None)
+            if batch:  # a failed batch: its second try after retry_delay, not the next write
+                stopping = self._wait_out(batch, self.store.retry_delay)
+            else:
+                first = self.queue.get()
                 if first is _STOP:
                     stopping = True
                 else:
                     batch.append(first)
-            except queue.Empty:
-                pass
             self.urgent.clear()  # before taking what is queued: a later urgent write sets it
             stopping = self._take(batch) or stopping
             # A batch of fire-and-forget writes only (timeline rows, status changes) waits
@@ -396,6 +397,24 @@ class _Writer(threading.Thread):
             if stopping and retry:
                 self._apply(retry)
         self.conn.close()
+
+    def _wait_out(self, batch: list[_Write], seconds: float) -> bool:
+        """Let `seconds` pass, taking what is queued meanwhile into `batch` (up to
+        max_batch); True when told to stop. Under load a write comes every few ms: waking
+        for it would make the second try as immediate as the first."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            if len(batch) >= self.store.max_batch:
+                time.sleep(left)
+                break
+            try:
+                item = self.queue.get(timeout=left)
+            except queue.Empty:
+                break
+            if item is _STOP:
+                return True
+            batch.append(item)
+        return False
 
     def _take(self, batch: list[_Write]) -> bool:
         """Move what is queued into `batch` (up to max_batch); True when told to stop."""
@@ -502,6 +521,7 @@ class _Writer(threading.Thread):
             conn.execute("ROLLBACK TO w")
             conn.execute("RELEASE w")
             if w.future is None:
+                self.dropped += 1
                 log.error("store: %s failed and was dropped: %s", w.what, exc)
             return None, exc
         conn.execute("RELEASE w")
@@ -524,6 +544,7 @@ class _Writer(threading.Thread):
                 w.retried = True
                 retry.append(w)
             elif w.run is not None:
+                self.dropped += 1
                 log.error("store: %s dropped after a second failure", w.what)
         self._settle(results)
         return retry
@@ -793,8 +814,16 @@ class Store:
 
         return await self._write("finish_call", run)
 
+    @property
+    def dropped_writes(self) -> int:
+        """Fire-and-forget writes (timeline steps, status changes) given up on since open:
+        failed twice, or refused by the database. Never an awaited write such as an outcome."""
+        return self._writer.dropped
+
     async def flush(self) -> None:
-        """Wait until every write issued so far is committed (StoreUnavailable if it failed)."""
+        """Wait until every write issued so far has been committed or given up on
+        (StoreUnavailable if the commit it waits for failed; `dropped_writes` counts the
+        fire-and-forget writes given up on)."""
         await self._write("flush", None)
 
     async def settled(self) -> None:

@@ -16,6 +16,7 @@ import sqlite3
 import stat
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -36,7 +37,7 @@ from phonemfa.store import (
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = await Store.open(tmp_path / "phonemfa.db", retry_delay=5.0)
+    s = await Store.open(tmp_path / "phonemfa.db", retry_delay=0.2)
     yield s
     await s.close()
 
@@ -699,12 +700,47 @@ async def test_fire_and_forget_write_is_dropped_after_two_failures(
         with pytest.raises(StoreUnavailable):
             await store.flush()
     assert "append_event dropped" in caplog.text
+    assert store.dropped_writes == 1
     assert store._writer.is_alive()
     store.append_event("call-1", event(2.0, "kept"))
     await store.flush()
     assert store.healthy is True
     got = await store.get_call("call-1")
     assert got is not None and [e.event for e in got.timeline] == ["kept"]
+
+
+class FullDiskFor(FaultyConnection):
+    """Every COMMIT after a statement containing `trigger` fails until `seconds` from now."""
+
+    def __init__(self, conn: sqlite3.Connection, trigger: str, seconds: float) -> None:
+        super().__init__(conn, trigger, times=1_000_000)
+        self.until = time.monotonic() + seconds
+
+    def execute(self, sql: str, *args: Any) -> sqlite3.Cursor:
+        if time.monotonic() >= self.until:
+            self.times = 0
+        return super().execute(sql, *args)
+
+
+async def test_a_failed_write_waits_out_retry_delay_however_busy_the_store_is(
+    tmp_path: Path,
+) -> None:
+    # A full disk for a moment, while steps keep coming: the second try of the first step
+    # must come after retry_delay, not with the next step (then within the same moment).
+    store = await Store.open(tmp_path / "phonemfa.db", linger=0, retry_delay=0.5)
+    try:
+        await store.create_call(record())
+        full = FullDiskFor(store._writer.conn, "INSERT INTO timeline", 0.25)
+        store._writer.conn = full  # type: ignore[assignment]
+        store.append_event("call-1", event(1.0, "answered"))
+        await asyncio.sleep(0.05)
+        store.append_event("call-1", event(2.0, "prompting"))
+        await store.flush()
+        got = await store.get_call("call-1")
+        assert got is not None and [e.event for e in got.timeline] == ["answered", "prompting"]
+        assert store.dropped_writes == 0
+    finally:
+        await store.close()
 
 
 async def test_one_bad_write_does_not_spoil_its_batch(
@@ -721,6 +757,7 @@ async def test_one_bad_write_does_not_spoil_its_batch(
         await duplicate
     assert await finished is True
     assert "append_event failed" in caplog.text
+    assert store.dropped_writes == 1
     assert store.healthy is True
     got = await store.get_call("call-1")
     assert got is not None and [e.event for e in got.timeline] == ["kept"]

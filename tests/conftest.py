@@ -24,7 +24,7 @@ import pytest
 from phonemfa.engine import Engine
 from tests.support import log_audit
 from tests.support.ari_raw import RawAri, raw_ari
-from tests.support.flows import FlowHarness, sandbox_config
+from tests.support.flows import SANDBOX_TRUNK, FlowHarness, sandbox_config
 from tests.support.service import Api, ServiceProcess
 from tests.support.softphone import SoftphoneNetwork, softphone_network
 from tests.support.webhooks import WebhookReceiver
@@ -144,6 +144,30 @@ async def flows(engine: Engine) -> AsyncIterator[FlowHarness]:
     harness = FlowHarness(engine)
     yield harness
     await harness.settle()
+
+
+# The caller id `presenting_flows` configures (trunk.caller_id); the sandbox trunk's own
+# number, presented without one, is +14255550000 (its from_user in asterisk/etc/pjsip.conf).
+TRUNK_CALLER_ID = "+14255550199"
+
+
+@pytest.fixture
+async def presenting_flows(asterisk: Sandbox) -> AsyncIterator[FlowHarness]:
+    """`flows` on an Engine of its own whose trunk presents TRUNK_CALLER_ID."""
+    config = sandbox_config(
+        f"phonemfa-test-{uuid.uuid4().hex[:6]}",
+        asterisk.ari_url,
+        asterisk.ari_password,
+        trunk={**SANDBOX_TRUNK, "caller_id": TRUNK_CALLER_ID},
+    )
+    eng = Engine(config)
+    await eng.start(connect_timeout=10)
+    harness = FlowHarness(eng)
+    try:
+        yield harness
+        await harness.settle()
+    finally:
+        await eng.stop()
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from phonemfa.outcomes import Outcome
+from tests.conftest import TRUNK_CALLER_ID
 from tests.support.ari_raw import RawAri
 from tests.support.flows import FAST_CALLS, FlowHarness
 from tests.support.softphone import SoftphoneNetwork, wav_stats
@@ -22,6 +23,8 @@ MOBILE = "+1 425 555 0100"
 AUTO_ATTENDANT = "+1 425 555 0110"
 OPERATOR_OFFICE = "+1 425 555 0120"
 DESK = "sip:5678@127.0.0.2:5060"
+BOT_APPROVES = "+1 425 555 0170"  # a load bot: presses '#', records the caller id it got
+TRUNK_OWN_NUMBER = "+14255550000"  # the sandbox trunk's from_user
 
 
 def assert_heard_something(path: Path) -> None:
@@ -208,3 +211,25 @@ async def test_number_matching(
     assert got is outcome
     # The code is a secret of the sign-in: the timeline never shows its digits.
     assert all(d.get("digit") in ("*", "#") for n, d in call.timeline if n == "key")
+
+
+async def test_the_configured_caller_id_reaches_the_far_end(
+    presenting_flows: FlowHarness, ari: RawAri
+) -> None:
+    await ari.set_global_var("BOT_LAST_CALLER_ID", "-")
+    call = presenting_flows.start(BOT_APPROVES)
+    assert await call.finished() == (Outcome.APPROVED, None)
+    assert await ari.global_var("BOT_LAST_CALLER_ID") == TRUNK_CALLER_ID
+    # Presented as the connected line: our own channel's caller id never changed, so there is
+    # no false hint of a transfer.
+    assert "caller_id_changed" not in call.events()
+
+
+async def test_without_a_caller_id_the_trunk_presents_its_own_number(
+    flows: FlowHarness, ari: RawAri
+) -> None:
+    assert flows.engine.config.trunk.caller_id is None
+    await ari.set_global_var("BOT_LAST_CALLER_ID", "-")
+    call = flows.start(BOT_APPROVES)
+    assert await call.finished() == (Outcome.APPROVED, None)
+    assert await ari.global_var("BOT_LAST_CALLER_ID") == TRUNK_OWN_NUMBER

@@ -34,13 +34,14 @@ FAST_CALLS = {
 }
 HINTS = frozenset({"caller_id_changed", "talking_started", "talking_finished", "key"})
 NO_LIMITS = {"per_user": [], "per_number": [], "per_tenant": []}
+SANDBOX_TRUNK = {"endpoint": "PJSIP/{number}@trunk", "dial_timeout": 20}
 
 
 def sandbox_config(app: str, ari_url: str, password: str, **overrides: Any) -> Config:
     tenant = {"region": "US", "limits": NO_LIMITS, "calls": FAST_CALLS}
     data: dict[str, Any] = {
         "ari": {"url": ari_url, "username": "phonemfa", "password": password, "app": app},
-        "trunk": {"endpoint": "PJSIP/{number}@trunk", "dial_timeout": 20},
+        "trunk": SANDBOX_TRUNK,
         "api": {"tokens": ["test-token"]},
         "sounds": {"dir": str(SANDBOX_SOUNDS) if SANDBOX_SOUNDS.is_dir() else None},
         "dial_profiles": [{"name": "sandbox", "match": ["+1"], "pre_delay": 1.0}],

@@ -11,6 +11,7 @@ import ssl
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -224,6 +225,41 @@ async def test_ari_client_maps_statuses_and_failures(app_server: tuple) -> None:
     with pytest.raises(AriUnavailable):
         await closed.request("GET", "/asterisk/info")
     await closed.close()
+
+
+async def test_create_channel_presents_the_caller_id_as_the_connected_line(
+    app_server: tuple,
+) -> None:
+    """/channels/create has no callerId parameter (Asterisk ignores one): the caller id goes
+    in as the variable chan_pjsip builds the INVITE's From from, in the same request."""
+    url, seen, _ = app_server
+    client = AriClient(url, "user", "secret", "app")
+
+    async def created(**kw: Any) -> dict[str, Any]:
+        echo: Any = await client.create_channel(
+            "PJSIP/+14255550100@trunk", "chan-1", app_args="call,1", **kw
+        )
+        assert (echo["method"], echo["path"]) == ("POST", "/ari/channels/create")
+        return dict(json.loads(echo["body"]))
+
+    body = await created(variables={"TALK_DETECT(set)": ""}, caller_id="+14255550199")
+    assert "callerId" not in body
+    assert body == {
+        "endpoint": "PJSIP/+14255550100@trunk",
+        "app": "app",
+        "channelId": "chan-1",
+        "appArgs": "call,1",
+        "variables": {"TALK_DETECT(set)": "", "CONNECTEDLINE(num,i)": "+14255550199"},
+    }
+    assert (await created(caller_id="+14255550199"))["variables"] == {
+        "CONNECTEDLINE(num,i)": "+14255550199"
+    }
+    # No caller id (unset or empty): no variable, the endpoint's own identity.
+    for unset in ({}, {"caller_id": None}, {"caller_id": ""}):
+        assert "variables" not in await created(**unset)
+    assert (await created(variables={"A": "1"}))["variables"] == {"A": "1"}
+    assert len(seen) == 6  # one request per channel
+    await client.close()
 
 
 def test_the_pool_runs_on_uvloop() -> None:

@@ -64,6 +64,16 @@ _BY_STATUS: dict[int, type[AriError]] = {
 }
 
 
+# Where the caller id of a channel we create goes: chan_pjsip builds the INVITE's From (and
+# P-Asserted-Identity / Remote-Party-ID, when the endpoint sends them) from the outgoing
+# channel's *connected line*, not from its CALLERID, which would only change what our own
+# channel shows (and raise a ChannelCallerId event, the flow's hint of a transfer). The `i`
+# option sets it without telling the channel driver: told, chan_pjsip queues a COLP update
+# and sends a needless re-INVITE with the same identity once the call is answered (endpoints
+# with send_pai or send_rpid).
+CALLER_ID_VARIABLE = "CONNECTEDLINE(num,i)"
+
+
 def basic_auth(username: str, password: str) -> str:
     token = base64.b64encode(f"{username}:{password}".encode()).decode()
     return f"Basic {token}"
@@ -145,17 +155,21 @@ class AriClient:
         variables: Mapping[str, str] | None = None,
         caller_id: str | None = None,
     ) -> Channel:
-        """POST /channels/create: the channel enters our Stasis app (StasisStart), not dialled."""
+        """POST /channels/create: the channel enters our Stasis app (StasisStart), not dialled.
+
+        `caller_id` is the number presented to the far end. /channels/create has no callerId
+        parameter (Asterisk would ignore one): it goes in as a channel variable instead."""
         body: dict[str, Any] = {
             "endpoint": endpoint,
             "app": self.app,
             "channelId": channel_id,
             "appArgs": app_args,
         }
-        if variables:
-            body["variables"] = dict(variables)
+        merged = dict(variables or {})
         if caller_id:
-            body["callerId"] = caller_id
+            merged[CALLER_ID_VARIABLE] = caller_id
+        if merged:
+            body["variables"] = merged
         return cast(Channel, await self.request("POST", "/channels/create", body=body))
 
     async def dial(self, channel_id: str, timeout: int) -> None:

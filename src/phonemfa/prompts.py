@@ -398,7 +398,8 @@ def load_shipped(sounds_dir: Path) -> Shipped:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise AudioError(f"shipped prompts not installed: cannot read {path}: {exc}") from exc
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc  # path once
+        raise AudioError(f"shipped prompts not installed: cannot read {path}: {why}") from exc
     return Shipped(
         messages={lang: frozenset(msgs) for lang, msgs in data["prompts"].items()},
         templates=dict(data.get("templates", {})),

@@ -13,8 +13,10 @@ from phonemfa.calls import CallRefused
 from phonemfa.config import DEFAULT_TENANT, Config, ConfigError, UnknownTenantError, load_config
 from phonemfa.numbers import NumberError
 from phonemfa.outcomes import Outcome
+from phonemfa.prompt_setup import PromptSetupError
 from phonemfa.service import CallService, RateLimited, ServiceUnavailable, StartCall
-from phonemfa.store import CallRecord, Store, TimelineEntry
+from phonemfa.startup import StartupError, open_service
+from phonemfa.store import CallRecord, TimelineEntry
 
 EXIT_APPROVED = 0
 EXIT_NOT_APPROVED = 1
@@ -65,7 +67,11 @@ def run_call_command(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"phonemfa call: {exc}", file=sys.stderr)
         return EXIT_NOT_APPROVED
-    return asyncio.run(_call(config, args))
+    try:
+        return asyncio.run(_call(config, args))
+    except (OSError, PromptSetupError, StartupError) as exc:  # as `phonemfa serve` refuses
+        print(f"phonemfa call: {exc}", file=sys.stderr)
+        return EXIT_NOT_APPROVED
 
 
 async def _call(config: Config, args: argparse.Namespace) -> int:
@@ -74,8 +80,7 @@ async def _call(config: Config, args: argparse.Namespace) -> int:
     # A Stasis app of its own: a service running on the same Asterisk keeps its app.
     app = f"{config.ari.app}-cli-{os.getpid()}"
     config = config.model_copy(update={"ari": config.ari.model_copy(update={"app": app})})
-    store = await Store.open(config.storage.path)
-    service = CallService(config, store)
+    service = await open_service(config)
     try:
         await service.start(primary=False)
         try:
@@ -103,7 +108,7 @@ async def _call(config: Config, args: argparse.Namespace) -> int:
         return await _follow(service, record)
     finally:
         await service.shutdown(grace=0)
-        await store.close()
+        await service.store.close()
 
 
 async def _follow(service: CallService, record: CallRecord) -> int:

@@ -21,8 +21,7 @@ from phonemfa import logsetup
 from phonemfa.api import build_app
 from phonemfa.config import Config, ConfigError, load_config
 from phonemfa.prompt_setup import PromptSetupError
-from phonemfa.service import CallService
-from phonemfa.store import Store
+from phonemfa.startup import StartupError, open_service
 
 log = logging.getLogger("phonemfa.server")
 
@@ -47,7 +46,7 @@ def run_serve_command(args: argparse.Namespace) -> int:
     logsetup.configure(config.logging.level, config.logging.format)
     try:
         _run(serve(config))
-    except (OSError, PromptSetupError) as exc:  # e.g. the API port is taken
+    except (OSError, PromptSetupError, StartupError) as exc:  # e.g. the API port is taken
         log.error("cannot serve: %s", exc)
         return 1
     return 0
@@ -67,8 +66,8 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
 
 
 async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
-    store = await Store.open(config.storage.path)
-    service = CallService(config, store)
+    service = await open_service(config)
+    store = service.store
     runner: web.AppRunner | None = None
     try:
         await service.start()

@@ -1,0 +1,90 @@
+"""`phonemfa serve` and `phonemfa call --config` refuse an unusable config value with one line
+naming its field (not a traceback), before any connection to Asterisk."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from phonemfa.cli import main
+
+# Port 1: nothing answers there, and nothing may try before the refusal.
+BASE = "ari: {password: x, url: 'http://127.0.0.1:1'}\napi: {tokens: [t]}\n"
+
+
+@pytest.fixture(autouse=True)
+def _root_logging() -> Iterator[None]:
+    """`serve` sets up the root logger (to this test's stderr): put pytest's back after."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def write_config(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "phonemfa.yaml"
+    path.write_text(BASE + text)
+    return str(path)
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    code = main(list(argv))
+    return code, capsys.readouterr().err
+
+
+def one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+# How each command says it (serve logs it, as every start-up failure).
+COMMANDS = [(["serve"], "cannot serve: "), (["call", "+14255551234"], "phonemfa call: ")]
+
+
+@pytest.mark.parametrize(("command", "says"), COMMANDS)
+def test_missing_shipped_prompts_name_sounds_dir(
+    command: list[str], says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(
+        tmp_path,
+        f"storage: {{path: {tmp_path / 'db.sqlite'}}}\nsounds: {{dir: {tmp_path / 'nowhere'}}}\n"
+        "tenants: {default: {}}\n",
+    )
+    code, err = run(capsys, *command, "--config", config)
+    line = one_line(err)
+    assert code == 1
+    manifest = tmp_path / "nowhere" / "phonemfa" / "manifest.json"
+    assert f"{says}sounds.dir: shipped prompts not installed: cannot read {manifest}:" in line
+    assert "make prompts" in line
+    assert not (tmp_path / "db.sqlite").exists()  # refused before the database is created
+
+
+@pytest.mark.parametrize(("command", "says"), COMMANDS)
+def test_unusable_database_names_storage_path(
+    command: list[str], says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(tmp_path, f"storage: {{path: {tmp_path}}}\ntenants: {{default: {{}}}}\n")
+    code, err = run(capsys, *command, "--config", config)
+    line = one_line(err)
+    assert code == 1
+    assert f"{says}storage.path: cannot open the database {tmp_path}: " in line
+
+
+def test_call_refuses_unplayable_prompts_like_serve(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = write_config(
+        tmp_path,
+        f"storage: {{path: {tmp_path / 'db.sqlite'}}}\n"
+        "tenants: {default: {prompts: {en: {greeting: hello.wav}}}}\n",
+    )
+    code, err = run(capsys, "call", "+14255551234", "--config", config)
+    assert code == 1 and "Traceback" not in err
+    assert err.startswith("phonemfa call: 1 prompt problem(s), not starting:")
+    assert "message greeting: sounds.dir is not set" in err

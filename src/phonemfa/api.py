@@ -23,10 +23,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from phonemfa.calls import CallRefused
 from phonemfa.config import ApiToken, TenantSettings, UnknownTenantError, field_errors
+from phonemfa.messages import MessageType
 from phonemfa.metrics import CONTENT_TYPE
 from phonemfa.numbers import NumberError
 from phonemfa.openapi import openapi_document
 from phonemfa.prompt_setup import PromptSetupError
+from phonemfa.prompts import Finding
 from phonemfa.service import (
     CallService,
     RateLimited,
@@ -400,11 +402,19 @@ async def put_settings(request: web.Request) -> web.Response:
     try:
         await service.update_tenant(name, settings)
     except PromptSetupError as exc:
-        fields = [
-            {"field": f"prompts.{f.language}.{f.message}", "reason": f.text} for f in exc.findings
-        ]
+        # One entry per field: an unspoken name is reported in every language.
+        named = {(_prompt_field(f), f.text): None for f in exc.findings}
+        fields = [{"field": field, "reason": reason} for field, reason in named]
         return error(400, "prompt_unplayable", str(exc.findings[0]), fields=fields)
     return web.json_response(_tenant_view(name, settings))
+
+
+def _prompt_field(finding: Finding) -> str:
+    """The setting at fault: a recording or media names its prompt; a spoken organisation name
+    (no file) is the organization_name setting."""
+    if finding.message == MessageType.ORGANIZATION_NAME and finding.path is None:
+        return "organization_name"
+    return f"prompts.{finding.language}.{finding.message}"
 
 
 def _merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from phonemfa.config import Config, TenantSettings
+from phonemfa.messages import MessageType
 from phonemfa.prompts import Finding, PromptCatalog, check_prompts, import_tenant_prompts
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "prepare_prompts",
     "prepare_tenant_prompts",
     "refuse_without_sounds_dir",
+    "unspoken_names",
 ]
 
 log = logging.getLogger("phonemfa.prompts")
@@ -112,5 +114,25 @@ def refuse_without_sounds_dir(catalogs: Mapping[str, PromptCatalog]) -> None:
         for catalog in catalogs.values()
         for lang, message, source in catalog.materialized()
     ]
+    errors += [f for catalog in catalogs.values() for f in unspoken_names(catalog)]
     if errors:
         raise PromptSetupError(errors)
+
+
+def unspoken_names(catalog: PromptCatalog) -> list[Finding]:
+    """The languages in which the tenant's organization_name would not be heard. Without
+    sounds.dir the catalog has no sentence to speak it in (no manifest), so it resolves to
+    nothing: the greeting would start without it, silently."""
+    if catalog.organization_name is None:
+        return []
+    org = MessageType.ORGANIZATION_NAME
+    text = (
+        "sounds.dir is not set: organization_name cannot be spoken where Asterisk plays it "
+        "(set sounds.dir to Asterisk's sounds folder, record the name as sound:NAME media, "
+        "or unset organization_name)"
+    )
+    return [
+        Finding("error", catalog.tenant, lang, org.value, text)
+        for lang in catalog.languages
+        if catalog.resolve(org, lang) is None
+    ]

@@ -32,7 +32,11 @@ from phonemfa.engine import Engine
 from phonemfa.metrics import Metrics
 from phonemfa.numbers import NumberError, mask_text, parse_number
 from phonemfa.outcomes import Outcome
-from phonemfa.prompt_setup import prepare_tenant_prompts, refuse_without_sounds_dir
+from phonemfa.prompt_setup import (
+    prepare_tenant_prompts,
+    refuse_without_sounds_dir,
+    unspoken_names,
+)
 from phonemfa.prompts import PromptCatalog
 from phonemfa.store import CallRecord, Store, StoreUnavailable, TimelineEntry, WebhookDelivery
 from phonemfa.tollfraud import PastCall, RefusalCode, TollFraudGuard
@@ -192,7 +196,7 @@ class CallService:
         in progress and its webhooks to the service that owns them."""
         for name, data in (await self.store.all_tenant_settings()).items():
             try:
-                self._set_tenant(name, TenantSettings.model_validate(data))
+                self._set_tenant(name, self._usable(name, TenantSettings.model_validate(data)))
             except ValidationError as exc:
                 log.error("stored settings of tenant %s are invalid, ignored: %s", name, exc)
         now = time.time()
@@ -472,6 +476,21 @@ class CallService:
         self.tenants[name] = settings
         self.guard.update_tenant(name, settings)
         self.engine.set_tenant(name, settings)
+
+    def _usable(self, name: str, settings: TenantSettings) -> TenantSettings:
+        """Stored settings as they can be used. The API once took an organization_name it
+        could not speak (no sounds.dir); refusing to start for it would leave no way to change
+        it, so it is set aside, with a warning, until sounds.dir is set."""
+        catalog = PromptCatalog.for_tenant(name, settings, self.engine.shipped)
+        if self.config.sounds.dir is not None or not unspoken_names(catalog):
+            return settings
+        log.warning(
+            "tenant %s: stored organization_name %r ignored: sounds.dir is not set, so it "
+            "cannot be spoken (set sounds.dir to speak it)",
+            name,
+            settings.organization_name,
+        )
+        return settings.model_copy(update={"organization_name": None})
 
     async def update_tenant(self, name: str, settings: TenantSettings) -> None:
         """New settings for a tenant: their prompts installed (or PromptSetupError, nothing

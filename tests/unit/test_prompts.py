@@ -305,8 +305,11 @@ def write_wav(path: Path, rate: int, seconds: float = 0.1) -> None:
 
 @pytest.fixture
 def sounds(tmp_path: Path) -> Path:
+    return install_shipped(tmp_path / "sounds")
+
+
+def install_shipped(root: Path) -> Path:
     """A sounds folder with the shipped manifest and prompts (silent, written directly)."""
-    root = tmp_path / "sounds"
     for lang in ("en", "fr"):
         for message in ALL:
             write_wav(root / "phonemfa" / lang / f"{message}.wav", 8000)

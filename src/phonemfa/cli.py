@@ -36,6 +36,7 @@ from phonemfa.config import (
 )
 from phonemfa.numbers import NumberError, PhoneNumber, parse_number
 from phonemfa.policy import DialMode, DialPlan, Wait, plan_call
+from phonemfa.prompt_setup import PromptSetupError, check_config_prompts
 from phonemfa.prompts_cli import add_prompts_commands
 from phonemfa.server import add_serve_command
 from phonemfa.tollfraud import Refusal, check_destination
@@ -206,7 +207,9 @@ def _add_check_config(sub: _Subparsers) -> None:
         "check-config",
         help="validate a configuration file",
         description="Validate FILE and print it with every default filled in and secrets "
-        "shown as ***; on error print where (file:line: key) and exit 1.",
+        "shown as ***; on error print where (file:line: key) and exit 1. Prompts that "
+        "`phonemfa serve` would refuse from the file alone (a recording or a spoken "
+        "organization_name without sounds.dir) are errors too.",
     )
     p.add_argument("--config", "-c", metavar="FILE", required=True)
     p.set_defaults(handler=_run_check_config)
@@ -218,7 +221,17 @@ def _run_check_config(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
+    try:  # what serve refuses at start from the file alone: say it now
+        check_config_prompts(config)
+    except PromptSetupError as exc:
+        problems = "".join(f"\n  {f}" for f in exc.findings)
+        print(f"{args.config}: `phonemfa serve` would not start:{problems}", file=sys.stderr)
+        return EXIT_CONFIG
     print(f"# {args.config}: valid. Effective configuration, secrets shown as ***")
+    if config.sounds.dir is not None:
+        print(
+            "# Prompts are checked in sounds.dir at start: `phonemfa prompts check` checks them now"
+        )
     print(yaml.safe_dump(redacted_dump(config), sort_keys=False, allow_unicode=True), end="")
     return EXIT_OK
 

@@ -10,17 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
-from pathlib import Path
 from typing import Any
 
 from phonemfa.ari import AriClient, AriError, Event, EventRouter, EventStream
 from phonemfa.config import Config, TenantSettings
 from phonemfa.flow import EVENT_TYPES, CallFlow, CallRequest, Observer
 from phonemfa.lines import Lines
-from phonemfa.messages import MessageType
 from phonemfa.outcomes import Outcome
-from phonemfa.prompt_setup import prepare_prompts
-from phonemfa.prompts import SUPPORTED_LANGUAGES, PromptCatalog, Shipped, load_shipped
+from phonemfa.prompt_setup import prepare_prompts, shipped_prompts
+from phonemfa.prompts import PromptCatalog
 
 log = logging.getLogger("phonemfa.engine")
 
@@ -151,12 +149,3 @@ class Engine:
             if isinstance(result, BaseException):
                 log.warning("re-sync of call %s failed: %s", flow.req.call_id, result)
         log.info("re-synced %d call(s) after reconnect #%d", len(flows), generation)
-
-
-def shipped_prompts(sounds_dir: Path | None) -> Shipped:
-    """What `make prompts` installed into Asterisk's sounds folder; without access to that
-    folder (phonemfa on another host), every shipped message is assumed installed."""
-    if sounds_dir is not None:
-        return load_shipped(sounds_dir)
-    messages = frozenset(m.value for m in MessageType if m is not MessageType.ORGANIZATION_NAME)
-    return Shipped(messages={lang: messages for lang in SUPPORTED_LANGUAGES})

@@ -22,13 +22,23 @@ from pathlib import Path
 
 from phonemfa.config import Config, TenantSettings
 from phonemfa.messages import MessageType
-from phonemfa.prompts import Finding, PromptCatalog, check_prompts, import_tenant_prompts
+from phonemfa.prompts import (
+    SUPPORTED_LANGUAGES,
+    Finding,
+    PromptCatalog,
+    Shipped,
+    check_prompts,
+    import_tenant_prompts,
+    load_shipped,
+)
 
 __all__ = [
     "PromptSetupError",
+    "check_config_prompts",
     "prepare_prompts",
     "prepare_tenant_prompts",
     "refuse_without_sounds_dir",
+    "shipped_prompts",
     "unspoken_names",
 ]
 
@@ -51,6 +61,25 @@ class PromptSetupError(RuntimeError):
 
 
 _HINT = "Fix the tenants' prompts settings; `phonemfa prompts check --config FILE` shows them."
+
+
+def shipped_prompts(sounds_dir: Path | None) -> Shipped:
+    """What `make prompts` installed into Asterisk's sounds folder; without access to that
+    folder (phonemfa on another host), every shipped message is assumed installed."""
+    if sounds_dir is not None:
+        return load_shipped(sounds_dir)
+    messages = frozenset(m.value for m in MessageType if m is not MessageType.ORGANIZATION_NAME)
+    return Shipped(messages={lang: messages for lang in SUPPORTED_LANGUAGES})
+
+
+def check_config_prompts(config: Config) -> None:
+    """What prepare_prompts refuses from the config file alone, reading and writing no file
+    (check-config): without sounds.dir, the tenants that need files installed. With it, what
+    serve checks is on disk: `phonemfa prompts check` reads it."""
+    if config.sounds.dir is None:
+        shipped = shipped_prompts(None)
+        catalogs = {n: PromptCatalog.for_tenant(n, t, shipped) for n, t in config.tenants.items()}
+        refuse_without_sounds_dir(catalogs)
 
 
 def prepare_prompts(

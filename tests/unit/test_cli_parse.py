@@ -190,6 +190,40 @@ def test_check_config_error_is_one_clear_message(
     assert err.strip() == f"{path}:4: tenants.default.region: Input should be a valid string"
 
 
+def test_check_config_says_what_serve_would_refuse(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "phonemfa.yaml"
+    path.write_text(
+        "ari: {password: x}\napi: {tokens: [t]}\ntenants:\n"
+        "  default: {prompts: {en: {greeting: /srv/hello.wav}}}\n"
+        "  acme: {organization_name: Acme}\n"
+    )
+    code, out, err = run(capsys, "check-config", "--config", str(path))
+    assert code == 1 and out == ""
+    lines = err.splitlines()
+    assert lines[0] == f"{path}: `phonemfa serve` would not start:"
+    assert "  error: tenant 'default', language en, message greeting: sounds.dir is not set" in err
+    assert "(/srv/hello.wav)" in err
+    assert "tenant 'acme', language en, message organization_name: sounds.dir is not set" in err
+    assert len(lines) == 4  # the recording, the name in en and in fr
+
+
+def test_check_config_reads_no_prompt_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """With sounds.dir, what serve checks is on disk (maybe another host's): check-config
+    leaves it to `phonemfa prompts check` and says so."""
+    path = tmp_path / "phonemfa.yaml"
+    path.write_text(
+        f"ari: {{password: x}}\napi: {{tokens: [t]}}\nsounds: {{dir: {tmp_path / 'none'}}}\n"
+        "tenants: {default: {prompts: {en: {greeting: /srv/hello.wav}}}}\n"
+    )
+    code, out, err = run(capsys, "check-config", "--config", str(path))
+    assert code == 0 and err == ""
+    assert out.splitlines()[1].startswith("# Prompts are checked in sounds.dir at start")
+
+
 def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys)
     assert code == 0 and "parse" in out and "check-config" in out

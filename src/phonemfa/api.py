@@ -28,7 +28,7 @@ from phonemfa.metrics import CONTENT_TYPE
 from phonemfa.numbers import NumberError
 from phonemfa.openapi import openapi_document
 from phonemfa.prompt_setup import PromptSetupError
-from phonemfa.prompts import Finding
+from phonemfa.prompts import CUSTOM_PREFIX, Finding
 from phonemfa.service import (
     CallService,
     RateLimited,
@@ -154,6 +154,8 @@ async def _json_body(request: web.Request) -> Any:
         return json.loads(raw.decode("utf-8"))
     except ValueError:  # UnicodeDecodeError is one too
         raise _Invalid("the body is not valid UTF-8 JSON") from None
+    except RecursionError:  # JSON nested deeper than the parser goes
+        raise _Invalid("the body's JSON is nested too deeply") from None
 
 
 class _Invalid(Exception):
@@ -399,6 +401,17 @@ async def put_settings(request: web.Request) -> web.Response:
         settings = TenantSettings.model_validate(merged)
     except ValidationError as exc:
         return _bad_fields(exc)
+    if _token(request).tenants is not None:
+        if kept := _operator_only_changes(name, current, settings):
+            return error(
+                403,
+                "forbidden_setting",
+                f"a token limited to some tenants may not change {', '.join(kept)}",
+                fields=[
+                    {"field": f, "reason": "only a token for every tenant may change it"}
+                    for f in kept
+                ],
+            )
     try:
         await service.update_tenant(name, settings)
     except PromptSetupError as exc:
@@ -407,6 +420,29 @@ async def put_settings(request: web.Request) -> web.Response:
         fields = [{"field": field, "reason": reason} for field, reason in named]
         return error(400, "prompt_unplayable", str(exc.findings[0]), fields=fields)
     return web.json_response(_tenant_view(name, settings))
+
+
+def _operator_only_changes(tenant: str, current: TenantSettings, new: TenantSettings) -> list[str]:
+    """The settings a token limited to some tenants (a tenant's own identity system) may not
+    change: the toll-fraud protection and the cost ceilings belong to whoever pays for the
+    trunk; a prompt given as a file or a recording reads what this server or Asterisk holds
+    (a call recording, a voicemail), and another tenant's converted prompts are theirs."""
+    changed = [
+        key
+        for key in ("allowed_countries", "refused_number_types", "limits")
+        if getattr(current, key) != getattr(new, key)
+    ]
+    if current.calls.max_duration != new.calls.max_duration:
+        changed.append("calls.max_duration")
+    custom, own = f"sound:{CUSTOM_PREFIX}/", f"sound:{CUSTOM_PREFIX}/{tenant}/"
+    for lang, messages in new.prompts.items():
+        for message, source in messages.items():
+            if current.prompts.get(lang, {}).get(message) == source:
+                continue
+            theirs = source.startswith(custom) and not source.startswith(own)
+            if not source.startswith("sound:") or theirs:
+                changed.append(f"prompts.{lang}.{message}")
+    return changed
 
 
 def _prompt_field(finding: Finding) -> str:
@@ -466,6 +502,8 @@ async def delete_block(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    if _token(request).tenants is not None:  # its labels name every tenant, with its counts
+        return error(403, "forbidden_tenant", "metrics are for a token for every tenant")
     service = _service(request)
     m = service.metrics
     m.ari_connected.set(1 if service.engine.connected else 0)

@@ -236,6 +236,11 @@ def openapi_document() -> dict[str, Any]:
                         "200": _json("TenantSettingsView", "the settings now in effect"),
                         "400": _err("invalid settings, naming the field"),
                         **_AUTH,
+                        "403": _err(
+                            "wrong token, another tenant's, or a setting only a token for "
+                            "every tenant may change (forbidden_setting: toll-fraud "
+                            "protection, limits, calls.max_duration, file or recording prompts)"
+                        ),
                         "404": _err("no such tenant"),
                         "413": _err("body too large"),
                         "415": _err("not application/json"),
@@ -266,13 +271,15 @@ def openapi_document() -> dict[str, Any]:
             },
             "/metrics": {
                 "get": {
-                    "summary": "Prometheus metrics",
+                    "summary": "Prometheus metrics (a token for every tenant only: they "
+                    "name every tenant)",
                     "responses": {
                         "200": {
                             "description": "text exposition format",
                             "content": {"text/plain": {"schema": {"type": "string"}}},
                         },
                         **_AUTH,
+                        "403": _err("wrong token, or one limited to some tenants"),
                     },
                 }
             },

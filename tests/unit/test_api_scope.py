@@ -1,0 +1,96 @@
+"""What a token limited to some tenants (a tenant's own identity system) may do beyond its
+tenants' calls: change their settings, but not what protects whoever pays for the trunk;
+not read metrics that name every tenant. Also: a body nested too deeply is a 400."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from phonemfa.api import build_app
+from phonemfa.config import Config
+from phonemfa.service import CallService
+from phonemfa.store import Store
+
+ALL = {"Authorization": "Bearer operator-token"}
+ACME = {"Authorization": "Bearer acme-token"}
+
+
+@pytest.fixture
+async def client(tmp_path: Path) -> AsyncIterator[TestClient[Any, Any]]:
+    """The API of a service that is not started (no ARI): enough for settings and metrics."""
+    config = Config.model_validate(
+        {
+            "ari": {"password": "x", "url": "http://127.0.0.1:1"},
+            "api": {"tokens": ["operator-token", {"token": "acme-token", "tenants": ["acme"]}]},
+            "storage": {"path": str(tmp_path / "db.sqlite")},
+            "tenants": {"default": {}, "acme": {}},
+        }
+    )
+    store = await Store.open(config.storage.path)
+    async with TestClient(TestServer(build_app(CallService(config, store)))) as c:
+        yield c
+    await store.close()
+
+
+async def put(client: TestClient[Any, Any], body: Any, headers: dict[str, str]) -> Any:
+    resp = await client.put("/v1/tenants/acme/settings", json=body, headers=headers)
+    return resp.status, await resp.json()
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"allowed_countries": ["*"]}, "allowed_countries"),
+        ({"refused_number_types": []}, "refused_number_types"),
+        ({"limits": {"per_user": [], "per_number": [], "per_tenant": []}}, "limits"),
+        ({"calls": {"max_duration": 3600}}, "calls.max_duration"),
+        ({"prompts": {"en": {"greeting": "/etc/phonemfa/anything.wav"}}}, "prompts.en.greeting"),
+        ({"prompts": {"en": {"greeting": "recording:voicemail-1"}}}, "prompts.en.greeting"),
+        (
+            {"prompts": {"en": {"greeting": "sound:phonemfa-custom/default/en/greeting"}}},
+            "prompts.en.greeting",
+        ),
+    ],
+)
+async def test_a_tenant_token_cannot_lift_what_protects_the_trunk(
+    client: TestClient[Any, Any], body: dict[str, Any], field: str
+) -> None:
+    status, answer = await put(client, body, ACME)
+    assert status == 403, answer
+    assert answer["error"] == "forbidden_setting"
+    assert [f["field"] for f in answer["fields"]] == [field]
+    # The operator's token may (a file prompt is then refused for want of sounds.dir, here).
+    status, view = await put(client, body, ALL)
+    assert status == 200 or view["error"] == "prompt_unplayable", view
+
+
+async def test_a_tenant_token_changes_its_own_settings_and_echoes_the_rest(
+    client: TestClient[Any, Any],
+) -> None:
+    resp = await client.get("/v1/tenants/acme/settings", headers=ACME)
+    current = (await resp.json())["settings"]
+    current["operator_assistance"] = True  # GET's body back, one setting changed
+    current["prompts"] = {"en": {"greeting": "sound:phonemfa-custom/acme/en/greeting"}}
+    status, answer = await put(client, current, ACME)
+    assert status == 200, answer
+    assert answer["settings"]["operator_assistance"] is True
+
+
+async def test_metrics_are_for_a_token_for_every_tenant(client: TestClient[Any, Any]) -> None:
+    resp = await client.get("/metrics", headers=ACME)
+    assert resp.status == 403
+    resp = await client.get("/metrics", headers=ALL)
+    assert resp.status == 200 and "phonemfa_calls_in_progress" in await resp.text()
+
+
+async def test_json_nested_too_deeply_is_a_bad_request(client: TestClient[Any, Any]) -> None:
+    body = "[" * 5000 + "]" * 5000
+    headers = {**ALL, "Content-Type": "application/json"}
+    resp = await client.post("/v1/calls", data=body, headers=headers)
+    assert resp.status == 400
+    assert (await resp.json())["error"] == "invalid_json"

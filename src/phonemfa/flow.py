@@ -37,7 +37,7 @@ from phonemfa.ari import (
 from phonemfa.config import TenantSettings
 from phonemfa.lines import Lines, NoFreeLine
 from phonemfa.messages import MessageType
-from phonemfa.numbers import mask_text
+from phonemfa.numbers import EXTENSION_MASK, mask_extension, mask_text
 from phonemfa.outcomes import Outcome, unanswered_outcome
 from phonemfa.policy import DialMode, DialPlan, Digits, Wait
 from phonemfa.prompts import Prompt, PromptCatalog
@@ -49,6 +49,7 @@ STASIS_START_TIMEOUT = 10.0
 HANGUP_TIMEOUT = 5.0
 # A prompt that never reports its end (lost event) is given up on after this long.
 PLAYBACK_TIMEOUT = 120.0
+DIGITS_MASKED = f"digits:{EXTENSION_MASK}"
 # How far a channel has got, for re-sync snapshots that may be older than the events seen.
 _STATE_ORDER = {"Ring": 1, "Ringing": 1, "Up": 2}
 # A soft hang-up request carries Asterisk's reason as flags: shutting down, or the Stasis
@@ -289,7 +290,12 @@ class CallFlow:
                     )
                     # ARI returns at once; the tones take this long to go out.
                     await self._idle(len(digits) * (duration_ms + gap_ms) / 1000)
-        self._step("extension_sent", extension=plan.extension, dtmf=plan.dtmf_string)
+        extension = plan.extension or ""
+        self._step(
+            "extension_sent",
+            extension=EXTENSION_MASK,
+            dtmf=mask_extension(plan.dtmf_string, extension),
+        )
         prompt = self.req.catalog.get(MessageType.EXTENSION_PROMPT, self.req.language)
         await self._until_pound(
             prompt,
@@ -317,7 +323,9 @@ class CallFlow:
         """Play `prompt` again and again until someone presses '#' (other keys are ignored)."""
         for attempt in range(1, repeats + 1):
             self.keys.clear()
-            self._step(name, attempt=attempt, media=list(prompt.media), language=prompt.language)
+            # The spoken extension (operator prompt) is masked as the number is.
+            media = [DIGITS_MASKED if m.startswith("digits:") else m for m in prompt.media]
+            self._step(name, attempt=attempt, media=media, language=prompt.language)
             await self._play(prompt, stop_on=lambda: "#" in self.keys)
             if "#" in self.keys or await self._wait_key("#", pause):
                 self._step("pound_received", during=name)

@@ -138,6 +138,16 @@ class PhoneNumber:
         return self.format()
 
 
+# An extension is part of the number: where it would be shown (the timeline's DTMF sent and
+# spoken digits), it is these stars, as in `PhoneNumber.mask`.
+EXTENSION_MASK = "***"
+
+
+def mask_extension(text: str, extension: str) -> str:
+    """`text` (a DTMF string, a `digits:` media) with the extension's digits masked."""
+    return text.replace(extension, EXTENSION_MASK) if extension else text
+
+
 def mask(number: PhoneNumber | str) -> str:
     """Mask a parsed number, or raw text that may not parse (see `mask_text`)."""
     if isinstance(number, PhoneNumber):

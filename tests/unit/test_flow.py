@@ -463,6 +463,10 @@ async def test_auto_attendant_keys_the_extension_before_any_prompt() -> None:
     assert kinds.index("dtmf") < kinds.index("play")
     assert fake.sent("play")[0] == ["sound:phonemfa/en/extension_prompt"]
     assert rec.count("extension_prompt") == 2
+    # The timeline masks the extension, as the number is masked.
+    sent = next(d for n, d in rec.timeline if n == "extension_sent")
+    assert sent == {"extension": "***", "dtmf": "w***"}  # the pre-delay, then the digits
+    assert "5678" not in repr(rec.timeline)
 
 
 async def test_auto_attendant_nobody_at_the_extension_gives_no_input() -> None:
@@ -489,6 +493,10 @@ async def test_operator_mode_asks_for_a_transfer_and_sends_no_dtmf() -> None:
         "digits:5678",
         "sound:phonemfa/en/operator_after_digits",
     ]
+    # The timeline masks the extension, as the number is masked.
+    shown = next(d for n, d in rec.timeline if n == "operator_prompt")
+    assert shown["media"][1] == "digits:***"
+    assert "5678" not in repr(rec.timeline)
 
 
 async def test_operator_hanging_up_before_the_greeting() -> None:

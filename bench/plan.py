@@ -6,9 +6,9 @@ venv of its own (bench/.venv-peer) without phonemfa's dependencies.
 The sandbox's load bots (asterisk/etc/extensions.conf) answer, read extension digits for 2 s
 (none or 1234, anything else hangs up), wait 0.3 s, then press keys:
 
-    +1 425 555 0170   '#', 1.5 s later '#'
+    +1 425 555 0170   '#', 3 s later '#'
     +1 425 555 0171   '0#'
-    +1 425 555 0172   '#', 1.5 s later '0#'
+    +1 425 555 0172   '#', 3 s later '0#'
 
 so each kind of call below has exactly one right outcome.
 """

@@ -509,7 +509,7 @@ async def metrics(request: web.Request) -> web.Response:
     m.ari_connected.set(1 if service.engine.connected else 0)
     m.ari_connections.set(service.engine.events.generation)
     m.store_healthy.set(1 if service.store.healthy else 0)
-    m.store_dropped_writes.set(service.store.dropped_writes)
+    m.store_dropped(service.store.dropped_writes)
     return web.Response(body=m.render(), headers={"Content-Type": CONTENT_TYPE})
 
 

@@ -419,8 +419,9 @@ class FraudSettings(_Model):
 class CallSettings(_Model):
     first_digit_timeout: float = Field(default=10, gt=0, le=120)
     inter_digit_timeout: float = Field(default=5, gt=0, le=60)
-    # Keys already on their way when the greeting starts, and in its first seconds, answer an
-    # earlier prompt (a "##" at the switchboard) or nothing the person has heard (flow.py).
+    # Keys already received when the greeting starts (always), and in its first seconds (this
+    # long; 0: none), answer an earlier prompt (a "##" at the switchboard) or nothing the
+    # person has heard (flow.py).
     greeting_key_guard: float = Field(default=0.5, ge=0, le=5)
     # Keys in the first seconds of the retry prompt are the tail of the wrong entry (flow.py).
     retry_key_guard: float = Field(default=1, ge=0, le=5)

@@ -46,11 +46,18 @@ class Metrics:
         self.store_healthy = Gauge(
             "phonemfa_store_healthy", "1 while the call store can write", registry=r
         )
-        self.store_dropped_writes = Gauge(
+        self.store_dropped_writes = Counter(
             "phonemfa_store_dropped_writes",
-            "Timeline steps and status changes the store gave up writing since start",
+            "Timeline steps and status changes the store gave up writing",
             registry=r,
         )
+        self._dropped_seen = 0
+
+    def store_dropped(self, total: int) -> None:
+        """The store's own count since open, as a counter (exposed with _total)."""
+        if total > self._dropped_seen:
+            self.store_dropped_writes.inc(total - self._dropped_seen)
+            self._dropped_seen = total
 
     def started(self, tenant: str, mode: str) -> None:
         self.calls_started.labels(tenant, mode).inc()

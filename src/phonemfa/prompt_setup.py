@@ -157,7 +157,8 @@ def unspoken_names(catalog: PromptCatalog) -> list[Finding]:
     org = MessageType.ORGANIZATION_NAME
     text = (
         "sounds.dir is not set: organization_name cannot be spoken where Asterisk plays it "
-        "(set sounds.dir to Asterisk's sounds folder, record the name as sound:NAME media, "
+        "(set sounds.dir to Asterisk's sounds folder, record the name as sound:NAME or "
+        "recording:NAME media, "
         "or unset organization_name)"
     )
     return [

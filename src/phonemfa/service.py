@@ -398,6 +398,9 @@ class CallService:
                 delivered_at=None,
                 last_error=None,
             )
+        # A fraud report blocks the user even if the record keeps another outcome (below):
+        # the person did report fraud.
+        reported_fraud = outcome is Outcome.FRAUD_REPORTED
         delay = 0.5
         while True:
             try:
@@ -432,12 +435,7 @@ class CallService:
         self.metrics.finished(record.tenant, outcome.value, now - record.created_at, placed)
         log.info("call %s ended: %s%s", record.id, outcome, f" ({reason})" if reason else "")
         settings = self.tenants.get(record.tenant)
-        if (
-            outcome is Outcome.FRAUD_REPORTED
-            and record.user
-            and settings is not None
-            and settings.fraud.block_user
-        ):
+        if reported_fraud and record.user and settings is not None and settings.fraud.block_user:
             await self.block_user(record.tenant, record.user, "fraud_reported", record.id)
 
     # --- reading and cancelling --------------------------------------------------------
@@ -478,9 +476,10 @@ class CallService:
         self.engine.set_tenant(name, settings)
 
     def _usable(self, name: str, settings: TenantSettings) -> TenantSettings:
-        """Stored settings as they can be used. The API once took an organization_name it
-        could not speak (no sounds.dir); refusing to start for it would leave no way to change
-        it, so it is set aside, with a warning, until sounds.dir is set."""
+        """Stored settings as they can be used. Earlier versions' API took an
+        organization_name it could not speak (no sounds.dir); refusing to start for it would
+        leave no way to change it, so it is left out, with a warning: GET shows none, and
+        the next PUT of the tenant's settings saves them without it."""
         catalog = PromptCatalog.for_tenant(name, settings, self.engine.shipped)
         if self.config.sounds.dir is not None or not unspoken_names(catalog):
             return settings

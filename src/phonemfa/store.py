@@ -47,8 +47,9 @@ T = TypeVar("T")
 # A batch is everything queued when the writer wakes, up to this many writes.
 MAX_BATCH = 1000
 READERS = 4
-# After a failed batch, its fire-and-forget writes are tried once more this much later
-# (or sooner, with the next write).
+# After a failed batch, its fire-and-forget writes are tried once more this much later, and
+# nothing is committed meanwhile: writes that come wait with them, an outcome included (a
+# failing disk gets a moment; a healthy one never pays it).
 RETRY_DELAY = 0.5
 # How long a batch of fire-and-forget writes waits for company before it is committed. Each
 # wake of the writer costs a thread switch and a GIL hand-over: at 15 calls/s, 10 ms cost the
@@ -711,6 +712,7 @@ class Store:
 
     def _put(self, write: _Write) -> None:
         if self._closed:
+            self._writer.dropped += 1  # the writer has stopped: nothing else counts it now
             log.warning("store closed: %s dropped", write.what)
             return
         self._writer.put(write)
@@ -817,7 +819,8 @@ class Store:
     @property
     def dropped_writes(self) -> int:
         """Fire-and-forget writes (timeline steps, status changes) given up on since open:
-        failed twice, or refused by the database. Never an awaited write such as an outcome."""
+        failed twice, refused by the database, or made after close. Never an awaited write
+        such as an outcome."""
         return self._writer.dropped
 
     async def flush(self) -> None:

@@ -54,6 +54,27 @@ async def test_an_outcome_the_store_already_has_is_the_one_shown(tmp_path: Path)
         await service_store.close()
 
 
+async def test_a_fraud_report_blocks_the_user_even_when_the_record_kept_another_outcome(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "phonemfa.db"
+    cli_store = await Store.open(db)
+    service_store = await Store.open(db)
+    try:
+        cli = CallService(_config(db), cli_store)
+        call = record("cli-call", origin="cli")
+        await cli_store.create_call(call)
+        await CallService(_config(db), service_store)._settle_previous_run()
+
+        await cli._finish(LiveCall(call), Outcome.FRAUD_REPORTED, None)
+
+        assert call.outcome == "interrupted"  # the record's outcome is the one shown
+        assert [b["user"] for b in await service_store.all_blocks()] == ["alice"]
+    finally:
+        await cli_store.close()
+        await service_store.close()
+
+
 async def test_a_call_settled_at_start_up_sends_its_whole_timeline(tmp_path: Path) -> None:
     store = await Store.open(tmp_path / "phonemfa.db")
     try:

@@ -472,7 +472,7 @@ async def get_block(request: web.Request) -> web.Response:
     tenant, user = _block_tenant(request), request.match_info["user"]
     if (refused := _out_of_scope(request, tenant)) is not None:
         return refused
-    block = await service.store.get_block(tenant, user)
+    block = await service.get_block(tenant, user)
     if block is None:
         return error(404, "not_blocked", f"user {user!r} is not blocked", blocked=False)
     return web.json_response(_block_view(block))

@@ -40,6 +40,7 @@ from phonemfa.prompt_setup import (
 from phonemfa.prompts import PromptCatalog
 from phonemfa.store import CallRecord, Store, StoreUnavailable, TimelineEntry, WebhookDelivery
 from phonemfa.tollfraud import PastCall, RefusalCode, TollFraudGuard
+from phonemfa.users import canonical_user
 from phonemfa.webhooks import WebhookSender, webhook_body
 
 log = logging.getLogger("phonemfa.service")
@@ -98,6 +99,11 @@ class StartCall:
     origin: str = "api"
     origin_channel: str | None = None
     token_name: str | None = None
+
+    def __post_init__(self) -> None:
+        # Every path (API, dialplan, CLI) keeps and compares the user in one spelling.
+        if self.user is not None:
+            object.__setattr__(self, "user", canonical_user(self.user) or None)
 
 
 @dataclass
@@ -467,6 +473,8 @@ class CallService:
         return live.record
 
     async def list_calls(self, **filters: Any) -> tuple[list[CallRecord], str | None]:
+        if filters.get("user") is not None:
+            filters["user"] = canonical_user(filters["user"])
         return await self.store.list_calls(**filters)
 
     # --- tenants and blocks --------------------------------------------------------------
@@ -507,6 +515,7 @@ class CallService:
     async def block_user(self, tenant: str, user: str, reason: str, call_id: str | None) -> None:
         """Block at once (in memory), then on record; a store that cannot write keeps the
         block for this run and says so."""
+        user = canonical_user(user)
         self.guard.block_user(tenant, user)
         log.warning("user %s of tenant %s blocked: %s", user, tenant, reason)
         try:
@@ -514,7 +523,11 @@ class CallService:
         except StoreUnavailable:
             log.error("the block of user %s could not be written: it lasts until restart", user)
 
+    async def get_block(self, tenant: str, user: str) -> dict[str, Any] | None:
+        return await self.store.get_block(tenant, canonical_user(user))
+
     async def unblock_user(self, tenant: str, user: str) -> bool:
+        user = canonical_user(user)
         removed = await self.store.unblock_user(tenant, user)
         self.guard.unblock_user(tenant, user)
         return removed

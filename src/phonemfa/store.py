@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from phonemfa.users import canonical_user
+
 log = logging.getLogger("phonemfa.store")
 
 T = TypeVar("T")
@@ -125,6 +127,24 @@ def _sql(*statements: str) -> Migration:
             conn.execute(statement)
 
     return migrate
+
+
+def _canonical_users(conn: sqlite3.Connection) -> None:
+    users = [u for (u,) in conn.execute("SELECT DISTINCT user FROM calls WHERE user IS NOT NULL")]
+    for user in users:
+        if (canonical := canonical_user(user) or None) != user:
+            conn.execute("UPDATE calls SET user = ? WHERE user = ?", (canonical, user))
+    blocks = conn.execute("SELECT tenant, user FROM blocks ORDER BY created_at").fetchall()
+    for tenant, user in blocks:
+        if (canonical := canonical_user(user)) != user:
+            # Several spellings blocked: one block stands for all of them.
+            conn.execute(
+                "INSERT OR IGNORE INTO blocks (tenant, user, reason, call_id, created_at)"
+                " SELECT tenant, ?, reason, call_id, created_at FROM blocks"
+                " WHERE tenant = ? AND user = ?",
+                (canonical, tenant, user),
+            )
+            conn.execute("DELETE FROM blocks WHERE tenant = ? AND user = ?", (tenant, user))
 
 
 # Applied in order; `PRAGMA user_version` is how many have been. Never edit a released one:
@@ -217,7 +237,10 @@ MIGRATIONS: list[Migration] = [
         "DROP TRIGGER call_counts_delete",
         "DROP TABLE call_counts",
     ),
+    # v4: user ids in one spelling (phonemfa.users), so limits and blocks hold for a user.
+    _canonical_users,
 ]
+
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

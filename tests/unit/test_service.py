@@ -12,7 +12,7 @@ from typing import Any
 from phonemfa.ari import Event
 from phonemfa.config import Config
 from phonemfa.outcomes import Outcome
-from phonemfa.service import CallService, LiveCall
+from phonemfa.service import CallService, LiveCall, StartCall
 from phonemfa.store import Store, TimelineEntry
 from tests.unit.test_store import record
 
@@ -73,6 +73,23 @@ async def test_a_fraud_report_blocks_the_user_even_when_the_record_kept_another_
     finally:
         await cli_store.close()
         await service_store.close()
+
+
+async def test_a_block_holds_for_every_spelling_of_the_user(tmp_path: Path) -> None:
+    db = tmp_path / "phonemfa.db"
+    store = await Store.open(db)
+    try:
+        service = CallService(_config(db), store)
+        service.accepting = True
+        await service.block_user("default", "Alice", "fraud_reported", None)
+
+        call = await service.start_call(StartCall(phone="+1 425 555 0100", user="ALI\u200bCE "))
+
+        assert (call.user, call.outcome, call.reason) == ("alice", "blocked", "user_blocked")
+        assert await service.get_block("default", "aLiCe") is not None
+        assert await service.unblock_user("default", "ALICE")
+    finally:
+        await store.close()
 
 
 async def test_a_call_settled_at_start_up_sends_its_whole_timeline(tmp_path: Path) -> None:

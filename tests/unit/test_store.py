@@ -602,6 +602,35 @@ async def test_a_v1_database_is_migrated(tmp_path: Path) -> None:
         await s.close()
 
 
+async def test_a_v3_database_gets_its_users_in_one_spelling(tmp_path: Path) -> None:
+    path = tmp_path / "v3.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    assert migrate(conn, target=3) == 3
+    for call_id, user in (("a", "Alice"), ("b", "alice"), ("c", None)):
+        conn.execute(
+            "INSERT INTO calls (id, tenant, user, phone_masked, phone_hash, mode, language,"
+            " status, outcome, origin, created_at, updated_at) VALUES"
+            " (?, 'default', ?, '+1***', 'h', 'direct', 'en', 'approved', 'approved', 'api', 1, 1)",
+            (call_id, user),
+        )
+    for user, at in (("Bob", 1.0), ("BOB", 2.0), ("carol", 3.0)):
+        conn.execute(
+            "INSERT INTO blocks (tenant, user, reason, call_id, created_at)"
+            " VALUES ('default', ?, 'fraud_reported', NULL, ?)",
+            (user, at),
+        )
+    conn.close()
+
+    s = await Store.open(path)
+    try:
+        records, _ = await s.list_calls(user="alice")
+        assert sorted(r.id for r in records) == ["a", "b"]
+        blocks = await s.all_blocks()
+        assert [(b["user"], b["created_at"]) for b in blocks] == [("bob", 1.0), ("carol", 3.0)]
+    finally:
+        await s.close()
+
+
 async def test_a_newer_database_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "future.db"
     (await Store.open(path)).healthy  # noqa: B018 - create it

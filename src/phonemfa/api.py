@@ -10,6 +10,7 @@ gets a 400 naming it; bodies over `api.max_body_bytes` get 413.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import logging
 import math
@@ -17,6 +18,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -69,6 +71,26 @@ class StartCallBody(BaseModel):
         if value is not None and not _URL.match(value):
             raise ValueError("must be an http:// or https:// URL")
         return value
+
+
+def callback_refused(url: str, allowed: tuple[str, ...] | None) -> str | None:
+    """Why the service must not POST to `url` (None: it may). The webhook goes out from the
+    service's own network: only to `api.callback_hosts` when set, and never to a link-local
+    address, where cloud metadata services answer."""
+    host = (urlsplit(url).hostname or "").lower()
+    if not host:
+        return "the URL names no host"
+    if allowed is not None and host not in allowed:
+        return f"{host} is not one of api.callback_hosts"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None  # a name: api.callback_hosts is how to restrict names
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address.is_link_local or address.is_multicast or address.is_unspecified:
+        return f"{host} is a link-local, multicast or unspecified address"
+    return None
 
 
 def error(status: int, kind: str, message: str, **extra: Any) -> web.Response:
@@ -206,6 +228,11 @@ async def start_call(request: web.Request) -> web.Response:
         return _bad_fields(exc)
     if (refused := _out_of_scope(request, body.tenant)) is not None:
         return refused
+    if body.callback_url is not None:
+        hosts = service.config.api.callback_hosts
+        if (why := callback_refused(body.callback_url, hosts)) is not None:
+            fields = [{"field": "callback_url", "reason": why}]
+            return error(400, "callback_url_not_allowed", why, fields=fields)
     wait = request.app[TOKEN_LIMITS_KEY].admit(token, time.time())
     if wait is not None:
         return _too_many("rate_limited_token", "too many calls started with this token", wait)

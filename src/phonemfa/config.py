@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import ipaddress
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -294,10 +295,32 @@ def _token_shorthand(value: Any) -> Any:
     return value
 
 
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
 class ApiSettings(_Model):
     listen: str = "127.0.0.1:8080"
     tokens: Annotated[tuple[ApiToken, ...], BeforeValidator(_token_shorthand)] = Field(min_length=1)
     max_body_bytes: int = Field(default=16384, ge=1024, le=10 * 1024 * 1024)
+    callback_hosts: tuple[str, ...] | None = None
+    """Hosts a call's callback_url may name (names or IP addresses, case aside); null: any
+    but link-local addresses (cloud metadata services live there)."""
+
+    @field_validator("callback_hosts")
+    @classmethod
+    def _hosts(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        hosts = tuple(h.strip().strip("[]").lower() for h in value)
+        for host in hosts:
+            if not host or "/" in host or (":" in host and not _is_ipv6(host)):
+                raise _fail(f"{host!r}: a host name or IP address, no scheme, port or path")
+        return hosts
 
     @field_validator("listen")
     @classmethod

@@ -21,7 +21,7 @@ from phonemfa import logsetup
 from phonemfa.api import build_app
 from phonemfa.config import Config, ConfigError, load_config
 from phonemfa.prompt_setup import PromptSetupError
-from phonemfa.startup import StartupError, open_service
+from phonemfa.startup import StartupError, hold_serve_lock, open_service
 
 log = logging.getLogger("phonemfa.server")
 
@@ -69,7 +69,9 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
     service = await open_service(config)
     store = service.store
     runner: web.AppRunner | None = None
+    lock = None
     try:
+        lock = hold_serve_lock(store.path)  # before start(): it settles calls left in progress
         await service.start()
         runner = web.AppRunner(build_app(service), access_log=None, handle_signals=False)
         await runner.setup()
@@ -96,4 +98,6 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
         if runner is not None:
             await runner.cleanup()
         await store.close()
+        if lock is not None:
+            lock.close()
         log.info("stopped")

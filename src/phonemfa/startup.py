@@ -4,13 +4,17 @@ the operator reads one line saying what to fix, not a traceback."""
 
 from __future__ import annotations
 
+import fcntl
+from pathlib import Path
+from typing import IO
+
 from phonemfa.config import Config
 from phonemfa.engine import Engine
 from phonemfa.prompts import AudioError
 from phonemfa.service import CallService
 from phonemfa.store import Store, StoreUnavailable
 
-__all__ = ["StartupError", "open_service"]
+__all__ = ["StartupError", "hold_serve_lock", "open_service"]
 
 _SHIPPED_HINT = "run `make prompts`; install asterisk/sounds as <sounds.dir>/phonemfa"
 
@@ -36,3 +40,20 @@ async def open_service(config: Config) -> CallService:
     except StoreUnavailable as exc:
         raise StartupError("storage.path", f"cannot open the database {exc}") from exc
     return CallService(config, store, engine)
+
+
+def hold_serve_lock(database: Path) -> IO[str]:
+    """One `phonemfa serve` per database: a second one would settle the first one's calls as
+    interrupted when it starts, and send their webhooks too. The lock lasts while the
+    returned file is open, and goes with the process however it ends (SIGKILL included).
+    `phonemfa call` shares the database on purpose and takes no lock."""
+    path = database.with_name(database.name + ".serve-lock")
+    lock = path.open("a")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise StartupError(
+            "storage.path", f"another `phonemfa serve` is using {database} (it holds {path})"
+        ) from None
+    return lock

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from phonemfa.cli import main
+from phonemfa.startup import StartupError, hold_serve_lock
 
 # Port 1: nothing answers there, and nothing may try before the refusal.
 BASE = "ari: {password: x, url: 'http://127.0.0.1:1'}\napi: {tokens: [t]}\n"
@@ -88,3 +89,17 @@ def test_call_refuses_unplayable_prompts_like_serve(
     assert code == 1 and "Traceback" not in err
     assert err.startswith("phonemfa call: 1 prompt problem(s), not starting:")
     assert "message greeting: sounds.dir is not set" in err
+
+
+def test_one_serve_per_database(tmp_path: Path) -> None:
+    database = tmp_path / "phonemfa.db"
+    first = hold_serve_lock(database)
+    try:
+        with pytest.raises(StartupError) as refused:
+            hold_serve_lock(database)
+        assert refused.value.field == "storage.path"
+        assert "another `phonemfa serve` is using" in str(refused.value)
+        assert hold_serve_lock(tmp_path / "other.db").close() is None  # another database: fine
+    finally:
+        first.close()
+    hold_serve_lock(database).close()  # free again once the first one is gone

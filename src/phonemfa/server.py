@@ -66,12 +66,16 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
 
 
 async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
-    service = await open_service(config)
+    # Before the database is opened (and migrated) or any call in it settled.
+    lock = hold_serve_lock(config.storage.path)
+    try:
+        service = await open_service(config)
+    except BaseException:
+        lock.close()
+        raise
     store = service.store
     runner: web.AppRunner | None = None
-    lock = None
     try:
-        lock = hold_serve_lock(store.path)  # before start(): it settles calls left in progress
         await service.start()
         runner = web.AppRunner(build_app(service), access_log=None, handle_signals=False)
         await runner.setup()
@@ -98,6 +102,5 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
         if runner is not None:
             await runner.cleanup()
         await store.close()
-        if lock is not None:
-            lock.close()
+        lock.close()
         log.info("stopped")

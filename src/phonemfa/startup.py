@@ -47,8 +47,13 @@ def hold_serve_lock(database: Path) -> IO[str]:
     interrupted when it starts, and send their webhooks too. The lock lasts while the
     returned file is open, and goes with the process however it ends (SIGKILL included).
     `phonemfa call` shares the database on purpose and takes no lock."""
+    database = database.resolve()  # one lock per file, however the path reaches it
     path = database.with_name(database.name + ".serve-lock")
-    lock = path.open("a")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = path.open("a")
+    except OSError as exc:
+        raise StartupError("storage.path", f"cannot create {path}: {exc.strerror}") from exc
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -4,6 +4,8 @@ naming its field (not a traceback), before any connection to Asterisk."""
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -103,3 +105,25 @@ def test_one_serve_per_database(tmp_path: Path) -> None:
     finally:
         first.close()
     hold_serve_lock(database).close()  # free again once the first one is gone
+
+
+def test_a_second_serve_refuses_before_opening_the_database(tmp_path: Path) -> None:
+    # It must not migrate, nor settle anything in, the database the first one is serving.
+    database = tmp_path / "db.sqlite"
+    config = write_config(tmp_path, f"storage: {{path: {database}}}\ntenants: {{default: {{}}}}\n")
+    alias = tmp_path / "alias.sqlite"
+    alias.symlink_to(database)  # the same file by another path holds the same lock
+    first = hold_serve_lock(alias)
+    try:
+        # Its own process, with a time limit: a serve that did start would wait for SIGTERM.
+        done = subprocess.run(
+            [sys.executable, "-m", "phonemfa", "serve", "--config", config],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        first.close()
+    assert done.returncode == 1, done.stderr
+    assert "cannot serve: storage.path: another `phonemfa serve` is using" in one_line(done.stderr)
+    assert not database.exists()

@@ -130,10 +130,15 @@ def _sql(*statements: str) -> Migration:
 
 
 def _canonical_users(conn: sqlite3.Connection) -> None:
-    users = [u for (u,) in conn.execute("SELECT DISTINCT user FROM calls WHERE user IS NOT NULL")]
-    for user in users:
-        if (canonical := canonical_user(user) or None) != user:
-            conn.execute("UPDATE calls SET user = ? WHERE user = ?", (canonical, user))
+    # One pass over the calls (no index on user: one UPDATE per spelling would scan them all
+    # for each, minutes for a large table inside the start-up's migration transaction).
+    conn.create_function(
+        "canonical_user", 1, lambda u: canonical_user(u) or None, deterministic=True
+    )
+    conn.execute(
+        "UPDATE calls SET user = canonical_user(user)"
+        " WHERE user IS NOT NULL AND user IS NOT canonical_user(user)"
+    )
     blocks = conn.execute("SELECT tenant, user FROM blocks ORDER BY created_at").fetchall()
     for tenant, user in blocks:
         if (canonical := canonical_user(user)) != user:

@@ -18,8 +18,8 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
-from urllib.parse import urlsplit
 
+import yarl
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -41,6 +41,7 @@ from phonemfa.service import (
     settings_json,
 )
 from phonemfa.tollfraud import SlidingWindowLimiter
+from phonemfa.users import canonical_user
 
 log = logging.getLogger("phonemfa.api")
 
@@ -65,6 +66,15 @@ class StartCallBody(BaseModel):
     )
     callback_url: str | None = Field(default=None, max_length=2048)
 
+    @field_validator("user")
+    @classmethod
+    def _user(cls, value: str | None) -> str | None:
+        # Kept as canonical_user spells it: an id of invisible characters would be no user,
+        # out of reach of the per-user limits and of a block.
+        if value is not None and not canonical_user(value):
+            raise ValueError("has no visible characters")
+        return value
+
     @field_validator("callback_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
@@ -73,23 +83,38 @@ class StartCallBody(BaseModel):
         return value
 
 
+# Cloud metadata services that are not link-local (AWS over IPv6, Alibaba Cloud).
+_METADATA = frozenset(ipaddress.ip_address(a) for a in ("fd00:ec2::254", "100.100.100.200"))
+# A host made of numbers only (2852039166, 0251.0376.0251.0376, 0xa9fea9fe) is an IPv4
+# address to a resolver, whatever form it takes: only the dotted decimal one is checked.
+_NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+))*$")
+
+
 def callback_refused(url: str, allowed: tuple[str, ...] | None) -> str | None:
     """Why the service must not POST to `url` (None: it may). The webhook goes out from the
     service's own network: only to `api.callback_hosts` when set, and never to a link-local
-    address, where cloud metadata services answer."""
-    host = (urlsplit(url).hostname or "").lower()
+    address or a cloud metadata service. The host is read as aiohttp reads it (yarl: full-width
+    dots and digits are ASCII ones); names are not resolved (list the hosts for that)."""
+    try:
+        host = (yarl.URL(url).host or "").lower().rstrip(".")
+    except ValueError:
+        return "the URL's host cannot be read"
     if not host:
         return "the URL names no host"
     if allowed is not None and host not in allowed:
         return f"{host} is not one of api.callback_hosts"
     try:
-        address = ipaddress.ip_address(host)
+        address = ipaddress.ip_address(host.partition("%")[0])
     except ValueError:
-        return None  # a name: api.callback_hosts is how to restrict names
+        if _NUMERIC_HOST.match(host):
+            return f"{host} is an IP address in a non-standard form"
+        return None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     if address.is_link_local or address.is_multicast or address.is_unspecified:
         return f"{host} is a link-local, multicast or unspecified address"
+    if address in _METADATA:
+        return f"{host} is a cloud metadata service"
     return None
 
 
@@ -459,6 +484,10 @@ def _operator_only_changes(tenant: str, current: TenantSettings, new: TenantSett
         for key in ("allowed_countries", "refused_number_types", "limits")
         if getattr(current, key) != getattr(new, key)
     ]
+    # Without allowed_countries, the region is the one country allowed.
+    if "allowed_countries" not in changed:
+        if current.allowed_country_set() != new.allowed_country_set():
+            changed.append("region")
     if current.calls.max_duration != new.calls.max_duration:
         changed.append("calls.max_duration")
     custom, own = f"sound:{CUSTOM_PREFIX}/", f"sound:{CUSTOM_PREFIX}/{tenant}/"

@@ -316,11 +316,15 @@ class ApiSettings(_Model):
     def _hosts(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
         if value is None:
             return None
-        hosts = tuple(h.strip().strip("[]").lower() for h in value)
-        for host in hosts:
+        hosts = []
+        for text in value:
+            host = text.strip().strip("[]").lower().rstrip(".")
             if not host or "/" in host or (":" in host and not _is_ipv6(host)):
-                raise _fail(f"{host!r}: a host name or IP address, no scheme, port or path")
-        return hosts
+                raise _fail(f"{text!r}: a host name or IP address, no scheme, port or path")
+            if ":" in host:  # one spelling of an IPv6 address, as a URL's host is compared
+                host = str(ipaddress.IPv6Address(host))
+            hosts.append(host)
+        return tuple(hosts)
 
     @field_validator("listen")
     @classmethod

@@ -11,12 +11,27 @@ from __future__ import annotations
 
 import unicodedata
 
+# Unicode's Default_Ignorable_Code_Point ranges (DerivedCoreProperties.txt) beside the format
+# characters (Cf): variation selectors, fillers, the combining grapheme joiner... invisible.
+_IGNORABLE = (
+    (0x034F, 0x034F), (0x115F, 0x1160), (0x17B4, 0x17B5), (0x180B, 0x180F),
+    (0x3164, 0x3164), (0xFE00, 0xFE0F), (0xFFA0, 0xFFA0), (0xFFF0, 0xFFF8),
+    (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A), (0xE0000, 0xE0FFF),
+)  # fmt: skip
+
+
+def _visible(c: str) -> bool:
+    code = ord(c)
+    if unicodedata.category(c) == "Cf":  # zero-width spaces and joiners, bidi marks...
+        return False
+    return not any(low <= code <= high for low, high in _IGNORABLE)
+
 
 def canonical_user(user: str) -> str:
-    """The form a user id is compared and stored in ("" when nothing is left of it)."""
-    text = unicodedata.normalize("NFKC", user)
-    text = "".join(c for c in text if unicodedata.category(c) != "Cf")  # zero-width, bidi...
-    return text.casefold().strip()
+    """The form a user id is compared and stored in ("" when nothing visible is left)."""
+    text = "".join(c for c in unicodedata.normalize("NFKC", user) if _visible(c))
+    # Normalised again: removing a character or folding case can leave a composable pair.
+    return unicodedata.normalize("NFKC", text.casefold()).strip()
 
 
 __all__ = ["canonical_user"]

@@ -49,6 +49,7 @@ async def put(client: TestClient[Any, Any], body: Any, headers: dict[str, str]) 
         ({"refused_number_types": []}, "refused_number_types"),
         ({"limits": {"per_user": [], "per_number": [], "per_tenant": []}}, "limits"),
         ({"calls": {"max_duration": 3600}}, "calls.max_duration"),
+        ({"region": "CU"}, "region"),  # without allowed_countries, the one country allowed
         ({"prompts": {"en": {"greeting": "/etc/phonemfa/anything.wav"}}}, "prompts.en.greeting"),
         ({"prompts": {"en": {"greeting": "recording:voicemail-1"}}}, "prompts.en.greeting"),
         (
@@ -81,6 +82,15 @@ async def test_a_tenant_token_changes_its_own_settings_and_echoes_the_rest(
     assert answer["settings"]["operator_assistance"] is True
 
 
+async def test_a_tenant_token_may_change_the_region_when_countries_are_listed(
+    client: TestClient[Any, Any],
+) -> None:
+    status, answer = await put(client, {"allowed_countries": ["US", "CA"]}, ALL)
+    assert status == 200, answer
+    status, answer = await put(client, {"region": "CA"}, ACME)  # how numbers are read only
+    assert status == 200, answer
+
+
 async def test_metrics_are_for_a_token_for_every_tenant(client: TestClient[Any, Any]) -> None:
     resp = await client.get("/metrics", headers=ACME)
     assert resp.status == 403
@@ -94,3 +104,13 @@ async def test_json_nested_too_deeply_is_a_bad_request(client: TestClient[Any, A
     resp = await client.post("/v1/calls", data=body, headers=headers)
     assert resp.status == 400
     assert (await resp.json())["error"] == "invalid_json"
+
+
+async def test_a_user_id_of_invisible_characters_is_a_bad_request(
+    client: TestClient[Any, Any],
+) -> None:
+    body = {"phone": "+1 425 555 0100", "user": "\u200b\u200b"}
+    resp = await client.post("/v1/calls", json=body, headers=ALL)
+    answer = await resp.json()
+    assert resp.status == 400, answer
+    assert answer["fields"][0]["field"] == "user"

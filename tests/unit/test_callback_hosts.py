@@ -22,14 +22,29 @@ from phonemfa.store import Store
         "http://[fe80::1]/hook",
         "http://[::ffff:169.254.169.254]/",
         "http://0.0.0.0:9/",
+        "http://169\u3002254\u3002169\u3002254/",  # ideographic full stops: aiohttp's dots
+        "http://\uff11\uff16\uff19.254.169.254/",  # full-width digits
+        "http://a@169.254.169.254/",
+        "http://[fe80::1%25eth0]/",
+        "http://2852039166/",  # 169.254.169.254 as a resolver reads these forms
+        "http://0251.0376.0251.0376/",
+        "http://0xa9fea9fe/",
+        "http://169.254.43518/",
+        "http://[fd00:ec2::254]/",  # AWS's metadata service over IPv6
+        "http://100.100.100.200/",  # Alibaba Cloud's
     ],
 )
-def test_link_local_and_unspecified_addresses_are_refused(url: str) -> None:
+def test_link_local_and_metadata_addresses_are_refused(url: str) -> None:
     assert callback_refused(url, None) is not None
 
 
 def test_any_other_host_when_no_list_is_set() -> None:
-    for url in ("https://hooks.example.com/x", "http://10.1.2.3:8443/mfa", "http://127.0.0.1/"):
+    for url in (
+        "https://hooks.example.com/x",
+        "http://10.1.2.3:8443/mfa",
+        "http://127.0.0.1/",
+        "https://face.cafe/",  # a name, though its letters are hex digits
+    ):
         assert callback_refused(url, None) is None
 
 
@@ -37,6 +52,7 @@ def test_only_the_listed_hosts_when_a_list_is_set() -> None:
     allowed = ("hooks.example.com", "10.1.2.3")
     assert callback_refused("https://HOOKS.example.com:8443/x", allowed) is None
     assert callback_refused("http://10.1.2.3/mfa", allowed) is None
+    assert callback_refused("https://hooks.example.com./x", allowed) is None  # trailing dot
     assert "not one of api.callback_hosts" in str(callback_refused("http://127.0.0.1/", allowed))
 
 
@@ -57,15 +73,16 @@ def _config(tmp_path: Path, hosts: Any = None) -> Config:
 def test_a_listed_host_is_a_host_not_a_url(tmp_path: Path) -> None:
     with pytest.raises((ConfigError, ValueError)):
         _config(tmp_path, ["https://hooks.example.com/x"])
-    assert _config(tmp_path, ["Hooks.Example.com", "[fd00::1]"]).api.callback_hosts == (
+    assert _config(tmp_path, ["Hooks.Example.com.", "[fd00::0001]"]).api.callback_hosts == (
         "hooks.example.com",
         "fd00::1",
     )
+    assert callback_refused("http://[fd00::1]/", ("fd00::1",)) is None
 
 
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[TestClient[Any, Any]]:
-    config = _config(tmp_path, ["hooks.example.com"])
+    config = _config(tmp_path)  # no list: the link-local check alone refuses
     store = await Store.open(config.storage.path)
     service = CallService(config, store)
     service.accepting = True

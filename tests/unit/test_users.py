@@ -9,7 +9,17 @@ from phonemfa.users import canonical_user
 
 @pytest.mark.parametrize(
     "spelling",
-    ["alice", "Alice", "ALICE", " alice ", "ali\u200bce", "\u202ealice", "ａｌｉｃｅ"],
+    [
+        "alice",
+        "Alice",
+        "ALICE",
+        " alice ",
+        "ali\u200bce",  # zero-width space
+        "\u202ealice",  # right-to-left override
+        "ａｌｉｃｅ",  # full-width
+        "alic\ufe0fe",  # a variation selector (not a format character)
+        "al\u034fice",  # the combining grapheme joiner
+    ],
 )
 def test_every_spelling_of_a_user_is_one_user(spelling: str) -> None:
     assert canonical_user(spelling) == "alice"
@@ -18,3 +28,11 @@ def test_every_spelling_of_a_user_is_one_user(spelling: str) -> None:
 def test_distinct_users_stay_distinct() -> None:
     assert canonical_user("alice@contoso.com") != canonical_user("alice@fabrikam.com")
     assert canonical_user("Straße") == canonical_user("STRASSE")  # what case folding means
+
+
+def test_what_removing_an_invisible_character_leaves_is_normalised_again() -> None:
+    assert canonical_user("jose\u200b\u0301") == canonical_user("josé")
+
+
+def test_an_id_of_invisible_characters_is_empty() -> None:
+    assert canonical_user("\u200b\u3164\ufe0f") == ""

@@ -179,7 +179,11 @@ async def test_every_shipped_prompt_plays_whole_in_both_languages(
         [(_, state, seconds)] = playback_segments(events)
         assert state == "done", f"{lang}/{message}: {state}"
         expected = manifest[lang][message]["duration"]
-        assert seconds == pytest.approx(expected, abs=0.15), f"{lang}/{message}: {seconds} s"
+        # Whole: never shorter than the file. Asterisk paces media by its timers, so 26 plays
+        # at once on a starved host can end a little late (13.13 s for 12.96 s seen once):
+        # up to 3 % more is the pacing, not another file.
+        late = expected * 1.03 + 0.15
+        assert expected - 0.15 <= seconds <= late, f"{lang}/{message}: {seconds} s"
 
 
 async def test_the_french_operator_prompt_says_the_digits_in_french(

@@ -225,6 +225,25 @@ def on(
 MOBILE = "+1 425 555 0100"
 
 
+def _bare_flow(
+    settings: TenantSettings | None = None,
+    *,
+    fake_class: type[FakeAsterisk] = FakeAsterisk,
+    call_id: str = "c",
+    lines: Lines | None = None,
+) -> tuple[CallFlow, FakeAsterisk, Recorder]:
+    """A direct call's flow, not started, for tests that reach into it (stop, re-sync, lines);
+    `run` covers the rest."""
+    settings = settings or tenant()
+    router = EventRouter()
+    fake = fake_class(router)
+    recorder = Recorder()
+    plan = plan_call(parse_number(MOBILE, "US"), settings, CONFIG.trunk)
+    request = CallRequest(call_id, plan, settings, CATALOG, "en", 5)
+    flow = CallFlow(request, fake, router, recorder, lines=lines)  # type: ignore[arg-type]
+    return flow, fake, recorder
+
+
 @pytest.mark.parametrize(
     ("cause", "outcome"),
     [
@@ -514,12 +533,7 @@ async def test_a_failed_playback_is_in_the_timeline() -> None:
 
 
 async def test_stop_ends_the_call_with_the_given_outcome_and_hangs_up() -> None:
-    router = EventRouter()
-    fake = FakeAsterisk(router)
-    recorder = Recorder()
-    settings = tenant()
-    plan = plan_call(parse_number(MOBILE, "US"), settings, CONFIG.trunk)
-    flow = CallFlow(CallRequest("c", plan, settings, CATALOG, "en", 5), fake, router, recorder)  # type: ignore[arg-type]
+    flow, fake, recorder = _bare_flow()
 
     def script(event: str, details: dict[str, Any]) -> None:
         if event == "prompting":
@@ -534,12 +548,7 @@ async def test_stop_ends_the_call_with_the_given_outcome_and_hangs_up() -> None:
 
 
 async def test_a_channel_lost_while_disconnected_is_interrupted() -> None:
-    router = EventRouter()
-    fake = FakeAsterisk(router)
-    recorder = Recorder()
-    settings = tenant(calls={**TINY, "first_digit_timeout": 5})
-    plan = plan_call(parse_number(MOBILE, "US"), settings, CONFIG.trunk)
-    flow = CallFlow(CallRequest("c", plan, settings, CATALOG, "en", 5), fake, router, recorder)  # type: ignore[arg-type]
+    flow, fake, recorder = _bare_flow(tenant(calls={**TINY, "first_digit_timeout": 5}))
 
     def script(event: str, details: dict[str, Any]) -> None:
         if event == "prompting":
@@ -558,12 +567,7 @@ async def test_a_channel_lost_while_disconnected_is_interrupted() -> None:
 async def test_a_prompt_whose_end_was_lost_while_disconnected_ends_at_the_resync() -> None:
     # The greeting ended while the websocket was down: its PlaybackFinished is lost. The
     # re-sync must tell the flow, or the call waits in silence for PLAYBACK_TIMEOUT.
-    router = EventRouter()
-    fake = FakeAsterisk(router)
-    recorder = Recorder()
-    settings = tenant()
-    plan = plan_call(parse_number(MOBILE, "US"), settings, CONFIG.trunk)
-    flow = CallFlow(CallRequest("c", plan, settings, CATALOG, "en", 5), fake, router, recorder)  # type: ignore[arg-type]
+    flow, fake, recorder = _bare_flow()
     errors: list[BaseException] = []
 
     async def reconnect() -> None:
@@ -599,12 +603,7 @@ async def test_a_resync_snapshot_older_than_the_answer_does_not_undo_it() -> Non
                 self.answered = True
             super().emit(kind, **data)
 
-    router = EventRouter()
-    fake = SlowGet(router)
-    recorder = Recorder()
-    settings = tenant()
-    plan = plan_call(parse_number(MOBILE, "US"), settings, CONFIG.trunk)
-    flow = CallFlow(CallRequest("c", plan, settings, CATALOG, "en", 5), fake, router, recorder)  # type: ignore[arg-type]
+    flow, fake, recorder = _bare_flow(fake_class=SlowGet)
 
     def script(event: str, details: dict[str, Any]) -> None:
         if event == "ringing":  # a reconnect while it rings
@@ -636,15 +635,9 @@ async def test_asterisk_stopping_interrupts_instead_of_a_hang_up_outcome() -> No
 def _queued_flow(
     lines: Lines, call_id: str, script: Callable[[FakeAsterisk, str], None] | None = None
 ) -> tuple[CallFlow, FakeAsterisk, Recorder]:
-    router = EventRouter()
-    fake = FakeAsterisk(router)
-    recorder = Recorder()
+    flow, fake, recorder = _bare_flow(call_id=call_id, lines=lines)
     if script is not None:
         recorder.on_step = lambda event, details: script(fake, event)
-    settings = tenant()
-    plan = plan_call(parse_number(MOBILE, "US"), settings, CONFIG.trunk)
-    request = CallRequest(call_id, plan, settings, CATALOG, "en", 5)
-    flow = CallFlow(request, fake, router, recorder, lines=lines)  # type: ignore[arg-type]
     return flow, fake, recorder
 
 

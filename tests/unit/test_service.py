@@ -5,7 +5,9 @@ dialplan entry that hangs up while its call is being set up."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ from phonemfa.ari import Event
 from phonemfa.config import Config
 from phonemfa.outcomes import Outcome
 from phonemfa.service import CallService, LiveCall, StartCall
-from phonemfa.store import Store, TimelineEntry
+from phonemfa.store import CallRecord, Store, TimelineEntry
 from tests.unit.test_store import record
 
 
@@ -28,10 +30,13 @@ def _config(db: Path) -> Config:
     )
 
 
-async def test_an_outcome_the_store_already_has_is_the_one_shown(tmp_path: Path) -> None:
-    # `phonemfa call` shares the service's store. A service starting meanwhile settles the
-    # CLI's call as interrupted; the person then presses '#'. The CLI must not print (and
-    # exit with) `approved` while the record, the API and any webhook say `interrupted`.
+@contextlib.asynccontextmanager
+async def _cli_call_settled_by_a_starting_service(
+    tmp_path: Path,
+) -> AsyncIterator[tuple[CallService, CallRecord, Store]]:
+    """`phonemfa call` shares the service's store: its call is in progress when a service
+    starts on that store and settles it as interrupted. Yields the CLI's service, its call
+    and the starting service's store."""
     db = tmp_path / "phonemfa.db"
     cli_store = await Store.open(db)
     service_store = await Store.open(db)
@@ -39,8 +44,18 @@ async def test_an_outcome_the_store_already_has_is_the_one_shown(tmp_path: Path)
         cli = CallService(_config(db), cli_store)
         call = record("cli-call", origin="cli")
         await cli_store.create_call(call)
-        live = LiveCall(call)
         await CallService(_config(db), service_store)._settle_previous_run()
+        yield cli, call, service_store
+    finally:
+        await cli_store.close()
+        await service_store.close()
+
+
+async def test_an_outcome_the_store_already_has_is_the_one_shown(tmp_path: Path) -> None:
+    # The person then presses '#'. The CLI must not print (and exit with) `approved` while
+    # the record, the API and any webhook say `interrupted`.
+    async with _cli_call_settled_by_a_starting_service(tmp_path) as (cli, call, service_store):
+        live = LiveCall(call)
 
         await cli._finish(live, Outcome.APPROVED, None)
 
@@ -49,30 +64,16 @@ async def test_an_outcome_the_store_already_has_is_the_one_shown(tmp_path: Path)
         assert (stored.outcome, stored.reason) == ("interrupted", "service_restarted")
         assert (call.outcome, call.reason) == (stored.outcome, stored.reason)
         assert live.done.is_set()
-    finally:
-        await cli_store.close()
-        await service_store.close()
 
 
 async def test_a_fraud_report_blocks_the_user_even_when_the_record_kept_another_outcome(
     tmp_path: Path,
 ) -> None:
-    db = tmp_path / "phonemfa.db"
-    cli_store = await Store.open(db)
-    service_store = await Store.open(db)
-    try:
-        cli = CallService(_config(db), cli_store)
-        call = record("cli-call", origin="cli")
-        await cli_store.create_call(call)
-        await CallService(_config(db), service_store)._settle_previous_run()
-
+    async with _cli_call_settled_by_a_starting_service(tmp_path) as (cli, call, service_store):
         await cli._finish(LiveCall(call), Outcome.FRAUD_REPORTED, None)
 
         assert call.outcome == "interrupted"  # the record's outcome is the one shown
         assert [b["user"] for b in await service_store.all_blocks()] == ["alice"]
-    finally:
-        await cli_store.close()
-        await service_store.close()
 
 
 async def test_a_block_holds_for_every_spelling_of_the_user(tmp_path: Path) -> None:

@@ -40,6 +40,9 @@ MAX_INPUT_LENGTH = 120
 # How many stars stand for the hidden digits: fixed so a masked number does not
 # even reveal the number's length.
 _MASK_STARS = "*******"
+# An extension is part of the number: wherever it would be shown (the number, the timeline's
+# DTMF sent and spoken digits), it is these stars.
+EXTENSION_MASK = "***"
 
 
 class NumberError(ValueError):
@@ -131,20 +134,15 @@ class PhoneNumber:
         """For logs: country code and last two digits only, e.g. `+1*******34x@***`."""
         text = f"+{self.country_code}{_MASK_STARS}{self.e164[-2:]}"
         if self.extension is not None:
-            text += f"x{'@' if self.operator_forced else ''}***"
+            text += f"x{'@' if self.operator_forced else ''}{EXTENSION_MASK}"
         return text
 
     def __str__(self) -> str:
         return self.format()
 
 
-# An extension is part of the number: where it would be shown (the timeline's DTMF sent and
-# spoken digits), it is these stars, as in `PhoneNumber.mask`.
-EXTENSION_MASK = "***"
-
-
 def mask_extension(text: str, extension: str) -> str:
-    """`text` (a DTMF string, a `digits:` media) with the extension's digits masked."""
+    """`text` (the DTMF string sent) with the extension's digits masked."""
     return text.replace(extension, EXTENSION_MASK) if extension else text
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from phonemfa.users import canonical_user
+from phonemfa.users import _canonical_unicode, canonical_user
 
 
 @pytest.mark.parametrize(
@@ -36,3 +38,8 @@ def test_what_removing_an_invisible_character_leaves_is_normalised_again() -> No
 
 def test_an_id_of_invisible_characters_is_empty() -> None:
     assert canonical_user("\u200b\u3164\ufe0f") == ""
+
+
+@given(st.text(st.characters(max_codepoint=0x7F)))
+def test_ascii_ids_take_a_short_path_to_the_same_spelling(user: str) -> None:
+    assert canonical_user(user) == _canonical_unicode(user)

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from phonemfa import jsoncodec
 from phonemfa.users import canonical_user
 
 log = logging.getLogger("phonemfa.store")
@@ -655,8 +656,8 @@ def _webhook(row: Sequence[Any]) -> WebhookDelivery:
 
 
 def _json(value: Any) -> str:
-    # default=str: a timeline detail we cannot encode is recorded as text, never an error.
-    return json.dumps(value, separators=(",", ":"), default=str)
+    # A timeline detail we cannot encode is recorded as text, never an error.
+    return jsoncodec.dumps_text(value)
 
 
 def _encode_cursor(created_at: float, call_id: str) -> str:
@@ -872,7 +873,7 @@ class Store:
                 return None
             record = _call(row)
             record.timeline = [
-                TimelineEntry(at, event, json.loads(details))
+                TimelineEntry(at, event, jsoncodec.loads(details))
                 for at, event, details in conn.execute(
                     "SELECT at, event, details FROM timeline WHERE call_id = ? ORDER BY seq",
                     (call_id,),

@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 import aiohttp
 
+from phonemfa import jsoncodec
 from phonemfa.ari.http import HttpPool
 from phonemfa.ari.models import Application, Channel, Playback
 
@@ -135,15 +136,19 @@ class AriClient:
         body: Mapping[str, Any] | None = None,
     ) -> Any:
         target = path + _query(params)
-        data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        data = None if body is None else jsoncodec.dumps(body)
         try:
             status, raw = await self._rest.request(method, target, data)
         except (TimeoutError, OSError) as exc:
             raise AriUnavailable(method, path, 0, str(exc) or type(exc).__name__) from exc
-        text = raw.decode("utf-8", "replace")
         if status >= 300:
-            raise _error(method, path, status, text)
-        return json.loads(text) if text else None
+            raise _error(method, path, status, raw.decode("utf-8", "replace"))
+        if not raw:
+            return None
+        try:
+            return jsoncodec.loads(raw)
+        except ValueError:  # not UTF-8 (orjson reads only that): as the bytes decode
+            return json.loads(raw.decode("utf-8", "replace"))
 
     # --- channels ---------------------------------------------------------
     async def create_channel(

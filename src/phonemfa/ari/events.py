@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import json
 import logging
 import random
 from collections.abc import Callable, Coroutine
@@ -19,6 +18,7 @@ from typing import Any
 
 import aiohttp
 
+from phonemfa import jsoncodec
 from phonemfa.ari.client import AriClient
 from phonemfa.ari.models import Event
 
@@ -214,7 +214,7 @@ class EventStream:
         async for msg in ws:
             if msg.type is aiohttp.WSMsgType.TEXT:
                 try:
-                    data = json.loads(msg.data)
+                    data = jsoncodec.loads(msg.data)
                 except ValueError:
                     log.error("ARI events: undecodable message dropped")
                     continue

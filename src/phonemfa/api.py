@@ -10,7 +10,6 @@ gets a 400 naming it; bodies over `api.max_body_bytes` get 413.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import json
 import logging
 import math
@@ -19,11 +18,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import yarl
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from phonemfa import jsoncodec
+from phonemfa.callback_policy import callback_refused
 from phonemfa.calls import CallRefused
 from phonemfa.config import ApiToken, TenantSettings, UnknownTenantError, field_errors
 from phonemfa.messages import MessageType
@@ -82,41 +81,6 @@ class StartCallBody(BaseModel):
         if value is not None and not _URL.match(value):
             raise ValueError("must be an http:// or https:// URL")
         return value
-
-
-# Cloud metadata services that are not link-local (AWS over IPv6, Alibaba Cloud).
-_METADATA = frozenset(ipaddress.ip_address(a) for a in ("fd00:ec2::254", "100.100.100.200"))
-# A host made of numbers only (2852039166, 0251.0376.0251.0376, 0xa9fea9fe) is an IPv4
-# address to a resolver, whatever form it takes: only the dotted decimal one is checked.
-_NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+))*$")
-
-
-def callback_refused(url: str, allowed: tuple[str, ...] | None) -> str | None:
-    """Why the service must not POST to `url` (None: it may). The webhook goes out from the
-    service's own network: only to `api.callback_hosts` when set, and never to a link-local
-    address or a cloud metadata service. The host is read as aiohttp reads it (yarl: full-width
-    dots and digits are ASCII ones); names are not resolved (list the hosts for that)."""
-    try:
-        host = (yarl.URL(url).host or "").lower().rstrip(".")
-    except ValueError:
-        return "the URL's host cannot be read"
-    if not host:
-        return "the URL names no host"
-    if allowed is not None and host not in allowed:
-        return f"{host} is not one of api.callback_hosts"
-    try:
-        address = ipaddress.ip_address(host.partition("%")[0])
-    except ValueError:
-        if _NUMERIC_HOST.match(host):
-            return f"{host} is an IP address in a non-standard form"
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    if address.is_link_local or address.is_multicast or address.is_unspecified:
-        return f"{host} is a link-local, multicast or unspecified address"
-    if address in _METADATA:
-        return f"{host} is a cloud metadata service"
-    return None
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:

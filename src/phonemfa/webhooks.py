@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from phonemfa import __version__
+from phonemfa.callback_policy import webhook_session
 from phonemfa.store import Store, StoreUnavailable, WebhookDelivery
 
 log = logging.getLogger("phonemfa.webhooks")
@@ -80,7 +81,7 @@ class WebhookSender:
         store: Store,
         secrets: Callable[[str], str | None],
         *,
-        session_factory: Callable[[], aiohttp.ClientSession] = aiohttp.ClientSession,
+        session_factory: Callable[[], aiohttp.ClientSession] = webhook_session,
         timeout: float = 10,
         max_attempts: int = 12,
         base_delay: float = 1.0,

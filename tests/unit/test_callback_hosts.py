@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.test_utils import TestClient, TestServer
 
-from phonemfa.api import build_app, callback_refused
+from phonemfa.api import build_app
+from phonemfa.callback_policy import GuardedResolver, callback_refused, webhook_session
 from phonemfa.config import Config, ConfigError
 from phonemfa.service import CallService
 from phonemfa.store import Store
+from phonemfa.webhooks import WebhookSender
 
 
 @pytest.mark.parametrize(
@@ -100,3 +106,66 @@ async def test_the_api_refuses_a_callback_to_a_host_not_listed(
     assert resp.status == 400, answer
     assert answer["error"] == "callback_url_not_allowed"
     assert answer["fields"][0]["field"] == "callback_url"
+
+
+# --- at connect time: the addresses a name resolves to ---------------------------------------
+
+
+class _Names(AbstractResolver):
+    """A resolver with fixed answers: the names a test needs, without DNS."""
+
+    def __init__(self, names: dict[str, list[str]]) -> None:
+        self.names = names
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        return [
+            ResolveResult(hostname=host, host=a, port=port, family=socket.AF_INET, proto=0, flags=0)
+            for a in self.names[host]
+        ]
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[tuple[int, list[str]]]:
+    """A webhook receiver on 127.0.0.1: its port, and the Host headers it was sent."""
+    hosts: list[str] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        hosts.append(request.host)
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    async with TestServer(app, host="127.0.0.1") as server:
+        assert server.port is not None
+        yield server.port, hosts
+
+
+async def test_a_name_resolving_only_to_a_refused_address_is_not_connected_to(
+    receiver: tuple[int, list[str]],
+) -> None:
+    port, hosts = receiver
+    names = {
+        "hooks.test": ["127.0.0.1"],
+        "metadata.test": ["169.254.169.254"],
+        "aws6.test": ["fd00:ec2::254"],
+        "both.test": ["169.254.169.254", "127.0.0.1"],
+    }
+    connector = aiohttp.TCPConnector(resolver=GuardedResolver(_Names(names)))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        for name in ("hooks.test", "both.test"):  # the refused address left out
+            async with session.post(f"http://{name}:{port}/hook", data=b"{}") as resp:
+                assert resp.status == 204
+        assert hosts == [f"hooks.test:{port}", f"both.test:{port}"]
+        for name, what in (("metadata.test", "link-local"), ("aws6.test", "metadata service")):
+            with pytest.raises(aiohttp.ClientConnectorError, match=what):
+                await session.post(f"http://{name}:{port}/hook", data=b"{}")
+    assert hosts == [f"hooks.test:{port}", f"both.test:{port}"]
+
+
+def test_webhooks_go_out_through_the_guarded_resolver(tmp_path: Path) -> None:
+    assert WebhookSender(None, lambda tenant: None).session_factory is webhook_session  # type: ignore[arg-type]

@@ -1,0 +1,94 @@
+"""Where a call's webhook may go. The service POSTs it from its own network, so a
+`callback_url` must not reach what only that network can: never a link-local, multicast or
+unspecified address or a cloud metadata service, and only `api.callback_hosts` when set.
+
+Checked twice: on the URL when a call is asked for (`callback_refused`, a clear 400), and on
+the addresses its host name resolves to when the webhook connects (`GuardedResolver`), so a
+name that points at a metadata service, or is re-pointed there later, is refused too.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import re
+import socket
+
+import aiohttp
+import yarl
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+# Cloud metadata services that are not link-local (AWS over IPv6, Alibaba Cloud).
+_METADATA = frozenset(ipaddress.ip_address(a) for a in ("fd00:ec2::254", "100.100.100.200"))
+# A host made of numbers only (2852039166, 0251.0376.0251.0376, 0xa9fea9fe) is an IPv4
+# address to a resolver, whatever form it takes: only the dotted decimal one is checked.
+_NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+))*$")
+
+
+def address_refused(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """What this address is that a webhook must not reach (None: it may)."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if address.is_link_local or address.is_multicast or address.is_unspecified:
+        return "a link-local, multicast or unspecified address"
+    if address in _METADATA:
+        return "a cloud metadata service"
+    return None
+
+
+def callback_refused(url: str, allowed: tuple[str, ...] | None) -> str | None:
+    """Why the service must not POST to `url` (None: it may). The host is read as aiohttp
+    reads it (yarl: full-width dots and digits are ASCII ones); a name is checked when the
+    webhook connects (`GuardedResolver`)."""
+    try:
+        host = (yarl.URL(url).host or "").lower().rstrip(".")
+    except ValueError:
+        return "the URL's host cannot be read"
+    if not host:
+        return "the URL names no host"
+    if allowed is not None and host not in allowed:
+        return f"{host} is not one of api.callback_hosts"
+    try:
+        address = ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        if _NUMERIC_HOST.match(host):
+            return f"{host} is an IP address in a non-standard form"
+        return None
+    if (what := address_refused(address)) is not None:
+        return f"{host} is {what}"
+    return None
+
+
+class GuardedResolver(AbstractResolver):
+    """aiohttp's resolver, less the addresses a webhook must not reach. A name with no other
+    address fails to connect (OSError, a failed attempt the sender records and retries)."""
+
+    def __init__(self, inner: AbstractResolver | None = None) -> None:
+        self._inner = inner if inner is not None else aiohttp.DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        kept = [r for r in results if address_refused(_address(r["host"])) is None]
+        if results and not kept:
+            address = results[0]["host"]
+            what = address_refused(_address(address))
+            # With an errno, aiohttp's ClientConnectorError shows our text (its strerror).
+            raise OSError(errno.EACCES, f"{host} resolves to {address}, {what}")
+        return kept
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    return ipaddress.ip_address(text.partition("%")[0])  # fe80::1%eth0: the zone aside
+
+
+def webhook_session() -> aiohttp.ClientSession:
+    """The webhook sender's HTTP session: every connection through `GuardedResolver`."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=GuardedResolver()))
+
+
+__all__ = ["GuardedResolver", "address_refused", "callback_refused", "webhook_session"]

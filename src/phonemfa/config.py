@@ -42,7 +42,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from phonemfa.messages import MessageType
-from phonemfa.numbers import NumberType
+from phonemfa.numbers import NON_GEOGRAPHIC, NumberType
 
 __all__ = [
     "DEFAULT_TENANT",
@@ -520,7 +520,9 @@ class TenantSettings(_Model):
     organization_name: str | None = Field(default=None, max_length=100)
     webhook_secret: Secret | None = None
     allowed_countries: tuple[str, ...] | None = None
-    """None = only `region`; ["*"] = any country."""
+    """None = only `region`; ["*"] = any country. "001" = the non-geographic numbers
+    (+870/+881 satellite phones, +882/+883 international networks, +800...): never part of
+    "*", whose fraud they are the classic target of, so listed apart (["*", "001"])."""
     refused_number_types: tuple[NumberType, ...] = DEFAULT_REFUSED_TYPES
     fraud: FraudSettings = FraudSettings()
     calls: CallSettings = CallSettings()
@@ -535,18 +537,24 @@ class TenantSettings(_Model):
         if not value:
             raise _fail('list at least one country, ["*"] for any, or null for the region')
         if "*" in value:
-            if len(value) > 1:
-                raise _fail('"*" (any country) must be alone')
-            return value
-        return tuple(_region(v) for v in value)
+            if set(value) - {"*", NON_GEOGRAPHIC}:
+                raise _fail(
+                    '"*" (any country) must be alone, or with "001" (non-geographic numbers)'
+                )
+            return tuple(dict.fromkeys(value))
+        return tuple(v if v == NON_GEOGRAPHIC else _region(v) for v in value)
 
-    def allowed_country_set(self) -> frozenset[str] | None:
-        """The ISO regions this tenant may call; None when any country is allowed."""
+    def allowed_country_set(self) -> frozenset[str]:
+        """What this tenant may call: ISO regions, "*" for every one, "001" (NON_GEOGRAPHIC)
+        for the non-geographic numbers."""
         if self.allowed_countries is None:
             return frozenset((self.region,))
-        if self.allowed_countries == ("*",):
-            return None
         return frozenset(self.allowed_countries)
+
+    def allows_country(self, country: str) -> bool:
+        """Whether a number of this region ("001": non-geographic) may be called."""
+        allowed = self.allowed_country_set()
+        return country in allowed or ("*" in allowed and country != NON_GEOGRAPHIC)
 
 
 # --- the whole file -----------------------------------------------------------

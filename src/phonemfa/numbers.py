@@ -92,6 +92,11 @@ _TYPE_FROM_LIB: dict[int, NumberType] = {
 }
 
 
+# phonenumbers' region for the non-geographic services (+800 freephone, +870 and +881
+# satellite phones, +882/+883 international networks, +979 premium rate...).
+NON_GEOGRAPHIC = "001"
+
+
 @dataclass(frozen=True)
 class PhoneNumber:
     """A dialable user number. Compare and hash by value.
@@ -312,7 +317,7 @@ def _parse_main(main: str, region: str | None, extension: str | None, forced: bo
     if lib_type == phonenumbers.PhoneNumberType.UNKNOWN:
         where = phonenumbers.region_code_for_country_code(country_code)
         raise NumberError("invalid_for_region", f"not a valid number for {where} (+{country_code})")
-    country = phonenumbers.region_code_for_number(parsed) or "001"
+    country = phonenumbers.region_code_for_number(parsed) or NON_GEOGRAPHIC
     return PhoneNumber(
         e164=phonenumbers.format_number(parsed, PhoneNumberFormat.E164),
         country_code=country_code,

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from phonemfa.config import RateLimit, TenantSettings, UnknownTenantError
-from phonemfa.numbers import PhoneNumber
+from phonemfa.numbers import NON_GEOGRAPHIC, PhoneNumber
 
 __all__ = [
     "PastCall",
@@ -53,13 +53,19 @@ class Refusal:
 
 def check_destination(number: PhoneNumber, tenant: TenantSettings) -> Refusal | None:
     """Country allow-list and refused number types; None when the number may be called."""
-    allowed = tenant.allowed_country_set()
-    if allowed is not None and number.country not in allowed:
-        return Refusal(
-            RefusalCode.COUNTRY_NOT_ALLOWED,
-            f"calls to {number.country} are not allowed for this tenant "
-            f"(allowed: {', '.join(sorted(allowed))})",
-        )
+    if not tenant.allows_country(number.country):
+        if number.country == NON_GEOGRAPHIC:  # "*" does not reach them
+            message = (
+                f"calls to non-geographic numbers (+{number.country_code}: satellite phones, "
+                'international networks...) are not allowed for this tenant; list "001" in '
+                "allowed_countries to allow them"
+            )
+        else:
+            allowed = ", ".join(sorted(tenant.allowed_country_set()))
+            message = (
+                f"calls to {number.country} are not allowed for this tenant (allowed: {allowed})"
+            )
+        return Refusal(RefusalCode.COUNTRY_NOT_ALLOWED, message)
     if number.number_type in tenant.refused_number_types:
         return Refusal(
             RefusalCode.NUMBER_TYPE_REFUSED,

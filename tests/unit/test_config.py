@@ -446,9 +446,15 @@ def test_tenant_settings_normalise() -> None:
     assert tenant.region == "FR"
     assert tenant.allowed_country_set() == {"FR", "DE"}
     assert tenant.prompts["fr"][MessageType.GREETING] == "a.wav"
-    assert TenantSettings.model_validate({"allowed_countries": ["*"]}).allowed_country_set() is None
-    with pytest.raises(ValidationError, match="must be alone"):
+    anywhere = TenantSettings.model_validate({"allowed_countries": ["*"]})
+    assert anywhere.allows_country("JM") and not anywhere.allows_country("001")
+    both = TenantSettings.model_validate({"allowed_countries": ["*", "001", "*"]})
+    assert both.allowed_countries == ("*", "001") and both.allows_country("001")
+    with pytest.raises(ValidationError, match="must be alone, or with"):
         TenantSettings.model_validate({"allowed_countries": ["*", "US"]})
+    assert TenantSettings.model_validate({"allowed_countries": ["001"]}).allowed_country_set() == {
+        "001"
+    }
 
 
 def test_models_are_frozen() -> None:

@@ -88,6 +88,27 @@ def test_country_allow_list() -> None:
     assert check_destination(fr, tenant(allowed_countries=["*"])) is None
 
 
+@pytest.mark.parametrize(
+    "text", ["+881 612345678", "+870 301234567", "+882 3421234", "+883 510012345", "+800 12345678"]
+)
+def test_any_country_does_not_reach_satellite_and_international_network_numbers(
+    text: str,
+) -> None:
+    # Revenue-share fraud's classic targets, at several dollars a minute: listed apart.
+    number = parse_number(text)
+    refusal = check_destination(number, tenant(allowed_countries=["*"]))
+    assert refusal is not None and refusal.code is RefusalCode.COUNTRY_NOT_ALLOWED
+    assert 'list "001" in allowed_countries' in refusal.message
+    assert check_destination(number, tenant(allowed_countries=["*", "001"])) is None
+    assert check_destination(number, tenant(allowed_countries=["US", "001"])) is None
+    assert check_destination(parse_number("+33 1 23 45 67 89"), tenant(allowed_countries=["001"]))
+
+
+def test_non_geographic_numbers_keep_the_refused_types() -> None:
+    refusal = check_destination(parse_number("+979 123456789"), tenant(allowed_countries=["001"]))
+    assert refusal is not None and refusal.code is RefusalCode.NUMBER_TYPE_REFUSED
+
+
 # --- the sliding window ---------------------------------------------------------------
 
 

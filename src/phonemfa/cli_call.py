@@ -15,7 +15,7 @@ from phonemfa.numbers import NumberError
 from phonemfa.outcomes import Outcome
 from phonemfa.prompt_setup import PromptSetupError
 from phonemfa.service import CallService, RateLimited, ServiceUnavailable, StartCall
-from phonemfa.startup import StartupError, open_service
+from phonemfa.startup import StartupError, hold_cli_lock, open_service
 from phonemfa.store import CallRecord, TimelineEntry
 
 EXIT_APPROVED = 0
@@ -80,7 +80,9 @@ async def _call(config: Config, args: argparse.Namespace) -> int:
     # A Stasis app of its own: a service running on the same Asterisk keeps its app.
     app = f"{config.ari.app}-cli-{os.getpid()}"
     config = config.model_copy(update={"ari": config.ari.model_copy(update={"app": app})})
-    service = await open_service(config)
+    # Before any call of ours is in the store: a service starting meanwhile leaves it to us.
+    cli_lock = hold_cli_lock(config.storage.path)
+    service = await open_service(config, holding=cli_lock)
     try:
         await service.start(primary=False)
         try:
@@ -109,6 +111,7 @@ async def _call(config: Config, args: argparse.Namespace) -> int:
     finally:
         await service.shutdown(grace=0)
         await service.store.close()
+        cli_lock.close()
 
 
 async def _follow(service: CallService, record: CallRecord) -> int:

@@ -21,7 +21,7 @@ from phonemfa import logsetup
 from phonemfa.api import build_app
 from phonemfa.config import Config, ConfigError, load_config
 from phonemfa.prompt_setup import PromptSetupError
-from phonemfa.startup import StartupError, hold_serve_lock, open_service
+from phonemfa.startup import StartupError, cli_calls_running, hold_serve_lock, open_service
 
 log = logging.getLogger("phonemfa.server")
 
@@ -68,15 +68,12 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
 async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
     # Before the database is opened (and migrated) or any call in it settled.
     lock = hold_serve_lock(config.storage.path)
-    try:
-        service = await open_service(config)
-    except BaseException:
-        lock.close()
-        raise
+    service = await open_service(config, holding=lock)
     store = service.store
     runner: web.AppRunner | None = None
     try:
-        await service.start()
+        with cli_calls_running(config.storage.path) as cli_running:
+            await service.start(leave_cli_calls=cli_running)
         runner = web.AppRunner(build_app(service), access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, config.api.host, config.api.port, reuse_address=True)

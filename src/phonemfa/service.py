@@ -194,12 +194,14 @@ class CallService:
         self._background: set[asyncio.Task[Any]] = set()
 
     # --- life cycle ------------------------------------------------------------------
-    async def start(self, *, primary: bool = True) -> None:
+    async def start(self, *, primary: bool = True, leave_cli_calls: bool = False) -> None:
         """Load what the store knows, settle calls a previous process left, start taking calls.
         ARI may still be connecting: calls wait for it (healthz says so).
 
         `primary=False` (the one-shot CLI sharing a service's store): leave the store's calls
-        in progress and its webhooks to the service that owns them."""
+        in progress and its webhooks to the service that owns them. `leave_cli_calls`: a
+        `phonemfa call` is running on this store (startup.cli_calls_running), its calls in
+        progress are its own."""
         for name, data in (await self.store.all_tenant_settings()).items():
             try:
                 self._set_tenant(name, self._usable(name, TenantSettings.model_validate(data)))
@@ -214,7 +216,7 @@ class CallService:
             self.guard.block_user(block["tenant"], block["user"])
         if primary:
             self.webhooks.start()
-            await self._settle_previous_run()
+            await self._settle_previous_run(leave_cli_calls)
         await self.engine.start()
         self.accepting = True
 
@@ -539,11 +541,14 @@ class CallService:
         return settings.webhook_secret.get_secret_value()
 
     # --- restarts --------------------------------------------------------------------------
-    async def _settle_previous_run(self) -> None:
+    async def _settle_previous_run(self, leave_cli_calls: bool = False) -> None:
         """Calls a previous process left in progress end as `interrupted` now (we do not resume
         a half-done verification: a fresh call is cheap, a wrong approval is not). Their
-        channels are hung up, and dialplan entries let go, once ARI is connected."""
-        left = await self.store.in_flight()
+        channels are hung up, and dialplan entries let go, once ARI is connected. With
+        `leave_cli_calls`, the CLI's calls are left to the `phonemfa call` running them."""
+        left = [
+            r for r in await self.store.in_flight() if not (leave_cli_calls and r.origin == "cli")
+        ]
         for record in left:
             # With its timeline: the webhook sent for it is the record as it ends.
             record = await self.store.get_call(record.id) or record

@@ -4,7 +4,9 @@ the operator reads one line saying what to fix, not a traceback."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
@@ -14,7 +16,7 @@ from phonemfa.prompts import AudioError
 from phonemfa.service import CallService
 from phonemfa.store import Store, StoreUnavailable
 
-__all__ = ["StartupError", "hold_serve_lock", "open_service"]
+__all__ = ["StartupError", "cli_calls_running", "hold_cli_lock", "hold_serve_lock", "open_service"]
 
 _SHIPPED_HINT = "run `make prompts`; install asterisk/sounds as <sounds.dir>/phonemfa"
 
@@ -27,18 +29,24 @@ class StartupError(Exception):
         self.field = field
 
 
-async def open_service(config: Config) -> CallService:
+async def open_service(config: Config, *, holding: IO[str] | None = None) -> CallService:
     """The store at storage.path and a service on it (not started); close ``service.store``
-    when done. Raises StartupError for an unusable sounds.dir or storage.path."""
-    # The engine first: an unusable sounds.dir does not leave a new database behind.
+    when done. Raises StartupError for an unusable sounds.dir or storage.path. `holding`: a
+    lock taken for it (`hold_serve_lock`, `hold_cli_lock`), let go if it cannot be opened."""
     try:
-        engine = Engine(config)
-    except AudioError as exc:  # the shipped prompts' manifest, read from sounds.dir
-        raise StartupError("sounds.dir", f"{exc} ({_SHIPPED_HINT})") from exc
-    try:
-        store = await Store.open(config.storage.path)
-    except StoreUnavailable as exc:
-        raise StartupError("storage.path", f"cannot open the database {exc}") from exc
+        # The engine first: an unusable sounds.dir does not leave a new database behind.
+        try:
+            engine = Engine(config)
+        except AudioError as exc:  # the shipped prompts' manifest, read from sounds.dir
+            raise StartupError("sounds.dir", f"{exc} ({_SHIPPED_HINT})") from exc
+        try:
+            store = await Store.open(config.storage.path)
+        except StoreUnavailable as exc:
+            raise StartupError("storage.path", f"cannot open the database {exc}") from exc
+    except BaseException:
+        if holding is not None:
+            holding.close()
+        raise
     return CallService(config, store, engine)
 
 
@@ -46,14 +54,8 @@ def hold_serve_lock(database: Path) -> IO[str]:
     """One `phonemfa serve` per database: a second one would settle the first one's calls as
     interrupted when it starts, and send their webhooks too. The lock lasts while the
     returned file is open, and goes with the process however it ends (SIGKILL included).
-    `phonemfa call` shares the database on purpose and takes no lock."""
-    database = database.resolve()  # one lock per file, however the path reaches it
-    path = database.with_name(database.name + ".serve-lock")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lock = path.open("a")
-    except OSError as exc:
-        raise StartupError("storage.path", f"cannot create {path}: {exc.strerror}") from exc
+    `phonemfa call` shares the database on purpose (see `hold_cli_lock`)."""
+    database, path, lock = _lock_file(database, ".serve-lock")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -62,3 +64,38 @@ def hold_serve_lock(database: Path) -> IO[str]:
             "storage.path", f"another `phonemfa serve` is using {database} (it holds {path})"
         ) from None
     return lock
+
+
+def hold_cli_lock(database: Path) -> IO[str]:
+    """Held (shared) by `phonemfa call --config` while its call runs, so that a `phonemfa
+    serve` starting on the same database leaves that call to it instead of settling it as
+    interrupted while the person is still on the line (`cli_calls_running`). Waits while a
+    starting service settles the calls left in progress (milliseconds)."""
+    _, _, lock = _lock_file(database, ".cli-lock")
+    fcntl.flock(lock, fcntl.LOCK_SH)
+    return lock
+
+
+@contextlib.contextmanager
+def cli_calls_running(database: Path) -> Iterator[bool]:
+    """For a starting service, around the settling of calls left in progress: True when a
+    `phonemfa call` holds `hold_cli_lock` (its calls are its own to finish). When False, no
+    `phonemfa call` can start a call until the block ends, so none is settled by mistake."""
+    _, _, lock = _lock_file(database, ".cli-lock")
+    with lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield True
+        else:
+            yield False  # the lock goes with the file
+
+
+def _lock_file(database: Path, suffix: str) -> tuple[Path, Path, IO[str]]:
+    database = database.resolve()  # one lock per file, however the path reaches it
+    path = database.with_name(database.name + suffix)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return database, path, path.open("a")
+    except OSError as exc:
+        raise StartupError("storage.path", f"cannot create {path}: {exc.strerror}") from exc

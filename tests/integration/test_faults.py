@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import sqlite3
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -20,10 +21,10 @@ import aiohttp
 import pytest
 
 from phonemfa.engine import ARI_EVENTS
-from tests.conftest import SANDBOX_SH, Sandbox
+from tests.conftest import REPO, SANDBOX_SH, Sandbox
 from tests.support.ari_raw import RawAri
 from tests.support.proxy import AriProxy
-from tests.support.service import Api, ServiceProcess, service_config
+from tests.support.service import ARI_PASSWORD, Api, ServiceProcess, service_config
 from tests.support.softphone import SoftphoneNetwork
 from tests.support.webhooks import WebhookReceiver
 
@@ -320,3 +321,39 @@ async def test_a_full_disk_refuses_new_calls_and_loses_nothing(
     ).fetchone()
     assert half == (0,)
     assert db.execute("SELECT count(*) FROM calls WHERE outcome IS NULL").fetchone() == (0,)
+
+
+async def test_a_cli_call_in_progress_is_left_to_it_by_a_starting_service(
+    tmp_path: Path, session: aiohttp.ClientSession, phones: SoftphoneNetwork
+) -> None:
+    """`phonemfa call --config` shares the service's database. A service starting while the
+    CLI's call is at the greeting leaves that call to the CLI: it used to settle it as
+    `interrupted` while the person was still listening, and their `#` then approved nothing."""
+    mobile = await phones.register("mobile")
+    proc = faults_service(tmp_path)  # its config and database; not started yet
+    cli = subprocess.Popen(  # noqa: ASYNC220 (Popen does not wait)
+        [sys.executable, "-m", "phonemfa", "call", "+1 425 555 0100", "--user", user()]
+        + ["--config", str(proc.config_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={"TEST_ARI_PASSWORD": ARI_PASSWORD, "PATH": "/usr/bin:/bin"},
+        cwd=REPO,
+    )
+    try:
+        ring = await mobile.next_call()
+        ring.answer()
+        await ring.wait_media()
+        await proc.start()  # settles what the database holds in progress, but not this call
+        await ring.send_dtmf("#")
+        out, err = await asyncio.to_thread(cli.communicate, timeout=60)
+        assert cli.returncode == 0, out + err
+        assert "OUTCOME: approved" in out
+        call_id = out.split()[1]  # "call <id>  <number>  mode=direct"
+        status, body = await Api(session, proc.url).request("GET", f"/v1/calls/{call_id}")
+        assert status == 200 and (body["origin"], body["outcome"]) == ("cli", "approved"), body
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait(10)
+        await proc.stop()

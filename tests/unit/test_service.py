@@ -76,6 +76,22 @@ async def test_a_fraud_report_blocks_the_user_even_when_the_record_kept_another_
         assert [b["user"] for b in await service_store.all_blocks()] == ["alice"]
 
 
+async def test_a_starting_service_leaves_the_calls_of_a_running_cli_to_it(tmp_path: Path) -> None:
+    db = tmp_path / "phonemfa.db"
+    store = await Store.open(db)
+    try:
+        await store.create_call(record("cli-call", origin="cli"))
+        await store.create_call(record("api-call", origin="api"))
+
+        await CallService(_config(db), store)._settle_previous_run(leave_cli_calls=True)
+
+        cli_call, api_call = await store.get_call("cli-call"), await store.get_call("api-call")
+        assert cli_call is not None and cli_call.outcome is None
+        assert api_call is not None and api_call.outcome == "interrupted"
+    finally:
+        await store.close()
+
+
 async def test_a_block_holds_for_every_spelling_of_the_user(tmp_path: Path) -> None:
     db = tmp_path / "phonemfa.db"
     store = await Store.open(db)

@@ -6,13 +6,14 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from phonemfa.cli import main
-from phonemfa.startup import StartupError, hold_serve_lock
+from phonemfa.startup import StartupError, cli_calls_running, hold_cli_lock, hold_serve_lock
 
 # Port 1: nothing answers there, and nothing may try before the refusal.
 BASE = "ari: {password: x, url: 'http://127.0.0.1:1'}\napi: {tokens: [t]}\n"
@@ -127,3 +128,36 @@ def test_a_second_serve_refuses_before_opening_the_database(tmp_path: Path) -> N
     assert done.returncode == 1, done.stderr
     assert "cannot serve: storage.path: another `phonemfa serve` is using" in one_line(done.stderr)
     assert not database.exists()
+
+
+def test_a_starting_service_sees_a_running_cli_call(tmp_path: Path) -> None:
+    database = tmp_path / "phonemfa.db"
+    with cli_calls_running(database) as running:
+        assert not running
+    first = hold_cli_lock(database)
+    try:
+        second = hold_cli_lock(tmp_path / "." / "phonemfa.db")  # two CLIs at once: shared
+        second.close()
+        with cli_calls_running(database) as running:
+            assert running
+    finally:
+        first.close()
+    with cli_calls_running(database) as running:
+        assert not running  # a CLI that ended (or died) holds nothing
+
+
+def test_no_cli_call_starts_while_a_service_settles(tmp_path: Path) -> None:
+    database = tmp_path / "phonemfa.db"
+    held = threading.Event()
+
+    def cli() -> None:
+        hold_cli_lock(database).close()
+        held.set()
+
+    with cli_calls_running(database) as running:
+        assert not running
+        waiting = threading.Thread(target=cli)
+        waiting.start()
+        assert not held.wait(0.3)  # it waits for the settling to end
+    assert held.wait(10)
+    waiting.join()

@@ -20,6 +20,9 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 # Cloud metadata services that are not link-local (AWS over IPv6, Alibaba Cloud).
 _METADATA = frozenset(ipaddress.ip_address(a) for a in ("fd00:ec2::254", "100.100.100.200"))
+# NAT64 prefixes (RFC 6052, RFC 8215): an IPv6 address there reaches the IPv4 inside it.
+_NAT64_WELL_KNOWN = ipaddress.ip_network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
 # A host made of numbers only (2852039166, 0251.0376.0251.0376, 0xa9fea9fe) is an IPv4
 # address to a resolver, whatever form it takes: only the dotted decimal one is checked.
 _NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+))*$")
@@ -27,6 +30,9 @@ _NUMERIC_HOST = re.compile(r"^(0x[0-9a-f]*|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+))*$")
 
 def address_refused(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
     """What this address is that a webhook must not reach (None: it may)."""
+    if isinstance(address, ipaddress.IPv6Address) and (inner := _embedded_ipv4(address)):
+        if (what := address_refused(inner)) is not None:
+            return what
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     if address.is_link_local or address.is_multicast or address.is_unspecified:
@@ -34,6 +40,17 @@ def address_refused(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> s
     if address in _METADATA:
         return "a cloud metadata service"
     return None
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one carries to: NAT64 (a DNS64 resolver gives one for a name
+    that has only an IPv4 address) and 6to4."""
+    packed = address.packed
+    if address in _NAT64_WELL_KNOWN:
+        return ipaddress.IPv4Address(packed[12:16])
+    if address in _NAT64_LOCAL:  # a /48 prefix: bits 64-71 are the reserved "u" octet
+        return ipaddress.IPv4Address(packed[6:8] + packed[9:11])
+    return address.sixtofour
 
 
 def callback_refused(url: str, allowed: tuple[str, ...] | None) -> str | None:
@@ -64,7 +81,9 @@ class GuardedResolver(AbstractResolver):
     address fails to connect (OSError, a failed attempt the sender records and retries)."""
 
     def __init__(self, inner: AbstractResolver | None = None) -> None:
-        self._inner = inner if inner is not None else aiohttp.DefaultResolver()
+        # Not DefaultResolver: with aiodns installed that is one with resources to close,
+        # and a connector does not close a resolver it was given.
+        self._inner = inner if inner is not None else aiohttp.ThreadedResolver()
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from phonemfa import __version__
-from phonemfa.callback_policy import webhook_session
+from phonemfa.callback_policy import callback_refused, webhook_session
 from phonemfa.store import Store, StoreUnavailable, WebhookDelivery
 
 log = logging.getLogger("phonemfa.webhooks")
@@ -221,6 +221,11 @@ class WebhookSender:
             SIGNATURE_HEADER: sign(secret, d.body),
             DELIVERY_HEADER: d.call_id,
         }
+        # A name's addresses are checked as it connects (GuardedResolver); aiohttp connects
+        # to an address given as such without asking a resolver, so it is checked here (a
+        # delivery queued before the API refused such URLs).
+        if (why := callback_refused(d.url, None)) is not None:
+            return self._give_up(d, f"refused callback address: {why}")
         assert self._session is not None
         try:
             async with self._session.post(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -38,6 +39,9 @@ from phonemfa.webhooks import WebhookSender
         "http://169.254.43518/",
         "http://[fd00:ec2::254]/",  # AWS's metadata service over IPv6
         "http://100.100.100.200/",  # Alibaba Cloud's
+        "http://[64:ff9b::a9fe:a9fe]/",  # 169.254.169.254 through NAT64
+        "http://[64:ff9b:1:a9fe:a9:fe00::]/",  # through a local-use NAT64 prefix
+        "http://[2002:a9fe:a9fe::1]/",  # through 6to4
     ],
 )
 def test_link_local_and_metadata_addresses_are_refused(url: str) -> None:
@@ -129,6 +133,16 @@ class _Names(AbstractResolver):
         pass
 
 
+class _LoopbackOnly(aiohttp.TCPConnector):
+    """Connects to loopback addresses only, so that a guard that let a refused address
+    through fails the test without any packet leaving this machine."""
+
+    async def _wrap_create_connection(self, *args: Any, addr_infos: Any, **kwargs: Any) -> Any:
+        tried = [info[4][0] for info in addr_infos]
+        assert all(ipaddress.ip_address(a).is_loopback for a in tried), f"would connect to {tried}"
+        return await super()._wrap_create_connection(*args, addr_infos=addr_infos, **kwargs)
+
+
 @pytest.fixture
 async def receiver() -> AsyncIterator[tuple[int, list[str]]]:
     """A webhook receiver on 127.0.0.1: its port, and the Host headers it was sent."""
@@ -153,15 +167,21 @@ async def test_a_name_resolving_only_to_a_refused_address_is_not_connected_to(
         "hooks.test": ["127.0.0.1"],
         "metadata.test": ["169.254.169.254"],
         "aws6.test": ["fd00:ec2::254"],
+        "dns64.test": ["64:ff9b::a9fe:a9fe"],  # what DNS64 makes of an A record
         "both.test": ["169.254.169.254", "127.0.0.1"],
     }
-    connector = aiohttp.TCPConnector(resolver=GuardedResolver(_Names(names)))
+    connector = _LoopbackOnly(resolver=GuardedResolver(_Names(names)))
     async with aiohttp.ClientSession(connector=connector) as session:
         for name in ("hooks.test", "both.test"):  # the refused address left out
             async with session.post(f"http://{name}:{port}/hook", data=b"{}") as resp:
                 assert resp.status == 204
         assert hosts == [f"hooks.test:{port}", f"both.test:{port}"]
-        for name, what in (("metadata.test", "link-local"), ("aws6.test", "metadata service")):
+        refused = (
+            ("metadata.test", "link-local"),
+            ("aws6.test", "metadata service"),
+            ("dns64.test", "link-local"),
+        )
+        for name, what in refused:
             with pytest.raises(aiohttp.ClientConnectorError, match=what):
                 await session.post(f"http://{name}:{port}/hook", data=b"{}")
     assert hosts == [f"hooks.test:{port}", f"both.test:{port}"]

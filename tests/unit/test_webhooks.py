@@ -288,6 +288,23 @@ async def test_connection_errors_are_retried(store: Store, senders: Any, closed_
     assert w.last_error is not None and "ClientConnectorError" in w.last_error
 
 
+@pytest.mark.parametrize(
+    "url",
+    # Refused addresses whose traffic would stay on this machine: 0.0.0.0 is this host to
+    # connect(), fe80::1 is on no interface of the loopback one.
+    ["http://0.0.0.0:9/hook", "http://[fe80::1%25lo]:9/hook"],
+)
+async def test_a_refused_address_queued_before_the_api_checked_is_never_connected_to(
+    store: Store, senders: Any, url: str
+) -> None:
+    sender = senders(max_attempts=3)
+    await finished(store, "c1", url)
+    sender.notify()
+    w = await settled(store, "c1")
+    assert w.given_up_at is not None and w.attempts == 1
+    assert w.last_error is not None and "refused callback address" in w.last_error
+
+
 async def test_timeouts_are_retried(store: Store, receiver: Receiver, senders: Any) -> None:
     receiver.script["/hook"] = [receiver.held, 200]
     sender = senders(timeout=0.2)

@@ -15,6 +15,16 @@ import orjson
 loads = orjson.loads
 
 
+def loads_lenient(data: str | bytes) -> Any:
+    """`loads`, or what the standard library reads where orjson refuses: NaN and Infinity
+    (which `json.dumps` writes), text that is not UTF-8 (decoded with replacement)."""
+    try:
+        return orjson.loads(data)
+    except ValueError:
+        text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+        return json.loads(text)
+
+
 def dumps(value: Any) -> bytes:
     """Compact UTF-8 JSON. TypeError (orjson.JSONEncodeError) for what JSON cannot hold."""
     return orjson.dumps(value)
@@ -32,4 +42,4 @@ def dumps_text(value: Any) -> str:
         return json.dumps(value, separators=(",", ":"), default=str)
 
 
-__all__ = ["dumps", "dumps_text", "loads"]
+__all__ = ["dumps", "dumps_text", "loads", "loads_lenient"]

@@ -873,7 +873,7 @@ class Store:
                 return None
             record = _call(row)
             record.timeline = [
-                TimelineEntry(at, event, jsoncodec.loads(details))
+                TimelineEntry(at, event, jsoncodec.loads_lenient(details))
                 for at, event, details in conn.execute(
                     "SELECT at, event, details FROM timeline WHERE call_id = ? ORDER BY seq",
                     (call_id,),

@@ -46,3 +46,10 @@ def test_strict_writing_refuses_what_json_cannot_hold() -> None:
 def test_bad_json_is_a_value_error_as_with_the_standard_library() -> None:
     with pytest.raises(ValueError):
         jsoncodec.loads('{"type": ')
+
+
+def test_what_the_standard_library_wrote_is_read_back() -> None:
+    written = json.dumps({"level": float("nan"), "peak": float("inf")})  # older timelines
+    read = jsoncodec.loads_lenient(written)
+    assert read["level"] != read["level"] and read["peak"] == float("inf")
+    assert jsoncodec.loads_lenient(b'{"name": "caf\xe9"}') == {"name": "caf\ufffd"}

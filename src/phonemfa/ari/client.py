@@ -145,10 +145,7 @@ class AriClient:
             raise _error(method, path, status, raw.decode("utf-8", "replace"))
         if not raw:
             return None
-        try:
-            return jsoncodec.loads(raw)
-        except ValueError:  # not UTF-8 (orjson reads only that): as the bytes decode
-            return json.loads(raw.decode("utf-8", "replace"))
+        return jsoncodec.loads_lenient(raw)
 
     # --- channels ---------------------------------------------------------
     async def create_channel(

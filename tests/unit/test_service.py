@@ -35,8 +35,9 @@ async def _cli_call_settled_by_a_starting_service(
     tmp_path: Path,
 ) -> AsyncIterator[tuple[CallService, CallRecord, Store]]:
     """`phonemfa call` shares the service's store: its call is in progress when a service
-    starts on that store and settles it as interrupted. Yields the CLI's service, its call
-    and the starting service's store."""
+    starts on that store and settles it as interrupted (a service that does not see the
+    CLI's lock: an older version's). Yields the CLI's service, its call and the starting
+    service's store."""
     db = tmp_path / "phonemfa.db"
     cli_store = await Store.open(db)
     service_store = await Store.open(db)

@@ -21,7 +21,6 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from phonemfa import jsoncodec
 from phonemfa.callback_policy import callback_refused
 from phonemfa.calls import CallRefused
 from phonemfa.config import ApiToken, TenantSettings, UnknownTenantError, field_errors
@@ -83,16 +82,9 @@ class StartCallBody(BaseModel):
         return value
 
 
-def json_response(body: Any, status: int = 200) -> web.Response:
-    """`web.json_response`, written by orjson (a call's record: 3 µs instead of 35)."""
-    return web.Response(
-        body=jsoncodec.dumps(body), status=status, content_type="application/json", charset="utf-8"
-    )
-
-
 def error(status: int, kind: str, message: str, **extra: Any) -> web.Response:
     body = {"error": kind, "message": message, **extra}
-    return json_response(body, status=status)
+    return web.json_response(body, status=status)
 
 
 def _bad_fields(exc: ValidationError) -> web.Response:
@@ -202,7 +194,7 @@ def _invalid(message: str) -> web.Response:
 # --- handlers --------------------------------------------------------------------------------
 async def healthz(request: web.Request) -> web.Response:
     service = _service(request)
-    return json_response(
+    return web.json_response(
         {
             "status": "ok",
             "ari_connected": service.engine.connected,
@@ -270,7 +262,7 @@ async def start_call(request: web.Request) -> web.Response:
         resp.headers["Retry-After"] = "5"
         return resp
     view = call_view(record)
-    resp = json_response(view, status=201)
+    resp = web.json_response(view, status=201)
     resp.headers["Location"] = f"/v1/calls/{record.id}"
     return resp
 
@@ -315,7 +307,7 @@ async def get_call(request: web.Request) -> web.Response:
         return error(404, "not_found", "no such call")
     if wait and record.outcome is None:
         record = await service.wait_call(call_id, wait) or record
-    return json_response(call_view(record))
+    return web.json_response(call_view(record))
 
 
 async def cancel_call(request: web.Request) -> web.Response:
@@ -327,7 +319,7 @@ async def cancel_call(request: web.Request) -> web.Response:
     if record.outcome is not None:
         return error(409, "not_in_progress", f"the call already ended: {record.outcome}")
     ended = await service.cancel_call(call_id)
-    return json_response(call_view(ended or record))
+    return web.json_response(call_view(ended or record))
 
 
 async def list_calls(request: web.Request) -> web.Response:
@@ -359,7 +351,7 @@ async def list_calls(request: web.Request) -> web.Response:
         )
     except ValueError:
         return _invalid("cursor: not a cursor this service gave out")
-    return json_response(
+    return web.json_response(
         {"calls": [call_view(r, timeline=False) for r in records], "next_cursor": cursor}
     )
 
@@ -402,7 +394,7 @@ async def get_settings(request: web.Request) -> web.Response:
     found = _path_tenant(request)
     if isinstance(found, web.Response):
         return found
-    return json_response(_tenant_view(*found))
+    return web.json_response(_tenant_view(*found))
 
 
 async def put_settings(request: web.Request) -> web.Response:
@@ -443,7 +435,7 @@ async def put_settings(request: web.Request) -> web.Response:
         named = {(_prompt_field(f), f.text): None for f in exc.findings}
         fields = [{"field": field, "reason": reason} for field, reason in named]
         return error(400, "prompt_unplayable", str(exc.findings[0]), fields=fields)
-    return json_response(_tenant_view(name, settings))
+    return web.json_response(_tenant_view(name, settings))
 
 
 def _operator_only_changes(tenant: str, current: TenantSettings, new: TenantSettings) -> list[str]:
@@ -503,7 +495,7 @@ async def get_block(request: web.Request) -> web.Response:
     block = await service.get_block(tenant, user)
     if block is None:
         return error(404, "not_blocked", f"user {user!r} is not blocked", blocked=False)
-    return json_response(_block_view(block))
+    return web.json_response(_block_view(block))
 
 
 def _block_view(block: dict[str, Any]) -> dict[str, Any]:
@@ -542,7 +534,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    return json_response(openapi_document())
+    return web.json_response(openapi_document())
 
 
 def build_app(service: CallService) -> web.Application:

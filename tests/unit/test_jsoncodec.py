@@ -20,8 +20,7 @@ _JSON = st.recursive(
 
 
 @given(_JSON)
-def test_what_it_writes_reads_back_as_the_standard_library_reads_it(value: object) -> None:
-    assert json.loads(jsoncodec.dumps(value)) == value
+def test_what_it_writes_reads_back_as_the_standard_library_wrote_it(value: object) -> None:
     assert jsoncodec.loads(jsoncodec.dumps_text(value)) == json.loads(json.dumps(value))
 
 
@@ -36,11 +35,6 @@ def test_a_timeline_detail_json_cannot_hold_is_written_as_text_never_an_error() 
         "5": "five",
         "odd": "odd",
     }
-
-
-def test_strict_writing_refuses_what_json_cannot_hold() -> None:
-    with pytest.raises(TypeError):
-        jsoncodec.dumps({"odd": object()})
 
 
 def test_bad_json_is_a_value_error_as_with_the_standard_library() -> None:

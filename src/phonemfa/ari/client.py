@@ -136,7 +136,7 @@ class AriClient:
         body: Mapping[str, Any] | None = None,
     ) -> Any:
         target = path + _query(params)
-        data = None if body is None else jsoncodec.dumps(body)
+        data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
         try:
             status, raw = await self._rest.request(method, target, data)
         except (TimeoutError, OSError) as exc:

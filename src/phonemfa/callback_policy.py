@@ -2,9 +2,10 @@
 `callback_url` must not reach what only that network can: never a link-local, multicast or
 unspecified address or a cloud metadata service, and only `api.callback_hosts` when set.
 
-Checked twice: on the URL when a call is asked for (`callback_refused`, a clear 400), and on
-the addresses its host name resolves to when the webhook connects (`GuardedResolver`), so a
-name that points at a metadata service, or is re-pointed there later, is refused too.
+Checked on the URL when a call is asked for (`callback_refused`, a clear 400), and again when
+the webhook is sent: the URL once more (webhooks.py; a delivery may predate a rule), and the
+addresses its host name resolves to as it connects (`GuardedResolver`), so a name that points
+at a metadata service, or is re-pointed there later, is refused too.
 """
 
 from __future__ import annotations

@@ -34,8 +34,6 @@ def address_refused(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> s
     if isinstance(address, ipaddress.IPv6Address) and (inner := _embedded_ipv4(address)):
         if (what := address_refused(inner)) is not None:
             return what
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
     if address.is_link_local or address.is_multicast or address.is_unspecified:
         return "a link-local, multicast or unspecified address"
     if address in _METADATA:
@@ -44,8 +42,10 @@ def address_refused(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> s
 
 
 def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 one carries to: NAT64 (a DNS64 resolver gives one for a name
-    that has only an IPv4 address) and 6to4."""
+    """The IPv4 address an IPv6 one carries to: IPv4-mapped, NAT64 (a DNS64 resolver gives
+    one for a name that has only an IPv4 address) and 6to4."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
     packed = address.packed
     if address in _NAT64_WELL_KNOWN:
         return ipaddress.IPv4Address(packed[12:16])
@@ -67,7 +67,7 @@ def callback_refused(url: str, allowed: tuple[str, ...] | None) -> str | None:
     if allowed is not None and host not in allowed:
         return f"{host} is not one of api.callback_hosts"
     try:
-        address = ipaddress.ip_address(host.partition("%")[0])
+        address = _address(host)
     except ValueError:
         if _NUMERIC_HOST.match(host):
             return f"{host} is an IP address in a non-standard form"

@@ -295,14 +295,6 @@ def _token_shorthand(value: Any) -> Any:
     return value
 
 
-def _is_ipv6(text: str) -> bool:
-    try:
-        ipaddress.IPv6Address(text)
-    except ValueError:
-        return False
-    return True
-
-
 class ApiSettings(_Model):
     listen: str = "127.0.0.1:8080"
     tokens: Annotated[tuple[ApiToken, ...], BeforeValidator(_token_shorthand)] = Field(min_length=1)
@@ -319,10 +311,14 @@ class ApiSettings(_Model):
         hosts = []
         for text in value:
             host = text.strip().strip("[]").lower().rstrip(".")
-            if not host or "/" in host or (":" in host and not _is_ipv6(host)):
-                raise _fail(f"{text!r}: a host name or IP address, no scheme, port or path")
-            if ":" in host:  # one spelling of an IPv6 address, as a URL's host is compared
-                host = str(ipaddress.IPv6Address(host))
+            bad = _fail(f"{text!r}: a host name or IP address, no scheme, port or path")
+            if ":" in host:  # an IPv6 address, in the one spelling a URL's host is compared in
+                try:
+                    host = str(ipaddress.IPv6Address(host))
+                except ValueError:  # a port or a scheme
+                    raise bad from None
+            if not host or "/" in host:
+                raise bad
             hosts.append(host)
         return tuple(hosts)
 

@@ -655,11 +655,6 @@ def _webhook(row: Sequence[Any]) -> WebhookDelivery:
     return WebhookDelivery(*values)
 
 
-def _json(value: Any) -> str:
-    # A timeline detail we cannot encode is recorded as text, never an error.
-    return jsoncodec.dumps_text(value)
-
-
 def _encode_cursor(created_at: float, call_id: str) -> str:
     return base64.urlsafe_b64encode(json.dumps([created_at, call_id]).encode()).decode()
 
@@ -788,7 +783,7 @@ class Store:
             r.outcome, r.reason, r.origin, r.created_at, r.updated_at, r.ended_at, r.channel_id,
             r.origin_channel, r.callback_url, int(r.code_used), r.token_name,
         )  # fmt: skip
-        events = [(r.id, e.at, e.event, _json(e.details)) for e in r.timeline]
+        events = [(r.id, e.at, e.event, jsoncodec.dumps_text(e.details)) for e in r.timeline]
 
         def run(conn: sqlite3.Connection) -> None:
             conn.execute(f"INSERT INTO calls ({_CALL_COLUMNS}) VALUES ({_marks(19)})", row)
@@ -803,7 +798,7 @@ class Store:
 
     def append_event(self, call_id: str, entry: TimelineEntry) -> None:
         """Queue a timeline entry; entries of a call keep the order they were appended in."""
-        args = (call_id, entry.at, entry.event, _json(entry.details))
+        args = (call_id, entry.at, entry.event, jsoncodec.dumps_text(entry.details))
         self._queue_sql("append_event", _INSERT_TIMELINE, args)
 
     def set_status(

@@ -284,6 +284,7 @@ class CallService:
             number = parse_number(req.phone, settings.region)
             return await self._blocked(req, call_id, number.mask(), refused.code, now)
         number = request.plan.number
+        await self._learn_block(req.tenant, req.user)
         refusal = self.guard.admit(req.tenant, number, req.user, now)
         if refusal is not None:
             if refusal.code in RATE_LIMIT_CODES:
@@ -316,6 +317,21 @@ class CallService:
             req.origin,
         )
         return record
+
+    async def _learn_block(self, tenant: str, user: str | None) -> None:
+        """Take in the user's block if the store has one this service has not seen: the
+        store's blocks are the truth, and `phonemfa call --config` (a process of its own on
+        the same database) blocks a user who reports fraud there. Fails closed: a block that
+        cannot be read refuses the call."""
+        if user is None or self.guard.is_blocked(tenant, user):
+            return
+        try:
+            block = await self.store.get_block(tenant, user)
+        except StoreUnavailable:
+            self.metrics.refused("store_unavailable")
+            raise ServiceUnavailable("store_unavailable", "the call store cannot be read") from None
+        if block is not None:
+            self.guard.block_user(tenant, user)
 
     def _new_record(
         self, req: StartCall, call_id: str, masked: str, now: float, mode: str

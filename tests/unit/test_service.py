@@ -11,11 +11,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from phonemfa.ari import Event
 from phonemfa.config import Config
 from phonemfa.outcomes import Outcome
-from phonemfa.service import CallService, LiveCall, StartCall
-from phonemfa.store import CallRecord, Store, TimelineEntry
+from phonemfa.service import CallService, LiveCall, ServiceUnavailable, StartCall
+from phonemfa.store import CallRecord, Store, StoreUnavailable, TimelineEntry
 from tests.unit.test_store import record
 
 
@@ -106,6 +108,48 @@ async def test_a_block_holds_for_every_spelling_of_the_user(tmp_path: Path) -> N
         assert (call.user, call.outcome, call.reason) == ("alice", "blocked", "user_blocked")
         assert await service.get_block("default", "aLiCe") is not None
         assert await service.unblock_user("default", "ALICE")
+    finally:
+        await store.close()
+
+
+async def test_a_block_made_by_another_process_refuses_the_next_call(tmp_path: Path) -> None:
+    # `phonemfa call --config` runs a service of its own on the same database: a fraud
+    # reported there blocks the user for the running service too, whose API would otherwise
+    # place the next call and let '#' approve it.
+    db = tmp_path / "phonemfa.db"
+    serve_store, cli_store = await Store.open(db), await Store.open(db)
+    try:
+        serve = CallService(_config(db), serve_store)
+        serve.accepting = True
+        await CallService(_config(db), cli_store).block_user(
+            "default", "alice", "fraud_reported", "c1"
+        )
+
+        call = await serve.start_call(StartCall(phone="+1 425 555 0100", user="Alice"))
+
+        assert (call.outcome, call.reason) == ("blocked", "user_blocked")
+        assert serve.live == {} and serve.engine.flows == {}  # nothing dialled
+    finally:
+        await serve_store.close()
+        await cli_store.close()
+
+
+async def test_a_block_that_cannot_be_read_refuses_the_call(tmp_path: Path) -> None:
+    db = tmp_path / "phonemfa.db"
+    store = await Store.open(db)
+    try:
+        service = CallService(_config(db), store)
+        service.accepting = True
+
+        async def unreadable(tenant: str, user: str) -> None:
+            raise StoreUnavailable("database read failed: disk I/O error")
+
+        store.get_block = unreadable  # type: ignore[method-assign]
+        with pytest.raises(ServiceUnavailable) as refused:
+            await service.start_call(StartCall(phone="+1 425 555 0100", user="alice"))
+
+        assert refused.value.reason == "store_unavailable"
+        assert service.live == {} and await store.list_calls() == ([], None)
     finally:
         await store.close()
 

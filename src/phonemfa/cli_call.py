@@ -17,6 +17,7 @@ from phonemfa.prompt_setup import PromptSetupError
 from phonemfa.service import CallService, RateLimited, ServiceUnavailable, StartCall
 from phonemfa.startup import StartupError, hold_cli_lock, open_service
 from phonemfa.store import CallRecord, TimelineEntry
+from phonemfa.users import canonical_user
 
 EXIT_APPROVED = 0
 EXIT_NOT_APPROVED = 1
@@ -37,6 +38,20 @@ def _short(value: Any) -> str:
     return str(value)
 
 
+def _given(value: str) -> str:
+    # An empty option (say `--code "$CODE"` with CODE unset) is refused, never read as
+    # "not given": without its code a number-matching call would approve on '#' alone.
+    if not value.strip():
+        raise argparse.ArgumentTypeError("is empty")
+    return value
+
+
+def _user(value: str) -> str:
+    if not canonical_user(value):  # as the API refuses it: no user, out of reach of blocks
+        raise argparse.ArgumentTypeError("has no visible characters")
+    return value
+
+
 def add_call_command(sub: Any) -> None:
     p = sub.add_parser(
         "call",
@@ -50,10 +65,12 @@ def add_call_command(sub: Any) -> None:
     where.add_argument("--config", "-c", metavar="FILE", help="run the call in this process")
     where.add_argument("--server", "-s", metavar="URL", help="a running phonemfa service")
     p.add_argument("--token", help="with --server: API bearer token (or PHONEMFA_TOKEN)")
-    p.add_argument("--user", "-u", help="the user being verified (for the record)")
+    p.add_argument("--user", "-u", type=_user, help="the user being verified (for the record)")
     p.add_argument("--tenant", "-t", default=DEFAULT_TENANT)
-    p.add_argument("--language", "-l", help="call language (default: the tenant's)")
-    p.add_argument("--code", help="number matching: the code shown on the sign-in screen")
+    p.add_argument("--language", "-l", type=_given, help="call language (default: the tenant's)")
+    p.add_argument(
+        "--code", type=_given, help="number matching: the code shown on the sign-in screen"
+    )
     p.set_defaults(handler=run_call_command)
 
 

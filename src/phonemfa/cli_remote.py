@@ -57,7 +57,7 @@ async def remote_call(args: argparse.Namespace) -> int:
     base = args.server.rstrip("/")
     body = {"phone": args.number, "tenant": args.tenant}
     for key in ("user", "language", "code"):
-        if getattr(args, key):
+        if getattr(args, key) is not None:
             body[key] = getattr(args, key)
     async with aiohttp.ClientSession(
         headers=_headers(args.token), timeout=aiohttp.ClientTimeout(total=POLL_WAIT + 30)

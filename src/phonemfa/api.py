@@ -198,8 +198,12 @@ async def healthz(request: web.Request) -> web.Response:
         {
             "status": "ok",
             "ari_connected": service.engine.connected,
+            # Why not: the last connect error (credentials, address) or a take-over.
+            "ari_problem": service.engine.events.problem,
             "store": "ok" if service.store.healthy else "unavailable",
-            "accepting_calls": service.accepting and service.store.healthy,
+            "accepting_calls": (
+                service.accepting and service.store.healthy and not service.engine.events.replaced
+            ),
             "calls_in_progress": len(service.live),
             "calls_waiting_for_line": service.engine.lines.waiting,
         }

@@ -9,6 +9,7 @@ import os
 import sys
 from typing import Any, TextIO
 
+from phonemfa.app_owner import AppTaken
 from phonemfa.calls import CallRefused
 from phonemfa.config import DEFAULT_TENANT, Config, ConfigError, UnknownTenantError, load_config
 from phonemfa.numbers import NumberError
@@ -86,7 +87,7 @@ def run_call_command(args: argparse.Namespace) -> int:
         return EXIT_NOT_APPROVED
     try:
         return asyncio.run(_call(config, args))
-    except (OSError, PromptSetupError, StartupError) as exc:  # as `phonemfa serve` refuses
+    except (OSError, PromptSetupError, StartupError, AppTaken) as exc:  # as serve refuses
         print(f"phonemfa call: {exc}", file=sys.stderr)
         return EXIT_NOT_APPROVED
 

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from phonemfa.app_owner import AppTaken, answer_probe, held_by_another, is_probe
 from phonemfa.ari import AriClient, AriError, Event, EventRouter, EventStream
 from phonemfa.config import Config, TenantSettings
 from phonemfa.flow import EVENT_TYPES, CallFlow, CallRequest, Observer
@@ -22,10 +23,10 @@ from phonemfa.prompts import PromptCatalog
 
 log = logging.getLogger("phonemfa.engine")
 
-# What our app hears from Asterisk: the flows' events, and ApplicationReplaced for the service
+# What our app hears from Asterisk: the flows' events, ApplicationReplaced for the service
 # (its dialplan entry and orphan sweep use StasisStart, StasisEnd, ChannelDestroyed and
-# ChannelDtmfReceived, all among the flows').
-ARI_EVENTS = EVENT_TYPES | {"ApplicationReplaced"}
+# ChannelDtmfReceived, all among the flows'), and ChannelUserevent for app_owner's probe.
+ARI_EVENTS = EVENT_TYPES | {"ApplicationReplaced", "ChannelUserevent"}
 
 
 class Engine:
@@ -35,7 +36,9 @@ class Engine:
         self.config = config
         ari = config.ari
         self.ari = AriClient(ari.url, ari.username, ari.password.get_secret_value(), ari.app)
-        self.router = EventRouter(on_unrouted)
+        self.on_unrouted = on_unrouted
+        self._answers: set[asyncio.Task[None]] = set()
+        self.router = EventRouter(self._unrouted)
         self.events = EventStream(
             self.ari,
             self.router,
@@ -59,6 +62,19 @@ class Engine:
     @property
     def connected(self) -> bool:
         return self.events.connected.is_set()
+
+    async def claim_app(self) -> None:
+        """Raise AppTaken when another running phonemfa holds our ARI app (app_owner)."""
+        if await held_by_another(self.ari):
+            raise AppTaken(self.ari.app)
+
+    def _unrouted(self, event: Event) -> None:
+        if is_probe(event):
+            task = asyncio.create_task(answer_probe(self.ari, event))
+            self._answers.add(task)
+            task.add_done_callback(self._answers.discard)
+        elif self.on_unrouted is not None:
+            self.on_unrouted(event)
 
     async def start(self, connect_timeout: float | None = None) -> None:
         """Install the tenants' custom prompts (raises PromptSetupError, listing them, when

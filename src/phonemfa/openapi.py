@@ -80,6 +80,10 @@ class HealthView(BaseModel):
     model_config = ConfigDict(title="Health")
     status: Literal["ok"]
     ari_connected: bool
+    ari_problem: str | None = Field(
+        description="why ARI is not connected: the last connection error, or another "
+        "connection having taken over the ARI app (then no calls until restarted)"
+    )
     store: Literal["ok", "unavailable"]
     accepting_calls: bool
     calls_in_progress: int

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from phonemfa import logsetup
 from phonemfa.api import build_app
+from phonemfa.app_owner import AppTaken
 from phonemfa.config import Config, ConfigError, load_config
 from phonemfa.prompt_setup import PromptSetupError
 from phonemfa.startup import StartupError, cli_calls_running, hold_serve_lock, open_service
@@ -46,7 +47,7 @@ def run_serve_command(args: argparse.Namespace) -> int:
     logsetup.configure(config.logging.level, config.logging.format)
     try:
         _run(serve(config))
-    except (OSError, PromptSetupError, StartupError) as exc:  # e.g. the API port is taken
+    except (OSError, PromptSetupError, StartupError, AppTaken) as exc:  # e.g. port taken
         log.error("cannot serve: %s", exc)
         return 1
     return 0
@@ -71,13 +72,16 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
     service = await open_service(config, holding=lock)
     store = service.store
     runner: web.AppRunner | None = None
+    served = False
     try:
-        with cli_calls_running(config.storage.path) as cli_running:
-            await service.start(leave_cli_calls=cli_running)
+        # The port first: a second instance on a taken port stops before it touches ARI or
+        # the store's calls. Until start() returns, the API answers 503 to new calls.
         runner = web.AppRunner(build_app(service), access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, config.api.host, config.api.port, reuse_address=True)
         await site.start()
+        with cli_calls_running(config.storage.path) as cli_running:
+            await service.start(leave_cli_calls=cli_running)
         log.info(
             "phonemfa listening on http://%s:%d (ARI %s, app %s; event loop: %s)",
             config.api.host,
@@ -92,12 +96,16 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
             loop.add_signal_handler(sig, stop.set)
         if ready is not None:
             ready.set()
+        served = True
         await stop.wait()
         log.info("stopping: no new calls; draining calls in progress")
         await service.shutdown()
     finally:
+        if not served:  # refused to start: close what start() opened (ARI's sessions)
+            await service.engine.stop()
         if runner is not None:
             await runner.cleanup()
         await store.close()
         lock.close()
-        log.info("stopped")
+        if served:
+            log.info("stopped")

@@ -180,7 +180,7 @@ class CallService:
         self.config = config
         self.store = store
         self.engine = engine or Engine(config)
-        self.engine.router.on_unrouted = self._on_unrouted
+        self.engine.on_unrouted = self._on_unrouted  # after the engine's own (app_owner)
         self.engine.connect_hooks.append(self._on_connected)
         self.tenants: dict[str, TenantSettings] = dict(config.tenants)
         self.guard = TollFraudGuard(self.tenants, number_key=store.number_key)
@@ -201,7 +201,9 @@ class CallService:
         `primary=False` (the one-shot CLI sharing a service's store): leave the store's calls
         in progress and its webhooks to the service that owns them. `leave_cli_calls`: a
         `phonemfa call` is running on this store (startup.cli_calls_running), its calls in
-        progress are its own."""
+        progress are its own. Raises AppTaken when another running phonemfa holds our ARI
+        app: before anything here is settled or any channel hung up."""
+        await self.engine.claim_app()
         for name, data in (await self.store.all_tenant_settings()).items():
             try:
                 self._set_tenant(name, self._usable(name, TenantSettings.model_validate(data)))
@@ -256,6 +258,10 @@ class CallService:
         CallRefused (a bad request: code), RateLimited, ServiceUnavailable, UnknownTenantError."""
         if not self.accepting:
             raise ServiceUnavailable("shutting_down", "phonemfa is shutting down")
+        if self.engine.events.replaced:
+            raise ServiceUnavailable(
+                "ari_app_taken", "another connection took over the ARI app: restart phonemfa"
+            )
         # An unhealthy store is not refused here: the record's own write is the probe that
         # finds out it recovered (and answers 503 when it has not).
         settings = self.tenant_settings(req.tenant)
@@ -600,11 +606,15 @@ class CallService:
     # --- the dialplan entry: Stasis(phonemfa,verify,NUMBER[,USER[,TENANT]]) ----------------
     def _on_unrouted(self, event: Event) -> None:
         if event.type == "ApplicationReplaced":
-            # Asterisk now sends this app's events to another connection: we hear nothing more.
+            # Asterisk now sends this app's events to another connection: we hear nothing
+            # more, and taking the app back would deafen the other one. Our calls in progress
+            # end now (they could not hear a key); new ones are refused (503) until restart.
+            stopped = self.engine.stop_all(Outcome.INTERRUPTED, "ari_app_taken")
             log.error(
-                "another connection took over ARI app %r: is a second phonemfa running with "
-                "the same ari.app? Calls in progress here will not hear their events",
+                "another connection took over ARI app %r (a second phonemfa with the same "
+                "ari.app?): %d call(s) in progress interrupted, no new calls until restarted",
                 self.config.ari.app,
+                stopped,
             )
             return
         if event.type != "StasisStart" or event.channel_id is None:

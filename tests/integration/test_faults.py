@@ -22,7 +22,7 @@ import pytest
 
 from phonemfa.engine import ARI_EVENTS
 from tests.conftest import REPO, SANDBOX_SH, Sandbox
-from tests.support.ari_raw import RawAri
+from tests.support.ari_raw import RawAri, raw_ari
 from tests.support.proxy import AriProxy
 from tests.support.service import ARI_PASSWORD, Api, ServiceProcess, service_config
 from tests.support.softphone import SoftphoneNetwork
@@ -356,4 +356,64 @@ async def test_a_cli_call_in_progress_is_left_to_it_by_a_starting_service(
         if cli.poll() is None:
             cli.kill()
             cli.wait(10)
+        await proc.stop()
+
+
+# --- a second phonemfa on the same ARI app ----------------------------------------------------
+async def test_a_second_service_on_the_same_ari_app_refuses_to_start(
+    tmp_path: Path, session: aiohttp.ClientSession, phones: SoftphoneNetwork
+) -> None:
+    """A second `phonemfa serve` with the same ari.app (its own database and port: a `make run`
+    beside the installed service) took the app over: the running one heard nothing more while
+    it looked healthy, and the newcomer hung up its call in progress as "left by an earlier
+    run". It now asks first, the running one answers, and the newcomer stops."""
+    mobile = await phones.register("mobile")
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    first = faults_service(tmp_path / "first")
+    second = faults_service(tmp_path / "second")
+    try:
+        await first.start()
+        api = Api(session, first.url)
+        call = await api.start_call("+1 425 555 0100", user=user())
+        ring = await mobile.next_call()
+        ring.answer()
+        await ring.wait_media()
+
+        with pytest.raises(AssertionError):  # it exits instead of becoming healthy
+            await second.start(timeout=30)
+        assert second.proc is not None and second.proc.wait(10) == 1
+        assert "is in use by another running phonemfa" in second.log_path.read_text()
+
+        await ring.send_dtmf("#")  # the first one still hears its call
+        assert (await api.wait(call["id"], 30))["outcome"] == "approved"
+        _, health = await api.request("GET", "/healthz")
+        assert (health["ari_connected"], health["ari_problem"]) == (True, None), health
+    finally:
+        await first.stop()
+        await second.stop()
+
+
+async def test_a_service_whose_ari_app_is_taken_over_says_so_and_takes_no_calls(
+    tmp_path: Path, asterisk: Sandbox, session: aiohttp.ClientSession
+) -> None:
+    """Another program connecting for our app (not a phonemfa, so it asked nothing): the
+    service hears nothing more, so it must not look healthy nor take calls it cannot hear."""
+    proc = faults_service(tmp_path)
+    try:
+        await proc.start()
+        api = Api(session, proc.url)
+        async with raw_ari(asterisk.ari_url, asterisk.ari_user, asterisk.ari_password, APP):
+            async with asyncio.timeout(10):
+                while (health := (await api.request("GET", "/healthz"))[1])["ari_connected"]:
+                    await asyncio.sleep(0.1)
+            assert "took over" in health["ari_problem"] and not health["accepting_calls"], health
+            status, body = await api.request(
+                "POST", "/v1/calls", json={"phone": APPROVES, "user": user()}
+            )
+            assert (status, body["error"]) == (503, "ari_app_taken"), body
+            await asyncio.sleep(2.5)  # it does not take the app back (reconnect_max_delay 1)
+            _, health = await api.request("GET", "/healthz")
+            assert not health["ari_connected"], health
+    finally:
         await proc.stop()

@@ -276,6 +276,25 @@ class AriClient:
     async def asterisk_info(self) -> dict[str, Any]:
         return cast(dict[str, Any], await self.request("GET", "/asterisk/info"))
 
+    async def user_event(self, name: str, variables: Mapping[str, str]) -> None:
+        """A ChannelUserevent to our app's connection (AriNotFound: nobody registered it)."""
+        await self.request(
+            "POST",
+            f"/events/user/{_id(name)}",
+            params={"application": self.app},
+            body={"variables": dict(variables)},
+        )
+
+    async def get_global(self, name: str) -> str:
+        """A global dialplan variable ("" when unset)."""
+        out = await self.request("GET", "/asterisk/variable", params={"variable": name})
+        return str(out["value"])
+
+    async def set_global(self, name: str, value: str | None) -> None:
+        """Set a global dialplan variable; None unsets it."""
+        params = {"variable": name} if value is None else {"variable": name, "value": value}
+        await self.request("POST", "/asterisk/variable", params=params)
+
 
 def _query(params: Mapping[str, Any] | Sequence[tuple[str, Any]] | None) -> str:
     """`?k=v&...`, every value percent-encoded; ARI wants booleans as true/false."""

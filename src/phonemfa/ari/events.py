@@ -145,6 +145,11 @@ class EventStream:
         self.on_connected = on_connected
         self.connected = asyncio.Event()
         self.generation = 0  # how many times we connected
+        # Asterisk gave our app to another connection (ApplicationReplaced): we stay off, as
+        # taking it back would deafen that one (app_owner).
+        self.replaced = False
+        # Why we are not connected, for /healthz: the last connect error, or the take-over.
+        self.problem: str | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._task: asyncio.Task[None] | None = None
         self._hooks: set[asyncio.Task[None]] = set()
@@ -186,10 +191,14 @@ class EventStream:
                 )
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 delay = _next_delay(delay, self.max_backoff)
-                log.warning("ARI events: cannot connect (%s); retrying in %.1f s", exc, delay)
+                problem = _connect_problem(exc, self.client.base)
+                if problem != self.problem:  # once per kind of failure, not every retry
+                    log.warning("ARI events: %s; retrying every %.0f s", problem, self.max_backoff)
+                self.problem = problem
                 await asyncio.sleep(delay)
                 continue
             delay = 0.0
+            self.problem = None
             self._ws = ws
             self.generation += 1
             self.connected.set()
@@ -204,6 +213,9 @@ class EventStream:
                 self.connected.clear()
                 self._ws = None
                 await ws.close()
+            if self.replaced:
+                self.problem = "another connection took over the ARI app"
+                return
             if not self._stopping:
                 delay = _next_delay(delay, self.max_backoff)
                 log.warning("ARI events: connection lost; reconnecting in %.2f s", delay)
@@ -222,6 +234,9 @@ class EventStream:
                     route(Event(data))
                 except Exception:  # one bad event must not stop everyone's events
                     log.exception("ARI events: routing failed for %s", data.get("type"))
+                if data.get("type") == "ApplicationReplaced":
+                    self.replaced = True
+                    break
             elif msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSED):
                 break
 
@@ -229,6 +244,18 @@ class EventStream:
         self._hooks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("ARI events: re-sync after connect failed", exc_info=task.exception())
+
+
+def _connect_problem(exc: BaseException, base: str) -> str:
+    """What an administrator should read for a failed connect: which setting to look at."""
+    status = getattr(exc, "status", None)
+    if status == 401:
+        return "Asterisk refused our credentials (401): check ari.username and ari.password"
+    if status == 404:
+        return f"no ARI at {base} (404): ari.url is Asterisk's HTTP address, without /ari"
+    if isinstance(status, int):
+        return f"ARI answered {status} to the event websocket ({exc})"
+    return f"cannot connect to ARI at {base} ({str(exc) or type(exc).__name__})"
 
 
 def _next_delay(previous: float, ceiling: float) -> float:

@@ -242,20 +242,40 @@ class AriSettings(_Model):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise _fail("must be an http:// or https:// URL, e.g. http://127.0.0.1:8088")
+        if parts.username is not None or parts.password is not None:
+            # It would be logged with the URL: the credentials have fields of their own.
+            raise _fail("must not hold a user or password: set ari.username and ari.password")
+        if parts.path.rstrip("/").endswith("/ari"):
+            raise _fail("is Asterisk's HTTP address without /ari (phonemfa adds it)")
+        if parts.query or parts.fragment:
+            raise _fail("must not have a query (?...) or a fragment (#...)")
         return value.rstrip("/")
 
 
 class TrunkSettings(_Model):
     endpoint: str = "PJSIP/{number}@trunk"
     """Asterisk dial string; `{number}` becomes the number as dialled."""
-    caller_id: str | None = Field(
-        default=None, max_length=80, pattern=_hint(r"^[^\x00-\x1f]*$", "free of control characters")
-    )
+    caller_id: str | None = None
+    """The number presented to the called party (digits, an optional leading +)."""
     dial_timeout: int = Field(default=45, ge=1, le=300)
     max_calls: int = Field(default=200, ge=1, le=10_000)
     """Calls in progress at once (the trunk's channels, what the PBX carries); more wait."""
     queue_timeout: float = Field(default=60, ge=0, le=600)
     """How long a call may wait for a free line before it fails with `no_free_line`."""
+
+    @field_validator("caller_id")
+    @classmethod
+    def _caller_number(cls, value: str | None) -> str | None:
+        # It goes out as the connected line's number, exactly as written: the separators
+        # people write numbers with are dropped, anything else is refused.
+        if value is None:
+            return None
+        number = re.sub(r"[\s().-]", "", value)
+        if not re.fullmatch(r"\+?[0-9]{2,20}", number):
+            raise _fail(
+                "must be a phone number: digits with an optional leading +, e.g. +14255550199"
+            )
+        return number
 
     @field_validator("endpoint")
     @classmethod
@@ -437,6 +457,13 @@ class FraudSettings(_Model):
     code: str = Field(default="0#", pattern=_hint(r"^[0-9]{1,10}#$", "digits then '#', e.g. 0#"))
     block_user: bool = True
     """Refuse new calls to a user who reported fraud, until unblocked."""
+
+    @field_validator("code", mode="before")
+    @classmethod
+    def _not_a_comment(cls, value: Any) -> Any:
+        if value is None:  # `code: #` reads as an empty value followed by a comment
+            raise _fail("is empty (in a YAML file ' #' starts a comment: quote the code, \"0#\")")
+        return value
 
 
 class CallSettings(_Model):

@@ -560,3 +560,72 @@ def test_reference_example_documents_every_key() -> None:
     assert missing == []
     for message in MessageType:
         assert message.value in text
+
+
+# The least a config needs beside what a test writes after it (line 3 onwards).
+TOKENS_AND_TENANT = "api: {tokens: [t]}\ntenants: {default: {region: US}}\n"
+
+
+@pytest.mark.parametrize(
+    ("written", "kept"),
+    [
+        ("+1 (425) 555-0199", "+14255550199"),
+        ("14255550199", "14255550199"),
+        ("+33 1.23.45.67.89", "+33123456789"),
+    ],
+)
+def test_the_caller_id_is_a_number_without_separators(
+    tmp_path: Path, written: str, kept: str
+) -> None:
+    path = write(
+        tmp_path, TOKENS_AND_TENANT + f'ari: {{password: x}}\ntrunk: {{caller_id: "{written}"}}\n'
+    )
+    assert load_config(path, environ={}).trunk.caller_id == kept
+
+
+@pytest.mark.parametrize("written", ["hello", "Contoso <+14255550199>", "+1 425 555 0199 x12", "+"])
+def test_a_caller_id_that_is_not_a_number_is_refused_where_it_is(
+    tmp_path: Path, written: str
+) -> None:
+    path = write(
+        tmp_path, TOKENS_AND_TENANT + f'ari: {{password: x}}\ntrunk:\n  caller_id: "{written}"\n'
+    )
+    assert error_of(path) == (
+        f"{path}:5: trunk.caller_id: must be a phone number: digits with an optional leading +, "
+        "e.g. +14255550199"
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("http://127.0.0.1:8088/ari", "without /ari (phonemfa adds it)"),
+        ("http://127.0.0.1:8088/ari/", "without /ari (phonemfa adds it)"),
+        ("http://phonemfa:UrlSecret99@127.0.0.1:8088", "set ari.username and ari.password"),
+        ("http://127.0.0.1:8088?x=1", "must not have a query"),
+    ],
+)
+def test_ari_url_mistakes_are_refused_where_they_are(tmp_path: Path, url: str, says: str) -> None:
+    path = write(tmp_path, TOKENS_AND_TENANT + f"ari:\n  password: x\n  url: {url}\n")
+    message = error_of(path)
+    assert message.startswith(f"{path}:5: ari.url: ") and says in message
+    assert "UrlSecret99" not in message
+
+
+def test_ari_url_behind_a_proxy_path_is_kept(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        TOKENS_AND_TENANT + "ari: {password: x, url: 'https://pbx.example.com/asterisk/'}\n",
+    )
+    assert load_config(path, environ={}).ari.url == "https://pbx.example.com/asterisk"
+
+
+def test_a_fraud_code_lost_to_a_yaml_comment_says_so(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "api: {tokens: [t]}\nari: {password: x}\ntenants:\n  default:\n    fraud:\n      code: #\n",
+    )
+    assert error_of(path) == (
+        f"{path}:6: tenants.default.fraud.code: is empty (in a YAML file ' #' starts a "
+        'comment: quote the code, "0#")'
+    )

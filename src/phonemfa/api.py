@@ -9,6 +9,7 @@ gets a 400 naming it; bodies over `api.max_body_bytes` get 413.
 
 from __future__ import annotations
 
+import difflib
 import hmac
 import json
 import logging
@@ -31,6 +32,7 @@ from phonemfa.openapi import openapi_document
 from phonemfa.prompt_setup import PromptSetupError
 from phonemfa.prompts import CUSTOM_PREFIX, Finding
 from phonemfa.service import (
+    CALL_STATUSES,
     CallService,
     RateLimited,
     ServiceUnavailable,
@@ -339,6 +341,11 @@ async def list_calls(request: web.Request) -> web.Response:
         since = _since(query.get("since"))
     except _Invalid as exc:
         return _invalid(str(exc))
+    status = query.get("status")
+    if status is not None and status not in CALL_STATUSES:  # a typo would list nothing
+        close = difflib.get_close_matches(status, CALL_STATUSES, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return _invalid(f"status: {status!r} is not a call status{hint}")
     tenants = token.tenants
     if "tenant" in query:
         if not scoped(tenants, query["tenant"]):
@@ -348,7 +355,7 @@ async def list_calls(request: web.Request) -> web.Response:
         records, cursor = await service.list_calls(
             tenants=tenants,
             user=query.get("user"),
-            status=query.get("status"),
+            status=status,
             since=since,
             limit=int(limit or 50),
             cursor=query.get("cursor"),

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from phonemfa import __version__
 from phonemfa.config import TenantSettings
 from phonemfa.outcomes import Outcome
+from phonemfa.service import CALL_STATUSES
 
 REF = "#/components/schemas/{model}"
 
@@ -171,7 +172,11 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "List calls, newest first",
                     "parameters": [
                         {"name": "user", "in": "query", "schema": {"type": "string"}},
-                        {"name": "status", "in": "query", "schema": {"type": "string"}},
+                        {
+                            "name": "status",
+                            "in": "query",
+                            "schema": {"type": "string", "enum": sorted(CALL_STATUSES)},
+                        },
                         {"name": "tenant", "in": "query", "schema": {"type": "string"}},
                         {
                             "name": "since",

@@ -57,6 +57,8 @@ STATUS_STEPS = frozenset(
         "prompting",
     }
 )
+# Every status a call record can have: queued, a step in progress, an outcome.
+CALL_STATUSES = frozenset({"queued"}) | STATUS_STEPS | frozenset(o.value for o in Outcome)
 RATE_LIMIT_CODES = frozenset(
     {
         RefusalCode.RATE_LIMITED_USER,

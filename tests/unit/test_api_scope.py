@@ -1,6 +1,7 @@
 """What a token limited to some tenants (a tenant's own identity system) may do beyond its
 tenants' calls: change their settings, but not what protects whoever pays for the trunk;
-not read metrics that name every tenant. Also: a body nested too deeply is a 400."""
+not read metrics that name every tenant. Also: a body nested too deeply is a 400, and so is a
+status filter that no call can have."""
 
 from __future__ import annotations
 
@@ -114,3 +115,15 @@ async def test_a_user_id_of_invisible_characters_is_a_bad_request(
     answer = await resp.json()
     assert resp.status == 400, answer
     assert answer["fields"][0]["field"] == "user"
+
+
+async def test_an_unknown_status_filter_is_a_400_not_an_empty_list(
+    client: TestClient[Any, Any],
+) -> None:
+    resp = await client.get("/v1/calls?status=aproved", headers=ALL)
+    assert resp.status == 400
+    body = await resp.json()
+    assert body["message"] == "status: 'aproved' is not a call status (did you mean 'approved'?)"
+    for status in ("approved", "queued", "ringing", "interrupted"):
+        resp = await client.get(f"/v1/calls?status={status}", headers=ALL)
+        assert resp.status == 200 and (await resp.json())["calls"] == []

@@ -744,14 +744,42 @@ def _read_yaml(text: str, name: str, environ: Mapping[str, str]) -> tuple[Any, d
             raise ConfigError(walker.issues)
         return loader.construct_document(node), walker.lines
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        problem = exc.problem or exc.context or "syntax error"
-        line = mark.line + 1 if mark is not None else None
+        line, problem = _yaml_problem(exc)
         raise ConfigError.one(name, line, f"invalid YAML: {problem}") from None
     except yaml.YAMLError as exc:
         raise ConfigError.one(name, None, f"invalid YAML: {exc}") from None
     finally:
         loader.dispose()
+
+
+# The parser's words for the mistakes people make, and what to look at.
+_YAML_HINTS = (
+    ("expected <block end>", "this line is indented differently from the keys beside it"),
+    (
+        "mapping values are not allowed",
+        "a ':' that YAML did not expect here: check this line's "
+        "indentation against the lines above, or quote a value that holds ': '",
+    ),
+    ("could not find expected ':'", "a line without 'key: value' (or indented under a value)"),
+    ("found character '\\t'", "a tab: YAML is indented with spaces"),
+)
+
+
+def _yaml_problem(exc: yaml.MarkedYAMLError) -> tuple[int | None, str]:
+    """The line and words for a YAML syntax error: PyYAML's own, with a hint when it has
+    one, and an unclosed [ or { at the line that opened it (not where the parser gave up)."""
+    problem = exc.problem or exc.context or "syntax error"
+    mark = exc.problem_mark or exc.context_mark
+    context = exc.context or ""
+    if context.startswith("while parsing a flow") and exc.context_mark is not None:
+        opened = "[" if "sequence" in context else "{"
+        line = exc.context_mark.line + 1
+        return line, f"the {opened} opened here is not closed ({problem})"
+    for words, hint in _YAML_HINTS:
+        if words in problem:
+            problem = f"{hint} ({problem})"
+            break
+    return (mark.line + 1 if mark is not None else None), problem
 
 
 def _line(node: yaml.Node) -> int:

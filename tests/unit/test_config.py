@@ -273,7 +273,24 @@ def test_malformed_yaml(tmp_path: Path) -> None:
 
 def test_bad_indentation(tmp_path: Path) -> None:
     path = write(tmp_path, "ari:\n  password: x\n api: {}\n")
-    assert error_of(path).startswith(f"{path}:3: invalid YAML")
+    assert error_of(path).startswith(
+        f"{path}:3: invalid YAML: this line is indented differently from the keys beside it ("
+    )
+
+
+@pytest.mark.parametrize(("opened", "text"), [("[", "tokens: [t\n"), ("{", "tokens: {t: 1\n")])
+def test_an_unclosed_bracket_is_reported_where_it_was_opened(
+    tmp_path: Path, opened: str, text: str
+) -> None:
+    path = write(tmp_path, "ari: {password: x}\napi:\n  " + text + "tenants:\n  default: {}\n")
+    assert error_of(path).startswith(
+        f"{path}:3: invalid YAML: the {opened} opened here is not closed ("
+    )
+
+
+def test_a_tab_is_named(tmp_path: Path) -> None:
+    path = write(tmp_path, "ari:\n\tpassword: x\n")
+    assert error_of(path).startswith(f"{path}:2: invalid YAML: a tab: YAML is indented with spaces")
 
 
 def test_missing_file(tmp_path: Path) -> None:

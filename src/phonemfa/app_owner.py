@@ -6,9 +6,11 @@ with the same `ari.app` (a `make run` beside the installed service, a copy on an
 would thus make the first one deaf while it still looks up, and at start-up it would hang up
 the first one's calls as left by an earlier run. So a starting phonemfa asks first: when the
 app is registered, it sends the app a user event naming a global variable, and a running
-phonemfa that receives it sets that variable. An answer within PROBE_WAIT means the app is
-taken. No answer (the app is only registered because an earlier run left channels in it, or
-its holder is not a phonemfa) means it is ours to take.
+phonemfa that receives it sets that variable (and unsets it a little later). An answer within
+PROBE_WAIT means the app is taken. No answer (the app is only registered because an earlier
+run left channels in it, or its holder is not a phonemfa) means it is ours to take. Two
+phonemfa starting at the same moment can both find it free: the one that connects first then
+hears ApplicationReplaced, stops taking calls and says so (/healthz).
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from phonemfa.ari import AriClient, AriError, AriNotFound, Event
 log = logging.getLogger("phonemfa.engine")
 
 PROBE_EVENT = "phonemfa-probe"
-# A live holder answers within a few event-loop turns; this is for a loaded one.
-PROBE_WAIT = 1.5
+# A live holder answers within a few event-loop turns; this is for a loaded one. It is spent
+# only when the app is registered: a restart after a crash that left channels in it.
+PROBE_WAIT = 3.0
 PROBE_POLL = 0.1
 _REPLY = "live"
 _VARIABLE = re.compile(r"PHONEMFA_PROBE_[0-9a-f]{16}\Z")
@@ -85,5 +88,12 @@ async def answer_probe(ari: AriClient, event: Event) -> None:
     log.warning("another phonemfa asked for ARI app %r: told it that it is in use", ari.app)
     try:
         await ari.set_global(variable, _REPLY)
+        # The prober unsets it when done; an answer later than its wait would stay behind.
+        await asyncio.sleep(2 * PROBE_WAIT)
     except AriError as exc:
         log.warning("could not answer for ARI app %r: %s", ari.app, exc)
+    finally:
+        try:
+            await ari.set_global(variable, None)
+        except AriError:
+            pass

@@ -90,6 +90,9 @@ class Engine:
 
     async def stop(self) -> None:
         await self.events.stop()
+        for answer in list(self._answers):  # they unset their variable as they go
+            answer.cancel()
+        await asyncio.gather(*self._answers, return_exceptions=True)
         await self.ari.close()
 
     def catalog(self, tenant: str) -> PromptCatalog:

@@ -74,14 +74,14 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
     runner: web.AppRunner | None = None
     served = False
     try:
-        # The port first: a second instance on a taken port stops before it touches ARI or
-        # the store's calls. Until start() returns, the API answers 503 to new calls.
+        # start() first: the API must not answer before the stored tenant settings and
+        # blocks are loaded. A second phonemfa on our ARI app is refused there (app_owner).
+        with cli_calls_running(config.storage.path) as cli_running:
+            await service.start(leave_cli_calls=cli_running)
         runner = web.AppRunner(build_app(service), access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, config.api.host, config.api.port, reuse_address=True)
         await site.start()
-        with cli_calls_running(config.storage.path) as cli_running:
-            await service.start(leave_cli_calls=cli_running)
         log.info(
             "phonemfa listening on http://%s:%d (ARI %s, app %s; event loop: %s)",
             config.api.host,
@@ -101,7 +101,8 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
         log.info("stopping: no new calls; draining calls in progress")
         await service.shutdown()
     finally:
-        if not served:  # refused to start: close what start() opened (ARI's sessions)
+        if not served:  # refused to start: close what start() opened (ARI, webhooks)
+            await service.webhooks.stop()
             await service.engine.stop()
         if runner is not None:
             await runner.cleanup()

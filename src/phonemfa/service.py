@@ -186,6 +186,7 @@ class CallService:
         self.engine.connect_hooks.append(self._on_connected)
         self.tenants: dict[str, TenantSettings] = dict(config.tenants)
         self.guard = TollFraudGuard(self.tenants, number_key=store.number_key)
+        self._blocks_seen: tuple[int, int] | None = None  # Store.blocks_stamp when last read
         self.metrics = Metrics()
         lines = self.engine.lines
         self.metrics.calls_waiting.set_function(lambda: lines.waiting)
@@ -216,6 +217,7 @@ class CallService:
             PastCall(tenant, user, number, at)
             for tenant, user, number, at in await self.store.recent_calls(now - SEED_HORIZON)
         )
+        self._blocks_seen = self.store.blocks_stamp()  # before the read: a later block shows
         for block in await self.store.all_blocks():
             self.guard.block_user(block["tenant"], block["user"])
         if primary:
@@ -258,12 +260,7 @@ class CallService:
     async def start_call(self, req: StartCall) -> CallRecord:
         """Place a call, or record why it was refused. Raises NumberError (cannot be dialled),
         CallRefused (a bad request: code), RateLimited, ServiceUnavailable, UnknownTenantError."""
-        if not self.accepting:
-            raise ServiceUnavailable("shutting_down", "phonemfa is shutting down")
-        if self.engine.events.replaced:
-            raise ServiceUnavailable(
-                "ari_app_taken", "another connection took over the ARI app: restart phonemfa"
-            )
+        self._check_accepting()
         # An unhealthy store is not refused here: the record's own write is the probe that
         # finds out it recovered (and answers 503 when it has not).
         settings = self.tenant_settings(req.tenant)
@@ -293,6 +290,7 @@ class CallService:
             return await self._blocked(req, call_id, number.mask(), refused.code, now)
         number = request.plan.number
         await self._learn_block(req.tenant, req.user)
+        self._check_accepting()  # again after that wait: a shutdown may have begun meanwhile
         refusal = self.guard.admit(req.tenant, number, req.user, now)
         if refusal is not None:
             if refusal.code in RATE_LIMIT_CODES:
@@ -326,20 +324,38 @@ class CallService:
         )
         return record
 
+    def _check_accepting(self) -> None:
+        if not self.accepting:
+            raise ServiceUnavailable("shutting_down", "phonemfa is shutting down")
+        if self.engine.events.replaced:
+            raise ServiceUnavailable(
+                "ari_app_taken", "another connection took over the ARI app: restart phonemfa"
+            )
+
     async def _learn_block(self, tenant: str, user: str | None) -> None:
-        """Take in the user's block if the store has one this service has not seen: the
-        store's blocks are the truth, and `phonemfa call --config` (a process of its own on
-        the same database) blocks a user who reports fraud there. Fails closed: a block that
-        cannot be read refuses the call."""
+        """Take in the blocks another process stored since we last read them: the store's
+        blocks are the truth, and `phonemfa call --config` (a process of its own on the same
+        database) blocks a user who reports fraud there. One stat per call finds out
+        (`Store.blocks_stamp`). Fails closed: blocks that cannot be read refuse the call."""
         if user is None or self.guard.is_blocked(tenant, user):
             return
-        try:
-            block = await self.store.get_block(tenant, user)
-        except StoreUnavailable:
-            self.metrics.refused("store_unavailable")
-            raise ServiceUnavailable("store_unavailable", "the call store cannot be read") from None
-        if block is not None:
-            self.guard.block_user(tenant, user)
+        stamp = self.store.blocks_stamp()
+        if stamp == self._blocks_seen:
+            return
+        for _ in range(3):
+            unblocks = self.guard.unblocks
+            try:
+                blocks = await self.store.all_blocks()
+            except StoreUnavailable:
+                self.metrics.refused("store_unavailable")
+                raise ServiceUnavailable(
+                    "store_unavailable", "the call store cannot be read"
+                ) from None
+            if self.guard.unblocks == unblocks:  # else a block read may be lifted: read again
+                break
+        for block in blocks:
+            self.guard.block_user(block["tenant"], block["user"])
+        self._blocks_seen = stamp
 
     def _new_record(
         self, req: StartCall, call_id: str, masked: str, now: float, mode: str

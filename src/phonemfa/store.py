@@ -47,6 +47,8 @@ log = logging.getLogger("phonemfa.store")
 
 T = TypeVar("T")
 
+# Beside the database: replaced whenever a user is blocked (Store.blocks_stamp).
+_BLOCKS = ".blocks"
 # A batch is everything queued when the writer wakes, up to this many writes.
 MAX_BATCH = 1000
 READERS = 4
@@ -683,6 +685,8 @@ class Store:
         checkpoint_interval: float = CHECKPOINT_INTERVAL,
     ) -> None:
         self.path = path
+        # Next to the database, like the locks (startup.py): every process finds the same one.
+        self._blocks_marker = Path(f"{Path(path).resolve()}{_BLOCKS}")
         self.healthy = True
         self.max_batch = max_batch
         self.retry_delay = retry_delay
@@ -977,7 +981,8 @@ class Store:
     async def block_user(
         self, tenant: str, user: str, reason: str, call_id: str | None, at: float
     ) -> None:
-        """Block a user (a second block replaces the first: latest reason and time)."""
+        """Block a user (a second block replaces the first: latest reason and time), then
+        say so to the other processes on this database (`blocks_stamp`)."""
         await self._write(
             "block_user",
             lambda c: c.execute(
@@ -985,6 +990,29 @@ class Store:
                 (tenant, user, reason, call_id, at),
             ),
         )
+        try:
+            await asyncio.to_thread(self._mark_blocks_changed)
+        except OSError as exc:
+            log.error("the block of %s is stored, but %s cannot be written: %s", user, _BLOCKS, exc)
+
+    def blocks_stamp(self) -> tuple[int, int] | None:
+        """Changes whenever any process on this database has blocked a user (None: none has
+        yet). One stat, cheap enough for every call: a service beside `phonemfa call
+        --config`, which blocks in a process of its own, reads the blocks again only when it
+        changed."""
+        try:
+            st = os.stat(self._blocks_marker)
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_mtime_ns
+
+    def _mark_blocks_changed(self) -> None:
+        # Replaced by a rename after the block's commit: a new inode each time, so the stamp
+        # changes even where file times are coarse.
+        marker = self._blocks_marker
+        tmp = marker.with_name(f"{marker.name}.{os.getpid()}.{threading.get_ident()}")
+        tmp.write_bytes(secrets.token_bytes(8))
+        os.replace(tmp, marker)
 
     async def unblock_user(self, tenant: str, user: str) -> bool:
         """True when the user was blocked."""

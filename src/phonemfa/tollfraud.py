@@ -159,6 +159,7 @@ class TollFraudGuard:
         self._number_key = number_key
         self._limiters: dict[tuple[str, str], SlidingWindowLimiter] = {}
         self._blocked: set[tuple[str, str]] = set()
+        self.unblocks = 0  # how many unblocks so far: a block read before one is stale
 
     # --- blocked users (fraud reports) ---
 
@@ -167,6 +168,7 @@ class TollFraudGuard:
 
     def unblock_user(self, tenant: str, user: str) -> None:
         self._blocked.discard((tenant, user))
+        self.unblocks += 1
 
     def is_blocked(self, tenant: str, user: str | None) -> bool:
         return user is not None and (tenant, user) in self._blocked

@@ -134,17 +134,18 @@ async def test_a_block_made_by_another_process_refuses_the_next_call(tmp_path: P
         await cli_store.close()
 
 
-async def test_a_block_that_cannot_be_read_refuses_the_call(tmp_path: Path) -> None:
+async def test_blocks_that_cannot_be_read_refuse_the_call(tmp_path: Path) -> None:
     db = tmp_path / "phonemfa.db"
-    store = await Store.open(db)
+    store, other = await Store.open(db), await Store.open(db)
     try:
         service = CallService(_config(db), store)
         service.accepting = True
+        await other.block_user("default", "bob", "fraud_reported", None, 0.0)  # elsewhere
 
-        async def unreadable(tenant: str, user: str) -> None:
+        async def unreadable() -> None:
             raise StoreUnavailable("database read failed: disk I/O error")
 
-        store.get_block = unreadable  # type: ignore[method-assign]
+        store.all_blocks = unreadable  # type: ignore[assignment]
         with pytest.raises(ServiceUnavailable) as refused:
             await service.start_call(StartCall(phone="+1 425 555 0100", user="alice"))
 
@@ -152,6 +153,38 @@ async def test_a_block_that_cannot_be_read_refuses_the_call(tmp_path: Path) -> N
         assert service.live == {} and await store.list_calls() == ([], None)
     finally:
         await store.close()
+        await other.close()
+
+
+async def test_blocks_are_read_again_only_when_one_was_added(tmp_path: Path) -> None:
+    db = tmp_path / "phonemfa.db"
+    store, other = await Store.open(db), await Store.open(db)
+    reads = 0
+    all_blocks = store.all_blocks
+
+    async def counted() -> list[dict[str, Any]]:
+        nonlocal reads
+        reads += 1
+        return await all_blocks()
+
+    try:
+        service = CallService(_config(db), store)
+        service.accepting = True
+        store.all_blocks = counted  # type: ignore[method-assign]
+        for user in ("u1", "u2"):
+            await service.start_call(StartCall(phone="+1 425 555 0100", user=user))
+        assert reads == 0  # no block anywhere: no read
+
+        await other.block_user("default", "carol", "fraud_reported", None, 0.0)
+        await service.start_call(StartCall(phone="+1 425 555 0100", user="u3"))
+        call = await service.start_call(StartCall(phone="+1 425 555 0100", user="carol"))
+
+        assert reads == 1 and (call.outcome, call.reason) == ("blocked", "user_blocked")
+    finally:
+        service.engine.stop_all(Outcome.CANCELLED, "test")
+        await asyncio.gather(*(lc.task for lc in service.live.values() if lc.task))
+        await store.close()
+        await other.close()
 
 
 async def test_a_call_settled_at_start_up_sends_its_whole_timeline(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import os
 import signal
 import sqlite3
 import stat
@@ -375,6 +376,26 @@ async def test_blocks_round_trip(store: Store) -> None:
 
 
 # --- webhook outbox ------------------------------------------------------------------------
+
+
+async def test_the_blocks_stamp_changes_with_every_block_for_every_process(
+    store: Store, tmp_path: Path
+) -> None:
+    other = await Store.open(tmp_path / "phonemfa.db")  # another process on the same file
+    try:
+        assert store.blocks_stamp() is None and other.blocks_stamp() is None
+        seen = set()
+        for user in ("alice", "bob", "alice"):
+            await other.block_user("t1", user, "fraud_reported", None, 1.0)
+            stamp = store.blocks_stamp()
+            assert stamp is not None and stamp not in seen and stamp == other.blocks_stamp()
+            seen.add(stamp)
+        await store.unblock_user("t1", "bob")  # lifting one needs no telling
+        assert store.blocks_stamp() in seen
+        left = [n for n in os.listdir(tmp_path) if n.startswith("phonemfa.db.blocks.")]
+        assert left == []  # no temporary file left behind
+    finally:
+        await other.close()
 
 
 async def test_webhook_outbox(store: Store) -> None:

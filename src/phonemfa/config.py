@@ -252,6 +252,12 @@ class AriSettings(_Model):
         return value.rstrip("/")
 
 
+_NOT_A_CALLER_NUMBER = (
+    "must be a phone number: +country code and number (e.g. +14255550199), or the digits your "
+    "carrier wants"
+)
+
+
 class TrunkSettings(_Model):
     endpoint: str = "PJSIP/{number}@trunk"
     """Asterisk dial string; `{number}` becomes the number as dialled."""
@@ -266,15 +272,22 @@ class TrunkSettings(_Model):
     @field_validator("caller_id")
     @classmethod
     def _caller_number(cls, value: str | None) -> str | None:
-        # It goes out as the connected line's number, exactly as written: the separators
-        # people write numbers with are dropped, anything else is refused.
-        if value is None:
+        # It goes out as the connected line's number, exactly as given here: written
+        # separators are dropped, anything else is refused.
+        if value is None or not value.strip():  # "" (an unset ${VAR:-}) is no caller id
             return None
-        number = re.sub(r"[\s().-]", "", value)
-        if not re.fullmatch(r"\+?[0-9]{2,20}", number):
-            raise _fail(
-                "must be a phone number: digits with an optional leading +, e.g. +14255550199"
-            )
+        if value.strip().startswith("+"):
+            # International: E.164, which also drops a "(0)" trunk prefix ("+44 (0)20 ...").
+            try:
+                parsed = phonenumbers.parse(value, None)
+            except phonenumbers.NumberParseException:
+                parsed = None
+            if parsed is None or parsed.extension or not phonenumbers.is_possible_number(parsed):
+                raise _fail(_NOT_A_CALLER_NUMBER)
+            return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
+        number = re.sub(r"[\s.-]", "", value)  # as the carrier wants it, separators aside
+        if not re.fullmatch(r"[0-9]{2,20}", number):
+            raise _fail(_NOT_A_CALLER_NUMBER)
         return number
 
     @field_validator("endpoint")
@@ -762,6 +775,11 @@ _YAML_HINTS = (
     ),
     ("could not find expected ':'", "a line without 'key: value' (or indented under a value)"),
     ("found character '\\t'", "a tab: YAML is indented with spaces"),
+    (
+        "found '<stream end>'",
+        "the file ends where a value was expected (an unclosed [ or {, or "
+        "a ' #' that started a comment)",
+    ),
 )
 
 
@@ -770,16 +788,21 @@ def _yaml_problem(exc: yaml.MarkedYAMLError) -> tuple[int | None, str]:
     one, and an unclosed [ or { at the line that opened it (not where the parser gave up)."""
     problem = exc.problem or exc.context or "syntax error"
     mark = exc.problem_mark or exc.context_mark
-    context = exc.context or ""
-    if context.startswith("while parsing a flow") and exc.context_mark is not None:
-        opened = "[" if "sequence" in context else "{"
+    opened = {"while parsing a flow sequence": "[", "while parsing a flow mapping": "{"}
+    if exc.context in opened and exc.context_mark is not None:
         line = exc.context_mark.line + 1
-        return line, f"the {opened} opened here is not closed ({problem})"
+        return line, f"the {opened[exc.context]} opened here is not closed ({problem})"
     for words, hint in _YAML_HINTS:
         if words in problem:
             problem = f"{hint} ({problem})"
             break
-    return (mark.line + 1 if mark is not None else None), problem
+    if mark is None:
+        return None, problem
+    line = mark.line + 1
+    if mark.buffer:  # at the end of the file the parser points past its last line
+        text = mark.buffer.rstrip("\0")
+        line = min(line, max(1, len(text.splitlines())))
+    return line, problem
 
 
 def _line(node: yaml.Node) -> int:

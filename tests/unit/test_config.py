@@ -288,6 +288,18 @@ def test_an_unclosed_bracket_is_reported_where_it_was_opened(
     )
 
 
+def test_a_bracket_closed_by_the_wrong_one_is_reported_on_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "ari: {password: x}\napi:\n  tokens: [t, }\ntenants: {default: {}}\n")
+    assert error_of(path) == f"{path}:3: invalid YAML: expected the node content, but found '}}'"
+
+
+def test_a_file_that_ends_inside_a_value_is_reported_on_its_last_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "ari: {password: x}\napi: {tokens: [t]}\nfraud: {code: #}\n")
+    assert error_of(path).startswith(
+        f"{path}:3: invalid YAML: the file ends where a value was expected ("
+    )
+
+
 def test_a_tab_is_named(tmp_path: Path) -> None:
     path = write(tmp_path, "ari:\n\tpassword: x\n")
     assert error_of(path).startswith(f"{path}:2: invalid YAML: a tab: YAML is indented with spaces")
@@ -589,10 +601,14 @@ TOKENS_AND_TENANT = "api: {tokens: [t]}\ntenants: {default: {region: US}}\n"
         ("+1 (425) 555-0199", "+14255550199"),
         ("14255550199", "14255550199"),
         ("+33 1.23.45.67.89", "+33123456789"),
+        ("+44 (0)20 7946 0000", "+442079460000"),  # the trunk prefix dropped, not kept
+        ("020 7946 0000", "02079460000"),
+        ("", None),  # `caller_id: "${PHONEMFA_CALLER_ID:-}"` unset: no caller id
+        ("  ", None),
     ],
 )
 def test_the_caller_id_is_a_number_without_separators(
-    tmp_path: Path, written: str, kept: str
+    tmp_path: Path, written: str, kept: str | None
 ) -> None:
     path = write(
         tmp_path, TOKENS_AND_TENANT + f'ari: {{password: x}}\ntrunk: {{caller_id: "{written}"}}\n'
@@ -600,7 +616,9 @@ def test_the_caller_id_is_a_number_without_separators(
     assert load_config(path, environ={}).trunk.caller_id == kept
 
 
-@pytest.mark.parametrize("written", ["hello", "Contoso <+14255550199>", "+1 425 555 0199 x12", "+"])
+@pytest.mark.parametrize(
+    "written", ["hello", "Contoso <+14255550199>", "+1 425 555 0199 x12", "+", "+1 42", "(425) 555"]
+)
 def test_a_caller_id_that_is_not_a_number_is_refused_where_it_is(
     tmp_path: Path, written: str
 ) -> None:
@@ -608,8 +626,8 @@ def test_a_caller_id_that_is_not_a_number_is_refused_where_it_is(
         tmp_path, TOKENS_AND_TENANT + f'ari: {{password: x}}\ntrunk:\n  caller_id: "{written}"\n'
     )
     assert error_of(path) == (
-        f"{path}:5: trunk.caller_id: must be a phone number: digits with an optional leading +, "
-        "e.g. +14255550199"
+        f"{path}:5: trunk.caller_id: must be a phone number: +country code and number "
+        "(e.g. +14255550199), or the digits your carrier wants"
     )
 
 

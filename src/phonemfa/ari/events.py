@@ -214,7 +214,6 @@ class EventStream:
                 self._ws = None
                 await ws.close()
             if self.replaced:
-                self.problem = "another connection took over the ARI app"
                 return
             if not self._stopping:
                 delay = _next_delay(delay, self.max_backoff)
@@ -235,6 +234,8 @@ class EventStream:
                 except Exception:  # one bad event must not stop everyone's events
                     log.exception("ARI events: routing failed for %s", data.get("type"))
                 if data.get("type") == "ApplicationReplaced":
+                    # Said before `connected` clears: /healthz never shows one without the other.
+                    self.problem = "another connection took over the ARI app"
                     self.replaced = True
                     break
             elif msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSED):

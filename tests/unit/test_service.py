@@ -187,6 +187,40 @@ async def test_blocks_are_read_again_only_when_one_was_added(tmp_path: Path) -> 
         await other.close()
 
 
+async def test_an_unblock_during_the_read_of_the_blocks_is_not_undone(tmp_path: Path) -> None:
+    # The blocks are read (another process added one) while an operator unblocks dave: what
+    # the read found for dave is no longer so, and his next call is placed.
+    db = tmp_path / "phonemfa.db"
+    store, other = await Store.open(db), await Store.open(db)
+    try:
+        service = CallService(_config(db), store)
+        service.accepting = True
+        await service.block_user("default", "dave", "fraud_reported", None)
+        await other.block_user("default", "erin", "fraud_reported", None, 0.0)
+        all_blocks = store.all_blocks
+        reads = 0
+
+        async def read_then_unblock() -> list[dict[str, Any]]:
+            nonlocal reads
+            reads += 1
+            blocks = await all_blocks()
+            if reads == 1:
+                await service.unblock_user("default", "dave")
+            return blocks
+
+        store.all_blocks = read_then_unblock  # type: ignore[method-assign]
+        erin = await service.start_call(StartCall(phone="+1 425 555 0100", user="erin"))
+        dave = await service.start_call(StartCall(phone="+1 425 555 0100", user="dave"))
+
+        assert reads == 2  # read again after the unblock
+        assert (erin.outcome, dave.outcome) == ("blocked", None)
+    finally:
+        service.engine.stop_all(Outcome.CANCELLED, "test")
+        await asyncio.gather(*(lc.task for lc in service.live.values() if lc.task))
+        await store.close()
+        await other.close()
+
+
 async def test_a_call_settled_at_start_up_sends_its_whole_timeline(tmp_path: Path) -> None:
     store = await Store.open(tmp_path / "phonemfa.db")
     try:

@@ -473,6 +473,10 @@ class CallService:
                     log.error("call %s: cannot write its outcome; retrying", record.id)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+        settings = self.tenants.get(record.tenant)
+        if reported_fraud and record.user and settings is not None and settings.fraud.block_user:
+            # Before the outcome is shown: whoever reads the fraud report finds the block.
+            await self.block_user(record.tenant, record.user, "fraud_reported", record.id)
         record.status = record.outcome = outcome.value
         record.reason = reason
         record.ended_at = record.updated_at = now
@@ -482,9 +486,6 @@ class CallService:
         placed = live.task is not None  # blocked calls and a previous run's were never placed
         self.metrics.finished(record.tenant, outcome.value, now - record.created_at, placed)
         log.info("call %s ended: %s%s", record.id, outcome, f" ({reason})" if reason else "")
-        settings = self.tenants.get(record.tenant)
-        if reported_fraud and record.user and settings is not None and settings.fraud.block_user:
-            await self.block_user(record.tenant, record.user, "fraud_reported", record.id)
 
     # --- reading and cancelling --------------------------------------------------------
     async def get_call(self, call_id: str) -> CallRecord | None:

@@ -187,6 +187,7 @@ class CallService:
         self.tenants: dict[str, TenantSettings] = dict(config.tenants)
         self.guard = TollFraudGuard(self.tenants, number_key=store.number_key)
         self._blocks_seen: tuple[int, int] | None = None  # Store.blocks_stamp when last read
+        self._primary = False  # set by start(): the service itself, not a CLI beside it
         self.metrics = Metrics()
         lines = self.engine.lines
         self.metrics.calls_waiting.set_function(lambda: lines.waiting)
@@ -207,6 +208,7 @@ class CallService:
         progress are its own. Raises AppTaken when another running phonemfa holds our ARI
         app: before anything here is settled or any channel hung up."""
         await self.engine.claim_app()
+        self._primary = primary
         for name, data in (await self.store.all_tenant_settings()).items():
             try:
                 self._set_tenant(name, self._usable(name, TenantSettings.model_validate(data)))
@@ -562,7 +564,11 @@ class CallService:
         self.guard.block_user(tenant, user)
         log.warning("user %s of tenant %s blocked: %s", user, tenant, reason)
         try:
-            await self.store.block_user(tenant, user, reason, call_id, time.time())
+            # Only a CLI's blocks need telling: the service (primary) knows its own, and no
+            # other service shares its database (startup.hold_serve_lock).
+            await self.store.block_user(
+                tenant, user, reason, call_id, time.time(), announce=not self._primary
+            )
         except StoreUnavailable:
             log.error("the block of user %s could not be written: it lasts until restart", user)
 

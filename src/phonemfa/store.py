@@ -979,10 +979,17 @@ class Store:
     # --- fraud blocks ---
 
     async def block_user(
-        self, tenant: str, user: str, reason: str, call_id: str | None, at: float
+        self,
+        tenant: str,
+        user: str,
+        reason: str,
+        call_id: str | None,
+        at: float,
+        *,
+        announce: bool = True,
     ) -> None:
         """Block a user (a second block replaces the first: latest reason and time), then
-        say so to the other processes on this database (`blocks_stamp`)."""
+        (`announce`) say so to the other processes on this database (`blocks_stamp`)."""
         await self._write(
             "block_user",
             lambda c: c.execute(
@@ -990,16 +997,19 @@ class Store:
                 (tenant, user, reason, call_id, at),
             ),
         )
+        if not announce:
+            return
         try:
             await asyncio.to_thread(self._mark_blocks_changed)
         except OSError as exc:
             log.error("the block of %s is stored, but %s cannot be written: %s", user, _BLOCKS, exc)
 
     def blocks_stamp(self) -> tuple[int, int] | None:
-        """Changes whenever any process on this database has blocked a user (None: none has
-        yet). One stat, cheap enough for every call: a service beside `phonemfa call
+        """Changes whenever a process on this database has announced a block (None: none
+        has yet). One stat, cheap enough for every call: a service beside `phonemfa call
         --config`, which blocks in a process of its own, reads the blocks again only when it
-        changed."""
+        changed (and does not announce its own: under a fraud wave it would read them all
+        again for every call)."""
         try:
             st = os.stat(self._blocks_marker)
         except FileNotFoundError:

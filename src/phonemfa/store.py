@@ -47,7 +47,7 @@ log = logging.getLogger("phonemfa.store")
 
 T = TypeVar("T")
 
-# Beside the database: replaced whenever a user is blocked (Store.blocks_stamp).
+# Beside the database: replaced whenever a block is announced (Store.blocks_stamp).
 _BLOCKS = ".blocks"
 # A batch is everything queued when the writer wakes, up to this many writes.
 MAX_BATCH = 1000

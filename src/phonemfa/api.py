@@ -9,7 +9,6 @@ gets a 400 naming it; bodies over `api.max_body_bytes` get 413.
 
 from __future__ import annotations
 
-import difflib
 import hmac
 import json
 import logging
@@ -24,7 +23,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from phonemfa.callback_policy import callback_refused
 from phonemfa.calls import CallRefused
-from phonemfa.config import ApiToken, TenantSettings, UnknownTenantError, field_errors
+from phonemfa.config import (
+    ApiToken,
+    TenantSettings,
+    UnknownTenantError,
+    did_you_mean,
+    field_errors,
+)
 from phonemfa.messages import MessageType
 from phonemfa.metrics import CONTENT_TYPE
 from phonemfa.numbers import NumberError
@@ -343,8 +348,7 @@ async def list_calls(request: web.Request) -> web.Response:
         return _invalid(str(exc))
     status = query.get("status")
     if status is not None and status not in CALL_STATUSES:  # a typo would list nothing
-        close = difflib.get_close_matches(status, CALL_STATUSES, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = did_you_mean(status, CALL_STATUSES)
         return _invalid(f"status: {status!r} is not a call status{hint}")
     tenants = token.tenants
     if "tenant" in query:

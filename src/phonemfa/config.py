@@ -19,7 +19,7 @@ import functools
 import ipaddress
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path, PurePath
@@ -150,12 +150,15 @@ def _path_text(loc: Sequence[str | int]) -> str:
     return text
 
 
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """` (did you mean 'x'?)` for the closest of `choices`, or "" when none is close."""
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def _message(err: Any) -> str:
     if err["type"] == "extra_forbidden":
-        key = str(err["loc"][-1])
-        close = difflib.get_close_matches(key, _all_field_names(), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return f"unknown key{hint}"
+        return f"unknown key{did_you_mean(str(err['loc'][-1]), _all_field_names())}"
     if err["type"] == "string_pattern_mismatch":
         pattern_hint = _PATTERN_HINTS.get(str(err.get("ctx", {}).get("pattern", "")))
         if pattern_hint:

@@ -70,10 +70,7 @@ async def held_by_another(ari: AriClient, wait: float = PROBE_WAIT) -> bool:
         log.warning("cannot ask whether ARI app %r is in use: %s", ari.app, exc)
         return False
     finally:
-        try:
-            await ari.set_global(variable, None)
-        except AriError:
-            pass
+        await _unset(ari, variable)
 
 
 def is_probe(event: Event) -> bool:
@@ -93,7 +90,12 @@ async def answer_probe(ari: AriClient, event: Event) -> None:
     except AriError as exc:
         log.warning("could not answer for ARI app %r: %s", ari.app, exc)
     finally:
-        try:
-            await ari.set_global(variable, None)
-        except AriError:
-            pass
+        await _unset(ari, variable)
+
+
+async def _unset(ari: AriClient, variable: str) -> None:
+    """Best effort, by prober and answerer alike: a variable left is a few bytes in Asterisk."""
+    try:
+        await ari.set_global(variable, None)
+    except AriError:
+        pass

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -112,132 +112,117 @@ async def test_a_block_holds_for_every_spelling_of_the_user(tmp_path: Path) -> N
         await store.close()
 
 
+@contextlib.asynccontextmanager
+async def _service_beside_a_cli(tmp_path: Path) -> AsyncIterator[tuple[CallService, Store]]:
+    """A service taking calls (not started: no ARI) and the store of a `phonemfa call
+    --config` process on the same database. Calls it placed are cancelled afterwards."""
+    db = tmp_path / "phonemfa.db"
+    store, cli_store = await Store.open(db), await Store.open(db)
+    service = CallService(_config(db), store)
+    service.accepting = True
+    try:
+        yield service, cli_store
+    finally:
+        service.engine.stop_all(Outcome.CANCELLED, "test")
+        await asyncio.gather(*(lc.task for lc in service.live.values() if lc.task))
+        await store.close()
+        await cli_store.close()
+
+
+def _counting_reads(
+    store: Store, then: Callable[[int], Awaitable[None]] | None = None
+) -> list[int]:
+    """Count `store.all_blocks` reads (the list's one item); `then(n)` runs after read n."""
+    reads = [0]
+    all_blocks = store.all_blocks
+
+    async def counted() -> list[dict[str, Any]]:
+        reads[0] += 1
+        blocks = await all_blocks()
+        if then is not None:
+            await then(reads[0])
+        return blocks
+
+    store.all_blocks = counted  # type: ignore[method-assign]
+    return reads
+
+
 async def test_a_block_made_by_another_process_refuses_the_next_call(tmp_path: Path) -> None:
     # `phonemfa call --config` runs a service of its own on the same database: a fraud
     # reported there blocks the user for the running service too, whose API would otherwise
     # place the next call and let '#' approve it.
-    db = tmp_path / "phonemfa.db"
-    serve_store, cli_store = await Store.open(db), await Store.open(db)
-    try:
-        serve = CallService(_config(db), serve_store)
-        serve.accepting = True
-        await CallService(_config(db), cli_store).block_user(
-            "default", "alice", "fraud_reported", "c1"
-        )
+    async with _service_beside_a_cli(tmp_path) as (serve, cli_store):
+        cli = CallService(_config(tmp_path / "phonemfa.db"), cli_store)
+        await cli.block_user("default", "alice", "fraud_reported", "c1")
 
         call = await serve.start_call(StartCall(phone="+1 425 555 0100", user="Alice"))
 
         assert (call.outcome, call.reason) == ("blocked", "user_blocked")
         assert serve.live == {} and serve.engine.flows == {}  # nothing dialled
-    finally:
-        await serve_store.close()
-        await cli_store.close()
 
 
 async def test_blocks_that_cannot_be_read_refuse_the_call(tmp_path: Path) -> None:
-    db = tmp_path / "phonemfa.db"
-    store, other = await Store.open(db), await Store.open(db)
-    try:
-        service = CallService(_config(db), store)
-        service.accepting = True
-        await other.block_user("default", "bob", "fraud_reported", None, 0.0)  # elsewhere
+    async with _service_beside_a_cli(tmp_path) as (service, cli_store):
+        await cli_store.block_user("default", "bob", "fraud_reported", None, 0.0)
 
         async def unreadable() -> None:
             raise StoreUnavailable("database read failed: disk I/O error")
 
-        store.all_blocks = unreadable  # type: ignore[assignment]
+        service.store.all_blocks = unreadable  # type: ignore[assignment]
         with pytest.raises(ServiceUnavailable) as refused:
             await service.start_call(StartCall(phone="+1 425 555 0100", user="alice"))
 
         assert refused.value.reason == "store_unavailable"
-        assert service.live == {} and await store.list_calls() == ([], None)
-    finally:
-        await store.close()
-        await other.close()
+        assert service.live == {} and await service.store.list_calls() == ([], None)
 
 
 async def test_blocks_are_read_again_only_when_one_was_added(tmp_path: Path) -> None:
-    db = tmp_path / "phonemfa.db"
-    store, other = await Store.open(db), await Store.open(db)
-    reads = 0
-    all_blocks = store.all_blocks
-
-    async def counted() -> list[dict[str, Any]]:
-        nonlocal reads
-        reads += 1
-        return await all_blocks()
-
-    try:
-        service = CallService(_config(db), store)
-        service.accepting = True
-        store.all_blocks = counted  # type: ignore[method-assign]
+    async with _service_beside_a_cli(tmp_path) as (service, cli_store):
+        reads = _counting_reads(service.store)
         for user in ("u1", "u2"):
             await service.start_call(StartCall(phone="+1 425 555 0100", user=user))
-        assert reads == 0  # no block anywhere: no read
+        assert reads == [0]  # no block anywhere: no read
 
-        await other.block_user("default", "carol", "fraud_reported", None, 0.0)
+        await cli_store.block_user("default", "carol", "fraud_reported", None, 0.0)
         await service.start_call(StartCall(phone="+1 425 555 0100", user="u3"))
         call = await service.start_call(StartCall(phone="+1 425 555 0100", user="carol"))
 
-        assert reads == 1 and (call.outcome, call.reason) == ("blocked", "user_blocked")
-    finally:
-        service.engine.stop_all(Outcome.CANCELLED, "test")
-        await asyncio.gather(*(lc.task for lc in service.live.values() if lc.task))
-        await store.close()
-        await other.close()
+        assert reads == [1] and (call.outcome, call.reason) == ("blocked", "user_blocked")
 
 
 async def test_the_service_does_not_announce_its_own_blocks_a_cli_does(tmp_path: Path) -> None:
     # Announcing its own would make the service read every block again at each next call:
     # under a wave of fraud reports, once per call (make bench's mix: 1.7 ms more per call).
-    db = tmp_path / "phonemfa.db"
-    store, other = await Store.open(db), await Store.open(db)
-    service = CallService(_config(db), store)
-    try:
+    async with _service_beside_a_cli(tmp_path) as (service, cli_store):
         await service.start()  # ARI is never reached (127.0.0.1:9): start does not need it
-        await service.block_user("default", "frank", "fraud_reported", None)
-        assert store.blocks_stamp() is None
+        try:
+            await service.block_user("default", "frank", "fraud_reported", None)
+            assert service.store.blocks_stamp() is None
 
-        await CallService(_config(db), other).block_user("default", "gina", "fraud_reported", None)
-        assert store.blocks_stamp() is not None
-    finally:
-        await service.shutdown(grace=0)
-        await store.close()
-        await other.close()
+            cli = CallService(_config(tmp_path / "phonemfa.db"), cli_store)
+            await cli.block_user("default", "gina", "fraud_reported", None)
+            assert service.store.blocks_stamp() is not None
+        finally:
+            await service.shutdown(grace=0)
 
 
 async def test_an_unblock_during_the_read_of_the_blocks_is_not_undone(tmp_path: Path) -> None:
     # The blocks are read (another process added one) while an operator unblocks dave: what
     # the read found for dave is no longer so, and his next call is placed.
-    db = tmp_path / "phonemfa.db"
-    store, other = await Store.open(db), await Store.open(db)
-    try:
-        service = CallService(_config(db), store)
-        service.accepting = True
+    async with _service_beside_a_cli(tmp_path) as (service, cli_store):
         await service.block_user("default", "dave", "fraud_reported", None)
-        await other.block_user("default", "erin", "fraud_reported", None, 0.0)
-        all_blocks = store.all_blocks
-        reads = 0
+        await cli_store.block_user("default", "erin", "fraud_reported", None, 0.0)
 
-        async def read_then_unblock() -> list[dict[str, Any]]:
-            nonlocal reads
-            reads += 1
-            blocks = await all_blocks()
-            if reads == 1:
+        async def unblock_dave(read: int) -> None:
+            if read == 1:
                 await service.unblock_user("default", "dave")
-            return blocks
 
-        store.all_blocks = read_then_unblock  # type: ignore[method-assign]
+        reads = _counting_reads(service.store, then=unblock_dave)
         erin = await service.start_call(StartCall(phone="+1 425 555 0100", user="erin"))
         dave = await service.start_call(StartCall(phone="+1 425 555 0100", user="dave"))
 
-        assert reads == 2  # read again after the unblock
+        assert reads == [2]  # read again after the unblock
         assert (erin.outcome, dave.outcome) == ("blocked", None)
-    finally:
-        service.engine.stop_all(Outcome.CANCELLED, "test")
-        await asyncio.gather(*(lc.task for lc in service.live.values() if lc.task))
-        await store.close()
-        await other.close()
 
 
 async def test_a_call_settled_at_start_up_sends_its_whole_timeline(tmp_path: Path) -> None:

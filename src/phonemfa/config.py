@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path, PurePath
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, get_args, get_origin
 from urllib.parse import urlsplit
 
 import phonenumbers
@@ -134,7 +134,7 @@ def field_errors(exc: ValidationError) -> list[FieldError]:
     out = []
     for err in exc.errors(include_url=False, include_input=False):
         loc = tuple(p for p in err["loc"] if p != "[key]")
-        out.append(FieldError(_path_text(loc), _message(err), loc))
+        out.append(FieldError(_path_text(loc), _message(err, exc.title, loc), loc))
     return out
 
 
@@ -156,9 +156,9 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _message(err: Any) -> str:
+def _message(err: Any, root: str, loc: tuple[str | int, ...]) -> str:
     if err["type"] == "extra_forbidden":
-        return f"unknown key{did_you_mean(str(err['loc'][-1]), _all_field_names())}"
+        return f"unknown key{_unknown_key_hint(root, loc)}"
     if err["type"] == "string_pattern_mismatch":
         pattern_hint = _PATTERN_HINTS.get(str(err.get("ctx", {}).get("pattern", "")))
         if pattern_hint:
@@ -652,6 +652,91 @@ def _error(loc: tuple[str | int, ...], message: str) -> InitErrorDetails:
 def _all_field_names() -> list[str]:
     """Every key any section knows, for "did you mean" hints."""
     return sorted({name for model in _Model.__subclasses__() for name in model.model_fields})
+
+
+# Keys other servers' configs use for what `api.listen` holds.
+_LISTEN_GUESSES = frozenset({"host", "port", "bind", "address", "listen_address"})
+
+
+def _unknown_key_hint(root: str, loc: tuple[str | int, ...]) -> str:
+    """The hint after "unknown key": a close key of the same section first (a key of
+    another section that merely looks alike misleads: `api.port` is not `format`), then
+    the section where this exact key belongs, then any close key."""
+    word = str(loc[-1])
+    section = _section_at(root, loc[:-1])
+    if section is not None:
+        hint = did_you_mean(word, section.model_fields)
+        if hint:
+            return hint
+        if word in _LISTEN_GUESSES and "listen" in section.model_fields:
+            return " (listen takes host:port, e.g. listen: 127.0.0.1:8080)"
+    homes = [path for path, model in _sections(root) if word in model.model_fields]
+    if homes:
+        return f" ({word!r} belongs under {' or '.join(homes)})"
+    return did_you_mean(word, _all_field_names())
+
+
+def _section_at(root: str, loc: Sequence[str | int]) -> type[BaseModel] | None:
+    """The model whose keys are at `loc` below the model named `root` (Config, or
+    TenantSettings for the API's settings), or None when `loc` leads elsewhere."""
+    model = _model_named(root)
+    keys_to_skip = 0  # a dict key or list index comes next: not a field name
+    for part in loc:
+        if keys_to_skip:
+            keys_to_skip -= 1
+            continue
+        if model is None or not isinstance(part, str) or part not in model.model_fields:
+            return None
+        model, keys_to_skip = _model_inside(model.model_fields[part].annotation)
+    return model if not keys_to_skip else None
+
+
+def _model_inside(annotation: Any) -> tuple[type[BaseModel] | None, int]:
+    """The settings model an annotation holds, and how many keys/indexes lead to it."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _model_inside(get_args(annotation)[0])
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation, 0
+    if origin in (dict, list, tuple):
+        args = [a for a in get_args(annotation) if a is not Ellipsis]
+        model, depth = _model_inside(args[-1]) if args else (None, 0)
+        return model, depth + 1
+    for arg in get_args(annotation):  # X | None
+        model, depth = _model_inside(arg)
+        if model is not None:
+            return model, depth
+    return None, 0
+
+
+def _model_named(name: str) -> type[BaseModel] | None:
+    return next((m for m in (Config, *_Model.__subclasses__()) if m.__name__ == name), None)
+
+
+@functools.cache
+def _sections(root: str) -> list[tuple[str, type[BaseModel]]]:
+    """Each settings section below the model named `root` as written in a file ("trunk",
+    "tenants.<name>.calls", "dial_profiles[]"), for "belongs under" hints."""
+    out: list[tuple[str, type[BaseModel]]] = []
+    top = _model_named(root)
+    if top is None:
+        return out
+
+    def walk(path: str, model: type[BaseModel]) -> None:
+        out.append((path, model))
+        for name, field in model.model_fields.items():
+            inner, depth = _model_inside(field.annotation)
+            if inner is None:
+                continue
+            where = f"{path}.{name}" if path else name
+            if depth and get_origin(field.annotation) is dict:
+                where += ".<name>"
+            elif depth:
+                where += "[]"
+            walk(where, inner)
+
+    walk("", top)
+    return [(path, model) for path, model in out if path]
 
 
 # --- redaction ----------------------------------------------------------------

@@ -238,6 +238,52 @@ def test_unknown_key_suggests_the_right_one(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("yaml_text", "line", "expected"),
+    [
+        # A look-alike from another section misled here: `api.port` got "did you mean 'format'".
+        (
+            "api:\n  port: 8080\n",
+            4,
+            "api.port: unknown key (listen takes host:port, e.g. listen: 127.0.0.1:8080)",
+        ),
+        (
+            "trunk:\n  max_duration: 30\n",
+            8,
+            "trunk.max_duration: unknown key ('max_duration' belongs under tenants.<name>.calls)",
+        ),
+        (
+            "trunk:\n  dial_timout: 30\n",
+            8,
+            "trunk.dial_timout: unknown key (did you mean 'dial_timeout'?)",
+        ),
+        (
+            "dial_profiles:\n  - {name: x, match: '+1', pre_dealy: 2}\n",
+            8,
+            "dial_profiles[0].pre_dealy: unknown key (did you mean 'pre_delay'?)",
+        ),
+    ],
+)
+def test_unknown_key_hints_come_from_its_own_section_first(
+    tmp_path: Path, yaml_text: str, line: int, expected: str
+) -> None:
+    if yaml_text.startswith("api:"):  # into the existing section
+        text = MINIMAL.replace("api:\n", yaml_text, 1)
+    else:
+        text = MINIMAL + yaml_text
+    path = write(tmp_path, text)
+    assert error_of(path) == f"{path}:{line}: {expected}"
+
+
+def test_unknown_key_hint_in_the_api_is_relative_to_the_tenant() -> None:
+    with pytest.raises(ValidationError) as info:
+        TenantSettings.model_validate({"max_duration": 30, "fraud": {"blok_user": True}})
+    assert sorted(format_errors(info.value)) == [
+        "fraud.blok_user: unknown key (did you mean 'block_user'?)",
+        "max_duration: unknown key ('max_duration' belongs under calls)",
+    ]
+
+
 def test_unknown_section(tmp_path: Path) -> None:
     path = write(tmp_path, MINIMAL + "trunks: {}\n")
     assert error_of(path) == f"{path}:7: trunks: unknown key (did you mean 'trunk'?)"

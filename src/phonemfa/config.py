@@ -710,7 +710,8 @@ def _model_inside(annotation: Any) -> tuple[type[BaseModel] | None, int]:
 
 
 def _model_named(name: str) -> type[BaseModel] | None:
-    return next((m for m in (Config, *_Model.__subclasses__()) if m.__name__ == name), None)
+    models: list[type[BaseModel]] = [Config, *_Model.__subclasses__()]
+    return next((m for m in models if m.__name__ == name), None)
 
 
 @functools.cache

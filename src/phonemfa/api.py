@@ -208,9 +208,7 @@ async def healthz(request: web.Request) -> web.Response:
             # Why not: the last connect error (credentials, address) or a take-over.
             "ari_problem": service.engine.events.problem,
             "store": "ok" if service.store.healthy else "unavailable",
-            "accepting_calls": (
-                service.accepting and service.store.healthy and not service.engine.events.replaced
-            ),
+            "accepting_calls": service.store.healthy and service.refusal() is None,
             "calls_in_progress": len(service.live),
             "calls_waiting_for_line": service.engine.lines.waiting,
         }

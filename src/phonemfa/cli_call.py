@@ -106,7 +106,8 @@ async def _call(config: Config, args: argparse.Namespace) -> int:
         try:
             await service.engine.events.wait_connected(CONNECT_TIMEOUT)
         except TimeoutError:
-            print(f"phonemfa call: no ARI connection to {config.ari.url}", file=sys.stderr)
+            why = service.engine.events.problem or "no answer"
+            print(f"phonemfa call: no ARI connection to {config.ari.url}: {why}", file=sys.stderr)
             return EXIT_NOT_APPROVED
         try:
             record = await service.start_call(

@@ -165,7 +165,11 @@ def openapi_document() -> dict[str, Any]:
                         "413": _err("body too large"),
                         "415": _err("not application/json"),
                         "429": _err("velocity limit: retry after Retry-After seconds"),
-                        "503": _err("shutting down, or the store cannot write"),
+                        "503": _err(
+                            "not taking calls: shutting_down, store_unavailable, "
+                            "ari_misconfigured (credentials refused or no ARI at ari.url), "
+                            "ari_app_taken"
+                        ),
                     },
                 },
                 "get": {

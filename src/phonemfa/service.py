@@ -326,13 +326,25 @@ class CallService:
         )
         return record
 
-    def _check_accepting(self) -> None:
+    def refusal(self) -> ServiceUnavailable | None:
+        """Why new calls are refused now, or None (start_call and /healthz). A store that
+        cannot write is not here: the next record's write finds out (start_call)."""
         if not self.accepting:
-            raise ServiceUnavailable("shutting_down", "phonemfa is shutting down")
-        if self.engine.events.replaced:
-            raise ServiceUnavailable(
+            return ServiceUnavailable("shutting_down", "phonemfa is shutting down")
+        events = self.engine.events
+        if events.replaced:
+            return ServiceUnavailable(
                 "ari_app_taken", "another connection took over the ARI app: restart phonemfa"
             )
+        if events.settings_wrong and not self.engine.connected:
+            # Accepted, such a call could only fail (ari_error_401): say why now instead.
+            return ServiceUnavailable("ari_misconfigured", events.problem or "ARI refused us")
+        return None
+
+    def _check_accepting(self) -> None:
+        refusal = self.refusal()
+        if refusal is not None:
+            raise refusal
 
     async def _learn_block(self, tenant: str, user: str | None) -> None:
         """Take in the blocks another process stored since we last read them: the store's

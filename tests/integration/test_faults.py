@@ -417,3 +417,28 @@ async def test_a_service_whose_ari_app_is_taken_over_says_so_and_takes_no_calls(
             assert not health["ari_connected"], health
     finally:
         await proc.stop()
+
+
+async def test_wrong_ari_credentials_name_the_setting_and_calls_are_refused_not_failed(
+    tmp_path: Path, asterisk: Sandbox, session: aiohttp.ClientSession
+) -> None:
+    """A new administrator's typo in ari.password: before, calls were accepted and each ended
+    `failed (ari_error_401)`. Now the API refuses them with the setting to fix."""
+    proc = faults_service(tmp_path, ari__password="not-the-sandbox-password")
+    try:
+        await proc.start(ari=False)
+        api = Api(session, proc.url)
+        async with asyncio.timeout(10):
+            while not (health := (await api.request("GET", "/healthz"))[1])["ari_problem"]:
+                await asyncio.sleep(0.1)
+        assert "check ari.username and ari.password" in health["ari_problem"], health
+        assert (health["ari_connected"], health["accepting_calls"]) == (False, False), health
+        status, body = await api.request(
+            "POST", "/v1/calls", json={"phone": APPROVES, "user": user()}
+        )
+        assert (status, body["error"]) == (503, "ari_misconfigured"), body
+        assert "ari.password" in body["message"], body
+        _, listed = await api.request("GET", "/v1/calls")
+        assert listed["calls"] == [], listed  # nothing on record: nothing was accepted
+    finally:
+        await proc.stop()

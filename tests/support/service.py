@@ -85,7 +85,8 @@ class ServiceProcess:
         self.url = f"http://{host}:{port}"
         STARTED.append(self)
 
-    async def start(self, timeout: float = 30) -> None:
+    async def start(self, timeout: float = 30, *, ari: bool = True) -> None:
+        """Start `phonemfa serve` and wait until it answers (and is connected to ARI)."""
         env = {**os.environ, "TEST_ARI_PASSWORD": ARI_PASSWORD}
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(  # noqa: ASYNC220 (Popen does not wait)
@@ -95,7 +96,7 @@ class ServiceProcess:
             env=env,
         )
         log.close()
-        await self.wait_healthy(timeout)
+        await self.wait_healthy(timeout, ari=ari)
 
     async def wait_healthy(self, timeout: float = 30, *, ari: bool = True) -> dict[str, Any]:
         async with asyncio.timeout(timeout), aiohttp.ClientSession() as session:

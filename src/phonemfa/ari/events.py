@@ -150,6 +150,9 @@ class EventStream:
         self.replaced = False
         # Why we are not connected, for /healthz: the last connect error, or the take-over.
         self.problem: str | None = None
+        # The last connect failed for a setting (credentials refused, nothing at the URL),
+        # not an outage: waiting will not help, so new calls are refused meanwhile.
+        self.settings_wrong = False
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._task: asyncio.Task[None] | None = None
         self._hooks: set[asyncio.Task[None]] = set()
@@ -195,10 +198,12 @@ class EventStream:
                 if problem != self.problem:  # once per kind of failure, not every retry
                     log.warning("ARI events: %s; retrying every %.0f s", problem, self.max_backoff)
                 self.problem = problem
+                self.settings_wrong = getattr(exc, "status", None) in (401, 404)
                 await asyncio.sleep(delay)
                 continue
             delay = 0.0
             self.problem = None
+            self.settings_wrong = False
             self._ws = ws
             self.generation += 1
             self.connected.set()

@@ -461,12 +461,17 @@ class CallService:
                 last_error=None,
             )
         # A fraud report blocks the user even if the record keeps another outcome (below):
-        # the person did report fraud.
-        reported_fraud = outcome is Outcome.FRAUD_REPORTED
+        # the person did report fraud. In memory at once; on record with the outcome.
+        block = self._fraud_block(record) if outcome is Outcome.FRAUD_REPORTED else None
+        block_pending = block is not None
         delay = 0.5
         while True:
             try:
-                if not await self.store.finish_call(record.id, outcome.value, reason, now, webhook):
+                if await self.store.finish_call(
+                    record.id, outcome.value, reason, now, webhook, block
+                ):
+                    block_pending = False
+                else:
                     # Already settled by another process on this store (a service starting
                     # settles every call it finds in progress, a CLI call's too): the
                     # record's outcome is the call's, and the one everybody is shown.
@@ -487,10 +492,12 @@ class CallService:
                     log.error("call %s: cannot write its outcome; retrying", record.id)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
-        settings = self.tenants.get(record.tenant)
-        if reported_fraud and record.user and settings is not None and settings.fraud.block_user:
-            # Before the outcome is shown: whoever reads the fraud report finds the block.
-            await self.block_user(record.tenant, record.user, "fraud_reported", record.id)
+        if block is not None:
+            tenant, user, why = block
+            if block_pending:  # the record kept another outcome: the block on its own
+                await self.block_user(tenant, user, why, record.id)
+            elif not self._primary:
+                await self.store.announce_blocks(user)
         record.status = record.outcome = outcome.value
         record.reason = reason
         record.ended_at = record.updated_at = now
@@ -568,6 +575,17 @@ class CallService:
         await self.store.put_tenant_settings(name, settings_json(settings))
         self._set_tenant(name, settings)
         log.info("tenant %s settings changed", name)
+
+    def _fraud_block(self, record: CallRecord) -> tuple[str, str, str] | None:
+        """The block a fraud report on this call causes (tenant, user, reason), now in
+        memory so no new call for the user gets through; None when the tenant blocks nobody."""
+        settings = self.tenants.get(record.tenant)
+        if not record.user or settings is None or not settings.fraud.block_user:
+            return None
+        user = canonical_user(record.user)
+        self.guard.block_user(record.tenant, user)
+        log.warning("user %s of tenant %s blocked: fraud_reported", user, record.tenant)
+        return record.tenant, user, "fraud_reported"
 
     async def block_user(self, tenant: str, user: str, reason: str, call_id: str | None) -> None:
         """Block at once (in memory), then on record; a store that cannot write keeps the

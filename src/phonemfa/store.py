@@ -640,6 +640,9 @@ _CALL_COLUMNS = (
     "origin, created_at, updated_at, ended_at, channel_id, origin_channel, callback_url, "
     "code_used, token_name"
 )
+_BLOCK_SQL = (
+    "INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?, ?)"  # a second block replaces the first
+)
 _WEBHOOK_COLUMNS = (
     "call_id, tenant, url, body, attempts, next_attempt_at, delivered_at, last_error, given_up_at"
 )
@@ -819,9 +822,12 @@ class Store:
         reason: str | None,
         at: float,
         webhook: WebhookDelivery | None = None,
+        block: tuple[str, str, str] | None = None,
     ) -> bool:
-        """Record the call's outcome and its webhook in one transaction. False, and nothing
-        written, when the call already has an outcome (or does not exist)."""
+        """Record the call's outcome, its webhook and the block it causes (tenant, user,
+        reason: a fraud report's) in one transaction: a crash cannot keep the report and
+        lose the block. False, and nothing written, when the call already has an outcome
+        (or does not exist). Announcing the block is the caller's (`announce_blocks`)."""
         if webhook is not None and webhook.call_id != call_id:
             raise ValueError("the webhook belongs to another call")
 
@@ -840,6 +846,9 @@ class Store:
                     (w.call_id, w.tenant, w.url, w.body, w.attempts, w.next_attempt_at,
                      w.delivered_at, w.last_error, w.given_up_at),
                 )  # fmt: skip
+            if block is not None:
+                tenant, user, why = block
+                conn.execute(_BLOCK_SQL, (tenant, user, why, call_id, at))
             return True
 
         return await self._write("finish_call", run)
@@ -991,14 +1000,14 @@ class Store:
         """Block a user (a second block replaces the first: latest reason and time), then
         (`announce`) say so to the other processes on this database (`blocks_stamp`)."""
         await self._write(
-            "block_user",
-            lambda c: c.execute(
-                "INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?, ?)",
-                (tenant, user, reason, call_id, at),
-            ),
+            "block_user", lambda c: c.execute(_BLOCK_SQL, (tenant, user, reason, call_id, at))
         )
-        if not announce:
-            return
+        if announce:
+            await self.announce_blocks(user)
+
+    async def announce_blocks(self, user: str) -> None:
+        """Tell the other processes on this database that blocks changed (`blocks_stamp`),
+        after the block's commit."""
         try:
             await asyncio.to_thread(self._mark_blocks_changed)
         except OSError as exc:

@@ -234,6 +234,25 @@ async def test_a_call_never_gets_two_outcomes(store: Store) -> None:
     assert got is not None and got.status == "no_answer"
 
 
+async def test_a_fraud_reports_block_is_written_with_its_outcome_or_not_at_all(
+    store: Store,
+) -> None:
+    """One transaction: a crash between two commits kept the report and lost the block."""
+    await store.create_call(record())
+    block = ("default", "alice", "fraud_reported")
+    assert await store.finish_call("call-1", "fraud_reported", None, 1005.0, hook(), block)
+    got = await store.get_block("default", "alice")
+    assert got is not None and (got["reason"], got["call_id"]) == ("fraud_reported", "call-1")
+    # A call that already has an outcome writes nothing, the block included.
+    assert (
+        await store.finish_call(
+            "call-1", "fraud_reported", None, 1006.0, None, ("default", "bob", "fraud_reported")
+        )
+        is False
+    )
+    assert await store.get_block("default", "bob") is None
+
+
 async def test_finish_call_of_an_unknown_call(store: Store) -> None:
     assert await store.finish_call("ghost", "failed", "x", 1.0) is False
     with pytest.raises(ValueError):

@@ -347,6 +347,10 @@ class CallFlow:
         retry = req.catalog.get(MessageType.RETRY, req.language)
         prompt = greeting
         wrong = silent = 0
+        # A wrong entry that was the start of the fraud code, cut by the inter-digit pause
+        # ("0", then "#" seconds later: a person finding '#' on a phone's keypad): what
+        # comes next may be the rest of that code.
+        fraud_started = ""
         # Keys before the greeting and in its first moment answer nothing the person has heard:
         # the second '#' of a "##" at the extension or operator prompt, a key already on its
         # way at answer. As the greeting's entry they would approve, with the fraud option
@@ -363,15 +367,20 @@ class CallFlow:
                     return
                 prompt = repeat
                 continue
-            if offer_fraud and entry == fraud.code:
+            if offer_fraud and fraud.code in (entry, fraud_started + entry):
                 await self._close(Outcome.FRAUD_REPORTED, None, MessageType.FRAUD_CONFIRMATION)
                 return
             expected = "#" if code is None else code + "#"
-            if entry == expected:
+            # After the start of the fraud code, a bare '#' is not a yes: it may be the end of
+            # a fraud report that did not match (a code such as "99#"). The person is asked
+            # again. A number-matching code is unambiguous and stands.
+            if entry == expected and not (fraud_started and code is None):
                 await self._close(Outcome.APPROVED, None, MessageType.SUCCESS)
                 return
             wrong += 1
             self._step("wrong_input", count=wrong, entry=self._shown(entry))
+            started = offer_fraud and not entry.endswith("#") and fraud.code.startswith(entry)
+            fraud_started = entry if started else ""
             if wrong >= self.calls.attempts:
                 await self._close(Outcome.DENIED, "wrong_input", MessageType.DENIED)
                 return

@@ -23,6 +23,10 @@ from phonemfa.prompts import PromptCatalog
 
 log = logging.getLogger("phonemfa.engine")
 
+# Asterisk said it was stopping (a channel's soft hang-up) yet kept our connection this long:
+# the shutdown was called off, and calls may be dialled again.
+STOPPING_GRACE = 30.0
+
 # What our app hears from Asterisk: the flows' events, ApplicationReplaced for the service
 # (its dialplan entry and orphan sweep use StasisStart, StasisEnd, ChannelDestroyed and
 # ChannelDtmfReceived, all among the flows'), and ChannelUserevent for app_owner's probe.
@@ -45,7 +49,13 @@ class Engine:
             heartbeat=ari.heartbeat,
             max_backoff=ari.reconnect_max_delay,
             on_connected=self._on_connected,
+            on_disconnected=self._not_ready,
         )
+        # Calls are dialled only while this is set: ARI connected and caught up (the restart
+        # check, re-sync and hooks of the last connect have run). A channel made while nobody
+        # hears our events loses its StasisStart, and one made during a restarted Asterisk's
+        # back-off was ended with the calls the restart dropped (found by review).
+        self.ready = asyncio.Event()
         self.flows: dict[str, CallFlow] = {}
         self.lines = Lines(config.trunk.max_calls, config.trunk.queue_timeout)
         self.shipped = shipped_prompts(config.sounds.dir)
@@ -109,7 +119,15 @@ class Engine:
     def flow(self, request: CallRequest, observer: Observer) -> CallFlow:
         """A flow for this call, registered so reconnects and shutdown can reach it.
         Run it with `await flow.run()` (or as a task); `forget()` it when done."""
-        flow = CallFlow(request, self.ari, self.router, observer, lines=self.lines)
+        flow = CallFlow(
+            request,
+            self.ari,
+            self.router,
+            observer,
+            lines=self.lines,
+            asterisk_ready=self.ready,
+            asterisk_stopping=self.asterisk_stopping,
+        )
         self.flows[request.call_id] = flow
         return flow
 
@@ -131,9 +149,34 @@ class Engine:
             flow.stop(outcome, reason)
         return len(flows)
 
+    def _not_ready(self) -> None:
+        self.ready.clear()
+
+    def asterisk_stopping(self) -> None:
+        """Asterisk hung up a channel of ours because it is shutting down: dial nothing more
+        until it is back (a call dialled now gets a 500, or is dropped with the rest)."""
+        if not self.ready.is_set():
+            return
+        self.ready.clear()
+        generation = self.events.generation
+        asyncio.get_running_loop().call_later(STOPPING_GRACE, self._still_up, generation)
+
+    def _still_up(self, generation: int) -> None:
+        if self.events.generation == generation and self.connected:
+            log.warning("Asterisk said it was stopping but did not: dialling again")
+            self.ready.set()
+
     async def _on_connected(self, generation: int) -> None:
         """After a (re)connect: if Asterisk restarted, our calls are gone; else ask
-        Asterisk where each call stands, since events were lost while we were away."""
+        Asterisk where each call stands, since events were lost while we were away. Then
+        calls may be dialled (`ready`)."""
+        try:
+            await self._catch_up(generation)
+        finally:
+            if self.events.generation == generation and self.connected:
+                self.ready.set()
+
+    async def _catch_up(self, generation: int) -> None:
         # Asterisk forgets the filter when it restarts (and may when the app goes idle).
         try:
             await self.ari.filter_events(ARI_EVENTS)
@@ -148,7 +191,11 @@ class Engine:
         restarted = (
             self._startup_time is not None and startup is not None and startup != self._startup_time
         )
-        self._startup_time = startup or self._startup_time
+        # Unknown when the status could not be read: the next connect then compares with
+        # nothing, rather than with a time from before a restart this one may have missed
+        # (calls dialled since would be taken for calls that restart dropped). The re-sync
+        # still finds the channels a missed restart took.
+        self._startup_time = startup
         if generation > 1:
             await self._resync(generation, restarted)
         for hook in self.connect_hooks:

@@ -46,6 +46,9 @@ log = logging.getLogger("phonemfa.flow")
 
 # How long to wait for things Asterisk always answers quickly; past this, something is broken.
 STASIS_START_TIMEOUT = 10.0
+# How long a call waits for ARI to come back before it ends undialled, without a line limit
+# to take trunk.queue_timeout from.
+ASTERISK_WAIT = 60.0
 HANGUP_TIMEOUT = 5.0
 # A prompt that never reports its end (lost event) is given up on after this long.
 PLAYBACK_TIMEOUT = 120.0
@@ -132,9 +135,14 @@ class CallFlow:
         *,
         channel_id: str | None = None,
         lines: Lines | None = None,
+        asterisk_ready: asyncio.Event | None = None,
+        asterisk_stopping: Callable[[], None] | None = None,
     ) -> None:
         self.req = request
         self.lines = lines
+        # Set while calls may be dialled (Engine.ready); told when Asterisk says it stops.
+        self.asterisk_ready = asterisk_ready
+        self.asterisk_stopping = asterisk_stopping
         self.ari = ari
         self.router = router
         self.observer = observer
@@ -251,6 +259,7 @@ class CallFlow:
     # --- dialling ----------------------------------------------------------
     async def _originate(self) -> None:
         plan = self.req.plan
+        await self._wait_for_asterisk()
         if self.req.requested_language is not None:
             self._step(
                 "language_fallback",
@@ -276,6 +285,20 @@ class CallFlow:
         await self._wait(
             lambda: self.channel_state == "Up", self.req.dial_timeout + 10, "dial never ended"
         )
+
+    async def _wait_for_asterisk(self) -> None:
+        """Until ARI is connected and caught up (Engine.ready), for as long as a call may
+        wait for a line; then the call ends undialled."""
+        ready = self.asterisk_ready
+        if ready is None or ready.is_set():
+            return
+        self._step("waiting_for_asterisk")
+        wait = self.lines.queue_timeout if self.lines is not None else ASTERISK_WAIT
+        try:
+            async with asyncio.timeout(wait):
+                await ready.wait()
+        except TimeoutError:
+            raise Stopped(Outcome.INTERRUPTED, "asterisk_unavailable") from None
 
     # --- getting past the switchboard --------------------------------------
     async def _auto_attendant(self) -> None:
@@ -521,6 +544,8 @@ class CallFlow:
         elif kind == "ChannelHangupRequest":
             if event.data.get("soft") and event.cause & SOFTHANGUP_ASTERISK_GOING:
                 self._asterisk_going = True
+                if self.asterisk_stopping is not None:
+                    self.asterisk_stopping()
         elif kind == "ChannelCallerId":
             caller = event.channel.get("caller", {})
             self._step("caller_id_changed", number=mask_text(caller.get("number", "")))

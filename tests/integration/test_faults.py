@@ -166,6 +166,42 @@ async def test_asterisk_restart_interrupts_calls_and_phonemfa_reconnects(
         await proc.stop()
 
 
+def _sandbox(action: str) -> None:
+    subprocess.run([str(SANDBOX_SH), action], check=True, capture_output=True, timeout=120)
+
+
+async def test_calls_wait_for_asterisk_through_a_restart_and_are_dialled_once_it_is_back(
+    tmp_path: Path, ari: RawAri, session: aiohttp.ClientSession, asterisk: Sandbox
+) -> None:
+    """Found by review: calls waiting for a line were dialled into the stopping Asterisk
+    (failed, ari_error_500), a call placed while it was down ended at once, and one placed
+    as it came back was dialled unheard or taken for a call the restart dropped. Calls are
+    now dialled only while ARI is connected and caught up."""
+    proc = faults_service(tmp_path, trunk__max_calls=1)
+    try:
+        await proc.start()
+        api = Api(session, proc.url)
+        first = (await api.start_call(VOICEMAIL, user=user()))["id"]
+        await until_all(api, [first], {"prompting"})
+        queued = [(await api.start_call(APPROVES, user=user()))["id"] for _ in range(2)]
+        await until_all(api, queued, {"waiting_for_line"})
+        await asyncio.to_thread(_sandbox, "down")  # `core stop now`: a graceful stop
+        while_down = (await api.start_call(APPROVES, user=user()))["id"]
+        await asyncio.to_thread(_sandbox, "up")  # returns once ARI answers again
+        as_it_came_back = (await api.start_call(APPROVES, user=user()))["id"]
+
+        call = await api.wait(first, 30)
+        assert (call["outcome"], call["reason"]) == ("interrupted", "asterisk_stopped"), call
+        for cid in [*queued, while_down, as_it_came_back]:
+            call = await api.wait(cid, 60)
+            steps = [e["event"] for e in call["timeline"]]
+            assert call["outcome"] == "approved", (call["reason"], steps)
+            assert steps.count("dialing") == 1, steps
+        await no_channels_of_ours(ari)
+    finally:
+        await proc.stop()
+
+
 # --- phonemfa is killed -----------------------------------------------------------------------
 async def test_sigkill_with_20_calls_in_progress(
     tmp_path: Path, ari: RawAri, session: aiohttp.ClientSession, hooks: WebhookReceiver

@@ -691,6 +691,47 @@ def _approve(fake: FakeAsterisk, event: str) -> None:
         fake.press("#")
 
 
+# --- dialling only while Asterisk is there (Engine.ready) -----------------------------------
+async def test_a_call_waits_for_asterisk_before_dialling() -> None:
+    # Found by review: a call placed before ARI's first connect was dialled unheard (its
+    # StasisStart lost: failed), and one placed during a restarted Asterisk's back-off was
+    # dialled, then ended with the calls the restart dropped.
+    ready = asyncio.Event()
+    flow, fake, rec = _bare_flow(lines=Lines(5, queue_timeout=5))
+    flow.asterisk_ready = ready
+    rec.on_step = lambda event, details: _approve(fake, event)
+    task = asyncio.create_task(flow.run())
+    await asyncio.sleep(0.05)
+    assert fake.requests == [] and rec.timeline[0][0] == "waiting_for_asterisk"
+    ready.set()
+    assert await asyncio.wait_for(task, 5) is Outcome.APPROVED
+
+
+async def test_a_call_asterisk_never_comes_back_for_ends_undialled() -> None:
+    flow, fake, rec = _bare_flow(lines=Lines(5, queue_timeout=0.05))
+    flow.asterisk_ready = asyncio.Event()
+    assert await asyncio.wait_for(flow.run(), 5) is Outcome.INTERRUPTED
+    assert (flow.reason, fake.requests) == ("asterisk_unavailable", [])
+    assert rec.outcomes == [(Outcome.INTERRUPTED, "asterisk_unavailable")]
+
+
+async def test_asterisk_stopping_is_told_so_that_nothing_more_is_dialled() -> None:
+    # Found by review: `core stop now` ended a call at once, its line went to a queued call,
+    # and that one was dialled into the stopping Asterisk (500: failed).
+    told: list[bool] = []
+
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "prompting":
+            fake.later(0.01, lambda: fake.emit("ChannelHangupRequest", cause=4, soft=True))
+            fake.later(0.02, lambda: fake.destroy(16))
+
+    flow, fake, rec = _bare_flow()
+    flow.asterisk_stopping = lambda: told.append(True)
+    rec.on_step = lambda event, details: script(fake, event, details, rec)
+    assert await asyncio.wait_for(flow.run(), 5) is Outcome.INTERRUPTED
+    assert (flow.reason, told) == ("asterisk_stopped", [True])
+
+
 async def test_a_call_past_max_calls_waits_for_a_line_then_goes_through() -> None:
     lines = Lines(1, queue_timeout=5)
     first, first_fake, _ = _queued_flow(lines, "a", _approve)

@@ -137,12 +137,14 @@ class EventStream:
         heartbeat: float = 10,
         max_backoff: float = 2,
         on_connected: Callable[[int], Coroutine[Any, Any, None]] | None = None,
+        on_disconnected: Callable[[], None] | None = None,
     ) -> None:
         self.client = client
         self.router = router
         self.heartbeat = heartbeat
         self.max_backoff = max_backoff
         self.on_connected = on_connected
+        self.on_disconnected = on_disconnected
         self.connected = asyncio.Event()
         self.generation = 0  # how many times we connected
         # Asterisk gave our app to another connection (ApplicationReplaced): we stay off, as
@@ -216,6 +218,8 @@ class EventStream:
                 await self._read(ws)
             finally:
                 self.connected.clear()
+                if self.on_disconnected is not None:
+                    self.on_disconnected()
                 self._ws = None
                 await ws.close()
             if self.replaced:

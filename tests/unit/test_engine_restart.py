@@ -1,0 +1,65 @@
+"""How the engine tells a restarted Asterisk after a reconnect (no I/O: a scripted ARI)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from phonemfa.ari import AriError
+from phonemfa.config import Config
+from phonemfa.engine import Engine
+
+CONFIG = Config.model_validate(
+    {"ari": {"password": "x"}, "api": {"tokens": ["t"]}, "tenants": {"default": {}}}
+)
+
+
+class ScriptedAri:
+    """The two requests a connect makes before the re-sync; `startup` None fails the second."""
+
+    def __init__(self) -> None:
+        self.startup: str | None = "2026-11-26T10:00:00"
+
+    async def filter_events(self, allowed: Any) -> None:
+        return None
+
+    async def asterisk_info(self) -> dict[str, Any]:
+        if self.startup is None:
+            raise AriError("GET", "/asterisk/info", 500, "busy")
+        return {"status": {"startup_time": self.startup}}
+
+
+async def connect(engine: Engine, generation: int) -> bool:
+    seen: list[bool] = []
+
+    async def hook(_: int, restarted: bool) -> None:
+        seen.append(restarted)
+
+    engine.connect_hooks[:] = [hook]
+    engine.events.generation = generation  # as the stream numbers its connections
+    await engine._catch_up(generation)
+    return seen[0]
+
+
+async def test_a_changed_start_time_is_a_restart() -> None:
+    engine = Engine(CONFIG)
+    ari = ScriptedAri()
+    engine.ari = ari  # type: ignore[assignment]
+    assert await connect(engine, 1) is False
+    ari.startup = "2026-11-26T11:00:00"
+    assert await connect(engine, 2) is True
+    assert engine.restarts_seen == 1
+
+
+async def test_an_unread_start_time_is_forgotten_not_compared_later() -> None:
+    # Found by review: a connect that could not read the start time kept the old one, and
+    # the next connect, reading the new one, took the calls dialled on the new Asterisk
+    # meanwhile for calls its restart dropped, and ended them.
+    engine = Engine(CONFIG)
+    ari = ScriptedAri()
+    engine.ari = ari  # type: ignore[assignment]
+    assert await connect(engine, 1) is False
+    ari.startup = None  # Asterisk restarted, and its status could not be read
+    assert await connect(engine, 2) is False
+    ari.startup = "2026-11-26T11:00:00"
+    assert await connect(engine, 3) is False
+    assert engine.restarts_seen == 0

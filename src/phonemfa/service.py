@@ -116,6 +116,8 @@ class LiveCall:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     finishing: asyncio.Task[None] | None = None
+    # Decided, not yet on record (the store cannot write): said at shutdown if still so.
+    unrecorded: Outcome | None = None
 
 
 def iso(ts: float | None) -> str | None:
@@ -243,10 +245,32 @@ class CallService:
             if pending:
                 self.engine.stop_all(Outcome.INTERRUPTED, "shutdown")
                 await asyncio.wait(pending, timeout=15)
+        self._say_unrecorded()
         await self._drain_background()
         await self.webhooks.stop()
         await self.engine.stop()
         await self.store.flush()
+
+    def _say_unrecorded(self) -> None:
+        """Outcomes decided while the store could not write, and still not on record: they
+        are lost with this process (the next start settles those calls as `interrupted`).
+        Say each one, so that an administrator can act on a fraud report."""
+        for live in self.live.values():
+            outcome = live.unrecorded
+            if outcome is None:
+                continue
+            record = live.record
+            log.error(
+                "call %s (tenant %s, user %s): outcome %s NOT RECORDED, the store cannot write;"
+                " it will read interrupted (service_restarted)%s",
+                record.id,
+                record.tenant,
+                record.user,
+                outcome.value,
+                ", and no block of its user is on record"
+                if outcome is Outcome.FRAUD_REPORTED
+                else "",
+            )
 
     async def _drain_background(self) -> None:
         if self._background:
@@ -464,6 +488,7 @@ class CallService:
         # the person did report fraud. In memory at once; on record with the outcome.
         block = self._fraud_block(record) if outcome is Outcome.FRAUD_REPORTED else None
         block_pending = block is not None
+        live.unrecorded = outcome
         delay = 0.5
         while True:
             try:
@@ -492,6 +517,7 @@ class CallService:
                     log.error("call %s: cannot write its outcome; retrying", record.id)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+        live.unrecorded = None
         if block is not None:
             tenant, user, why = block
             if block_pending:  # the record kept another outcome: the block on its own

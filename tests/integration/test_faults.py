@@ -359,6 +359,36 @@ async def test_a_full_disk_refuses_new_calls_and_loses_nothing(
     assert db.execute("SELECT count(*) FROM calls WHERE outcome IS NULL").fetchone() == (0,)
 
 
+async def test_an_outcome_the_full_disk_kept_off_record_is_said_at_shutdown(
+    tmp_path: Path, small_disk: Path, session: aiohttp.ClientSession
+) -> None:
+    """Found by review: a fraud report decided while the store could not write was dropped
+    without a word when the service was stopped before the disk was freed (the next start
+    settles the call as interrupted, and the user is not blocked)."""
+    proc = faults_service(
+        tmp_path, storage__path=str(small_disk / "phonemfa.db"), shutdown__grace_period=1
+    )
+    try:
+        await proc.start()
+        api = Api(session, proc.url)
+        call = (await api.start_call(FRAUD, user=user()))["id"]
+        await until_all(api, [call], {"answered"})
+        _fill(small_disk)  # before the bot's "0#" at the greeting
+        async with asyncio.timeout(30):
+            while "cannot write its outcome" not in proc.log_path.read_text():
+                await asyncio.sleep(0.1)
+        assert await proc.terminate() == 0
+    finally:
+        await proc.stop()
+    said = [
+        r["message"]
+        for r in proc.log_records()
+        if r.get("level") == "error" and "NOT RECORDED" in r.get("message", "")
+    ]
+    assert len(said) == 1 and call in said[0], said
+    assert "fraud_reported" in said[0] and "no block" in said[0], said
+
+
 async def test_a_cli_call_in_progress_is_left_to_it_by_a_starting_service(
     tmp_path: Path, session: aiohttp.ClientSession, phones: SoftphoneNetwork
 ) -> None:

@@ -624,7 +624,10 @@ class CallFlow:
         elif self._reached_greeting:
             self._decide(Outcome.DENIED, "hung_up")
         else:
-            self._decide(Outcome.DENIED, "hung_up_before_greeting")
+            # Answered by a switchboard that then let go (an extension that does not exist
+            # or is not registered, an operator who did not transfer): the person never heard
+            # the question, so they did not deny anything; they were not reached.
+            self._decide(Outcome.UNREACHABLE, "hung_up_before_greeting")
 
     def _decide(self, outcome: Outcome, reason: str | None) -> None:
         if self.outcome is not None:

@@ -160,6 +160,16 @@ async def test_voicemail_gives_no_input(flows: FlowHarness) -> None:
     assert call.count("prompting") == 2
 
 
+async def test_an_extension_nobody_is_registered_at_is_unreachable_not_denied(
+    flows: FlowHarness,
+) -> None:
+    # Found by review: the auto attendant answers, finds no desk at 5679 and hangs up; the
+    # person never heard the question, and the call read `denied`.
+    call = flows.start(f"{AUTO_ATTENDANT} x5679")
+    assert await call.finished(timeout=60) == (Outcome.UNREACHABLE, "hung_up_before_greeting")
+    assert "answered" in call.events() and "prompting" not in call.events()
+
+
 async def test_hanging_up_during_the_greeting_denies(
     flows: FlowHarness, phones: SoftphoneNetwork
 ) -> None:

@@ -257,7 +257,7 @@ async def test_the_operator_hears_the_transfer_request_in_french(
     await op.stop_recording()
     first_attempt = call.events()
     op.hangup()  # (ends the second playback: that one is `failed`)
-    assert await call.finished() == (Outcome.DENIED, "hung_up_before_greeting")
+    assert await call.finished() == (Outcome.UNREACHABLE, "hung_up_before_greeting")
     assert not [e for e in first_attempt if e.startswith("playback_")], call.timeline
     assert "language_fallback" not in call.events()
     # What was heard lasts as long as the French prompts with French digits (not English ones).

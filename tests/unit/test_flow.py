@@ -569,7 +569,7 @@ async def test_operator_hanging_up_before_the_greeting() -> None:
             fake.later(0.01, lambda: fake.destroy(16))
 
     got, reason, _, _ = await run("+1 425 555 0120 x@5678", script)
-    assert (got, reason) == (Outcome.DENIED, "hung_up_before_greeting")
+    assert (got, reason) == (Outcome.UNREACHABLE, "hung_up_before_greeting")
 
 
 async def test_a_failed_playback_is_in_the_timeline() -> None:

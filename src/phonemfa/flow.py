@@ -547,14 +547,28 @@ class CallFlow:
                 if self.asterisk_stopping is not None:
                     self.asterisk_stopping()
         elif kind == "ChannelCallerId":
-            caller = event.channel.get("caller", {})
-            self._step("caller_id_changed", number=mask_text(caller.get("number", "")))
+            number = str(event.channel.get("caller", {}).get("number", ""))
+            if self._is_transfer_hint(number):
+                self._step("caller_id_changed", number=mask_text(number))
         elif kind == "ChannelTalkingStarted":
             self._step("talking_started")
         elif kind == "ChannelTalkingFinished":
             self._step("talking_finished", duration_ms=event.data.get("duration"))
         elif kind == RESYNC_EVENT:
             self._resynced(event)
+
+    def _is_transfer_hint(self, number: str) -> bool:
+        """A caller-id update hints at a transfer only once answered, and only when it
+        names another line than the one dialled (phones announce their own number as they
+        ring: found by review)."""
+        if self.channel_state != "Up":
+            return False
+        digits = "".join(c for c in number if c.isdigit())
+        dialled = self.req.plan.number
+        same = len(digits) >= 7 and (
+            dialled.digits.endswith(digits) or digits.endswith(dialled.national_digits)
+        )
+        return not same
 
     def _set_state(self, state: str, asterisk_at: str = "") -> None:
         if state == self.channel_state:

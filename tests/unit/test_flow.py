@@ -563,6 +563,28 @@ async def test_operator_mode_asks_for_a_transfer_and_sends_no_dtmf() -> None:
     assert "5678" not in repr(rec.timeline)
 
 
+async def test_only_a_caller_id_of_another_line_after_the_answer_is_a_transfer_hint() -> None:
+    def caller(fake: FakeAsterisk, number: str) -> None:
+        channel = {"id": fake.channel, "state": "Up", "caller": {"number": number}}
+        fake.emit("ChannelCallerId", channel=channel)
+
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "ringing":  # a ringing phone announcing itself: no transfer
+            caller(fake, "5678")
+        elif event == "operator_prompt" and rec.count("operator_prompt") == 1:
+            caller(fake, "+1 425 555 0120")  # the line dialled
+            caller(fake, "4255550120")
+            caller(fake, "5678")  # the desk, after a transfer
+            fake.press("#")
+        elif event == "prompting":
+            fake.press("#")
+
+    got, _, _, rec = await run("+1 425 555 0120 x@5678", script)
+    assert got is Outcome.APPROVED
+    hints = [d for n, d in rec.timeline if n == "caller_id_changed"]
+    assert hints == [{"number": "*******78"}], hints
+
+
 async def test_operator_hanging_up_before_the_greeting() -> None:
     def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
         if event == "operator_prompt":

@@ -106,6 +106,11 @@ class CallRequest:
     """What the request asked for, when `language` differs from it (a fallback)."""
 
 
+def _begins(fraud_code: str, typed: str) -> bool:
+    """`typed` is the fraud code's start, short of its end."""
+    return bool(typed) and not typed.endswith("#") and fraud_code.startswith(typed)
+
+
 class HungUp(Exception):
     """Our channel went away (the far end hung up, or it was lost, or Asterisk stopped)."""
 
@@ -172,6 +177,7 @@ class CallFlow:
         # then (None: no guard, keys count as they come).
         self._next_prompt_guard: float | None = None
         self._asterisk_going = False
+        self._entry_cut_prompt = False  # the last entry's first key stopped its prompt
         self._loop = asyncio.get_running_loop()
 
     # --- the call, top to bottom -------------------------------------------
@@ -370,9 +376,9 @@ class CallFlow:
         retry = req.catalog.get(MessageType.RETRY, req.language)
         prompt = greeting
         wrong = silent = 0
-        # A wrong entry that was the start of the fraud code, cut by the inter-digit pause
-        # ("0", then "#" seconds later: a person finding '#' on a phone's keypad): what
-        # comes next may be the rest of that code.
+        # Wrong entries that began the fraud code, cut by the inter-digit pause ("0", then "#"
+        # seconds later: a person finding '#' on a phone's keypad): keys that cut into the
+        # retry prompt may be the rest of that code.
         fraud_started = ""
         # Keys before the greeting and in its first moment answer nothing the person has heard:
         # the second '#' of a "##" at the extension or operator prompt, a key already on its
@@ -383,6 +389,7 @@ class CallFlow:
             self._step("prompting", media=list(prompt.media), language=prompt.language)
             entry = await self._ask(prompt)
             if entry is None:
+                fraud_started = ""  # silence in between: what comes next is a new answer
                 silent += 1
                 self._step("no_input", count=silent)
                 if silent >= self.calls.no_input_prompts:
@@ -390,20 +397,23 @@ class CallFlow:
                     return
                 prompt = repeat
                 continue
-            if offer_fraud and fraud.code in (entry, fraud_started + entry):
+            # Not an answer to a prompt heard whole again (the keys came after it ended).
+            carried = fraud_started if self._entry_cut_prompt else ""
+            if offer_fraud and fraud.code in (entry, carried + entry):
                 await self._close(Outcome.FRAUD_REPORTED, None, MessageType.FRAUD_CONFIRMATION)
                 return
             expected = "#" if code is None else code + "#"
             # After the start of the fraud code, a bare '#' is not a yes: it may be the end of
             # a fraud report that did not match (a code such as "99#"). The person is asked
             # again. A number-matching code is unambiguous and stands.
-            if entry == expected and not (fraud_started and code is None):
+            if entry == expected and not (carried and code is None):
                 await self._close(Outcome.APPROVED, None, MessageType.SUCCESS)
                 return
             wrong += 1
             self._step("wrong_input", count=wrong, entry=self._shown(entry))
-            started = offer_fraud and not entry.endswith("#") and fraud.code.startswith(entry)
-            fraud_started = entry if started else ""
+            fraud_started = next(
+                (t for t in (carried + entry, entry) if offer_fraud and _begins(fraud.code, t)), ""
+            )
             if wrong >= self.calls.attempts:
                 await self._close(Outcome.DENIED, "wrong_input", MessageType.DENIED)
                 return
@@ -420,6 +430,7 @@ class CallFlow:
         inter_digit_timeout. None when no key comes at all."""
         self.keys.clear()
         await self._play(prompt, stop_on=lambda: bool(self.keys))
+        self._entry_cut_prompt = bool(self.keys)
         if not self.keys and not await self._wait_any_key(self.calls.first_digit_timeout):
             return None
         while "#" not in self.keys and len(self.keys) < MAX_ENTRY:

@@ -353,6 +353,39 @@ async def test_a_bare_pound_after_the_start_of_the_fraud_code_asks_again() -> No
     assert (got, rec.count("wrong_input")) == (Outcome.APPROVED, 2)
 
 
+def _at_prompt(keys: dict[int, str], *, after_it: bool = False) -> Any:
+    """Press keys[n] at the n-th prompt: during it, or (`after_it`) once it has ended."""
+
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Any) -> None:
+        n = rec.count("prompting")
+        if event == "prompting" and n in keys:
+            if after_it and n > 1:
+                fake.later(PROMPT_SECONDS + 0.03, lambda: fake.press(keys[n]))
+            else:
+                fake.press(keys[n])
+
+    return script
+
+
+async def test_a_fraud_start_is_forgotten_after_a_silence() -> None:
+    # Found by review: "0" by mistake, the retry prompt in silence, the greeting again, then
+    # '#' to approve: reported as fraud, and the user blocked.
+    got, _, _, rec = await run(MOBILE, _at_prompt({1: "0", 3: "#"}))
+    assert (got, rec.count("wrong_input"), rec.count("no_input")) == (Outcome.APPROVED, 1, 1)
+
+
+async def test_a_pound_after_the_whole_retry_prompt_is_a_yes() -> None:
+    # The person heard the question again, fraud option included, and answered it.
+    got, _, _, _ = await run(MOBILE, _at_prompt({1: "0", 2: "#"}, after_it=True))
+    assert got is Outcome.APPROVED
+
+
+async def test_a_fraud_code_cut_twice_still_reports_fraud() -> None:
+    custom = tenant(fraud={"code": "99#"})
+    got, _, _, rec = await run(MOBILE, _at_prompt({1: "9", 2: "9", 3: "#"}), settings=custom)
+    assert (got, rec.count("wrong_input")) == (Outcome.FRAUD_REPORTED, 2)
+
+
 async def test_the_code_after_the_start_of_the_fraud_code_approves() -> None:
     got, _, _, rec = await run(MOBILE, _slow("0", "42#"), code="42")
     assert (got, rec.count("wrong_input")) == (Outcome.APPROVED, 1)

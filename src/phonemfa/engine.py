@@ -56,6 +56,7 @@ class Engine:
         # hears our events loses its StasisStart, and one made during a restarted Asterisk's
         # back-off was ended with the calls the restart dropped (found by review).
         self.ready = asyncio.Event()
+        self._stopping_seen = -1  # the connection during which Asterisk said it was stopping
         self.flows: dict[str, CallFlow] = {}
         self.lines = Lines(config.trunk.max_calls, config.trunk.queue_timeout)
         self.shipped = shipped_prompts(config.sounds.dir)
@@ -155,10 +156,11 @@ class Engine:
     def asterisk_stopping(self) -> None:
         """Asterisk hung up a channel of ours because it is shutting down: dial nothing more
         until it is back (a call dialled now gets a 500, or is dropped with the rest)."""
-        if not self.ready.is_set():
-            return
-        self.ready.clear()
         generation = self.events.generation
+        if self._stopping_seen == generation:
+            return
+        self._stopping_seen = generation  # also while catching up: ready stays clear after
+        self.ready.clear()
         asyncio.get_running_loop().call_later(STOPPING_GRACE, self._still_up, generation)
 
     def _still_up(self, generation: int) -> None:
@@ -173,7 +175,8 @@ class Engine:
         try:
             await self._catch_up(generation)
         finally:
-            if self.events.generation == generation and self.connected:
+            current = self.events.generation == generation and self.connected
+            if current and self._stopping_seen != generation:
                 self.ready.set()
 
     async def _catch_up(self, generation: int) -> None:
@@ -187,6 +190,8 @@ class Engine:
         except AriError as exc:
             log.warning("re-sync: cannot read Asterisk's status: %s", exc)
             info = {}
+        if self.events.generation != generation:
+            return  # connected again meanwhile: that connect's catch-up is the one that counts
         startup = str(info.get("status", {}).get("startup_time", "")) or None
         restarted = (
             self._startup_time is not None and startup is not None and startup != self._startup_time

@@ -178,6 +178,7 @@ class CallFlow:
         self._next_prompt_guard: float | None = None
         self._asterisk_going = False
         self._entry_cut_prompt = False  # the last entry's first key stopped its prompt
+        self._wait_until = 0.0  # loop time: the end of the waiting before the dial (_run)
         self._loop = asyncio.get_running_loop()
 
     # --- the call, top to bottom -------------------------------------------
@@ -195,7 +196,15 @@ class CallFlow:
                 self.lines.release()
 
     async def _run(self) -> Outcome:
+        wait = self.lines.queue_timeout if self.lines is not None else ASTERISK_WAIT
+        # One deadline for all the waiting before the dial (Asterisk, a line).
+        self._wait_until = self._loop.time() + wait
         try:
+            if self._stop is not None:  # stopped before it started
+                raise self._stop
+            # For Asterisk first, holding no line: an outage is not a lack of lines, and the
+            # lines go to calls that can be dialled.
+            await self._wait_for_asterisk()
             await self._take_line()
             async with asyncio.timeout(self.calls.max_duration):
                 await self._call()
@@ -248,7 +257,7 @@ class CallFlow:
         if self.lines.must_wait():
             self._step("waiting_for_line", in_use=self.lines.in_use, waiting=self.lines.waiting)
         try:
-            await self.lines.acquire()
+            await self.lines.acquire(max(0.0, self._wait_until - self._loop.time()))
         except NoFreeLine:
             raise Stopped(Outcome.FAILED, "no_free_line") from None
         self._holding_line = True
@@ -293,16 +302,16 @@ class CallFlow:
         )
 
     async def _wait_for_asterisk(self) -> None:
-        """Until ARI is connected and caught up (Engine.ready), for as long as a call may
-        wait for a line; then the call ends undialled."""
+        """Until ARI is connected and caught up (Engine.ready), up to the call's deadline for
+        waiting (trunk.queue_timeout from its start); then the call ends undialled."""
         ready = self.asterisk_ready
         if ready is None or ready.is_set():
             return
         self._step("waiting_for_asterisk")
-        wait = self.lines.queue_timeout if self.lines is not None else ASTERISK_WAIT
         try:
-            async with asyncio.timeout(wait):
-                await ready.wait()
+            async with asyncio.timeout_at(self._wait_until):
+                while not ready.is_set():  # set, then cleared again before we ran: wait on
+                    await ready.wait()
         except TimeoutError:
             raise Stopped(Outcome.INTERRUPTED, "asterisk_unavailable") from None
 
@@ -572,12 +581,14 @@ class CallFlow:
         """A caller-id update hints at a transfer only once answered, and only when it
         names another line than the one dialled (phones announce their own number as they
         ring: found by review)."""
-        if self.channel_state != "Up":
-            return False
         digits = "".join(c for c in number if c.isdigit())
+        if self.channel_state != "Up" or not digits:
+            return False
         dialled = self.req.plan.number
+        significant = dialled.digits[len(str(dialled.country_code)) :]  # without +1, +33...
+        # In any format: E.164, national (0 1 23...), international (00 33 1 23..., 011 1...).
         same = len(digits) >= 7 and (
-            dialled.digits.endswith(digits) or digits.endswith(dialled.national_digits)
+            dialled.digits.endswith(digits) or digits.endswith(significant)
         )
         return not same
 

@@ -22,11 +22,12 @@ class Lines:
     def must_wait(self) -> bool:
         return self._free.locked()
 
-    async def acquire(self) -> None:
-        """Take a line (give it back with release()); NoFreeLine after `queue_timeout`."""
+    async def acquire(self, timeout: float | None = None) -> None:
+        """Take a line (give it back with release()); NoFreeLine after `timeout` (the
+        queue time-out by default)."""
         self.waiting += 1
         try:
-            async with asyncio.timeout(self.queue_timeout):
+            async with asyncio.timeout(self.queue_timeout if timeout is None else timeout):
                 await self._free.acquire()
             self.in_use += 1
         except TimeoutError:

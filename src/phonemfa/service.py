@@ -245,11 +245,11 @@ class CallService:
             if pending:
                 self.engine.stop_all(Outcome.INTERRUPTED, "shutdown")
                 await asyncio.wait(pending, timeout=15)
-        self._say_unrecorded()
         await self._drain_background()
         await self.webhooks.stop()
         await self.engine.stop()
         await self.store.flush()
+        self._say_unrecorded()  # last: a write that was only slow has had every chance
 
     def _say_unrecorded(self) -> None:
         """Outcomes decided while the store could not write, and still not on record: they
@@ -521,7 +521,7 @@ class CallService:
         if block is not None:
             tenant, user, why = block
             if block_pending:  # the record kept another outcome: the block on its own
-                await self.block_user(tenant, user, why, record.id)
+                await self._store_block(tenant, user, why, record.id)
             elif not self._primary:
                 await self.store.announce_blocks(user)
         record.status = record.outcome = outcome.value
@@ -619,6 +619,9 @@ class CallService:
         user = canonical_user(user)
         self.guard.block_user(tenant, user)
         log.warning("user %s of tenant %s blocked: %s", user, tenant, reason)
+        await self._store_block(tenant, user, reason, call_id)
+
+    async def _store_block(self, tenant: str, user: str, reason: str, call_id: str | None) -> None:
         try:
             # Only a CLI's blocks need telling: the service (primary) knows its own, and no
             # other service shares its database (startup.hold_serve_lock).

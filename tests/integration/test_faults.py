@@ -185,7 +185,7 @@ async def test_calls_wait_for_asterisk_through_a_restart_and_are_dialled_once_it
         await until_all(api, [first], {"prompting"})
         queued = [(await api.start_call(APPROVES, user=user()))["id"] for _ in range(2)]
         await until_all(api, queued, {"waiting_for_line"})
-        await asyncio.to_thread(_sandbox, "down")  # `core stop now`: a graceful stop
+        await asyncio.to_thread(_sandbox, "down")  # `core stop now`: hangs up every channel
         while_down = (await api.start_call(APPROVES, user=user()))["id"]
         await asyncio.to_thread(_sandbox, "up")  # returns once ARI answers again
         as_it_came_back = (await api.start_call(APPROVES, user=user()))["id"]

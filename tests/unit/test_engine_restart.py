@@ -1,4 +1,5 @@
-"""How the engine tells a restarted Asterisk after a reconnect (no I/O: a scripted ARI)."""
+"""How the engine tells a restarted Asterisk after a reconnect, and when calls may be dialled
+(`Engine.ready`); no I/O: a scripted ARI."""
 
 from __future__ import annotations
 
@@ -63,3 +64,29 @@ async def test_an_unread_start_time_is_forgotten_not_compared_later() -> None:
     ari.startup = "2026-11-26T11:00:00"
     assert await connect(engine, 3) is False
     assert engine.restarts_seen == 0
+
+
+async def test_calls_may_be_dialled_once_a_connect_has_caught_up() -> None:
+    engine = Engine(CONFIG)
+    engine.ari = ScriptedAri()  # type: ignore[assignment]
+    engine.events.generation = 1
+    engine.events.connected.set()
+    assert not engine.ready.is_set()
+    await engine._on_connected(1)
+    assert engine.ready.is_set()
+    engine._not_ready()  # the websocket dropped
+    assert not engine.ready.is_set()
+
+
+async def test_a_stop_said_while_catching_up_keeps_calls_from_being_dialled() -> None:
+    # Found by review: Asterisk said it was stopping before the catch-up ended; the catch-up
+    # then let queued calls be dialled into it.
+    engine = Engine(CONFIG)
+    engine.ari = ScriptedAri()  # type: ignore[assignment]
+    engine.events.generation = 1
+    engine.events.connected.set()
+    engine.asterisk_stopping()
+    await engine._on_connected(1)
+    assert not engine.ready.is_set()
+    engine._still_up(1)  # it kept our connection STOPPING_GRACE later: it did not stop
+    assert engine.ready.is_set()

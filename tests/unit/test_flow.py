@@ -607,6 +607,8 @@ async def test_only_a_caller_id_of_another_line_after_the_answer_is_a_transfer_h
         elif event == "operator_prompt" and rec.count("operator_prompt") == 1:
             caller(fake, "+1 425 555 0120")  # the line dialled
             caller(fake, "4255550120")
+            caller(fake, "011 1 425 555 0120")
+            caller(fake, "")  # no number: no hint either
             caller(fake, "5678")  # the desk, after a transfer
             fake.press("#")
         elif event == "prompting":
@@ -760,6 +762,22 @@ async def test_a_call_waits_for_asterisk_before_dialling() -> None:
     assert fake.requests == [] and rec.timeline[0][0] == "waiting_for_asterisk"
     ready.set()
     assert await asyncio.wait_for(task, 5) is Outcome.APPROVED
+
+
+async def test_calls_waiting_for_asterisk_hold_no_line() -> None:
+    # Found by review: they held their lines, so while Asterisk was down the calls past
+    # max_calls failed with no_free_line, a capacity failure for what was an outage.
+    lines = Lines(1, queue_timeout=5)
+    ready = asyncio.Event()
+    flows = [_queued_flow(lines, call_id, _approve) for call_id in "ab"]
+    for flow, _, _ in flows:
+        flow.asterisk_ready = ready
+    tasks = [asyncio.create_task(flow.run()) for flow, _, _ in flows]
+    await asyncio.sleep(0.05)
+    assert (lines.in_use, lines.waiting) == (0, 0)
+    assert [rec.timeline[0][0] for _, _, rec in flows] == ["waiting_for_asterisk"] * 2
+    ready.set()
+    assert await asyncio.wait_for(asyncio.gather(*tasks), 5) == [Outcome.APPROVED] * 2
 
 
 async def test_a_call_asterisk_never_comes_back_for_ends_undialled() -> None:

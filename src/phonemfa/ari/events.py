@@ -196,11 +196,12 @@ class EventStream:
                 )
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 delay = _next_delay(delay, self.max_backoff)
-                problem = _connect_problem(exc, self.client.base)
+                ever = self.generation > 0
+                problem = _connect_problem(exc, self.client.base, ever_connected=ever)
                 if problem != self.problem:  # once per kind of failure, not every retry
                     log.warning("ARI events: %s; retrying every %.0f s", problem, self.max_backoff)
                 self.problem = problem
-                self.settings_wrong = getattr(exc, "status", None) in (401, 404)
+                self.settings_wrong = _a_setting_is_wrong(exc, ever_connected=ever)
                 await asyncio.sleep(delay)
                 continue
             delay = 0.0
@@ -256,16 +257,26 @@ class EventStream:
             log.error("ARI events: re-sync after connect failed", exc_info=task.exception())
 
 
-def _connect_problem(exc: BaseException, base: str) -> str:
+def _connect_problem(exc: BaseException, base: str, *, ever_connected: bool = False) -> str:
     """What an administrator should read for a failed connect: which setting to look at."""
     status = getattr(exc, "status", None)
     if status == 401:
         return "Asterisk refused our credentials (401): check ari.username and ari.password"
+    if status == 404 and ever_connected:
+        return f"ARI at {base} answered 404: Asterisk restarting (its ARI not loaded yet)?"
     if status == 404:
         return f"no ARI at {base} (404): ari.url is Asterisk's HTTP address, without /ari"
     if isinstance(status, int):
         return f"ARI answered {status} to the event websocket ({exc})"
     return f"cannot connect to ARI at {base} ({str(exc) or type(exc).__name__})"
+
+
+def _a_setting_is_wrong(exc: BaseException, *, ever_connected: bool) -> bool:
+    """A failed connect that waiting will not mend: credentials refused; or nothing at the
+    URL, unless we connected there before (a restarting Asterisk answers 404 until its ARI
+    module is loaded)."""
+    status = getattr(exc, "status", None)
+    return status == 401 or (status == 404 and not ever_connected)
 
 
 def _next_delay(previous: float, ceiling: float) -> float:

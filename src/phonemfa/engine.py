@@ -166,6 +166,7 @@ class Engine:
     def _still_up(self, generation: int) -> None:
         if self.events.generation == generation and self.connected:
             log.warning("Asterisk said it was stopping but did not: dialling again")
+            self._stopping_seen = -1  # a later stop on this connection counts again
             self.ready.set()
 
     async def _on_connected(self, generation: int) -> None:

@@ -177,7 +177,11 @@ class CallFlow:
         # then (None: no guard, keys count as they come).
         self._next_prompt_guard: float | None = None
         self._asterisk_going = False
-        self._entry_cut_prompt = False  # the last entry's first key stopped its prompt
+        # The last entry's prompt was not heard whole: a key (kept or dropped) came during
+        # it, or it did not play to its end by itself.
+        self._prompt_not_heard = False
+        self._keys_seen = 0  # every key received, counted even when dropped
+        self._playback_state: str | None = None  # how the last playback ended, if said
         self._wait_until = 0.0  # loop time: the end of the waiting before the dial (_run)
         self._loop = asyncio.get_running_loop()
 
@@ -190,10 +194,13 @@ class CallFlow:
             return await self._run()
         finally:
             # Only now, hung up: the next call is dialled when this channel is gone.
-            if self._holding_line:
-                self._holding_line = False
-                assert self.lines is not None
-                self.lines.release()
+            self._give_back_line()
+
+    def _give_back_line(self) -> None:
+        if self._holding_line:
+            self._holding_line = False
+            assert self.lines is not None
+            self.lines.release()
 
     async def _run(self) -> Outcome:
         wait = self.lines.queue_timeout if self.lines is not None else ASTERISK_WAIT
@@ -203,9 +210,14 @@ class CallFlow:
             if self._stop is not None:  # stopped before it started
                 raise self._stop
             # For Asterisk first, holding no line: an outage is not a lack of lines, and the
-            # lines go to calls that can be dialled.
-            await self._wait_for_asterisk()
-            await self._take_line()
+            # lines go to calls that can be dialled. Gone again while we waited for a line
+            # (the line freed by a call a stopping Asterisk ended): give it back, wait again.
+            while True:
+                await self._wait_for_asterisk()
+                await self._take_line()
+                if self.asterisk_ready is None or self.asterisk_ready.is_set():
+                    break
+                self._give_back_line()
             async with asyncio.timeout(self.calls.max_duration):
                 await self._call()
         except HungUp as gone:
@@ -274,7 +286,6 @@ class CallFlow:
     # --- dialling ----------------------------------------------------------
     async def _originate(self) -> None:
         plan = self.req.plan
-        await self._wait_for_asterisk()
         if self.req.requested_language is not None:
             self._step(
                 "language_fallback",
@@ -407,7 +418,7 @@ class CallFlow:
                 prompt = repeat
                 continue
             # Not an answer to a prompt heard whole again (the keys came after it ended).
-            carried = fraud_started if self._entry_cut_prompt else ""
+            carried = fraud_started if self._prompt_not_heard else ""
             if offer_fraud and fraud.code in (entry, carried + entry):
                 await self._close(Outcome.FRAUD_REPORTED, None, MessageType.FRAUD_CONFIRMATION)
                 return
@@ -438,8 +449,9 @@ class CallFlow:
         """Play `prompt` and read one entry: keys up to '#', or up to a pause of
         inter_digit_timeout. None when no key comes at all."""
         self.keys.clear()
-        await self._play(prompt, stop_on=lambda: bool(self.keys))
-        self._entry_cut_prompt = bool(self.keys)
+        seen = self._keys_seen
+        ended_by_itself = await self._play(prompt, stop_on=lambda: bool(self.keys))
+        self._prompt_not_heard = self._keys_seen != seen or not ended_by_itself
         if not self.keys and not await self._wait_any_key(self.calls.first_digit_timeout):
             return None
         while "#" not in self.keys and len(self.keys) < MAX_ENTRY:
@@ -462,9 +474,10 @@ class CallFlow:
             await self._play(closing, stop_on=lambda: False)
 
     # --- media and keys ------------------------------------------------------
-    async def _play(self, prompt: Prompt, stop_on: Callable[[], bool]) -> None:
+    async def _play(self, prompt: Prompt, stop_on: Callable[[], bool]) -> bool:
         """Play and wait for the end, or stop it as soon as `stop_on()` holds (a key).
-        Asterisk does not stop playbacks on DTMF by itself (DESIGN §8)."""
+        Asterisk does not stop playbacks on DTMF by itself (DESIGN §8). True when it played
+        to its end by itself (not stopped, not failed, not lost)."""
         guard = self._next_prompt_guard
         if guard is not None:
             # Keys received before this prompt is asked for answer an earlier one: drop them
@@ -473,6 +486,7 @@ class CallFlow:
         playback_id = str(uuid.uuid4())
         self.playback_id = playback_id
         self.playback_over = False
+        self._playback_state = None
         self.router.add_playback(playback_id, self.mailbox)
         try:
             try:
@@ -489,6 +503,8 @@ class CallFlow:
             await self._wait_for(lambda: self.playback_over or stop_on(), PLAYBACK_TIMEOUT)
             if not self.playback_over:
                 await self.ari.stop_playback(playback_id)
+                return False
+            return self._playback_state == "done"
         finally:
             self.router.remove_playback(playback_id)
             self.playback_id = None
@@ -537,6 +553,7 @@ class CallFlow:
     def _handle(self, event: Event) -> None:
         kind = event.type
         if kind == "ChannelDtmfReceived":
+            self._keys_seen += 1
             digit = event.digit
             shown = "*" if self._masking_keys and digit != "#" else digit
             now = self._loop.time()
@@ -554,6 +571,7 @@ class CallFlow:
             if event.playback_id == self.playback_id:
                 self.playback_over = True
                 state = event.playback.get("state")
+                self._playback_state = state
                 if state != "done":
                     self._step("playback_" + str(state), media=event.playback.get("media_uri"))
         elif kind == "StasisStart":

@@ -90,3 +90,18 @@ async def test_a_stop_said_while_catching_up_keeps_calls_from_being_dialled() ->
     assert not engine.ready.is_set()
     engine._still_up(1)  # it kept our connection STOPPING_GRACE later: it did not stop
     assert engine.ready.is_set()
+
+
+async def test_a_second_stop_on_the_same_connection_still_keeps_calls_from_being_dialled() -> None:
+    # Found by review: after a stop that did not happen (STOPPING_GRACE), a real one on the
+    # same connection was ignored.
+    engine = Engine(CONFIG)
+    engine.ari = ScriptedAri()  # type: ignore[assignment]
+    engine.events.generation = 1
+    engine.events.connected.set()
+    await engine._on_connected(1)
+    engine.asterisk_stopping()
+    engine._still_up(1)
+    assert engine.ready.is_set()
+    engine.asterisk_stopping()
+    assert not engine.ready.is_set()

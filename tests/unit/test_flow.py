@@ -386,6 +386,57 @@ async def test_a_fraud_code_cut_twice_still_reports_fraud() -> None:
     assert (got, rec.count("wrong_input")) == (Outcome.FRAUD_REPORTED, 2)
 
 
+class MissingRetry(FakeAsterisk):
+    """The retry sound cannot be played (a missing file): Asterisk ends it at once, failed."""
+
+    async def play(
+        self, channel_id: str, playback_id: str, media: Any, lang: str | None = None
+    ) -> dict[str, Any]:
+        if "retry" not in media[0]:
+            return await super().play(channel_id, playback_id, media, lang)
+        self.requests.append(("play", list(media)))
+        self.playing = playback_id
+        self.later(0.001, lambda: self.finish(playback_id, "failed"))
+        return {"id": playback_id}
+
+
+async def test_a_retry_prompt_that_failed_was_not_heard_whole() -> None:
+    # Found by reviewing the carry: "0", pause, '#' just after a retry prompt that could not
+    # play counted as an answer to a prompt heard whole, and approved.
+    flow, fake, rec = _bare_flow(fake_class=MissingRetry)
+
+    def script(event: str, details: dict[str, Any]) -> None:
+        if event == "prompting" and rec.count("prompting") == 1:
+            fake.press("0")
+        elif event == "wrong_input":
+            fake.later(0.03, lambda: fake.press("#"))
+
+    rec.on_step = script
+    assert await asyncio.wait_for(flow.run(), 5) is Outcome.FRAUD_REPORTED
+    assert rec.count("playback_failed") == 1
+
+
+async def test_keys_dropped_by_the_retry_guard_still_cut_into_the_retry_prompt() -> None:
+    # Found by reviewing the carry: the '#' of "0#" dropped as the tail, then '#' again after
+    # the prompt because nothing happened: that second '#' approved.
+    settings = tenant(
+        calls={**TINY, "retry_key_guard": 0.03, "inter_digit_timeout": 0.1},
+    )
+    flow, fake, rec = _bare_flow(settings)
+
+    def script(event: str, details: dict[str, Any]) -> None:
+        if event == "prompting" and rec.count("prompting") == 1:
+            fake.press("0")
+        elif event == "wrong_input":
+            fake.press("#")
+            fake.later(0.15, lambda: fake.press("#"))
+
+    rec.on_step = script
+    got = await asyncio.wait_for(flow.run(), 5)
+    assert rec.count("key_ignored") == 1
+    assert got is Outcome.FRAUD_REPORTED
+
+
 async def test_the_code_after_the_start_of_the_fraud_code_approves() -> None:
     got, _, _, rec = await run(MOBILE, _slow("0", "42#"), code="42")
     assert (got, rec.count("wrong_input")) == (Outcome.APPROVED, 1)
@@ -778,6 +829,37 @@ async def test_calls_waiting_for_asterisk_hold_no_line() -> None:
     assert [rec.timeline[0][0] for _, _, rec in flows] == ["waiting_for_asterisk"] * 2
     ready.set()
     assert await asyncio.wait_for(asyncio.gather(*tasks), 5) == [Outcome.APPROVED] * 2
+
+
+async def test_a_line_freed_by_a_stopping_asterisk_is_not_held_by_a_call_waiting_for_it() -> None:
+    # Found by reviewing the gate: `core stop now` ended call a; its line went to b, which
+    # then waited for Asterisk holding it, and c failed no_free_line: an outage read as a
+    # lack of lines.
+    lines = Lines(1, queue_timeout=0.3)
+    ready = asyncio.Event()
+    ready.set()
+
+    def stopping(fake: FakeAsterisk, event: str) -> None:
+        if event == "prompting":
+            fake.later(0.01, lambda: fake.emit("ChannelHangupRequest", cause=4, soft=True))
+            fake.later(0.02, lambda: fake.destroy(16))
+
+    a, _, _ = _queued_flow(lines, "a", stopping)
+    b, b_fake, b_rec = _queued_flow(lines, "b", _approve)
+    c, c_fake, _ = _queued_flow(lines, "c", _approve)
+    for flow in (a, b, c):
+        flow.asterisk_ready = ready
+        flow.asterisk_stopping = ready.clear
+    tasks = []
+    for flow in (a, b, c):
+        tasks.append(asyncio.create_task(flow.run()))
+        await asyncio.sleep(0)
+    assert await asyncio.wait_for(tasks[0], 5) is Outcome.INTERRUPTED
+    await asyncio.sleep(0.02)
+    assert b_rec.timeline[-1][0] == "waiting_for_asterisk" and lines.in_use == 0
+    await asyncio.gather(*tasks[1:])
+    assert (b.reason, c.reason) == ("asterisk_unavailable", "asterisk_unavailable")
+    assert (b_fake.requests, c_fake.requests, lines.in_use) == ([], [], 0)
 
 
 async def test_a_call_asterisk_never_comes_back_for_ends_undialled() -> None:

@@ -397,8 +397,8 @@ class CallFlow:
         prompt = greeting
         wrong = silent = 0
         # Wrong entries that began the fraud code, cut by the inter-digit pause ("0", then "#"
-        # seconds later: a person finding '#' on a phone's keypad): keys that cut into the
-        # retry prompt may be the rest of that code.
+        # seconds later: a person finding '#' on a phone's keypad): keys before the retry
+        # prompt was heard whole may be the rest of that code.
         fraud_started = ""
         # Keys before the greeting and in its first moment answer nothing the person has heard:
         # the second '#' of a "##" at the extension or operator prompt, a key already on its
@@ -417,7 +417,7 @@ class CallFlow:
                     return
                 prompt = repeat
                 continue
-            # Not an answer to a prompt heard whole again (the keys came after it ended).
+            # After a retry prompt heard whole, a key answers it: nothing is carried.
             carried = fraud_started if self._prompt_not_heard else ""
             if offer_fraud and fraud.code in (entry, carried + entry):
                 await self._close(Outcome.FRAUD_REPORTED, None, MessageType.FRAUD_CONFIRMATION)

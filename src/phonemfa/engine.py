@@ -15,7 +15,7 @@ from typing import Any
 from phonemfa.app_owner import AppTaken, answer_probe, held_by_another, is_probe
 from phonemfa.ari import AriClient, AriError, Event, EventRouter, EventStream
 from phonemfa.config import Config, TenantSettings
-from phonemfa.flow import EVENT_TYPES, CallFlow, CallRequest, Observer
+from phonemfa.flow import EVENT_TYPES, CallFlow, CallRequest, Observer, asterisk_going
 from phonemfa.lines import Lines
 from phonemfa.outcomes import Outcome
 from phonemfa.prompt_setup import prepare_prompts, shipped_prompts
@@ -80,6 +80,8 @@ class Engine:
             raise AppTaken(self.ari.app)
 
     def _unrouted(self, event: Event) -> None:
+        if event.type == "ChannelHangupRequest" and asterisk_going(event):
+            self.asterisk_stopping()  # on a channel no call owns, say a dialplan entry
         if is_probe(event):
             task = asyncio.create_task(answer_probe(self.ari, event))
             self._answers.add(task)

@@ -111,6 +111,11 @@ def _begins(fraud_code: str, typed: str) -> bool:
     return bool(typed) and not typed.endswith("#") and fraud_code.startswith(typed)
 
 
+def asterisk_going(event: Event) -> bool:
+    """A ChannelHangupRequest that Asterisk's own shutdown made (soft, with its cause)."""
+    return bool(event.data.get("soft")) and bool(event.cause & SOFTHANGUP_ASTERISK_GOING)
+
+
 class HungUp(Exception):
     """Our channel went away (the far end hung up, or it was lost, or Asterisk stopped)."""
 
@@ -580,7 +585,7 @@ class CallFlow:
         elif kind == "ChannelDestroyed":
             self.gone = HungUp(event.cause, asterisk_stopped=self._asterisk_going)
         elif kind == "ChannelHangupRequest":
-            if event.data.get("soft") and event.cause & SOFTHANGUP_ASTERISK_GOING:
+            if asterisk_going(event):
                 self._asterisk_going = True
                 if self.asterisk_stopping is not None:
                     self.asterisk_stopping()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from phonemfa.ari import AriError
+from phonemfa.ari import AriError, Event
 from phonemfa.config import Config
 from phonemfa.engine import Engine
 
@@ -104,4 +104,18 @@ async def test_a_second_stop_on_the_same_connection_still_keeps_calls_from_being
     engine._still_up(1)
     assert engine.ready.is_set()
     engine.asterisk_stopping()
+    assert not engine.ready.is_set()
+
+
+async def test_asterisk_stopping_on_a_channel_no_call_owns_is_heard_too() -> None:
+    # A dialplan entry's channel is not routed to a flow: its soft hang-up still says it.
+    engine = Engine(CONFIG)
+    engine.ari = ScriptedAri()  # type: ignore[assignment]
+    engine.events.generation = 1
+    engine.events.connected.set()
+    await engine._on_connected(1)
+    hangup = {"type": "ChannelHangupRequest", "soft": True, "channel": {"id": "entry"}}
+    engine.router.route(Event({**hangup, "cause": 0}))  # a soft hang-up of another kind
+    assert engine.ready.is_set()
+    engine.router.route(Event({**hangup, "cause": 4}))  # Asterisk shutting down
     assert not engine.ready.is_set()

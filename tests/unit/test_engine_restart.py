@@ -29,6 +29,21 @@ class ScriptedAri:
         return {"status": {"startup_time": self.startup}}
 
 
+def scripted_engine() -> tuple[Engine, ScriptedAri]:
+    engine = Engine(CONFIG)
+    ari = ScriptedAri()
+    engine.ari = ari  # type: ignore[assignment]
+    return engine, ari
+
+
+def connected_engine() -> Engine:
+    """An engine whose stream has just made its first connection (not caught up yet)."""
+    engine, _ = scripted_engine()
+    engine.events.generation = 1
+    engine.events.connected.set()
+    return engine
+
+
 async def connect(engine: Engine, generation: int) -> bool:
     seen: list[bool] = []
 
@@ -42,9 +57,7 @@ async def connect(engine: Engine, generation: int) -> bool:
 
 
 async def test_a_changed_start_time_is_a_restart() -> None:
-    engine = Engine(CONFIG)
-    ari = ScriptedAri()
-    engine.ari = ari  # type: ignore[assignment]
+    engine, ari = scripted_engine()
     assert await connect(engine, 1) is False
     ari.startup = "2026-11-26T11:00:00"
     assert await connect(engine, 2) is True
@@ -55,9 +68,7 @@ async def test_an_unread_start_time_is_forgotten_not_compared_later() -> None:
     # Found by review: a connect that could not read the start time kept the old one, and
     # the next connect, reading the new one, took the calls dialled on the new Asterisk
     # meanwhile for calls its restart dropped, and ended them.
-    engine = Engine(CONFIG)
-    ari = ScriptedAri()
-    engine.ari = ari  # type: ignore[assignment]
+    engine, ari = scripted_engine()
     assert await connect(engine, 1) is False
     ari.startup = None  # Asterisk restarted, and its status could not be read
     assert await connect(engine, 2) is False
@@ -67,10 +78,7 @@ async def test_an_unread_start_time_is_forgotten_not_compared_later() -> None:
 
 
 async def test_calls_may_be_dialled_once_a_connect_has_caught_up() -> None:
-    engine = Engine(CONFIG)
-    engine.ari = ScriptedAri()  # type: ignore[assignment]
-    engine.events.generation = 1
-    engine.events.connected.set()
+    engine = connected_engine()
     assert not engine.ready.is_set()
     await engine._on_connected(1)
     assert engine.ready.is_set()
@@ -81,10 +89,7 @@ async def test_calls_may_be_dialled_once_a_connect_has_caught_up() -> None:
 async def test_a_stop_said_while_catching_up_keeps_calls_from_being_dialled() -> None:
     # Found by review: Asterisk said it was stopping before the catch-up ended; the catch-up
     # then let queued calls be dialled into it.
-    engine = Engine(CONFIG)
-    engine.ari = ScriptedAri()  # type: ignore[assignment]
-    engine.events.generation = 1
-    engine.events.connected.set()
+    engine = connected_engine()
     engine.asterisk_stopping()
     await engine._on_connected(1)
     assert not engine.ready.is_set()
@@ -95,10 +100,7 @@ async def test_a_stop_said_while_catching_up_keeps_calls_from_being_dialled() ->
 async def test_a_second_stop_on_the_same_connection_still_keeps_calls_from_being_dialled() -> None:
     # Found by review: after a stop that did not happen (STOPPING_GRACE), a real one on the
     # same connection was ignored.
-    engine = Engine(CONFIG)
-    engine.ari = ScriptedAri()  # type: ignore[assignment]
-    engine.events.generation = 1
-    engine.events.connected.set()
+    engine = connected_engine()
     await engine._on_connected(1)
     engine.asterisk_stopping()
     engine._still_up(1)
@@ -109,10 +111,7 @@ async def test_a_second_stop_on_the_same_connection_still_keeps_calls_from_being
 
 async def test_asterisk_stopping_on_a_channel_no_call_owns_is_heard_too() -> None:
     # A dialplan entry's channel is not routed to a flow: its soft hang-up still says it.
-    engine = Engine(CONFIG)
-    engine.ari = ScriptedAri()  # type: ignore[assignment]
-    engine.events.generation = 1
-    engine.events.connected.set()
+    engine = connected_engine()
     await engine._on_connected(1)
     hangup = {"type": "ChannelHangupRequest", "soft": True, "channel": {"id": "entry"}}
     engine.router.route(Event({**hangup, "cause": 0}))  # a soft hang-up of another kind

@@ -42,7 +42,7 @@ class Engine:
         self.ari = AriClient(ari.url, ari.username, ari.password.get_secret_value(), ari.app)
         self.on_unrouted = on_unrouted
         self._answers: set[asyncio.Task[None]] = set()
-        self.router = EventRouter(self._unrouted)
+        self.router = EventRouter(self._unrouted, on_every=self._watch)
         self.events = EventStream(
             self.ari,
             self.router,
@@ -80,8 +80,6 @@ class Engine:
             raise AppTaken(self.ari.app)
 
     def _unrouted(self, event: Event) -> None:
-        if event.type == "ChannelHangupRequest" and asterisk_going(event):
-            self.asterisk_stopping()  # on a channel no call owns, say a dialplan entry
         if is_probe(event):
             task = asyncio.create_task(answer_probe(self.ari, event))
             self._answers.add(task)
@@ -129,7 +127,6 @@ class Engine:
             observer,
             lines=self.lines,
             asterisk_ready=self.ready,
-            asterisk_stopping=self.asterisk_stopping,
         )
         self.flows[request.call_id] = flow
         return flow
@@ -152,11 +149,17 @@ class Engine:
             flow.stop(outcome, reason)
         return len(flows)
 
+    def _watch(self, event: Event) -> None:
+        """Every event as it arrives: Asterisk's own shutdown hangs up our channels (soft,
+        with its cause), those of a call and those no call owns (a dialplan entry) alike."""
+        if event.type == "ChannelHangupRequest" and asterisk_going(event):
+            self.asterisk_stopping()
+
     def _not_ready(self) -> None:
         self.ready.clear()
 
     def asterisk_stopping(self) -> None:
-        """Asterisk hung up a channel of ours because it is shutting down: dial nothing more
+        """Asterisk hangs up a channel of ours because it is shutting down: dial nothing more
         until it is back (a call dialled now gets a 500, or is dropped with the rest)."""
         generation = self.events.generation
         if self._stopping_seen == generation:

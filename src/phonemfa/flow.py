@@ -146,13 +146,10 @@ class CallFlow:
         channel_id: str | None = None,
         lines: Lines | None = None,
         asterisk_ready: asyncio.Event | None = None,
-        asterisk_stopping: Callable[[], None] | None = None,
     ) -> None:
         self.req = request
         self.lines = lines
-        # Set while calls may be dialled (Engine.ready); told when Asterisk says it stops.
-        self.asterisk_ready = asterisk_ready
-        self.asterisk_stopping = asterisk_stopping
+        self.asterisk_ready = asterisk_ready  # set while calls may be dialled (Engine.ready)
         self.ari = ari
         self.router = router
         self.observer = observer
@@ -587,8 +584,6 @@ class CallFlow:
         elif kind == "ChannelHangupRequest":
             if asterisk_going(event):
                 self._asterisk_going = True
-                if self.asterisk_stopping is not None:
-                    self.asterisk_stopping()
         elif kind == "ChannelCallerId":
             number = str(event.channel.get("caller", {}).get("number", ""))
             if self._is_transfer_hint(number):

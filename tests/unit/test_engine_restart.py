@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from phonemfa.ari import AriError, Event
+import pytest
+
+from phonemfa.ari import AriError, Event, Mailbox
 from phonemfa.config import Config
 from phonemfa.engine import Engine
 
@@ -109,11 +111,16 @@ async def test_a_second_stop_on_the_same_connection_still_keeps_calls_from_being
     assert not engine.ready.is_set()
 
 
-async def test_asterisk_stopping_on_a_channel_no_call_owns_is_heard_too() -> None:
-    # A dialplan entry's channel is not routed to a flow: its soft hang-up still says it.
+@pytest.mark.parametrize("owned", [True, False])
+async def test_asterisk_stopping_is_heard_on_any_channel_of_ours(owned: bool) -> None:
+    # Found by review: `core stop now` ended a call at once, its line went to a queued call,
+    # and that one was dialled into the stopping Asterisk (500: failed). The channel may be a
+    # call's, or one no call owns (a dialplan entry).
     engine = connected_engine()
     await engine._on_connected(1)
-    hangup = {"type": "ChannelHangupRequest", "soft": True, "channel": {"id": "entry"}}
+    if owned:
+        engine.router.add_channel("ours", Mailbox())
+    hangup = {"type": "ChannelHangupRequest", "soft": True, "channel": {"id": "ours"}}
     engine.router.route(Event({**hangup, "cause": 0}))  # a soft hang-up of another kind
     assert engine.ready.is_set()
     engine.router.route(Event({**hangup, "cause": 4}))  # Asterisk shutting down

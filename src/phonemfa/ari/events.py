@@ -88,10 +88,16 @@ class EventRouter:
     """Maps channel and playback ids to mailboxes. Register before the request that makes
     the id appear: Asterisk may send its first event before it answers the request."""
 
-    def __init__(self, on_unrouted: Callable[[Event], None] | None = None) -> None:
+    def __init__(
+        self,
+        on_unrouted: Callable[[Event], None] | None = None,
+        *,
+        on_every: Callable[[Event], None] | None = None,
+    ) -> None:
         self._channels: dict[str, Mailbox] = {}
         self._playbacks: dict[str, Mailbox] = {}
         self.on_unrouted = on_unrouted
+        self.on_every = on_every  # sees each event first, whoever owns it
 
     def add_channel(self, channel_id: str, mailbox: Mailbox) -> None:
         self._channels[channel_id] = mailbox
@@ -113,6 +119,8 @@ class EventRouter:
 
     def route(self, event: Event) -> bool:
         """Deliver to the owning mailbox; False (and `on_unrouted`) when nobody owns it."""
+        if self.on_every is not None:
+            self.on_every(event)
         box = None
         if event.playback_id is not None:
             box = self._playbacks.get(event.playback_id)

@@ -487,16 +487,15 @@ class CallService:
         # A fraud report blocks the user even if the record keeps another outcome (below):
         # the person did report fraud. In memory at once; on record with the outcome.
         block = self._fraud_block(record) if outcome is Outcome.FRAUD_REPORTED else None
-        block_pending = block is not None
+        recorded = False  # our outcome (and block) written; else the record had one already
         live.unrecorded = outcome
         delay = 0.5
         while True:
             try:
-                if await self.store.finish_call(
+                recorded = await self.store.finish_call(
                     record.id, outcome.value, reason, now, webhook, block
-                ):
-                    block_pending = False
-                else:
+                )
+                if not recorded:
                     # Already settled by another process on this store (a service starting
                     # settles every call it finds in progress, a CLI call's too): the
                     # record's outcome is the call's, and the one everybody is shown.
@@ -520,7 +519,7 @@ class CallService:
         live.unrecorded = None
         if block is not None:
             tenant, user, why = block
-            if block_pending:  # the record kept another outcome: the block on its own
+            if not recorded:  # the record kept another outcome: the block on its own
                 await self._store_block(tenant, user, why, record.id)
             elif not self._primary:
                 await self.store.announce_blocks(user)
@@ -608,18 +607,21 @@ class CallService:
         settings = self.tenants.get(record.tenant)
         if not record.user or settings is None or not settings.fraud.block_user:
             return None
-        user = canonical_user(record.user)
-        self.guard.block_user(record.tenant, user)
-        log.warning("user %s of tenant %s blocked: fraud_reported", user, record.tenant)
+        user = self._block_in_memory(record.tenant, record.user, "fraud_reported")
         return record.tenant, user, "fraud_reported"
 
     async def block_user(self, tenant: str, user: str, reason: str, call_id: str | None) -> None:
         """Block at once (in memory), then on record; a store that cannot write keeps the
         block for this run and says so."""
+        user = self._block_in_memory(tenant, user, reason)
+        await self._store_block(tenant, user, reason, call_id)
+
+    def _block_in_memory(self, tenant: str, user: str, reason: str) -> str:
+        """Refuse the user's next calls from now on; the user in its one spelling."""
         user = canonical_user(user)
         self.guard.block_user(tenant, user)
         log.warning("user %s of tenant %s blocked: %s", user, tenant, reason)
-        await self._store_block(tenant, user, reason, call_id)
+        return user
 
     async def _store_block(self, tenant: str, user: str, reason: str, call_id: str | None) -> None:
         try:

@@ -22,12 +22,12 @@ class Lines:
     def must_wait(self) -> bool:
         return self._free.locked()
 
-    async def acquire(self, timeout: float | None = None) -> None:
-        """Take a line (give it back with release()); NoFreeLine after `timeout` (the
-        queue time-out by default)."""
+    async def acquire(self, timeout: float) -> None:
+        """Take a line (give it back with release()); NoFreeLine after `timeout` (what is
+        left of the call's `queue_timeout`, CallFlow)."""
         self.waiting += 1
         try:
-            async with asyncio.timeout(self.queue_timeout if timeout is None else timeout):
+            async with asyncio.timeout(timeout):
                 await self._free.acquire()
             self.in_use += 1
         except TimeoutError:

@@ -129,8 +129,13 @@ async def test_websocket_drop_with_20_calls_in_progress(
 
 
 # --- Asterisk restarts mid-call ---------------------------------------------------------------
+def _sandbox(action: str) -> None:
+    """`asterisk/sandbox.sh up|down|restart`: up and restart return once ARI answers."""
+    subprocess.run([str(SANDBOX_SH), action], check=True, capture_output=True, timeout=120)
+
+
 def _restart_asterisk() -> float:
-    subprocess.run([str(SANDBOX_SH), "restart"], check=True, capture_output=True, timeout=120)
+    _sandbox("restart")
     return time.monotonic()  # ARI answers again (sandbox.sh waits for it)
 
 
@@ -164,10 +169,6 @@ async def test_asterisk_restart_interrupts_calls_and_phonemfa_reconnects(
         await no_channels_of_ours(ari)
     finally:
         await proc.stop()
-
-
-def _sandbox(action: str) -> None:
-    subprocess.run([str(SANDBOX_SH), action], check=True, capture_output=True, timeout=120)
 
 
 async def test_calls_wait_for_asterisk_through_a_restart_and_are_dialled_once_it_is_back(

@@ -313,46 +313,6 @@ async def test_a_wrong_key_then_pound_approves() -> None:
     assert rec.count("wrong_input") == 1
 
 
-def _slow(first: str, then: str) -> Callable[[FakeAsterisk, str, dict[str, Any], Any], None]:
-    """Press `first` at the greeting; `then` once it was taken as a wrong entry (after the
-    inter-digit pause, past the retry key guard)."""
-
-    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Any) -> None:
-        if event == "prompting" and rec.count("prompting") == 1:
-            fake.press(first)
-        elif event == "prompting" and rec.count("wrong_input") == 1 and rec.count("entry") == 1:
-            fake.press(then)
-
-    return script
-
-
-async def test_a_fraud_code_cut_by_a_pause_still_reports_fraud() -> None:
-    # Found by review: "0", 7 s to find '#', then '#': the '0' was a wrong entry and the
-    # '#', past the retry guard, approved the call of a person reporting fraud.
-    got, _, _, rec = await run(MOBILE, _slow("0", "#"))
-    assert got is Outcome.FRAUD_REPORTED
-    assert rec.count("wrong_input") == 1
-    custom = tenant(fraud={"code": "99#"})
-    got, _, _, _ = await run(MOBILE, _slow("9", "9#"), settings=custom)
-    assert got is Outcome.FRAUD_REPORTED
-
-
-async def test_a_bare_pound_after_the_start_of_the_fraud_code_asks_again() -> None:
-    # "9", pause, "#" with fraud code "99#": not the fraud code, and not a clear yes either.
-    custom = tenant(fraud={"code": "99#"})
-    got, reason, _, rec = await run(MOBILE, _slow("9", "#"), settings=custom)
-    assert got is not Outcome.APPROVED
-    assert rec.count("wrong_input") == 2
-
-    # Asked again, a '#' on its own is a yes.
-    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Any) -> None:
-        if event == "prompting":
-            fake.press({1: "9", 2: "#"}.get(rec.count("prompting"), "#"))
-
-    got, _, _, rec = await run(MOBILE, script, settings=custom)
-    assert (got, rec.count("wrong_input")) == (Outcome.APPROVED, 2)
-
-
 def _at_prompt(keys: dict[int, str], *, after_it: bool = False) -> Any:
     """Press keys[n] at the n-th prompt: during it, or (`after_it`) once it has ended."""
 
@@ -365,6 +325,29 @@ def _at_prompt(keys: dict[int, str], *, after_it: bool = False) -> Any:
                 fake.press(keys[n])
 
     return script
+
+
+async def test_a_fraud_code_cut_by_a_pause_still_reports_fraud() -> None:
+    # Found by review: "0", 7 s to find '#', then '#': the '0' was a wrong entry and the
+    # '#', past the retry guard, approved the call of a person reporting fraud.
+    got, _, _, rec = await run(MOBILE, _at_prompt({1: "0", 2: "#"}))
+    assert got is Outcome.FRAUD_REPORTED
+    assert rec.count("wrong_input") == 1
+    custom = tenant(fraud={"code": "99#"})
+    got, _, _, _ = await run(MOBILE, _at_prompt({1: "9", 2: "9#"}), settings=custom)
+    assert got is Outcome.FRAUD_REPORTED
+
+
+async def test_a_bare_pound_after_the_start_of_the_fraud_code_asks_again() -> None:
+    # "9", pause, "#" with fraud code "99#": not the fraud code, and not a clear yes either.
+    custom = tenant(fraud={"code": "99#"})
+    got, reason, _, rec = await run(MOBILE, _at_prompt({1: "9", 2: "#"}), settings=custom)
+    assert got is not Outcome.APPROVED
+    assert rec.count("wrong_input") == 2
+
+    # Asked again, a '#' on its own is a yes.
+    got, _, _, rec = await run(MOBILE, _at_prompt({1: "9", 2: "#", 3: "#"}), settings=custom)
+    assert (got, rec.count("wrong_input")) == (Outcome.APPROVED, 2)
 
 
 async def test_a_fraud_start_is_forgotten_after_a_silence() -> None:
@@ -438,7 +421,7 @@ async def test_keys_dropped_by_the_retry_guard_still_cut_into_the_retry_prompt()
 
 
 async def test_the_code_after_the_start_of_the_fraud_code_approves() -> None:
-    got, _, _, rec = await run(MOBILE, _slow("0", "42#"), code="42")
+    got, _, _, rec = await run(MOBILE, _at_prompt({1: "0", 2: "42#"}), code="42")
     assert (got, rec.count("wrong_input")) == (Outcome.APPROVED, 1)
 
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from phonemfa.app_owner import AppTaken, answer_probe, held_by_another, is_probe
-from phonemfa.ari import AriClient, AriError, Event, EventRouter, EventStream
+from phonemfa.ari import AriClient, AriError, AriUnavailable, Event, EventRouter, EventStream
 from phonemfa.config import Config, TenantSettings
 from phonemfa.flow import EVENT_TYPES, CallFlow, CallRequest, Observer, asterisk_going
 from phonemfa.lines import Lines
@@ -23,9 +24,13 @@ from phonemfa.prompts import PromptCatalog
 
 log = logging.getLogger("phonemfa.engine")
 
-# Asterisk said it was stopping (a channel's soft hang-up) yet kept our connection this long:
-# the shutdown was called off, and calls may be dialled again.
-STOPPING_GRACE = 30.0
+# While Asterisk is stopping, ask it this often whether it takes new channels again (the
+# shutdown was called off: `core abort shutdown`).
+STOPPING_RECHECK = 3.0
+# Whether Asterisk takes new channels is asked by making one that needs no trunk and no
+# dialplan (a Local channel is never dialled here), then hanging it up.
+PROBE_ENDPOINT = "Local/probe@phonemfa-probe"
+PROBE_PREFIX = "phonemfa-probe-"
 
 # What our app hears from Asterisk: the flows' events, ApplicationReplaced for the service
 # (its dialplan entry and orphan sweep use StasisStart, StasisEnd, ChannelDestroyed and
@@ -41,7 +46,7 @@ class Engine:
         ari = config.ari
         self.ari = AriClient(ari.url, ari.username, ari.password.get_secret_value(), ari.app)
         self.on_unrouted = on_unrouted
-        self._answers: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()  # probe answers, stop watchers
         self.router = EventRouter(self._unrouted, on_every=self._watch)
         self.events = EventStream(
             self.ari,
@@ -57,6 +62,7 @@ class Engine:
         # back-off was ended with the calls the restart dropped (found by review).
         self.ready = asyncio.Event()
         self._stopping_seen = -1  # the connection during which Asterisk said it was stopping
+        self._caught_up = -1  # the connection whose catch-up (_on_connected) has run
         self.flows: dict[str, CallFlow] = {}
         self.lines = Lines(config.trunk.max_calls, config.trunk.queue_timeout)
         self.shipped = shipped_prompts(config.sounds.dir)
@@ -80,12 +86,17 @@ class Engine:
             raise AppTaken(self.ari.app)
 
     def _unrouted(self, event: Event) -> None:
+        if event.channel_id is not None and event.channel_id.startswith(PROBE_PREFIX):
+            return  # our own probe channel (refuses_channels): its StasisStart and end
         if is_probe(event):
-            task = asyncio.create_task(answer_probe(self.ari, event))
-            self._answers.add(task)
-            task.add_done_callback(self._answers.discard)
+            self._spawn(answer_probe(self.ari, event))
         elif self.on_unrouted is not None:
             self.on_unrouted(event)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def start(self, connect_timeout: float | None = None) -> None:
         """Install the tenants' custom prompts (raises PromptSetupError, listing them, when
@@ -101,9 +112,9 @@ class Engine:
 
     async def stop(self) -> None:
         await self.events.stop()
-        for answer in list(self._answers):  # they unset their variable as they go
-            answer.cancel()
-        await asyncio.gather(*self._answers, return_exceptions=True)
+        for task in list(self._tasks):  # probe answers unset their variable as they go
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.ari.close()
 
     def catalog(self, tenant: str) -> PromptCatalog:
@@ -127,6 +138,7 @@ class Engine:
             observer,
             lines=self.lines,
             asterisk_ready=self.ready,
+            asterisk_refusing=self.refused_channel,
         )
         self.flows[request.call_id] = flow
         return flow
@@ -159,19 +171,78 @@ class Engine:
         self.ready.clear()
 
     def asterisk_stopping(self) -> None:
-        """Asterisk hangs up a channel of ours because it is shutting down: dial nothing more
-        until it is back (a call dialled now gets a 500, or is dropped with the rest)."""
+        """Asterisk is shutting down (a soft hang-up with its cause, or it refuses new
+        channels): dial nothing more until it is back (a call dialled now gets a 500, or is
+        dropped with the rest), or until it takes new channels again on this connection."""
         generation = self.events.generation
         if self._stopping_seen == generation:
             return
         self._stopping_seen = generation  # also while catching up: ready stays clear after
         self.ready.clear()
-        asyncio.get_running_loop().call_later(STOPPING_GRACE, self._still_up, generation)
+        log.warning("Asterisk is stopping: new calls wait for it before they are dialled")
+        self._spawn(self._until_accepting(generation))
 
-    def _still_up(self, generation: int) -> None:
-        if self.events.generation == generation and self.connected:
-            log.warning("Asterisk said it was stopping but did not: dialling again")
+    async def _until_accepting(self, generation: int) -> None:
+        """A graceful stop keeps our connection until its last call ends, possibly long; a
+        stop called off keeps it for good. Ask until it is gone or takes channels again."""
+        while self.events.generation == generation and self.connected:
+            await asyncio.sleep(STOPPING_RECHECK)
+            if await self._accepting_again(generation):
+                return
+
+    async def _accepting_again(self, generation: int) -> bool:
+        """True once this connection's Asterisk takes new channels again: calls are dialled
+        again (the gate opens if its catch-up is done). False while it refuses them."""
+        if self.events.generation != generation or not self.connected:
+            return False
+        if await self.refuses_channels():
+            return False
+        if self.events.generation == generation and self._stopping_seen == generation:
+            log.warning("Asterisk takes new channels again (its shutdown was called off)")
             self._stopping_seen = -1  # a later stop on this connection counts again
+            self._open_if_due(generation)
+        return True
+
+    async def refused_channel(self) -> bool:
+        """A call's channel got `500` (or `503`): True, with calls held from dialling
+        (asterisk_stopping), when Asterisk refuses every new channel; False when the fault
+        is that channel's own."""
+        generation = self.events.generation
+        if not await self.refuses_channels():
+            return False
+        if self.events.generation == generation:  # else it is gone already
+            self.asterisk_stopping()
+        return True
+
+    async def refuses_channels(self) -> bool:
+        """Whether Asterisk refuses every new channel, as it does from the start of a shutdown,
+        `core stop gracefully` included (a channel of ours gets `500 Allocation failed`, as it
+        would for a wrong trunk.endpoint; at the very end, ARI itself is gone: `503`). No
+        answer at all counts as refusing; a 4xx says nothing of a stop."""
+        channel_id = PROBE_PREFIX + secrets.token_hex(8)
+        try:
+            await self.ari.create_channel(PROBE_ENDPOINT, channel_id)
+        except AriUnavailable:
+            return True
+        except AriError as exc:
+            if exc.status >= 500:
+                return True
+            log.warning("cannot tell whether Asterisk takes new channels: %s", exc)
+            return False
+        try:
+            await self.ari.hangup(channel_id)
+        except AriError:
+            pass  # a channel of ours left behind is hung up at the next connect
+        return False
+
+    def _open_if_due(self, generation: int) -> None:
+        """Let calls be dialled: connected, this connect caught up, no stop said since."""
+        if (
+            self.events.generation == generation
+            and self.connected
+            and self._caught_up == generation
+            and self._stopping_seen != generation
+        ):
             self.ready.set()
 
     async def _on_connected(self, generation: int) -> None:
@@ -181,9 +252,9 @@ class Engine:
         try:
             await self._catch_up(generation)
         finally:
-            current = self.events.generation == generation and self.connected
-            if current and self._stopping_seen != generation:
-                self.ready.set()
+            if self.events.generation == generation:
+                self._caught_up = generation
+            self._open_if_due(generation)
 
     async def _catch_up(self, generation: int) -> None:
         # Asterisk forgets the filter when it restarts (and may when the app goes idle).

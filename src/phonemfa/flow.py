@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -135,6 +135,10 @@ class Stopped(Exception):
         self.reason = reason
 
 
+class _Refused(Exception):
+    """Asterisk refused to make our channel because it is stopping: nothing was dialled."""
+
+
 class CallFlow:
     def __init__(
         self,
@@ -146,10 +150,14 @@ class CallFlow:
         channel_id: str | None = None,
         lines: Lines | None = None,
         asterisk_ready: asyncio.Event | None = None,
+        asterisk_refusing: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
         self.req = request
         self.lines = lines
         self.asterisk_ready = asterisk_ready  # set while calls may be dialled (Engine.ready)
+        # After a 500 to our channel: does Asterisk refuse every channel, i.e. is it
+        # stopping? (Engine.refused_channel, which then clears asterisk_ready.)
+        self.asterisk_refusing = asterisk_refusing
         self.ari = ari
         self.router = router
         self.observer = observer
@@ -214,14 +222,20 @@ class CallFlow:
             # For Asterisk first, holding no line: an outage is not a lack of lines, and the
             # lines go to calls that can be dialled. Gone again while we waited for a line
             # (the line freed by a call a stopping Asterisk ended): give it back, wait again.
+            # Refused by an Asterisk that is stopping (a graceful stop lets its calls end
+            # but makes no new channel): undialled, so the same, once it is back.
             while True:
                 await self._wait_for_asterisk()
                 await self._take_line()
-                if self.asterisk_ready is None or self.asterisk_ready.is_set():
+                if self.asterisk_ready is not None and not self.asterisk_ready.is_set():
+                    self._give_back_line()
+                    continue
+                try:
+                    async with asyncio.timeout(self.calls.max_duration):
+                        await self._call()
                     break
-                self._give_back_line()
-            async with asyncio.timeout(self.calls.max_duration):
-                await self._call()
+                except _Refused:
+                    self._give_back_line()
         except HungUp as gone:
             self._hung_up(gone)
         except Stopped as stop:
@@ -300,13 +314,24 @@ class CallFlow:
             # Hints that the operator transferred the call (DESIGN §8: best effort).
             variables["TALK_DETECT(set)"] = ""
         self.dialled = True
-        await self.ari.create_channel(
-            plan.dial_string,
-            self.channel_id,
-            app_args=f"call,{self.req.call_id}",
-            variables=variables,
-            caller_id=self.req.caller_id,
-        )
+        try:
+            await self.ari.create_channel(
+                plan.dial_string,
+                self.channel_id,
+                app_args=f"call,{self.req.call_id}",
+                variables=variables,
+                caller_id=self.req.caller_id,
+            )
+        except AriError as exc:
+            # A stopping Asterisk answers 500 (503 at the very end). 500 is also a wrong
+            # trunk.endpoint, 503 a congested one: those fail now; only a stop waits.
+            if exc.status not in (500, 503) or self.asterisk_refusing is None:
+                raise
+            if not await self.asterisk_refusing():
+                raise
+            self.dialled = False  # no channel was made
+            self._step("dial_refused", reason="asterisk_stopping")
+            raise _Refused from None
         await self._wait(lambda: self.in_stasis, STASIS_START_TIMEOUT, "no StasisStart")
         await self.ari.dial(self.channel_id, self.req.dial_timeout)
         # Answered, or ChannelDestroyed with the network's cause (busy, no answer...).

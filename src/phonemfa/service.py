@@ -57,6 +57,9 @@ STATUS_STEPS = frozenset(
         "prompting",
     }
 )
+# Steps that put a call back to `queued`: it waits, undialled (again, after Asterisk refused
+# its channel while stopping).
+QUEUED_STEPS = frozenset({"waiting_for_line", "waiting_for_asterisk"})
 # Every status a call record can have: queued, a step in progress, an outcome.
 CALL_STATUSES = frozenset({"queued"}) | STATUS_STEPS | frozenset(o.value for o in Outcome)
 RATE_LIMIT_CODES = frozenset(
@@ -171,9 +174,14 @@ class _Observer:
         store = self.service.store
         store.append_event(record.id, entry)
         record.updated_at = now
-        if record.outcome is None and event in STATUS_STEPS:
+        if record.outcome is not None:
+            return
+        if event in STATUS_STEPS:
             record.status = event
             store.set_status(record.id, event, now)
+        elif event in QUEUED_STEPS and record.status != "queued":
+            record.status = "queued"
+            store.set_status(record.id, "queued", now)
 
     def outcome(self, outcome: Outcome, reason: str | None) -> None:
         self.live.finishing = asyncio.create_task(self.service._finish(self.live, outcome, reason))

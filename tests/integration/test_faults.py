@@ -203,6 +203,86 @@ async def test_calls_wait_for_asterisk_through_a_restart_and_are_dialled_once_it
         await proc.stop()
 
 
+def _graceful_stop() -> subprocess.Popen[bytes]:
+    """`core stop gracefully`: Asterisk refuses new channels, lets its calls end, then stops.
+    The CLI command returns only then: it runs on while the test goes on."""
+    return subprocess.Popen(
+        [str(SANDBOX_SH), "cli", "core stop gracefully"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def until_refusing_channels(ari: RawAri) -> None:
+    """Until the stop is under way: a new channel gets `500 Allocation failed` (a Local
+    channel for an app nobody holds, which Asterisk would drop by itself)."""
+    async with asyncio.timeout(15):
+        while True:
+            try:
+                await ari.request(
+                    "POST",
+                    "/channels/create",
+                    json={"endpoint": "Local/probe@phonemfa-probe", "app": f"{APP}-probe"},
+                )
+            except AssertionError as exc:
+                if ": 500 " in str(exc):
+                    return
+                raise
+            await asyncio.sleep(0.1)
+
+
+async def test_calls_placed_during_a_graceful_stop_wait_for_asterisk_and_are_dialled_after(
+    tmp_path: Path, ari: RawAri, session: aiohttp.ClientSession, asterisk: Sandbox
+) -> None:
+    """Found by review: a graceful stop or restart (`core stop|restart gracefully`, what an
+    administrator runs to apply changes) refuses new channels while its calls end, and a
+    call placed meanwhile ended `failed (ari_error_500)` at once. It now waits undialled,
+    and is dialled once Asterisk takes channels again: when the stop is called off, and
+    when Asterisk is back after it."""
+    proc = faults_service(tmp_path)
+    stopping: subprocess.Popen[bytes] | None = None
+    try:
+        await proc.start()
+        api = Api(session, proc.url)
+        first = (await api.start_call(VOICEMAIL, user=user()))["id"]
+        await until_all(api, [first], {"prompting"})
+
+        stopping = _graceful_stop()  # the call at the greeting keeps Asterisk up
+        await until_refusing_channels(ari)
+        held = (await api.start_call(APPROVES, user=user()))["id"]
+        call = await api.until_status(held, "dial_refused")
+        assert call["status"] == "queued", call
+        await asyncio.to_thread(asterisk.cli, "core abort shutdown")
+        stopping.wait(10)
+        call = await api.wait(held, 30)
+        steps = [e["event"] for e in call["timeline"]]
+        assert call["outcome"] == "approved", (call["reason"], steps)
+        assert (steps.count("dial_refused"), steps.count("answered")) == (1, 1), steps
+
+        stopping = _graceful_stop()
+        await until_refusing_channels(ari)
+        held = (await api.start_call(APPROVES, user=user()))["id"]
+        await api.until_status(held, "dial_refused")
+        status, _ = await api.request("DELETE", f"/v1/calls/{first}")
+        assert status == 200
+        await asyncio.to_thread(stopping.wait, 30)  # its last call over, Asterisk stops
+        await asyncio.to_thread(_sandbox, "restart")  # waits for it to be gone, starts it
+        call = await api.wait(held, 60)
+        steps = [e["event"] for e in call["timeline"]]
+        assert call["outcome"] == "approved", (call["reason"], steps)
+        assert (steps.count("dial_refused"), steps.count("answered")) == (1, 1), steps
+        assert (await api.wait(first, 10))["outcome"] == "cancelled"
+        await no_channels_of_ours(ari)
+    finally:
+        if stopping is not None and stopping.poll() is None:
+            with contextlib.suppress(subprocess.CalledProcessError):
+                await asyncio.to_thread(asterisk.cli, "core abort shutdown")
+            stopping.kill()
+        await proc.stop()
+        if not asterisk.ari_ready():
+            await asyncio.to_thread(_sandbox, "up")
+
+
 # --- phonemfa is killed -----------------------------------------------------------------------
 async def test_sigkill_with_20_calls_in_progress(
     tmp_path: Path, ari: RawAri, session: aiohttp.ClientSession, hooks: WebhookReceiver

@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
+import phonemfa.engine as engine_module
 from phonemfa.ari import AriError, Event, Mailbox
 from phonemfa.config import Config
 from phonemfa.engine import Engine
@@ -17,10 +19,22 @@ CONFIG = Config.model_validate(
 
 
 class ScriptedAri:
-    """The two requests a connect makes before the re-sync; `startup` None fails the second."""
+    """The two requests a connect makes before the re-sync; `startup` None fails the second.
+    And the probe channel (Engine.refuses_channels): refused while `refusing`."""
 
     def __init__(self) -> None:
         self.startup: str | None = "2026-11-26T10:00:00"
+        self.refusing = False
+        self.probes: list[str] = []  # channels made, then hung up
+
+    async def create_channel(self, endpoint: str, channel_id: str, **kw: Any) -> dict[str, Any]:
+        if self.refusing:
+            raise AriError("POST", "/channels/create", 500, "Allocation failed")
+        self.probes.append(endpoint)
+        return {"id": channel_id}
+
+    async def hangup(self, channel_id: str) -> bool:
+        return True
 
     async def filter_events(self, allowed: Any) -> None:
         return None
@@ -92,23 +106,92 @@ async def test_a_stop_said_while_catching_up_keeps_calls_from_being_dialled() ->
     # Found by review: Asterisk said it was stopping before the catch-up ended; the catch-up
     # then let queued calls be dialled into it.
     engine = connected_engine()
+    ari: ScriptedAri = engine.ari  # type: ignore[assignment]
+    ari.refusing = True
     engine.asterisk_stopping()
     await engine._on_connected(1)
     assert not engine.ready.is_set()
-    engine._still_up(1)  # it kept our connection STOPPING_GRACE later: it did not stop
+    assert await engine._accepting_again(1) is False  # still refusing channels: stopping
+    assert not engine.ready.is_set()
+    ari.refusing = False  # `core abort shutdown`: it takes channels again
+    assert await engine._accepting_again(1) is True
+    assert engine.ready.is_set()
+    assert ari.probes == ["Local/probe@phonemfa-probe"]
+
+
+async def test_a_stop_called_off_is_noticed_by_asking_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(engine_module, "STOPPING_RECHECK", 0.01)
+    engine = connected_engine()
+    ari: ScriptedAri = engine.ari  # type: ignore[assignment]
+    await engine._on_connected(1)
+    ari.refusing = True
+    engine.asterisk_stopping()
+    await asyncio.sleep(0.05)
+    assert not engine.ready.is_set()
+    ari.refusing = False
+    await asyncio.wait_for(engine.ready.wait(), 5)
+    assert not engine._tasks  # the watcher is done
+
+
+async def test_taking_channels_again_before_the_catch_up_ends_waits_for_it() -> None:
+    engine = connected_engine()
+    engine.asterisk_stopping()
+    assert await engine._accepting_again(1) is True
+    assert not engine.ready.is_set()  # the connect has not caught up yet
+    await engine._on_connected(1)
     assert engine.ready.is_set()
 
 
 async def test_a_second_stop_on_the_same_connection_still_keeps_calls_from_being_dialled() -> None:
-    # Found by review: after a stop that did not happen (STOPPING_GRACE), a real one on the
-    # same connection was ignored.
+    # Found by review: after a stop that did not happen, a real one on the same connection
+    # was ignored.
     engine = connected_engine()
     await engine._on_connected(1)
     engine.asterisk_stopping()
-    engine._still_up(1)
+    assert await engine._accepting_again(1) is True
     assert engine.ready.is_set()
     engine.asterisk_stopping()
     assert not engine.ready.is_set()
+
+
+@pytest.mark.parametrize("refusing", [True, False])
+async def test_a_refused_channel_holds_dialling_only_when_asterisk_refuses_every_channel(
+    refusing: bool,
+) -> None:
+    # `core stop gracefully` lets calls end but refuses new channels, with the 500 that a
+    # wrong trunk.endpoint gets too: a probe channel tells the two apart.
+    engine = connected_engine()
+    ari: ScriptedAri = engine.ari  # type: ignore[assignment]
+    await engine._on_connected(1)
+    ari.refusing = refusing
+    assert await engine.refused_channel() is refusing
+    assert engine.ready.is_set() is not refusing
+
+
+async def test_a_stop_heard_on_a_connection_that_drops_is_left_to_the_next_connect() -> None:
+    engine = connected_engine()
+    await engine._on_connected(1)
+    engine.asterisk_stopping()
+    engine.events.connected.clear()  # Asterisk stopped: the websocket dropped
+    engine.events.generation = 2
+    assert await engine._accepting_again(1) is False
+    assert not engine.ready.is_set()
+    engine.events.connected.set()
+    await engine._on_connected(2)
+    assert engine.ready.is_set()
+
+
+async def test_the_probe_channel_is_nobody_s_business() -> None:
+    seen: list[Event] = []
+    engine = connected_engine()
+    engine.on_unrouted = seen.append
+    start = {"type": "StasisStart", "args": [], "channel": {"id": "phonemfa-probe-0a1b"}}
+    engine.router.route(Event(start))
+    assert seen == []
+    engine.router.route(Event({**start, "channel": {"id": "left-by-an-earlier-run"}}))
+    assert [e.channel_id for e in seen] == ["left-by-an-earlier-run"]
 
 
 @pytest.mark.parametrize("owned", [True, False])

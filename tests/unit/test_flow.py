@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from phonemfa.ari import AriNotFound, Event, EventRouter
+from phonemfa.ari import AriError, AriNotFound, Event, EventRouter
 from phonemfa.config import Config, DialProfile, TenantSettings
 from phonemfa.flow import CallFlow, CallRequest
 from phonemfa.lines import Lines
@@ -851,6 +851,59 @@ async def test_a_call_asterisk_never_comes_back_for_ends_undialled() -> None:
     assert await asyncio.wait_for(flow.run(), 5) is Outcome.INTERRUPTED
     assert (flow.reason, fake.requests) == ("asterisk_unavailable", [])
     assert rec.outcomes == [(Outcome.INTERRUPTED, "asterisk_unavailable")]
+
+
+class RefusingAsterisk(FakeAsterisk):
+    """Refuses the first `refusals` channels with `500 Allocation failed`, as Asterisk does
+    for every new channel once a shutdown is under way (and for a wrong endpoint)."""
+
+    refusals = 1
+
+    async def create_channel(self, endpoint: str, channel_id: str, **kw: Any) -> dict[str, Any]:
+        if self.refusals > 0:
+            self.refusals -= 1
+            self.requests.append(("refused", endpoint))
+            raise AriError("POST", "/channels/create", 500, "Allocation failed")
+        return await super().create_channel(endpoint, channel_id, **kw)
+
+
+@pytest.mark.parametrize("stopping", [True, False])
+async def test_a_channel_refused_by_a_stopping_asterisk_waits_and_is_dialled_after(
+    stopping: bool,
+) -> None:
+    # Found by review: `core stop gracefully` (or restart) lets calls in progress end but
+    # makes no new channel; a call dialled meanwhile ended `failed (ari_error_500)` at once.
+    # Now it waits, holding no line, undialled, as for any outage. A 500 while Asterisk
+    # takes other channels is that channel's own fault (a wrong trunk.endpoint): it fails.
+    lines = Lines(1, queue_timeout=5)
+    ready = asyncio.Event()
+    ready.set()
+    flow, fake, rec = _bare_flow(fake_class=RefusingAsterisk, lines=lines)
+    rec.on_step = lambda event, details: _approve(fake, event)
+    asked: list[bool] = []
+
+    async def refusing() -> bool:
+        asked.append(stopping)
+        if stopping:
+            ready.clear()  # as Engine.refused_channel does
+        return stopping
+
+    flow.asterisk_ready = ready
+    flow.asterisk_refusing = refusing
+    task = asyncio.create_task(flow.run())
+    await asyncio.sleep(0.05)
+    assert asked == [stopping]
+    if not stopping:
+        assert await asyncio.wait_for(task, 5) is Outcome.FAILED
+        assert flow.reason == "ari_error_500"
+        return
+    steps = [event for event, _ in rec.timeline]
+    assert steps[-2:] == ["dial_refused", "waiting_for_asterisk"], steps
+    assert (task.done(), flow.dialled, lines.in_use) == (False, False, 0)
+    ready.set()  # Asterisk is back (or takes channels again)
+    assert await asyncio.wait_for(task, 5) is Outcome.APPROVED
+    assert [r[0] for r in fake.requests][:3] == ["refused", "create", "dial"]
+    assert [event for event, _ in rec.timeline].count("answered") == 1
 
 
 async def test_a_call_past_max_calls_waits_for_a_line_then_goes_through() -> None:

@@ -139,6 +139,7 @@ class Engine:
             lines=self.lines,
             asterisk_ready=self.ready,
             asterisk_refusing=self.refused_channel,
+            connection=self._connection,
         )
         self.flows[request.call_id] = flow
         return flow
@@ -166,6 +167,10 @@ class Engine:
         with its cause), those of a call and those no call owns (a dialplan entry) alike."""
         if event.type == "ChannelHangupRequest" and asterisk_going(event):
             self.asterisk_stopping()
+
+    def _connection(self) -> int | None:
+        """The event connection's number while connected, else None (CallFlow.connection)."""
+        return self.events.generation if self.connected else None
 
     def _not_ready(self) -> None:
         self.ready.clear()

@@ -151,6 +151,7 @@ class CallFlow:
         lines: Lines | None = None,
         asterisk_ready: asyncio.Event | None = None,
         asterisk_refusing: Callable[[], Awaitable[bool]] | None = None,
+        connection: Callable[[], int | None] | None = None,
     ) -> None:
         self.req = request
         self.lines = lines
@@ -158,6 +159,10 @@ class CallFlow:
         # After a 500 to our channel: does Asterisk refuse every channel, i.e. is it
         # stopping? (Engine.refused_channel, which then clears asterisk_ready.)
         self.asterisk_refusing = asterisk_refusing
+        # The number of ARI's event connection while connected, None while not (Engine). An
+        # entry or a silence across a change may miss keys lost meanwhile (no event is sent
+        # twice): it counts for nothing, and the person is asked again.
+        self.connection = connection
         self.ari = ari
         self.router = router
         self.observer = observer
@@ -191,6 +196,7 @@ class CallFlow:
         # it, or it did not play to its end by itself.
         self._prompt_not_heard = False
         self._keys_seen = 0  # every key received, counted even when dropped
+        self._deaf = False  # the last entry or silence (_ask) spanned a loss of ARI's events
         self._playback_state: str | None = None  # how the last playback ended, if said
         self._wait_until = 0.0  # loop time: the end of the waiting before the dial (_run)
         self._loop = asyncio.get_running_loop()
@@ -396,8 +402,12 @@ class CallFlow:
     async def _until_pound(
         self, prompt: Prompt, name: str, repeats: int, pause: float, reason: str
     ) -> None:
-        """Play `prompt` again and again until someone presses '#' (other keys are ignored)."""
-        for attempt in range(1, repeats + 1):
+        """Play `prompt` again and again until someone presses '#' (other keys are ignored).
+        A round we could not hear keys through all along does not count."""
+        attempt = 0
+        while attempt < repeats:
+            attempt += 1
+            connection = self._connection()
             self.keys.clear()
             # The spoken extension (operator prompt) is masked as the number is.
             media = [DIGITS_MASKED if m.startswith("digits:") else m for m in prompt.media]
@@ -406,6 +416,9 @@ class CallFlow:
             if "#" in self.keys or await self._wait_key("#", pause):
                 self._step("pound_received", during=name)
                 return
+            if self._deaf_since(connection):
+                self._step("events_lost", during=name)
+                attempt -= 1
         raise Stopped(Outcome.NO_INPUT, reason)
 
     # --- the verification ----------------------------------------------------
@@ -435,6 +448,10 @@ class CallFlow:
         while True:
             self._step("prompting", media=list(prompt.media), language=prompt.language)
             entry = await self._ask(prompt)
+            if entry is None and self._deaf:  # a key may have been lost: not a silence
+                self._events_lost()
+                prompt = repeat
+                continue
             if entry is None:
                 fraud_started = ""  # silence in between: what comes next is a new answer
                 silent += 1
@@ -449,6 +466,15 @@ class CallFlow:
             if offer_fraud and fraud.code in (entry, carried + entry):
                 await self._close(Outcome.FRAUD_REPORTED, None, MessageType.FRAUD_CONFIRMATION)
                 return
+            if self._deaf:
+                # The start of this entry may be lost: "0#" read as "#" would approve a
+                # fraud report, "42#" read as "2#" count as wrong. Only a fraud report stands
+                # (above); anything else is asked again, and counts for nothing. The start of
+                # a fraud code is carried as after a wrong entry.
+                self._events_lost()
+                fraud_started = self._fraud_start(carried, entry) or fraud_started
+                prompt = repeat
+                continue
             expected = "#" if code is None else code + "#"
             # After the start of the fraud code, a bare '#' is not a yes: it may be the end of
             # a fraud report that did not match (a code such as "99#"). The person is asked
@@ -458,9 +484,7 @@ class CallFlow:
                 return
             wrong += 1
             self._step("wrong_input", count=wrong, entry=self._shown(entry))
-            fraud_started = next(
-                (t for t in (carried + entry, entry) if offer_fraud and _begins(fraud.code, t)), ""
-            )
+            fraud_started = self._fraud_start(carried, entry)
             if wrong >= self.calls.attempts:
                 await self._close(Outcome.DENIED, "wrong_input", MessageType.DENIED)
                 return
@@ -472,18 +496,33 @@ class CallFlow:
             # key, so no part of it ever starts an entry.
             self._next_prompt_guard = self.calls.retry_key_guard  # from its start (_play)
 
+    def _fraud_start(self, carried: str, entry: str) -> str:
+        """The start of the fraud code this entry (after what was carried) makes, if any."""
+        fraud = self.req.settings.fraud
+        starts = (t for t in (carried + entry, entry) if fraud.enabled and _begins(fraud.code, t))
+        return next(starts, "")
+
+    def _events_lost(self) -> None:
+        self._step("events_lost", during="prompting")
+        # Keys of the entry still on their way are its tail, not an answer to the next.
+        self._next_prompt_guard = self.calls.retry_key_guard
+
     async def _ask(self, prompt: Prompt) -> str | None:
         """Play `prompt` and read one entry: keys up to '#', or up to a pause of
         inter_digit_timeout. None when no key comes at all."""
         self.keys.clear()
         seen = self._keys_seen
+        connection = self._connection()
         ended_by_itself = await self._play(prompt, stop_on=lambda: bool(self.keys))
         self._prompt_not_heard = self._keys_seen != seen or not ended_by_itself
+        self._deaf = False
         if not self.keys and not await self._wait_any_key(self.calls.first_digit_timeout):
+            self._deaf = self._deaf_since(connection)
             return None
         while "#" not in self.keys and len(self.keys) < MAX_ENTRY:
             if not await self._wait_more_keys(len(self.keys), self.calls.inter_digit_timeout):
                 break
+        self._deaf = self._deaf_since(connection)
         if "#" in self.keys:
             entry = "".join(self.keys[: self.keys.index("#") + 1])
         else:
@@ -560,7 +599,16 @@ class CallFlow:
 
     async def _wait(self, done: Callable[[], bool], timeout: float, what: str) -> None:
         if not await self._wait_for(done, timeout):
+            if self._connection() is None:  # we could not hear it happen: not the call's fault
+                raise Stopped(Outcome.INTERRUPTED, "asterisk_unavailable")
             raise Stopped(Outcome.FAILED, what.replace(" ", "_"))
+
+    def _connection(self) -> int | None:
+        return 0 if self.connection is None else self.connection()
+
+    def _deaf_since(self, connection: int | None) -> bool:
+        """ARI's events were lost at some time since `connection` was read (now or then)."""
+        return connection is None or self._connection() != connection
 
     async def _wait_for(self, done: Callable[[], bool], timeout: float) -> bool:
         """Handle this call's events until `done()` or the time is up (False).

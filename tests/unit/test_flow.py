@@ -14,7 +14,7 @@ import pytest
 
 from phonemfa.ari import AriError, AriNotFound, Event, EventRouter
 from phonemfa.config import Config, DialProfile, TenantSettings
-from phonemfa.flow import CallFlow, CallRequest
+from phonemfa.flow import CallFlow, CallRequest, Stopped
 from phonemfa.lines import Lines
 from phonemfa.numbers import parse_number
 from phonemfa.outcomes import Outcome
@@ -183,6 +183,7 @@ async def run(
     answer: bool = True,
     cause: int = 17,
     fail_playbacks: bool = False,
+    connection: Callable[[], int | None] | None = None,
 ) -> tuple[Outcome, str | None, FakeAsterisk, Recorder]:
     settings = settings or tenant()
     router = EventRouter()
@@ -200,7 +201,7 @@ async def run(
     }
     plan = plan_call(parse_number(phone, "US"), settings, CONFIG.trunk, [DialProfile(**profile)])
     request = CallRequest("call-1", plan, settings, CATALOG, "en", dial_timeout=5, code=code)
-    flow = CallFlow(request, fake, router, recorder)  # type: ignore[arg-type]
+    flow = CallFlow(request, fake, router, recorder, connection=connection)  # type: ignore[arg-type]
     outcome = await asyncio.wait_for(flow.run(), 10)
     assert len(recorder.outcomes) == 1, recorder.outcomes
     assert recorder.outcomes[0][0] is outcome
@@ -780,6 +781,111 @@ def _queued_flow(
 def _approve(fake: FakeAsterisk, event: str) -> None:
     if event == "prompting":
         fake.press("#")
+
+
+# --- keys lost with ARI's events (the websocket dropped) ------------------------------------
+class Connection:
+    """ARI's event connection as the engine numbers it (Engine._connection): None while
+    dropped; a new number once reconnected. Events meanwhile are lost, keys included."""
+
+    def __init__(self) -> None:
+        self.count = 1
+        self.number: int | None = 1
+
+    def __call__(self) -> int | None:
+        return self.number
+
+    def drop(self) -> None:
+        self.number = None
+
+    def back(self) -> None:
+        self.count += 1
+        self.number = self.count
+
+    def blip(self, fake: FakeAsterisk) -> None:
+        """Dropped and back just after now: during the prompt a step announces."""
+        fake.later(0.001, self.drop)
+        fake.later(0.002, self.back)
+
+
+async def test_an_entry_across_a_lost_connection_is_asked_again_not_taken() -> None:
+    # "0#" whose "0" was lost while ARI's websocket reconnected read "#": an approval of a
+    # person reporting fraud. An entry across a loss of events counts for nothing.
+    connection = Connection()
+
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "prompting" and rec.count("prompting") == 1:
+            connection.blip(fake)  # the "0" is lost with the events...
+            fake.press("#")  # ...and the "#" is heard
+        elif event == "prompting" and rec.count("prompting") == 2:
+            fake.press("0#")
+
+    got, _, _, rec = await run(MOBILE, script, connection=connection)
+    assert got is Outcome.FRAUD_REPORTED
+    assert rec.count("events_lost") == 1 and rec.count("wrong_input") == 0
+
+
+async def test_a_fraud_report_across_a_lost_connection_stands() -> None:
+    # Whatever was lost before it, "0#" is no approval: it is taken as it is.
+    connection = Connection()
+
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "prompting":
+            connection.blip(fake)
+            fake.press("0#")
+
+    got, _, _, rec = await run(MOBILE, script, connection=connection)
+    assert (got, rec.count("events_lost")) == (Outcome.FRAUD_REPORTED, 0)
+
+
+@pytest.mark.parametrize("reconnected", [True, False])
+async def test_a_silence_across_a_lost_connection_is_not_the_person_s(reconnected: bool) -> None:
+    # A key pressed while events were lost is never heard: the silence is not counted (two
+    # silences end the call no_input here), and the person is asked again.
+    connection = Connection()
+
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "prompting" and rec.count("prompting") == 1:
+            connection.blip(fake) if reconnected else fake.later(0.001, connection.drop)
+        elif event == "prompting" and rec.count("prompting") == 2:
+            connection.blip(fake) if reconnected else fake.later(0.001, connection.back)
+        elif event == "prompting" and rec.count("prompting") == 3:
+            fake.press("#")
+
+    got, _, _, rec = await run(MOBILE, script, connection=connection)
+    assert got is Outcome.APPROVED
+    assert (rec.count("events_lost"), rec.count("no_input")) == (2, 0)
+
+
+async def test_an_operator_prompt_round_without_events_does_not_count() -> None:
+    connection = Connection()
+
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "operator_prompt" and rec.count("operator_prompt") == 1:
+            connection.blip(fake)
+        elif event == "operator_prompt" and rec.count("operator_prompt") == 3:
+            fake.press("#")  # the third round, past operator_prompt_repeats (2)
+        if event == "prompting":
+            fake.press("#")
+
+    got, _, _, rec = await run("+1 425 555 0120 x@5678", script, connection=connection)
+    assert got is Outcome.APPROVED
+    assert rec.count("events_lost") == 1
+
+
+async def test_a_wait_we_could_not_hear_end_is_interrupted_not_failed() -> None:
+    # A dial that never ended, a StasisStart that never came: while ARI's events are lost,
+    # that says nothing of the call.
+    flow, _, _ = _bare_flow()
+    connection = Connection()
+    flow.connection = connection
+    with pytest.raises(Stopped) as heard:
+        await flow._wait(lambda: False, 0.01, "dial never ended")
+    assert (heard.value.outcome, heard.value.reason) == (Outcome.FAILED, "dial_never_ended")
+    connection.drop()
+    with pytest.raises(Stopped) as deaf:
+        await flow._wait(lambda: False, 0.01, "dial never ended")
+    assert (deaf.value.outcome, deaf.value.reason) == (Outcome.INTERRUPTED, "asterisk_unavailable")
 
 
 # --- dialling only while Asterisk is there (Engine.ready) -----------------------------------

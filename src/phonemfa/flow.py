@@ -417,7 +417,7 @@ class CallFlow:
                 self._step("pound_received", during=name)
                 return
             if self._deaf_since(connection):
-                self._step("events_lost", during=name)
+                self._events_lost(name)
                 attempt -= 1
         raise Stopped(Outcome.NO_INPUT, reason)
 
@@ -449,7 +449,8 @@ class CallFlow:
             self._step("prompting", media=list(prompt.media), language=prompt.language)
             entry = await self._ask(prompt)
             if entry is None and self._deaf:  # a key may have been lost: not a silence
-                self._events_lost()
+                self._events_lost("prompting")
+                self._next_prompt_guard = self.calls.retry_key_guard
                 prompt = repeat
                 continue
             if entry is None:
@@ -471,7 +472,9 @@ class CallFlow:
                 # fraud report, "42#" read as "2#" count as wrong. Only a fraud report stands
                 # (above); anything else is asked again, and counts for nothing. The start of
                 # a fraud code is carried as after a wrong entry.
-                self._events_lost()
+                self._events_lost("prompting")
+                # Keys of the entry still on their way are its tail, not the next answer.
+                self._next_prompt_guard = self.calls.retry_key_guard
                 fraud_started = self._fraud_start(carried, entry) or fraud_started
                 prompt = repeat
                 continue
@@ -502,10 +505,12 @@ class CallFlow:
         starts = (t for t in (carried + entry, entry) if fraud.enabled and _begins(fraud.code, t))
         return next(starts, "")
 
-    def _events_lost(self) -> None:
-        self._step("events_lost", during="prompting")
-        # Keys of the entry still on their way are its tail, not an answer to the next.
-        self._next_prompt_guard = self.calls.retry_key_guard
+    def _events_lost(self, during: str) -> None:
+        """Keys may have been lost: the prompt is played again once we hear Asterisk again.
+        Still deaf, the call cannot go on (nothing it is told would be heard)."""
+        self._step("events_lost", during=during)
+        if self._connection() is None:
+            raise Stopped(Outcome.INTERRUPTED, "asterisk_unavailable")
 
     async def _ask(self, prompt: Prompt) -> str | None:
         """Play `prompt` and read one entry: keys up to '#', or up to a pause of

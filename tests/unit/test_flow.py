@@ -841,20 +841,23 @@ async def test_a_fraud_report_across_a_lost_connection_stands() -> None:
 @pytest.mark.parametrize("reconnected", [True, False])
 async def test_a_silence_across_a_lost_connection_is_not_the_person_s(reconnected: bool) -> None:
     # A key pressed while events were lost is never heard: the silence is not counted (two
-    # silences end the call no_input here), and the person is asked again.
+    # silences end the call no_input here), and the person is asked again once events
+    # come again. Still without them, the call cannot go on.
     connection = Connection()
 
     def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
-        if event == "prompting" and rec.count("prompting") == 1:
+        if event == "prompting" and rec.count("prompting") <= 2:
             connection.blip(fake) if reconnected else fake.later(0.001, connection.drop)
-        elif event == "prompting" and rec.count("prompting") == 2:
-            connection.blip(fake) if reconnected else fake.later(0.001, connection.back)
         elif event == "prompting" and rec.count("prompting") == 3:
             fake.press("#")
 
-    got, _, _, rec = await run(MOBILE, script, connection=connection)
-    assert got is Outcome.APPROVED
-    assert (rec.count("events_lost"), rec.count("no_input")) == (2, 0)
+    got, reason, _, rec = await run(MOBILE, script, connection=connection)
+    if reconnected:
+        assert got is Outcome.APPROVED
+        assert (rec.count("events_lost"), rec.count("no_input")) == (2, 0)
+    else:
+        assert (got, reason) == (Outcome.INTERRUPTED, "asterisk_unavailable")
+        assert (rec.count("events_lost"), rec.count("prompting")) == (1, 1)
 
 
 async def test_an_operator_prompt_round_without_events_does_not_count() -> None:

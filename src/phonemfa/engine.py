@@ -24,9 +24,11 @@ from phonemfa.prompts import PromptCatalog
 
 log = logging.getLogger("phonemfa.engine")
 
-# While Asterisk is stopping, ask it this often whether it takes new channels again (the
-# shutdown was called off: `core abort shutdown`).
+# While Asterisk is stopping, ask it whether it takes new channels again (the shutdown was
+# called off: `core abort shutdown`) after this long, then twice as long each time up to the
+# maximum: each refused probe is a WARNING in Asterisk's log.
 STOPPING_RECHECK = 3.0
+STOPPING_RECHECK_MAX = 30.0
 # Whether Asterisk takes new channels is asked by making one that needs no trunk and no
 # dialplan (a Local channel is never dialled here), then hanging it up.
 PROBE_ENDPOINT = "Local/probe@phonemfa-probe"
@@ -87,7 +89,12 @@ class Engine:
 
     def _unrouted(self, event: Event) -> None:
         if event.channel_id is not None and event.channel_id.startswith(PROBE_PREFIX):
-            return  # our own probe channel (refuses_channels): its StasisStart and end
+            # Our own probe channel (refuses_channels), hung up as soon as made. Made, then
+            # left by a probe cancelled or timed out before its hang-up: hang it up, or it
+            # would keep any later graceful stop waiting (found by review).
+            if event.type == "StasisStart":
+                self._spawn(self._hang_up_probe(event.channel_id))
+            return
         if is_probe(event):
             self._spawn(answer_probe(self.ari, event))
         elif self.on_unrouted is not None:
@@ -155,9 +162,16 @@ class Engine:
             self.forget(request.call_id)
 
     def stop_all(self, outcome: Outcome, reason: str, *, dialled: bool | None = None) -> int:
-        """Stop every call, or only those dialled (True) or still waiting for a line (False);
-        returns how many."""
-        flows = [f for f in self.flows.values() if dialled is None or f.dialled is dialled]
+        """Stop every call; or only those Asterisk was asked a channel for (dialled=True:
+        what a restart dropped); or only those whose phone was not asked to ring yet
+        (dialled=False: waiting for a line or for Asterisk, or still making their channel,
+        which a stopping Asterisk may refuse and send them back to waiting). Returns how many."""
+        if dialled is None:
+            flows = list(self.flows.values())
+        elif dialled:
+            flows = [f for f in self.flows.values() if f.dialled]
+        else:
+            flows = [f for f in self.flows.values() if not f.rung]
         for flow in flows:
             flow.stop(outcome, reason)
         return len(flows)
@@ -190,10 +204,12 @@ class Engine:
     async def _until_accepting(self, generation: int) -> None:
         """A graceful stop keeps our connection until its last call ends, possibly long; a
         stop called off keeps it for good. Ask until it is gone or takes channels again."""
+        delay = STOPPING_RECHECK
         while self.events.generation == generation and self.connected:
-            await asyncio.sleep(STOPPING_RECHECK)
+            await asyncio.sleep(delay)
             if await self._accepting_again(generation):
                 return
+            delay = min(2 * delay, STOPPING_RECHECK_MAX)
 
     async def _accepting_again(self, generation: int) -> bool:
         """True once this connection's Asterisk takes new channels again: calls are dialled
@@ -239,6 +255,12 @@ class Engine:
         except AriError:
             pass  # a channel of ours left behind is hung up at the next connect
         return False
+
+    async def _hang_up_probe(self, channel_id: str) -> None:
+        try:
+            await self.ari.hangup(channel_id)
+        except AriError:
+            pass  # gone already, or Asterisk with it
 
     def _open_if_due(self, generation: int) -> None:
         """Let calls be dialled: connected, this connect caught up, no stop said since."""

@@ -174,6 +174,8 @@ class CallFlow:
         self.in_stasis = False
         # Asterisk was asked for our channel: before that there is nothing to hang up or ask about.
         self.dialled = False
+        self.rung = False  # the channel was dialled: the phone may ring
+        self._attempts = 0  # channels asked for (a stopping Asterisk refuses them)
         self._holding_line = False
         self.gone: HungUp | None = None
         self.playback_id: str | None = None
@@ -308,7 +310,8 @@ class CallFlow:
     # --- dialling ----------------------------------------------------------
     async def _originate(self) -> None:
         plan = self.req.plan
-        if self.req.requested_language is not None:
+        self._attempts += 1
+        if self.req.requested_language is not None and self._attempts == 1:
             self._step(
                 "language_fallback",
                 requested=self.req.requested_language,
@@ -339,6 +342,7 @@ class CallFlow:
             self._step("dial_refused", reason="asterisk_stopping")
             raise _Refused from None
         await self._wait(lambda: self.in_stasis, STASIS_START_TIMEOUT, "no StasisStart")
+        self.rung = True
         await self.ari.dial(self.channel_id, self.req.dial_timeout)
         # Answered, or ChannelDestroyed with the network's cause (busy, no answer...).
         await self._wait(

@@ -12,6 +12,7 @@ import phonemfa.engine as engine_module
 from phonemfa.ari import AriError, Event, Mailbox
 from phonemfa.config import Config
 from phonemfa.engine import Engine
+from phonemfa.outcomes import Outcome
 
 CONFIG = Config.model_validate(
     {"ari": {"password": "x"}, "api": {"tokens": ["t"]}, "tenants": {"default": {}}}
@@ -26,6 +27,7 @@ class ScriptedAri:
         self.startup: str | None = "2026-11-26T10:00:00"
         self.refusing = False
         self.probes: list[str] = []  # channels made, then hung up
+        self.hung_up: list[str] = []
 
     async def create_channel(self, endpoint: str, channel_id: str, **kw: Any) -> dict[str, Any]:
         if self.refusing:
@@ -34,6 +36,7 @@ class ScriptedAri:
         return {"id": channel_id}
 
     async def hangup(self, channel_id: str) -> bool:
+        self.hung_up.append(channel_id)
         return True
 
     async def filter_events(self, allowed: Any) -> None:
@@ -183,13 +186,19 @@ async def test_a_stop_heard_on_a_connection_that_drops_is_left_to_the_next_conne
     assert engine.ready.is_set()
 
 
-async def test_the_probe_channel_is_nobody_s_business() -> None:
+async def test_the_probe_channel_is_nobody_s_business_and_never_left_behind() -> None:
+    # Found by review: a probe cancelled between its channel's creation and its hang-up (a
+    # call cancelled, a shutdown) left that channel in Stasis, keeping any later graceful
+    # stop waiting: nothing else hangs up a channel whose events the engine drops.
     seen: list[Event] = []
     engine = connected_engine()
+    ari: ScriptedAri = engine.ari  # type: ignore[assignment]
     engine.on_unrouted = seen.append
     start = {"type": "StasisStart", "args": [], "channel": {"id": "phonemfa-probe-0a1b"}}
     engine.router.route(Event(start))
-    assert seen == []
+    engine.router.route(Event({**start, "type": "StasisEnd"}))
+    await asyncio.sleep(0)
+    assert (seen, ari.hung_up) == ([], ["phonemfa-probe-0a1b"])
     engine.router.route(Event({**start, "channel": {"id": "left-by-an-earlier-run"}}))
     assert [e.channel_id for e in seen] == ["left-by-an-earlier-run"]
 
@@ -208,3 +217,28 @@ async def test_asterisk_stopping_is_heard_on_any_channel_of_ours(owned: bool) ->
     assert engine.ready.is_set()
     engine.router.route(Event({**hangup, "cause": 4}))  # Asterisk shutting down
     assert not engine.ready.is_set()
+
+
+class StubFlow:
+    def __init__(self, dialled: bool, rung: bool) -> None:
+        self.dialled, self.rung = dialled, rung
+        self.stopped: tuple[Outcome, str] | None = None
+
+    def stop(self, outcome: Outcome, reason: str) -> None:
+        self.stopped = (outcome, reason)
+
+
+async def test_a_shutdown_stops_every_call_whose_phone_was_not_asked_to_ring() -> None:
+    # Found by review: a call making its channel (or asking whether a stopping Asterisk
+    # takes channels) counted as dialled, so a shutdown let it be; refused, it waited again
+    # and could be dialled during the drain.
+    engine, _ = scripted_engine()
+    flows = {
+        "waiting": StubFlow(dialled=False, rung=False),
+        "making_its_channel": StubFlow(dialled=True, rung=False),
+        "ringing": StubFlow(dialled=True, rung=True),
+    }
+    engine.flows = flows  # type: ignore[assignment]
+    assert engine.stop_all(Outcome.INTERRUPTED, "shutdown", dialled=False) == 2
+    assert [name for name, f in flows.items() if f.stopped] == ["waiting", "making_its_channel"]
+    assert engine.stop_all(Outcome.INTERRUPTED, "asterisk_restarted", dialled=True) == 2

@@ -1015,6 +1015,26 @@ async def test_a_channel_refused_by_a_stopping_asterisk_waits_and_is_dialled_aft
     assert [event for event, _ in rec.timeline].count("answered") == 1
 
 
+async def test_a_call_stopped_while_asking_whether_asterisk_is_stopping_is_never_dialled() -> None:
+    flow, fake, rec = _bare_flow(fake_class=RefusingAsterisk, lines=Lines(1, queue_timeout=5))
+    asking = asyncio.Event()
+
+    async def refusing() -> bool:
+        asking.set()
+        await asyncio.sleep(5)  # the probe, on a slow Asterisk
+        return True
+
+    flow.asterisk_ready = asyncio.Event()
+    flow.asterisk_ready.set()
+    flow.asterisk_refusing = refusing
+    task = asyncio.create_task(flow.run())
+    await asyncio.wait_for(asking.wait(), 5)
+    assert (flow.dialled, flow.rung) == (True, False)  # what Engine.stop_all goes by
+    flow.stop(Outcome.INTERRUPTED, "shutdown")
+    assert await asyncio.wait_for(task, 5) is Outcome.INTERRUPTED
+    assert [r[0] for r in fake.requests] == ["refused", "hangup"]  # in case it was made
+
+
 async def test_a_call_past_max_calls_waits_for_a_line_then_goes_through() -> None:
     lines = Lines(1, queue_timeout=5)
     first, first_fake, _ = _queued_flow(lines, "a", _approve)

@@ -52,6 +52,10 @@ ASTERISK_WAIT = 60.0
 HANGUP_TIMEOUT = 5.0
 # A prompt that never reports its end (lost event) is given up on after this long.
 PLAYBACK_TIMEOUT = 120.0
+# After ARI's events were lost: how long a call waits for them to come back (a reconnect is
+# within ari.reconnect_max_delay, then its re-sync), and how many losses it goes through.
+EVENTS_BACK_WAIT = 10.0
+MAX_EVENTS_LOST = 3
 DIGITS_MASKED = f"digits:{EXTENSION_MASK}"
 # How far a channel has got, for re-sync snapshots that may be older than the events seen.
 _STATE_ORDER = {"Ring": 1, "Ringing": 1, "Up": 2}
@@ -199,6 +203,7 @@ class CallFlow:
         self._prompt_not_heard = False
         self._keys_seen = 0  # every key received, counted even when dropped
         self._deaf = False  # the last entry or silence (_ask) spanned a loss of ARI's events
+        self._events_lost_count = 0
         self._playback_state: str | None = None  # how the last playback ended, if said
         self._wait_until = 0.0  # loop time: the end of the waiting before the dial (_run)
         self._loop = asyncio.get_running_loop()
@@ -258,7 +263,11 @@ class CallFlow:
             if self._task is not None:
                 self._task.uncancel()
         except TimeoutError:
-            self._decide(Outcome.FAILED, "max_duration")
+            if self._events_lost_count or self._connection() is None:
+                # Asterisk's events were lost meanwhile: the time is not the call's fault.
+                self._decide(Outcome.INTERRUPTED, "asterisk_unavailable")
+            else:
+                self._decide(Outcome.FAILED, "max_duration")
         except AriUnavailable as exc:
             self._decide(Outcome.INTERRUPTED, "asterisk_unavailable")
             log.warning("call %s: Asterisk unavailable: %s", self.req.call_id, exc)
@@ -421,7 +430,7 @@ class CallFlow:
                 self._step("pound_received", during=name)
                 return
             if self._deaf_since(connection):
-                self._events_lost(name)
+                await self._events_lost(name)
                 attempt -= 1
         raise Stopped(Outcome.NO_INPUT, reason)
 
@@ -444,6 +453,10 @@ class CallFlow:
         # seconds later: a person finding '#' on a phone's keypad): keys before the retry
         # prompt was heard whole may be the rest of that code.
         fraud_started = ""
+        # Keys were lost with ARI's events (the websocket dropped): they may have begun the
+        # fraud code. Until an entry or silence is heard whole, a '#' before the prompt was
+        # heard whole is no yes, as after a carried fraud start (found by review).
+        lost_start = False
         # Keys before the greeting and in its first moment answer nothing the person has heard:
         # the second '#' of a "##" at the extension or operator prompt, a key already on its
         # way at answer. As the greeting's entry they would approve, with the fraud option
@@ -453,10 +466,15 @@ class CallFlow:
             self._step("prompting", media=list(prompt.media), language=prompt.language)
             entry = await self._ask(prompt)
             if entry is None and self._deaf:  # a key may have been lost: not a silence
-                self._events_lost("prompting")
+                await self._events_lost("prompting")
+                lost_start = offer_fraud
+                if not self._prompt_not_heard:  # nothing is carried past a prompt heard whole
+                    fraud_started = ""
                 self._next_prompt_guard = self.calls.retry_key_guard
                 prompt = repeat
                 continue
+            # Heard whole (else asked again below): what was lost before is answered for.
+            was_lost, lost_start = lost_start, False
             if entry is None:
                 fraud_started = ""  # silence in between: what comes next is a new answer
                 silent += 1
@@ -474,19 +492,22 @@ class CallFlow:
             if self._deaf:
                 # The start of this entry may be lost: "0#" read as "#" would approve a
                 # fraud report, "42#" read as "2#" count as wrong. Only a fraud report stands
-                # (above); anything else is asked again, and counts for nothing. The start of
-                # a fraud code is carried as after a wrong entry.
-                self._events_lost("prompting")
+                # (above, leaning to fraud: a lost "1" of "10#" reads "0#"); anything else is
+                # asked again and counts for nothing. A fraud start is carried as after a
+                # wrong entry.
+                await self._events_lost("prompting")
+                lost_start = offer_fraud
                 # Keys of the entry still on their way are its tail, not the next answer.
                 self._next_prompt_guard = self.calls.retry_key_guard
-                fraud_started = self._fraud_start(carried, entry) or fraud_started
+                fraud_started = self._fraud_start(carried, entry) or carried
                 prompt = repeat
                 continue
             expected = "#" if code is None else code + "#"
             # After the start of the fraud code, a bare '#' is not a yes: it may be the end of
             # a fraud report that did not match (a code such as "99#"). The person is asked
             # again. A number-matching code is unambiguous and stands.
-            if entry == expected and not (carried and code is None):
+            unsure = carried or (was_lost and self._prompt_not_heard)
+            if entry == expected and not (unsure and code is None):
                 await self._close(Outcome.APPROVED, None, MessageType.SUCCESS)
                 return
             wrong += 1
@@ -509,10 +530,19 @@ class CallFlow:
         starts = (t for t in (carried + entry, entry) if fraud.enabled and _begins(fraud.code, t))
         return next(starts, "")
 
-    def _events_lost(self, during: str) -> None:
-        """Keys may have been lost: the prompt is played again once we hear Asterisk again.
-        Still deaf, the call cannot go on (nothing it is told would be heard)."""
+    async def _events_lost(self, during: str) -> None:
+        """Keys may have been lost: the prompt is played again once we hear Asterisk again
+        (a reconnect and its re-sync: Engine.ready). Still deaf after a while, or losing
+        events again and again, the call cannot go on: nothing it is told would be heard."""
+        self._events_lost_count += 1
         self._step("events_lost", during=during)
+        if self._events_lost_count > MAX_EVENTS_LOST:
+            raise Stopped(Outcome.INTERRUPTED, "asterisk_unavailable")
+        ready = self.asterisk_ready
+        if ready is not None and not ready.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(EVENTS_BACK_WAIT):
+                    await ready.wait()
         if self._connection() is None:
             raise Stopped(Outcome.INTERRUPTED, "asterisk_unavailable")
 

@@ -109,7 +109,19 @@ async def test_websocket_drop_with_20_calls_in_progress(
         await until_all(api, ids, {"prompting"})
         assert proxy.cut_websockets() == 1
         done = {cid: await api.wait(cid, 60) for cid in ids}
-        assert {cid: c["outcome"] for cid, c in done.items()} == expected
+        felt = 0
+        for cid, call in done.items():
+            steps = [e["event"] for e in call["timeline"]]
+            if expected[cid] == "approved" and "events_lost" in steps:
+                # Its first '#' was read across the drop, where a lost "0" may have begun a
+                # fraud report: asked again. The bot's second '#', during the greeting asked
+                # again, is no yes either (wrong_input), and it presses nothing more.
+                felt += 1
+                assert call["outcome"] in ("no_input", "denied"), (call["outcome"], steps)
+                assert "wrong_input" in steps, steps
+            else:
+                assert call["outcome"] == expected[cid], (call["outcome"], steps)
+        assert felt, "no call read an entry across the drop"
         assert proxy.websocket_connections == 2  # reconnected once, through the proxy
         async with asyncio.timeout(20):  # outcomes are known; closing prompts end
             while (await api.request("GET", "/healthz"))[1]["calls_in_progress"]:

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+import phonemfa.flow as flow_module
 from phonemfa.ari import AriError, AriNotFound, Event, EventRouter
 from phonemfa.config import Config, DialProfile, TenantSettings
 from phonemfa.flow import CallFlow, CallRequest, Stopped
@@ -183,7 +184,7 @@ async def run(
     answer: bool = True,
     cause: int = 17,
     fail_playbacks: bool = False,
-    connection: Callable[[], int | None] | None = None,
+    connection: Connection | None = None,
 ) -> tuple[Outcome, str | None, FakeAsterisk, Recorder]:
     settings = settings or tenant()
     router = EventRouter()
@@ -201,7 +202,14 @@ async def run(
     }
     plan = plan_call(parse_number(phone, "US"), settings, CONFIG.trunk, [DialProfile(**profile)])
     request = CallRequest("call-1", plan, settings, CATALOG, "en", dial_timeout=5, code=code)
-    flow = CallFlow(request, fake, router, recorder, connection=connection)  # type: ignore[arg-type]
+    flow = CallFlow(
+        request,
+        fake,  # type: ignore[arg-type]
+        router,
+        recorder,
+        connection=connection,
+        asterisk_ready=connection.ready if connection is not None else None,
+    )
     outcome = await asyncio.wait_for(flow.run(), 10)
     assert len(recorder.outcomes) == 1, recorder.outcomes
     assert recorder.outcomes[0][0] is outcome
@@ -791,16 +799,20 @@ class Connection:
     def __init__(self) -> None:
         self.count = 1
         self.number: int | None = 1
+        self.ready = asyncio.Event()  # Engine.ready: set once connected (and caught up)
+        self.ready.set()
 
     def __call__(self) -> int | None:
         return self.number
 
     def drop(self) -> None:
         self.number = None
+        self.ready.clear()
 
     def back(self) -> None:
         self.count += 1
         self.number = self.count
+        self.ready.set()
 
     def blip(self, fake: FakeAsterisk) -> None:
         """Dropped and back just after now: during the prompt a step announces."""
@@ -839,7 +851,10 @@ async def test_a_fraud_report_across_a_lost_connection_stands() -> None:
 
 
 @pytest.mark.parametrize("reconnected", [True, False])
-async def test_a_silence_across_a_lost_connection_is_not_the_person_s(reconnected: bool) -> None:
+async def test_a_silence_across_a_lost_connection_is_not_the_person_s(
+    reconnected: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(flow_module, "EVENTS_BACK_WAIT", 0.1)
     # A key pressed while events were lost is never heard: the silence is not counted (two
     # silences end the call no_input here), and the person is asked again once events
     # come again. Still without them, the call cannot go on.
@@ -849,7 +864,7 @@ async def test_a_silence_across_a_lost_connection_is_not_the_person_s(reconnecte
         if event == "prompting" and rec.count("prompting") <= 2:
             connection.blip(fake) if reconnected else fake.later(0.001, connection.drop)
         elif event == "prompting" and rec.count("prompting") == 3:
-            fake.press("#")
+            _key_at(fake, PROMPT_SECONDS + 0.03, "#")  # once the prompt is heard whole
 
     got, reason, _, rec = await run(MOBILE, script, connection=connection)
     if reconnected:
@@ -1122,3 +1137,135 @@ async def test_a_call_stopped_before_it_runs_ends_at_once_without_waiting_for_a_
     assert (second.reason, second_fake.requests) == ("shutdown", [])
     assert await asyncio.wait_for(one, 5) is Outcome.APPROVED
     assert (lines.in_use, lines.waiting) == (0, 0)
+
+
+# --- found by reviewing the first version of the above ---------------------------------------
+def _key_at(fake: FakeAsterisk, delay: float, key: str) -> None:
+    fake.later(delay, lambda: fake.emit("ChannelDtmfReceived", digit=key))
+
+
+@pytest.mark.parametrize("lost", [False, True])
+async def test_a_0_lost_with_the_events_then_a_hash_is_no_approval(lost: bool) -> None:
+    # "0", a pause (finding '#'), then "#" while the next prompt plays. Heard, that is a
+    # fraud report (the carry). With the "0" lost in a blip, the silence was asked again and
+    # the "#" during the repeated greeting approved.
+    connection = Connection()
+    settings = tenant(calls={**TINY, "retry_key_guard": 0.02})
+
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "prompting" and rec.count("prompting") == 1:
+            if lost:
+                connection.blip(fake)  # the "0" goes with the events
+            else:
+                fake.press("0")
+        elif event == "prompting" and rec.count("prompting") == 2:
+            _key_at(fake, 0.03, "#")  # during the prompt, after the guard
+
+    got, _, _, rec = await run(MOBILE, script, settings=settings, connection=connection)
+    assert got is not Outcome.APPROVED, [n for n, _ in rec.timeline]
+
+
+@pytest.mark.parametrize("loss", ["none", "silence", "entry"])
+async def test_no_fraud_start_is_carried_past_a_prompt_heard_whole_across_a_loss(
+    loss: str,
+) -> None:
+    # "0" (wrong), then the retry prompt is heard whole: nothing is carried after it. A deaf
+    # silence or deaf entry there kept the old "0", and a "#" during the next prompt read
+    # "0#": a fraud report nobody made.
+    connection = Connection()
+    settings = tenant(calls={**TINY, "retry_key_guard": 0.02})
+
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "prompting" and rec.count("prompting") == 1:
+            fake.press("0")
+        elif event == "prompting" and rec.count("prompting") == 2:
+            if loss != "none":
+                connection.blip(fake)
+            if loss == "entry":
+                _key_at(fake, 0.1, "5")  # after the retry prompt played whole
+        elif event == "prompting" and rec.count("prompting") == 3:
+            _key_at(fake, 0.03, "#")
+
+    got, _, _, rec = await run(MOBILE, script, settings=settings, connection=connection)
+    assert got is not Outcome.FRAUD_REPORTED, [
+        (n, d.get("entry")) for n, d in rec.timeline if n in ("entry", "events_lost", "wrong_input")
+    ]
+
+
+async def test_a_blip_as_a_silence_ends_waits_for_the_events_and_asks_again() -> None:
+    # The websocket drops 10 ms before the silence ends and is back 20 ms after: the call
+    # was ended interrupted/asterisk_unavailable although events were back at once.
+    connection = Connection()
+
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "prompting" and rec.count("prompting") == 1:
+            # prompt 0.05 s + first_digit_timeout 0.15 s
+            fake.later(0.19, connection.drop)
+            fake.later(0.22, connection.back)
+        elif event == "prompting" and rec.count("prompting") == 2:
+            _key_at(fake, PROMPT_SECONDS + 0.03, "#")  # the prompt asked again heard whole
+
+    got, reason, _, rec = await run(MOBILE, script, connection=connection)
+    assert got is Outcome.APPROVED, (got, reason)
+
+
+async def test_a_connection_that_keeps_dropping_ends_the_call_interrupted() -> None:
+    # Every round spans a reconnect: nothing counted, the greeting was played until
+    # max_duration, and the call ended failed/max_duration.
+    settings = tenant(calls={**TINY, "max_duration": 10})
+    flow, fake, recorder = _bare_flow(settings)
+    connection = Connection()
+    flow.connection = connection
+
+    def script(event: str, details: dict[str, Any]) -> None:
+        if event == "prompting":
+            connection.blip(fake)
+
+    recorder.on_step = script
+    outcome = await asyncio.wait_for(flow.run(), 15)
+    assert (outcome, flow.reason) == (Outcome.INTERRUPTED, "asterisk_unavailable")
+    assert recorder.count("events_lost") == flow_module.MAX_EVENTS_LOST + 1
+
+
+async def test_a_hash_again_during_the_prompt_asked_again_is_no_approval() -> None:
+    # "0#" whose "0" was lost: the "#" is asked again (events_lost). The person, whose "#"
+    # seemed not taken (the greeting starts again), pressed "#" again 1 s into it: approved.
+    connection = Connection()
+    settings = tenant(calls={**TINY, "retry_key_guard": 0.02})
+
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "prompting" and rec.count("prompting") == 1:
+            connection.blip(fake)
+            fake.press("#")
+        elif event == "prompting" and rec.count("prompting") == 2:
+            _key_at(fake, 0.03, "#")
+
+    got, _, _, rec = await run(MOBILE, script, settings=settings, connection=connection)
+    assert rec.count("events_lost") == 1
+    assert got is not Outcome.APPROVED
+
+
+async def test_a_call_deaf_for_good_ends_interrupted_not_failed() -> None:
+    # The websocket drops during the greeting and stays down: its PlaybackFinished is lost,
+    # _play waits PLAYBACK_TIMEOUT (120 s), and max_duration ended it failed/max_duration.
+    connection = Connection()
+
+    class Deaf(FakeAsterisk):
+        def emit(self, kind: str, **data: Any) -> None:
+            if connection() is not None or kind == "ChannelDestroyed":
+                super().emit(kind, **data)
+
+    flow, fake, recorder = _bare_flow(fake_class=Deaf)
+    flow.calls = flow.calls.model_copy(update={"max_duration": 1})  # below what config allows
+    flow.connection = connection
+
+    def script(event: str, details: dict[str, Any]) -> None:
+        if event == "prompting":
+            fake.later(0.01, connection.drop)
+
+    recorder.on_step = script
+    outcome = await asyncio.wait_for(flow.run(), 15)
+    assert (outcome, flow.reason) == (Outcome.INTERRUPTED, "asterisk_unavailable"), (
+        outcome,
+        flow.reason,
+    )

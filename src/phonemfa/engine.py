@@ -36,7 +36,8 @@ PROBE_PREFIX = "phonemfa-probe-"
 
 # What our app hears from Asterisk: the flows' events, ApplicationReplaced for the service
 # (its dialplan entry and orphan sweep use StasisStart, StasisEnd, ChannelDestroyed and
-# ChannelDtmfReceived, all among the flows'), and ChannelUserevent for app_owner's probe.
+# ChannelDtmfReceived, all among the flows'), and ChannelUserevent for app_owner's probe (and
+# the flows' marks).
 ARI_EVENTS = EVENT_TYPES | {"ApplicationReplaced", "ChannelUserevent"}
 
 

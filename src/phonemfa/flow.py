@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -56,6 +57,10 @@ PLAYBACK_TIMEOUT = 120.0
 # within ari.reconnect_max_delay, then its re-sync), and how many losses it goes through.
 EVENTS_BACK_WAIT = 10.0
 MAX_EVENTS_LOST = 3
+# Before a silence or a wrong entry ends a call: a mark sent through Asterisk must come back
+# on our event stream within this long, else the events before it may be lost too.
+MARK_EVENT = "phonemfa_mark"
+MARK_WAIT = 3.0
 DIGITS_MASKED = f"digits:{EXTENSION_MASK}"
 # How far a channel has got, for re-sync snapshots that may be older than the events seen.
 _STATE_ORDER = {"Ring": 1, "Ringing": 1, "Up": 2}
@@ -80,6 +85,7 @@ EVENT_TYPES = frozenset(
         "ChannelCallerId",
         "ChannelTalkingStarted",
         "ChannelTalkingFinished",
+        "ChannelUserevent",
     }
 )
 
@@ -204,6 +210,8 @@ class CallFlow:
         self._keys_seen = 0  # every key received, counted even when dropped
         self._deaf = False  # the last entry or silence (_ask) spanned a loss of ARI's events
         self._events_lost_count = 0
+        self._mark: str | None = None  # the mark we wait for (_events_still_come), and
+        self._mark_seen = False  # whether it came
         self._playback_state: str | None = None  # how the last playback ended, if said
         self._wait_until = 0.0  # loop time: the end of the waiting before the dial (_run)
         self._loop = asyncio.get_running_loop()
@@ -429,7 +437,8 @@ class CallFlow:
             if "#" in self.keys or await self._wait_key("#", pause):
                 self._step("pound_received", during=name)
                 return
-            if self._deaf_since(connection):
+            last = attempt == repeats
+            if self._deaf_since(connection) or (last and not await self._events_still_come()):
                 await self._events_lost(name)
                 attempt -= 1
         raise Stopped(Outcome.NO_INPUT, reason)
@@ -465,6 +474,8 @@ class CallFlow:
         while True:
             self._step("prompting", media=list(prompt.media), language=prompt.language)
             entry = await self._ask(prompt)
+            if entry is None and not self._deaf and silent + 1 >= self.calls.no_input_prompts:
+                self._deaf = not await self._events_still_come()  # about to end the call
             if entry is None and self._deaf:  # a key may have been lost: not a silence
                 await self._events_lost("prompting")
                 lost_start = offer_fraud
@@ -489,6 +500,14 @@ class CallFlow:
             if offer_fraud and fraud.code in (entry, carried + entry):
                 await self._close(Outcome.FRAUD_REPORTED, None, MessageType.FRAUD_CONFIRMATION)
                 return
+            expected = "#" if code is None else code + "#"
+            # After the start of the fraud code, a bare '#' is not a yes: it may be the end of
+            # a fraud report that did not match (a code such as "99#"). The person is asked
+            # again. A number-matching code is unambiguous and stands.
+            unsure = carried or (was_lost and self._prompt_not_heard)
+            approve = entry == expected and not (unsure and code is None)
+            if not approve and not self._deaf and wrong + 1 >= self.calls.attempts:
+                self._deaf = not await self._events_still_come()  # about to end the call
             if self._deaf:
                 # The start of this entry may be lost: "0#" read as "#" would approve a
                 # fraud report, "42#" read as "2#" count as wrong. Only a fraud report stands
@@ -502,12 +521,7 @@ class CallFlow:
                 fraud_started = self._fraud_start(carried, entry) or carried
                 prompt = repeat
                 continue
-            expected = "#" if code is None else code + "#"
-            # After the start of the fraud code, a bare '#' is not a yes: it may be the end of
-            # a fraud report that did not match (a code such as "99#"). The person is asked
-            # again. A number-matching code is unambiguous and stands.
-            unsure = carried or (was_lost and self._prompt_not_heard)
-            if entry == expected and not (unsure and code is None):
+            if approve:
                 await self._close(Outcome.APPROVED, None, MessageType.SUCCESS)
                 return
             wrong += 1
@@ -529,6 +543,24 @@ class CallFlow:
         fraud = self.req.settings.fraud
         starts = (t for t in (carried + entry, entry) if fraud.enabled and _begins(fraud.code, t))
         return next(starts, "")
+
+    async def _events_still_come(self) -> bool:
+        """Before a silence or a wrong entry ends the call: do this channel's events still
+        reach us? A websocket that died without a close (a NAT or firewall forgetting it) is
+        noticed only by its heartbeat, up to 1.5 x ari.heartbeat later, and the keys lost
+        meanwhile would turn a fraud report into no_input (found by review). Asterisk sends
+        our mark after the events before it, on the same connection."""
+        mark = secrets.token_hex(8)
+        self._mark, self._mark_seen = mark, False
+        try:
+            await self.ari.user_event(MARK_EVENT, {"mark": mark}, channel_id=self.channel_id)
+        except AriError:
+            await self._channel_check()  # HungUp if the channel is gone
+            return False  # our app unknown to Asterisk: our connection is gone
+        try:
+            return await self._wait_for(lambda: self._mark_seen, MARK_WAIT)
+        finally:
+            self._mark = None
 
     async def _events_lost(self, during: str) -> None:
         """Keys may have been lost: the prompt is played again once we hear Asterisk again
@@ -681,6 +713,10 @@ class CallFlow:
             self._step("key", digit=shown, asterisk_at=event.timestamp)
         elif kind == "ChannelStateChange":
             self._set_state(event.channel_state, event.timestamp)
+        elif kind == "ChannelUserevent":
+            if self._mark is not None and event.data.get("eventname") == MARK_EVENT:
+                userevent = event.data.get("userevent") or {}
+                self._mark_seen = self._mark_seen or userevent.get("mark") == self._mark
         elif kind == "PlaybackFinished":
             if event.playback_id == self.playback_id:
                 self.playback_over = True

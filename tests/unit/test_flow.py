@@ -59,6 +59,7 @@ class FakeAsterisk:
         self.gone = False
         self.dtmf_during_playback = False
         self.fail_playbacks = False
+        self.half_open = False
 
     def emit(self, kind: str, **data: Any) -> None:
         data.setdefault("channel", {"id": self.channel, "state": "Up", "caller": {}})
@@ -138,6 +139,14 @@ class FakeAsterisk:
         return {"id": playback_id}
 
     # --- the person on the phone ---
+    async def user_event(
+        self, name: str, variables: dict[str, str], channel_id: str | None = None
+    ) -> None:
+        self.requests.append(("user_event", name))
+        if not self.half_open:  # events that die with a websocket nobody noticed dying
+            userevent = {"eventname": name, "userevent": variables}
+            self.later(0, lambda: self.emit("ChannelUserevent", **userevent))
+
     def press(self, keys: str) -> None:
         for i, key in enumerate(keys):
             self.later(0.005 * (i + 1), lambda k=key: self.emit("ChannelDtmfReceived", digit=k))
@@ -1269,3 +1278,45 @@ async def test_a_call_deaf_for_good_ends_interrupted_not_failed() -> None:
         outcome,
         flow.reason,
     )
+
+
+@pytest.mark.parametrize("half_open", [False, True])
+async def test_a_silence_that_would_end_the_call_is_checked_against_a_dead_websocket(
+    half_open: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by review: a websocket that dies without a close (a NAT or firewall forgetting
+    # it) is noticed by its heartbeat only up to 15 s later; a "0#" lost meanwhile read as
+    # the last silence, and the fraud report ended no_input. A mark sent through Asterisk
+    # must come back before a silence ends the call.
+    monkeypatch.setattr(flow_module, "MARK_WAIT", 0.05)
+    flow, fake, rec = _bare_flow()
+    fake.half_open = half_open
+    assert await asyncio.wait_for(flow.run(), 10) is not None
+    assert fake.sent("user_event")[0] == "phonemfa_mark"
+    if not half_open:
+        assert (flow.outcome, flow.reason) == (Outcome.NO_INPUT, "no_key_pressed")
+        assert rec.count("events_lost") == 0
+    else:
+        assert (flow.outcome, flow.reason) == (Outcome.INTERRUPTED, "asterisk_unavailable")
+        assert rec.count("no_input") == 1  # only the silence that did not end the call
+        assert rec.count("events_lost") == flow_module.MAX_EVENTS_LOST + 1
+
+
+@pytest.mark.parametrize("half_open", [False, True])
+async def test_a_wrong_entry_that_would_end_the_call_is_checked_against_a_dead_websocket(
+    half_open: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(flow_module, "MARK_WAIT", 0.05)
+
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        fake.half_open = half_open
+        if event == "prompting" and rec.count("prompting") <= 3:
+            _key_at(fake, PROMPT_SECONDS + 0.03, "1")
+            _key_at(fake, PROMPT_SECONDS + 0.04, "#")
+
+    got, reason, fake, rec = await run(MOBILE, script)
+    assert rec.count("wrong_input") == (3 if not half_open else 2)
+    if not half_open:
+        assert (got, reason) == (Outcome.DENIED, "wrong_input")
+    else:  # the third "1#" is not taken as the last wrong entry: "0#" may have been lost
+        assert (got, reason) == (Outcome.INTERRUPTED, "asterisk_unavailable")

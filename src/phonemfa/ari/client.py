@@ -276,12 +276,18 @@ class AriClient:
     async def asterisk_info(self) -> dict[str, Any]:
         return cast(dict[str, Any], await self.request("GET", "/asterisk/info"))
 
-    async def user_event(self, name: str, variables: Mapping[str, str]) -> None:
-        """A ChannelUserevent to our app's connection (AriNotFound: nobody registered it)."""
+    async def user_event(
+        self, name: str, variables: Mapping[str, str], channel_id: str | None = None
+    ) -> None:
+        """A ChannelUserevent to our app's connection (AriNotFound: nobody registered it),
+        about our channel `channel_id` if given."""
+        params = {"application": self.app}
+        if channel_id is not None:
+            params["source"] = f"channel:{channel_id}"
         await self.request(
             "POST",
             f"/events/user/{_id(name)}",
-            params={"application": self.app},
+            params=params,
             body={"variables": dict(variables)},
         )
 

@@ -67,8 +67,9 @@ def check_code(code: str, fraud_code: str | None) -> None:
     """A number-matching code is 2-10 digits and must not read as the fraud code."""
     if not CODE_PATTERN.fullmatch(code):
         raise CallRefused("bad_code", "the code must be 2 to 10 digits")
-    if fraud_code is not None and code + "#" == fraud_code:
-        raise CallRefused("bad_code", "the code is the tenant's fraud-report code")
+    # An entry of the code is then the fraud code, or its end after a pause ("00", "42#").
+    if fraud_code is not None and fraud_code.endswith(code + "#"):
+        raise CallRefused("bad_code", "the code is (the end of) the tenant's fraud-report code")
 
 
 __all__ = ["CallRefused", "NumberError", "check_code", "prepare_call"]

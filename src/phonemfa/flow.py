@@ -208,6 +208,7 @@ class CallFlow:
         # it, or it did not play to its end by itself.
         self._prompt_not_heard = False
         self._keys_seen = 0  # every key received, counted even when dropped
+        self._dropped = ""  # keys a guard dropped since the last read
         self._deaf = False  # the last entry or silence (_ask) spanned a loss of ARI's events
         self._events_lost_count = 0
         self._mark: str | None = None  # the mark we wait for (_events_still_come), and
@@ -271,7 +272,7 @@ class CallFlow:
             if self._task is not None:
                 self._task.uncancel()
         except TimeoutError:
-            if self._events_lost_count or self._connection() is None:
+            if self._events_lost_count or self._connection() is None:  # lately, or now
                 # Asterisk's events were lost meanwhile: the time is not the call's fault.
                 self._decide(Outcome.INTERRUPTED, "asterisk_unavailable")
             else:
@@ -437,10 +438,19 @@ class CallFlow:
             if "#" in self.keys or await self._wait_key("#", pause):
                 self._step("pound_received", during=name)
                 return
-            last = attempt == repeats
-            if self._deaf_since(connection) or (last and not await self._events_still_come()):
+            if not self._deaf_since(connection) and attempt == repeats:
+                # About to give up: a '#' still on its way counts; none may be lost.
+                heard = await self._events_still_come(connection)
+                if heard and "#" in self.keys:
+                    self._step("pound_received", during=name)
+                    return
+                if not heard:
+                    connection = None
+            if self._deaf_since(connection):
                 await self._events_lost(name)
                 attempt -= 1
+            else:
+                self._events_lost_count = 0  # losses in a row end the call
         raise Stopped(Outcome.NO_INPUT, reason)
 
     # --- the verification ----------------------------------------------------
@@ -473,9 +483,11 @@ class CallFlow:
         self._next_prompt_guard = self.calls.greeting_key_guard
         while True:
             self._step("prompting", media=list(prompt.media), language=prompt.language)
-            entry = await self._ask(prompt)
-            if entry is None and not self._deaf and silent + 1 >= self.calls.no_input_prompts:
-                self._deaf = not await self._events_still_come()  # about to end the call
+            entry = await self._ask(
+                prompt,
+                last_silence=silent + 1 >= self.calls.no_input_prompts,
+                last_entry=wrong + 1 >= self.calls.attempts,
+            )
             if entry is None and self._deaf:  # a key may have been lost: not a silence
                 await self._events_lost("prompting")
                 lost_start = offer_fraud
@@ -484,6 +496,11 @@ class CallFlow:
                 self._next_prompt_guard = self.calls.retry_key_guard
                 prompt = repeat
                 continue
+            dropped, self._dropped = self._dropped, ""
+            tail = (fraud_started if self._prompt_not_heard else "") + dropped
+            if offer_fraud and dropped and (fraud.code in dropped or fraud.code in tail):
+                await self._close(Outcome.FRAUD_REPORTED, None, MessageType.FRAUD_CONFIRMATION)
+                return
             # Heard whole (else asked again below): what was lost before is answered for.
             was_lost, lost_start = lost_start, False
             if entry is None:
@@ -506,8 +523,6 @@ class CallFlow:
             # again. A number-matching code is unambiguous and stands.
             unsure = carried or (was_lost and self._prompt_not_heard)
             approve = entry == expected and not (unsure and code is None)
-            if not approve and not self._deaf and wrong + 1 >= self.calls.attempts:
-                self._deaf = not await self._events_still_come()  # about to end the call
             if self._deaf:
                 # The start of this entry may be lost: "0#" read as "#" would approve a
                 # fraud report, "42#" read as "2#" count as wrong. Only a fraud report stands
@@ -524,10 +539,19 @@ class CallFlow:
             if approve:
                 await self._close(Outcome.APPROVED, None, MessageType.SUCCESS)
                 return
+            if entry == expected and not carried:
+                # Refused only because keys were lost before it: no wrong entry, and the
+                # next '#' is a yes (found by review: it could end the call denied).
+                self._step("not_taken", entry=self._shown(entry), reason="events_lost_before")
+                self._next_prompt_guard = self.calls.retry_key_guard
+                prompt = repeat
+                continue
             wrong += 1
             self._step("wrong_input", count=wrong, entry=self._shown(entry))
             fraud_started = self._fraud_start(carried, entry)
-            if wrong >= self.calls.attempts:
+            # The start of a fraud code at the last attempt gets one prompt more, for its
+            # end ("0", a pause to find '#', then '#'); found by review.
+            if wrong >= self.calls.attempts + (1 if fraud_started else 0):
                 await self._close(Outcome.DENIED, "wrong_input", MessageType.DENIED)
                 return
             prompt = retry + repeat
@@ -544,7 +568,7 @@ class CallFlow:
         starts = (t for t in (carried + entry, entry) if fraud.enabled and _begins(fraud.code, t))
         return next(starts, "")
 
-    async def _events_still_come(self) -> bool:
+    async def _events_still_come(self, connection: int | None = 0) -> bool:
         """Before a silence or a wrong entry ends the call: do this channel's events still
         reach us? A websocket that died without a close (a NAT or firewall forgetting it) is
         noticed only by its heartbeat, up to 1.5 x ari.heartbeat later, and the keys lost
@@ -558,7 +582,8 @@ class CallFlow:
             await self._channel_check()  # HungUp if the channel is gone
             return False  # our app unknown to Asterisk: our connection is gone
         try:
-            return await self._wait_for(lambda: self._mark_seen, MARK_WAIT)
+            seen = await self._wait_for(lambda: self._mark_seen, MARK_WAIT)
+            return seen and not self._deaf_since(connection)
         finally:
             self._mark = None
 
@@ -578,7 +603,9 @@ class CallFlow:
         if self._connection() is None:
             raise Stopped(Outcome.INTERRUPTED, "asterisk_unavailable")
 
-    async def _ask(self, prompt: Prompt) -> str | None:
+    async def _ask(
+        self, prompt: Prompt, last_silence: bool = False, last_entry: bool = False
+    ) -> str | None:
         """Play `prompt` and read one entry: keys up to '#', or up to a pause of
         inter_digit_timeout. None when no key comes at all."""
         self.keys.clear()
@@ -589,11 +616,29 @@ class CallFlow:
         self._deaf = False
         if not self.keys and not await self._wait_any_key(self.calls.first_digit_timeout):
             self._deaf = self._deaf_since(connection)
-            return None
-        while "#" not in self.keys and len(self.keys) < MAX_ENTRY:
-            if not await self._wait_more_keys(len(self.keys), self.calls.inter_digit_timeout):
+            if self._deaf or not last_silence:
+                return None
+            # About to end the call: keys before the mark were pressed in time.
+            self._deaf = not await self._events_still_come(connection)
+            if self._deaf or not self.keys:
+                return None
+        while True:
+            while "#" not in self.keys and len(self.keys) < MAX_ENTRY:
+                if not await self._wait_more_keys(len(self.keys), self.calls.inter_digit_timeout):
+                    break
+            if "#" in self.keys or len(self.keys) >= MAX_ENTRY or not last_entry:
                 break
-        self._deaf = self._deaf_since(connection)
+            if self._deaf_since(connection):
+                break
+            count = len(self.keys)
+            if not await self._events_still_come(connection):
+                self._deaf = True
+                break
+            if len(self.keys) == count:
+                break
+        self._deaf = self._deaf or self._deaf_since(connection)
+        if not self._deaf:
+            self._events_lost_count = 0  # losses in a row end the call, not losses apart
         if "#" in self.keys:
             entry = "".join(self.keys[: self.keys.index("#") + 1])
         else:
@@ -706,6 +751,7 @@ class CallFlow:
             if self._next_prompt_guard is not None or now < self._keys_ignored_until:
                 tail_end = now + self.calls.inter_digit_timeout
                 self._keys_ignored_until = max(self._keys_ignored_until, tail_end)
+                self._dropped = (self._dropped + digit)[-MAX_ENTRY:]
                 self._step("key_ignored", digit=shown, asterisk_at=event.timestamp)
                 return
             self.keys.append(digit)
@@ -810,6 +856,9 @@ class CallFlow:
         try:
             await self.ari.get_channel(self.channel_id)
         except AriNotFound:
+            # Its ChannelDestroyed (with the real cause) may be on its way.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await self._wait_for(lambda: False, 1.0)
             self.gone = HungUp(0, lost=True)
             raise self.gone from None
 

@@ -115,10 +115,10 @@ async def test_websocket_drop_with_20_calls_in_progress(
             if expected[cid] == "approved" and "events_lost" in steps:
                 # Its first '#' was read across the drop, where a lost "0" may have begun a
                 # fraud report: asked again. The bot's second '#', during the greeting asked
-                # again, is no yes either (wrong_input), and it presses nothing more.
+                # again, is no yes either (not_taken), and it presses nothing more.
                 felt += 1
                 assert call["outcome"] in ("no_input", "denied"), (call["outcome"], steps)
-                assert "wrong_input" in steps, steps
+                assert "not_taken" in steps, steps
             else:
                 assert call["outcome"] == expected[cid], (call["outcome"], steps)
         assert felt, "no call read an entry across the drop"

@@ -179,6 +179,9 @@ def tenant(**overrides: Any) -> TenantSettings:
     return TenantSettings.model_validate(data)
 
 
+# A dial profile with short waits, for calls to numbers with an extension.
+PROFILE = DialProfile(name="t", match=["+1"], pre_delay=0.02, dtmf_duration_ms=20, dtmf_gap_ms=20)
+
 CONFIG = Config.model_validate(
     {"ari": {"password": "x"}, "api": {"tokens": ["t"]}, "tenants": {"default": {}}}
 )
@@ -202,14 +205,7 @@ async def run(
     recorder = Recorder()
     if script is not None:
         recorder.on_step = lambda event, details: script(fake, event, details, recorder)
-    profile = {
-        "name": "t",
-        "match": ["+1"],
-        "pre_delay": 0.02,
-        "dtmf_duration_ms": 20,
-        "dtmf_gap_ms": 20,
-    }
-    plan = plan_call(parse_number(phone, "US"), settings, CONFIG.trunk, [DialProfile(**profile)])
+    plan = plan_call(parse_number(phone, "US"), settings, CONFIG.trunk, [PROFILE])
     request = CallRequest("call-1", plan, settings, CATALOG, "en", dial_timeout=5, code=code)
     flow = CallFlow(
         request,
@@ -456,7 +452,8 @@ async def test_keys_just_after_a_wrong_entry_are_its_tail_and_never_approve() ->
     settings = tenant(calls={**TINY, "retry_key_guard": 0.2})
     got, reason, _, rec = await run(MOBILE, script, settings=settings)
     assert got is not Outcome.APPROVED
-    assert (got, reason) == (Outcome.NO_INPUT, "no_key_pressed")
+    # Dropped as an entry, the tail still completes the fraud code begun (third review).
+    assert (got, reason) == (Outcome.FRAUD_REPORTED, None)
     assert rec.count("key_ignored") == 1
 
 
@@ -1312,11 +1309,167 @@ async def test_a_wrong_entry_that_would_end_the_call_is_checked_against_a_dead_w
         fake.half_open = half_open
         if event == "prompting" and rec.count("prompting") <= 3:
             _key_at(fake, PROMPT_SECONDS + 0.03, "1")
-            _key_at(fake, PROMPT_SECONDS + 0.04, "#")
+            if rec.count("prompting") < 3:  # the last one is cut short: its '#' may be lost
+                _key_at(fake, PROMPT_SECONDS + 0.04, "#")
 
     got, reason, fake, rec = await run(MOBILE, script)
     assert rec.count("wrong_input") == (3 if not half_open else 2)
     if not half_open:
         assert (got, reason) == (Outcome.DENIED, "wrong_input")
-    else:  # the third "1#" is not taken as the last wrong entry: "0#" may have been lost
+    else:  # the third "1" is not taken as the last wrong entry: its '#' may be lost
         assert (got, reason) == (Outcome.INTERRUPTED, "asterisk_unavailable")
+
+
+# --- found by a third review: keys around the mark, a tail that completes a fraud code --------
+class InFlight(FakeAsterisk):
+    """Keys the person pressed as the read ended, still on their way: they reach us just
+    before our mark (Asterisk sends the mark after every event before it)."""
+
+    in_flight = ""
+
+    async def user_event(
+        self, name: str, variables: dict[str, str], channel_id: str | None = None
+    ) -> None:
+        keys, self.in_flight = self.in_flight, ""
+        for key in keys:
+            self.emit("ChannelDtmfReceived", digit=key)
+        await super().user_event(name, variables, channel_id)
+
+
+async def test_keys_that_arrive_before_the_mark_are_not_a_silence() -> None:
+    flow, fake, rec = _bare_flow(fake_class=InFlight)
+    fake.in_flight = "0#"  # at the mark of the last silence
+    got = await asyncio.wait_for(flow.run(), 10)
+    keys = [d["digit"] for n, d in rec.timeline if n == "key"]
+    assert keys == ["0", "#"]  # both heard, before the mark came back
+    assert got is Outcome.FRAUD_REPORTED, (got, flow.reason)
+
+
+async def test_a_pound_that_arrives_before_the_mark_completes_the_last_entry() -> None:
+    settings = tenant(calls={**TINY, "attempts": 1})
+    flow, fake, rec = _bare_flow(settings, fake_class=InFlight)
+
+    def script(event: str, details: dict[str, Any]) -> None:
+        if event == "prompting":
+            fake.press("0")  # ended by the inter-digit time-out
+            fake.in_flight = "#"  # the '#' of "0#", held up, reaches us before the mark
+
+    rec.on_step = script
+    got = await asyncio.wait_for(flow.run(), 10)
+    assert got is Outcome.FRAUD_REPORTED, (got, flow.reason)
+
+
+async def test_a_pound_before_the_mark_at_the_last_extension_round_is_taken() -> None:
+    settings = tenant(calls={**TINY, "extension_prompt_repeats": 1})
+    router = EventRouter()
+    fake = InFlight(router)
+    fake.in_flight = "#"
+    rec = Recorder(lambda event, details: fake.press("#") if event == "prompting" else None)
+    plan = plan_call(parse_number(EXTENSION, "US"), settings, CONFIG.trunk, [PROFILE])
+    request = CallRequest("c", plan, settings, CATALOG, "en", 5)
+    flow = CallFlow(request, fake, router, rec)  # type: ignore[arg-type]
+    got = await asyncio.wait_for(flow.run(), 10)
+    assert got is Outcome.APPROVED, (got, flow.reason)
+
+
+async def test_a_mark_that_comes_back_on_a_new_connection_proves_nothing() -> None:
+    # The read ended on connection 1 (keys pressed at its end died with it, unnoticed yet);
+    # the drop is noticed while the mark is on its way, and the mark comes on connection 2.
+    connection = Connection()
+
+    class Reconnecting(FakeAsterisk):
+        first = True
+
+        async def user_event(
+            self, name: str, variables: dict[str, str], channel_id: str | None = None
+        ) -> None:
+            if self.first:
+                self.first = False
+                connection.drop()
+                self.later(0.01, connection.back)
+                self.half_open = True
+                self.later(
+                    0.02, lambda: self.emit("ChannelUserevent", eventname=name, userevent=variables)
+                )
+            else:
+                self.half_open = False
+            await super().user_event(name, variables, channel_id)
+
+    flow, fake, rec = _bare_flow(fake_class=Reconnecting)
+    flow.connection = connection
+    flow.asterisk_ready = connection.ready
+    got = await asyncio.wait_for(flow.run(), 10)
+    assert rec.count("events_lost") >= 1, (got, flow.reason)
+
+
+async def test_a_hang_up_as_the_mark_is_sent_is_a_hang_up_not_a_lost_channel() -> None:
+    class HangsUp(FakeAsterisk):
+        async def user_event(
+            self, name: str, variables: dict[str, str], channel_id: str | None = None
+        ) -> None:
+            self.gone = True  # hung up as the last silence ended; its event is on its way
+            self.later(0.005, lambda: self.emit("ChannelDestroyed", cause=16))
+            raise AriError("POST", "/events/user/" + name, 422, "Event source was not found")
+
+    flow, fake, rec = _bare_flow(fake_class=HangsUp)
+    got = await asyncio.wait_for(flow.run(), 10)
+    assert (got, flow.reason) == (Outcome.DENIED, "hung_up"), (got, flow.reason)
+
+
+@pytest.mark.parametrize("lost", [False, True])
+async def test_a_whole_fraud_code_just_after_a_silence_is_a_fraud_report(lost: bool) -> None:
+    # Silent through the greeting; "0#" at once as it starts again, then the person hangs up.
+    # Without a loss: fraud. After a silence read across a blip: the retry guard drops it.
+    connection = Connection()
+    settings = tenant(calls={**TINY, "retry_key_guard": 0.2})
+
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "prompting" and rec.count("prompting") == 1 and lost:
+            connection.blip(fake)
+        elif event == "prompting" and rec.count("prompting") == 2:
+            _key_at(fake, 0.01, "0")
+            _key_at(fake, 0.02, "#")
+            fake.later(0.3, lambda: fake.destroy(16))
+
+    got, reason, _, rec = await run(MOBILE, script, settings=settings, connection=connection)
+    assert got is Outcome.FRAUD_REPORTED, (got, reason, rec.count("key_ignored"))
+
+
+async def test_a_pound_refused_after_a_loss_does_not_end_the_call_denied() -> None:
+    # "0" lost in a blip (the silence is asked again), then the "#" of "0#" during the
+    # greeting asked again: no yes, rightly; but counted wrong, it ends the call denied.
+    connection = Connection()
+    settings = tenant(calls={**TINY, "attempts": 1, "retry_key_guard": 0.02})
+
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "prompting" and rec.count("prompting") == 1:
+            connection.blip(fake)
+        elif event == "prompting" and rec.count("prompting") == 2:
+            _key_at(fake, 0.03, "#")
+
+    got, reason, _, rec = await run(MOBILE, script, settings=settings, connection=connection)
+    assert (got, reason) != (Outcome.DENIED, "wrong_input"), rec.count("events_lost")
+
+
+@pytest.mark.parametrize("then", ["silence", "hang_up"])
+async def test_a_tail_dropped_by_the_guard_completes_the_fraud_start(then: str) -> None:
+    # "0#" whose '#' came just past the inter-digit time-out: both keys heard.
+    settings = tenant(calls={**TINY, "retry_key_guard": 0.2})
+
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "prompting" and rec.count("prompting") == 1:
+            fake.press("0")
+        elif event == "wrong_input":
+            fake.press("#")
+            if then == "hang_up":
+                fake.later(0.3, lambda: fake.destroy(16))
+
+    got, reason, _, rec = await run(MOBILE, script, settings=settings)
+    assert got is Outcome.FRAUD_REPORTED, (got, reason)
+
+
+async def test_a_fraud_start_at_the_last_attempt_is_not_denied_at_once() -> None:
+    # attempts: 1 (allowed). "0", the pause of a person finding '#', then '#'.
+    settings = tenant(calls={**TINY, "attempts": 1, "first_digit_timeout": 1})
+    got, reason, _, rec = await run(MOBILE, _at_prompt({1: "0", 2: "#"}), settings=settings)
+    assert got is Outcome.FRAUD_REPORTED, (got, reason)

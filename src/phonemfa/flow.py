@@ -481,86 +481,122 @@ class CallFlow:
         # way at answer. As the greeting's entry they would approve, with the fraud option
         # unheard.
         self._next_prompt_guard = self.calls.greeting_key_guard
-        while True:
-            self._step("prompting", media=list(prompt.media), language=prompt.language)
-            entry = await self._ask(
-                prompt,
-                last_silence=silent + 1 >= self.calls.no_input_prompts,
-                last_entry=wrong + 1 >= self.calls.attempts,
-            )
-            if entry is None and self._deaf:  # a key may have been lost: not a silence
-                await self._events_lost("prompting")
-                lost_start = offer_fraud
-                if not self._prompt_not_heard:  # nothing is carried past a prompt heard whole
-                    fraud_started = ""
-                self._next_prompt_guard = self.calls.retry_key_guard
-                prompt = repeat
-                continue
-            dropped, self._dropped = self._dropped, ""
-            tail = (fraud_started if self._prompt_not_heard else "") + dropped
-            if offer_fraud and dropped and (fraud.code in dropped or fraud.code in tail):
-                await self._close(Outcome.FRAUD_REPORTED, None, MessageType.FRAUD_CONFIRMATION)
-                return
-            # Heard whole (else asked again below): what was lost before is answered for.
-            was_lost, lost_start = lost_start, False
-            if entry is None:
-                fraud_started = ""  # silence in between: what comes next is a new answer
-                silent += 1
-                self._step("no_input", count=silent)
-                if silent >= self.calls.no_input_prompts:
-                    await self._close(Outcome.NO_INPUT, "no_key_pressed", MessageType.NO_INPUT)
+        try:
+            while True:
+                self._step("prompting", media=list(prompt.media), language=prompt.language)
+                entry = await self._ask(
+                    prompt,
+                    last_silence=silent + 1 >= self.calls.no_input_prompts,
+                    last_entry=wrong + 1 >= self.calls.attempts,
+                )
+                if entry is None and self._deaf:  # a key may have been lost: not a silence
+                    await self._events_lost("prompting")
+                    lost_start = offer_fraud
+                    if not self._prompt_not_heard:  # nothing is carried past a prompt heard whole
+                        fraud_started = ""
+                    self._next_prompt_guard = self.calls.retry_key_guard
+                    prompt = repeat
+                    continue
+                # Keys a guard dropped answer nothing, but a fraud code is never dropped.
+                start = fraud_started if self._prompt_not_heard else ""
+                if self._dropped_fraud(start):
+                    await self._close(Outcome.FRAUD_REPORTED, None, MessageType.FRAUD_CONFIRMATION)
                     return
-                prompt = repeat
-                continue
-            # After a retry prompt heard whole, a key answers it: nothing is carried.
-            carried = fraud_started if self._prompt_not_heard else ""
-            if offer_fraud and fraud.code in (entry, carried + entry):
-                await self._close(Outcome.FRAUD_REPORTED, None, MessageType.FRAUD_CONFIRMATION)
-                return
-            expected = "#" if code is None else code + "#"
-            # After the start of the fraud code, a bare '#' is not a yes: it may be the end of
-            # a fraud report that did not match (a code such as "99#"). The person is asked
-            # again. A number-matching code is unambiguous and stands.
-            unsure = carried or (was_lost and self._prompt_not_heard)
-            approve = entry == expected and not (unsure and code is None)
-            if self._deaf:
-                # The start of this entry may be lost: "0#" read as "#" would approve a
-                # fraud report, "42#" read as "2#" count as wrong. Only a fraud report stands
-                # (above, leaning to fraud: a lost "1" of "10#" reads "0#"); anything else is
-                # asked again and counts for nothing. A fraud start is carried as after a
-                # wrong entry.
-                await self._events_lost("prompting")
-                lost_start = offer_fraud
-                # Keys of the entry still on their way are its tail, not the next answer.
-                self._next_prompt_guard = self.calls.retry_key_guard
-                fraud_started = self._fraud_start(carried, entry) or carried
-                prompt = repeat
-                continue
-            if approve:
-                await self._close(Outcome.APPROVED, None, MessageType.SUCCESS)
-                return
-            if entry == expected and not carried:
-                # Refused only because keys were lost before it: no wrong entry, and the
-                # next '#' is a yes (found by review: it could end the call denied).
-                self._step("not_taken", entry=self._shown(entry), reason="events_lost_before")
-                self._next_prompt_guard = self.calls.retry_key_guard
-                prompt = repeat
-                continue
-            wrong += 1
-            self._step("wrong_input", count=wrong, entry=self._shown(entry))
-            fraud_started = self._fraud_start(carried, entry)
-            # The start of a fraud code at the last attempt gets one prompt more, for its
-            # end ("0", a pause to find '#', then '#'); found by review.
-            if wrong >= self.calls.attempts + (1 if fraud_started else 0):
-                await self._close(Outcome.DENIED, "wrong_input", MessageType.DENIED)
-                return
-            prompt = retry + repeat
-            # Keys until the retry prompt has played a moment are dropped: nobody has heard it
-            # yet, so they are the tail of the wrong entry (say the '#' of "0#" held up past
-            # the inter-digit time-out by a loaded PBX), which as a new entry would approve.
-            # Fail closed: the tail lasts until a pause of inter_digit_timeout after its last
-            # key, so no part of it ever starts an entry.
-            self._next_prompt_guard = self.calls.retry_key_guard  # from its start (_play)
+                dropped, self._dropped = self._dropped, ""
+                if dropped:  # a fraud code begun in dropped keys is carried into this entry
+                    lead = dropped.rsplit("#", 1)[-1]
+                    fraud_started = self._fraud_start("" if "#" in dropped else start, lead)
+                # Heard whole (else asked again below): what was lost before is answered for.
+                was_lost, lost_start = lost_start, False
+                if entry is None:
+                    fraud_started = ""  # silence in between: what comes next is a new answer
+                    silent += 1
+                    self._events_lost_count = 0  # a read that counted: losses in a row
+                    self._step("no_input", count=silent)
+                    if silent >= self.calls.no_input_prompts:
+                        await self._close(Outcome.NO_INPUT, "no_key_pressed", MessageType.NO_INPUT)
+                        return
+                    prompt = repeat
+                    continue
+                # After a retry prompt heard whole, a key answers it: nothing is carried.
+                carried = fraud_started if self._prompt_not_heard else ""
+                if offer_fraud and fraud.code in (entry, carried + entry):
+                    await self._close(Outcome.FRAUD_REPORTED, None, MessageType.FRAUD_CONFIRMATION)
+                    return
+                expected = "#" if code is None else code + "#"
+                # After the start of the fraud code, a bare '#' is not a yes: it may be the end of
+                # a fraud report that did not match (a code such as "99#"). The person is asked
+                # again. A number-matching code is unambiguous and stands.
+                unsure = carried or (was_lost and self._prompt_not_heard)
+                approve = entry == expected and not (unsure and code is None)
+                if self._deaf:
+                    # The start of this entry may be lost: "0#" read as "#" would approve a
+                    # fraud report, "42#" read as "2#" count as wrong. Only a fraud report stands
+                    # (above, leaning to fraud: a lost "1" of "10#" reads "0#"); anything else is
+                    # asked again and counts for nothing. A fraud start is carried as after a
+                    # wrong entry.
+                    await self._events_lost("prompting")
+                    lost_start = offer_fraud
+                    # Keys of the entry still on their way are its tail, not the next answer.
+                    self._next_prompt_guard = self.calls.retry_key_guard
+                    fraud_started = self._fraud_start(carried, entry) or carried
+                    prompt = repeat
+                    continue
+                if approve:
+                    await self._close(Outcome.APPROVED, None, MessageType.SUCCESS)
+                    return
+                if entry == expected and not carried:
+                    # Refused only because keys were lost before it: no wrong entry, and the
+                    # next '#' is a yes (found by review: it could end the call denied).
+                    self._step("not_taken", entry=self._shown(entry), reason="events_lost_before")
+                    self._next_prompt_guard = self.calls.retry_key_guard
+                    prompt = repeat
+                    continue
+                wrong += 1
+                self._events_lost_count = 0  # a read that counted: losses in a row
+                self._step("wrong_input", count=wrong, entry=self._shown(entry))
+                fraud_started = self._fraud_start(carried, entry)
+                # The start of a fraud code at the last attempt gets one prompt more, for its
+                # end ("0", a pause to find '#', then '#'); found by review.
+                if wrong >= self.calls.attempts + (1 if fraud_started else 0):
+                    # Its tail first, as at other attempts: "1#0#" is a fraud report.
+                    self._keys_ignored_until = self._loop.time() + self.calls.inter_digit_timeout
+                    await self._wait_for(
+                        lambda: (
+                            self._loop.time() >= self._keys_ignored_until or self.gone is not None
+                        ),
+                        self.calls.inter_digit_timeout * 10,
+                    )
+                    if self._dropped_fraud(""):
+                        await self._close(
+                            Outcome.FRAUD_REPORTED, None, MessageType.FRAUD_CONFIRMATION
+                        )
+                        return
+                    await self._close(Outcome.DENIED, "wrong_input", MessageType.DENIED)
+                    return
+                prompt = retry + repeat
+                # Keys until the retry prompt has played a moment are dropped: nobody has heard it
+                # yet, so they are the tail of the wrong entry (say the '#' of "0#" held up past
+                # the inter-digit time-out by a loaded PBX), which as a new entry would approve.
+                # Fail closed: the tail lasts until a pause of inter_digit_timeout after its last
+                # key, so no part of it ever starts an entry.
+                self._next_prompt_guard = self.calls.retry_key_guard  # from its start (_play)
+        except (HungUp, Stopped, asyncio.CancelledError):
+            # The call ends otherwise (a hang-up, a lasting loss): a fraud code dropped by a
+            # guard and not yet looked at is still a fraud report.
+            if self._dropped_fraud(fraud_started if self._prompt_not_heard else ""):
+                self._decide(Outcome.FRAUD_REPORTED, None)
+            raise
+
+    def _dropped_fraud(self, start: str) -> bool:
+        """The keys a guard dropped, read as entries (each up to its '#'), report fraud: one
+        is the fraud code, or the first completes the fraud code begun in `start`. Read as
+        one run instead, "50#" (a code ending in 0) would hold "0#" (found by review)."""
+        fraud = self.req.settings.fraud
+        runs = [run + "#" for run in self._dropped.split("#")[:-1]]
+        return (
+            fraud.enabled and bool(runs) and (fraud.code in runs or start + runs[0] == fraud.code)
+        )
 
     def _fraud_start(self, carried: str, entry: str) -> str:
         """The start of the fraud code this entry (after what was carried) makes, if any."""
@@ -637,10 +673,9 @@ class CallFlow:
             if len(self.keys) == count:
                 break
         self._deaf = self._deaf or self._deaf_since(connection)
-        if not self._deaf:
-            self._events_lost_count = 0  # losses in a row end the call, not losses apart
         if "#" in self.keys:
             entry = "".join(self.keys[: self.keys.index("#") + 1])
+            self._dropped += "".join(self.keys[self.keys.index("#") + 1 :])  # past the entry
         else:
             entry = "".join(self.keys)
         self._step("entry", entry=self._shown(entry))
@@ -751,7 +786,7 @@ class CallFlow:
             if self._next_prompt_guard is not None or now < self._keys_ignored_until:
                 tail_end = now + self.calls.inter_digit_timeout
                 self._keys_ignored_until = max(self._keys_ignored_until, tail_end)
-                self._dropped = (self._dropped + digit)[-MAX_ENTRY:]
+                self._dropped += digit
                 self._step("key_ignored", digit=shown, asterisk_at=event.timestamp)
                 return
             self.keys.append(digit)
@@ -857,8 +892,7 @@ class CallFlow:
             await self.ari.get_channel(self.channel_id)
         except AriNotFound:
             # Its ChannelDestroyed (with the real cause) may be on its way.
-            with contextlib.suppress(asyncio.TimeoutError):
-                await self._wait_for(lambda: False, 1.0)
+            await self._wait_for(lambda: False, 1.0)  # raises HungUp when it comes
             self.gone = HungUp(0, lost=True)
             raise self.gone from None
 

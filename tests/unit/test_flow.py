@@ -1473,3 +1473,228 @@ async def test_a_fraud_start_at_the_last_attempt_is_not_denied_at_once() -> None
     settings = tenant(calls={**TINY, "attempts": 1, "first_digit_timeout": 1})
     got, reason, _, rec = await run(MOBILE, _at_prompt({1: "0", 2: "#"}), settings=settings)
     assert got is Outcome.FRAUD_REPORTED, (got, reason)
+
+
+# --- found by a fourth review: dropped keys read as entries, losses in a row ---------------
+R4_OUT: list[Any] = []
+
+
+def _r4_dump(rec: Recorder) -> list[Any]:
+    return [
+        (n, d.get("digit") or d.get("entry"))
+        for n, d in rec.timeline
+        if n
+        in (
+            "key",
+            "key_ignored",
+            "entry",
+            "wrong_input",
+            "not_taken",
+            "events_lost",
+            "no_input",
+            "pound_received",
+        )
+    ]
+
+
+async def test_a_code_ending_in_0_typed_in_the_greeting_guard_is_no_fraud() -> None:
+    # Number matching, code "50": typed at once as the greeting starts (all in the guard and
+    # its tail). As an entry "50#" is the code; as dropped keys, the substring "0#" is found.
+    calls = {**TINY, "greeting_key_guard": 0.2, "inter_digit_timeout": 0.1}
+
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "prompting" and rec.count("prompting") == 1:
+            fake.press("50#")
+
+    got, reason, _, rec = await run(MOBILE, script, settings=tenant(calls=calls), code="50")
+    assert got is not Outcome.FRAUD_REPORTED, _r4_dump(rec)
+
+
+async def test_a_code_ending_in_0_retyped_in_the_retry_guard_is_no_fraud() -> None:
+    # "51#" (a typo), then "50#" retyped at once as the retry prompt starts.
+    calls = {**TINY, "retry_key_guard": 0.2, "inter_digit_timeout": 0.1}
+
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "prompting" and rec.count("prompting") == 1:
+            fake.press("51#")
+        elif event == "wrong_input":
+            fake.press("50#")
+
+    got, reason, _, rec = await run(MOBILE, script, settings=tenant(calls=calls), code="50")
+    assert got is not Outcome.FRAUD_REPORTED, _r4_dump(rec)
+
+
+async def test_keys_after_the_operator_pound_are_no_fraud() -> None:
+    # The operator transfers with in-band keys "#" + extension + "#" (extension 5670): the
+    # first '#' ends the operator prompt, the rest is dropped by the greeting guard.
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "operator_prompt" and details["attempt"] == 1:
+            fake.press("#5670#")
+
+    settings = tenant(calls={**TINY, "greeting_key_guard": 0.2})  # default 0.5
+    got, reason, _, rec = await run("+1 425 555 0120 x@5670", script, settings=settings)
+    assert got is not Outcome.FRAUD_REPORTED, _r4_dump(rec)
+
+
+async def test_a_dropped_0_then_hash_after_a_pause_is_no_approval(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # "0" in the greeting's first moment (dropped), the pause of a person finding '#', then
+    # "#" while the greeting still plays. The same keys with the "0" not dropped (a wrong
+    # entry "0", then "#") report fraud; here they approve.
+    monkeypatch.setitem(globals(), "PROMPT_SECONDS", 0.6)
+    calls = {**TINY, "greeting_key_guard": 0.1, "inter_digit_timeout": 0.1}
+
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "prompting" and rec.count("prompting") == 1:
+            _key_at(fake, 0.05, "0")  # dropped: in the guard
+            _key_at(fake, 0.4, "#")  # 0.35 s later (> inter_digit), the greeting still playing
+
+    got, reason, _, rec = await run(MOBILE, script, settings=tenant(calls=calls))
+    assert got is not Outcome.APPROVED, _r4_dump(rec)
+
+
+async def test_the_same_keys_not_dropped_report_fraud(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Control for the above: "0" just after the guard, "#" after the same pause.
+    monkeypatch.setitem(globals(), "PROMPT_SECONDS", 0.6)
+    calls = {**TINY, "greeting_key_guard": 0.1, "inter_digit_timeout": 0.1}
+
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "prompting" and rec.count("prompting") == 1:
+            _key_at(fake, 0.15, "0")
+        elif event == "wrong_input":
+            _key_at(fake, 0.1, "#")
+
+    got, reason, _, rec = await run(MOBILE, script, settings=tenant(calls=calls))
+    assert got is Outcome.FRAUD_REPORTED, _r4_dump(rec)
+
+
+@pytest.mark.parametrize("where", ["greeting", "retry_tail"])
+async def test_a_dropped_fraud_code_then_a_hang_up_is_a_fraud_report(where: str) -> None:
+    # "0#" whose keys a guard dropped, then the person hangs up (nothing seemed to happen)
+    # before the read ends: the fraud code was heard whole.
+    calls = {
+        **TINY,
+        "greeting_key_guard": 0.2 if where == "greeting" else 0,
+        "retry_key_guard": 0.2,
+    }
+
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if where == "greeting" and event == "prompting" and rec.count("prompting") == 1:
+            fake.press("0#")
+            fake.later(0.1, lambda: fake.destroy(16))
+        elif where == "retry_tail":
+            if event == "prompting" and rec.count("prompting") == 1:
+                fake.press("0")
+            elif event == "wrong_input":
+                fake.press("#")
+                fake.later(0.1, lambda: fake.destroy(16))
+
+    got, reason, _, rec = await run(MOBILE, script, settings=tenant(calls=calls))
+    assert got is Outcome.FRAUD_REPORTED, (got, reason, _r4_dump(rec))
+
+
+async def test_a_dropped_fraud_code_then_a_lasting_loss_is_a_fraud_report(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # "0#" dropped by the greeting guard, then the websocket drops for good: the deaf silence
+    # `continue`s before `_dropped` is looked at, and _events_lost ends the call.
+    monkeypatch.setattr(flow_module, "EVENTS_BACK_WAIT", 0.1)
+    connection = Connection()
+    calls = {**TINY, "greeting_key_guard": 0.2}
+
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "prompting" and rec.count("prompting") == 1:
+            fake.press("0#")
+            fake.later(0.1, connection.drop)
+
+    got, reason, _, rec = await run(
+        MOBILE, script, settings=tenant(calls=calls), connection=connection
+    )
+    assert got is Outcome.FRAUD_REPORTED, (got, reason, _r4_dump(rec))
+
+
+async def test_keys_after_the_pound_before_the_mark_are_not_thrown_away() -> None:
+    # Last attempt: "5" ends at the inter-digit time-out; "#0#" (its '#', then the fraud
+    # code) reaches us before the mark. The entry is "5#"; "0#" is thrown away: denied.
+    # At an earlier attempt the same keys are the tail, dropped, and report fraud.
+    settings = tenant(calls={**TINY, "attempts": 1})
+    flow, fake, rec = _bare_flow(settings, fake_class=InFlight)
+
+    def script(event: str, details: dict[str, Any]) -> None:
+        if event == "prompting":
+            fake.press("5")
+            fake.in_flight = "#0#"
+
+    rec.on_step = script
+    got = await asyncio.wait_for(flow.run(), 10)
+    assert got is Outcome.FRAUD_REPORTED, (got, flow.reason, _r4_dump(rec))
+
+
+async def test_control_same_keys_at_an_earlier_attempt_report_fraud() -> None:
+    settings = tenant(calls={**TINY, "attempts": 2, "retry_key_guard": 0.2})
+
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "prompting" and rec.count("prompting") == 1:
+            fake.press("5")
+        elif event == "wrong_input":
+            fake.press("#0#")
+
+    got, reason, _, rec = await run(MOBILE, script, settings=settings)
+    assert got is Outcome.FRAUD_REPORTED, (got, reason, _r4_dump(rec))
+
+
+async def test_a_trimmed_tail_does_not_join_a_carried_start() -> None:
+    # "0" (wrong), then in the retry guard "5#" and 11 more keys: _dropped keeps the last 12
+    # ("#" + 11), and the carried "0" + "#..." reads "0#".
+    calls = {**TINY, "retry_key_guard": 0.2, "inter_digit_timeout": 0.1}
+
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "prompting" and rec.count("prompting") == 1:
+            fake.press("0")
+        elif event == "wrong_input":
+            fake.press("5#" + "12345678912")
+
+    got, reason, _, rec = await run(MOBILE, script, settings=tenant(calls=calls))
+    assert got is not Outcome.FRAUD_REPORTED, _r4_dump(rec)
+
+
+async def test_blips_and_refused_pounds_do_not_go_on_until_max_duration() -> None:
+    # Every other prompt spans a blip (a deaf silence); at the others the person presses '#'
+    # during the prompt (not_taken, which resets the losses "in a row"). Nothing counts.
+    connection = Connection()
+    settings = tenant(calls={**TINY, "retry_key_guard": 0.02, "max_duration": 10})
+    flow, fake, rec = _bare_flow(settings)
+    flow.connection = connection
+    flow.asterisk_ready = connection.ready
+
+    def script(event: str, details: dict[str, Any]) -> None:
+        if event == "prompting":
+            if rec.count("prompting") % 2 == 1:
+                connection.blip(fake)
+            else:
+                _key_at(fake, 0.03, "#")
+
+    rec.on_step = script
+    got = await asyncio.wait_for(flow.run(), 20)
+    assert rec.count("prompting") < 20, (
+        got,
+        flow.reason,
+        rec.count("prompting"),
+        rec.count("not_taken"),
+        rec.count("events_lost"),
+    )
+
+
+@pytest.mark.parametrize("attempts", [1, 2])
+async def test_a_fraud_code_right_after_the_last_wrong_entry_is_not_lost(attempts: int) -> None:
+    # "1#0#" typed at once (a slip, then the fraud code): at an earlier attempt the "0#" is
+    # the dropped tail and reports fraud; at the last one it is thrown away: denied.
+    settings = tenant(calls={**TINY, "attempts": attempts, "retry_key_guard": 0.2})
+
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "prompting" and rec.count("prompting") == 1:
+            fake.press("1#0#")
+
+    got, reason, _, rec = await run(MOBILE, script, settings=settings)
+    assert got is Outcome.FRAUD_REPORTED, (got, reason, _r4_dump(rec))

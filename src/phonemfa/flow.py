@@ -209,6 +209,7 @@ class CallFlow:
         self._prompt_not_heard = False
         self._keys_seen = 0  # every key received, counted even when dropped
         self._dropped = ""  # keys a guard dropped since the last read
+        self._past_entry = ""  # keys after the last entry's '#' (_ask)
         self._deaf = False  # the last entry or silence (_ask) spanned a loss of ARI's events
         self._events_lost_count = 0
         self._mark: str | None = None  # the mark we wait for (_events_still_come), and
@@ -437,12 +438,14 @@ class CallFlow:
             await self._play(prompt, stop_on=lambda: "#" in self.keys)
             if "#" in self.keys or await self._wait_key("#", pause):
                 self._step("pound_received", during=name)
+                self._events_lost_count = 0  # a round that counted: losses in a row
                 return
             if not self._deaf_since(connection) and attempt == repeats:
                 # About to give up: a '#' still on its way counts; none may be lost.
                 heard = await self._events_still_come(connection)
                 if heard and "#" in self.keys:
                     self._step("pound_received", during=name)
+                    self._events_lost_count = 0
                     return
                 if not heard:
                     connection = None
@@ -503,6 +506,13 @@ class CallFlow:
                     await self._close(Outcome.FRAUD_REPORTED, None, MessageType.FRAUD_CONFIRMATION)
                     return
                 dropped, self._dropped = self._dropped, ""
+                # Keys past the entry's '#' follow it: read on their own, after it.
+                past, self._past_entry = self._past_entry, ""
+                self._dropped = past
+                if self._dropped_fraud(""):
+                    await self._close(Outcome.FRAUD_REPORTED, None, MessageType.FRAUD_CONFIRMATION)
+                    return
+                # (kept: with what follows they may still make the fraud code, "1#0" + "#")
                 if dropped:  # a fraud code begun in dropped keys is carried into this entry
                     lead = dropped.rsplit("#", 1)[-1]
                     fraud_started = self._fraud_start("" if "#" in dropped else start, lead)
@@ -561,13 +571,10 @@ class CallFlow:
                 if wrong >= self.calls.attempts + (1 if fraud_started else 0):
                     # Its tail first, as at other attempts: "1#0#" is a fraud report.
                     self._keys_ignored_until = self._loop.time() + self.calls.inter_digit_timeout
-                    await self._wait_for(
-                        lambda: (
-                            self._loop.time() >= self._keys_ignored_until or self.gone is not None
-                        ),
-                        self.calls.inter_digit_timeout * 10,
-                    )
-                    if self._dropped_fraud(""):
+                    cap = self._loop.time() + self.calls.inter_digit_timeout * 10
+                    while (end := min(self._keys_ignored_until, cap)) > self._loop.time():
+                        await self._wait_for(lambda: False, end - self._loop.time())
+                    if self._dropped_fraud(fraud_started):
                         await self._close(
                             Outcome.FRAUD_REPORTED, None, MessageType.FRAUD_CONFIRMATION
                         )
@@ -647,6 +654,7 @@ class CallFlow:
         self.keys.clear()
         seen = self._keys_seen
         connection = self._connection()
+        self._prompt_not_heard = True  # until it has played to its end (read on a hang-up)
         ended_by_itself = await self._play(prompt, stop_on=lambda: bool(self.keys))
         self._prompt_not_heard = self._keys_seen != seen or not ended_by_itself
         self._deaf = False
@@ -675,7 +683,7 @@ class CallFlow:
         self._deaf = self._deaf or self._deaf_since(connection)
         if "#" in self.keys:
             entry = "".join(self.keys[: self.keys.index("#") + 1])
-            self._dropped += "".join(self.keys[self.keys.index("#") + 1 :])  # past the entry
+            self._past_entry = "".join(self.keys[self.keys.index("#") + 1 :])  # past the entry
         else:
             entry = "".join(self.keys)
         self._step("entry", entry=self._shown(entry))

@@ -1698,3 +1698,118 @@ async def test_a_fraud_code_right_after_the_last_wrong_entry_is_not_lost(attempt
 
     got, reason, _, rec = await run(MOBILE, script, settings=settings)
     assert got is Outcome.FRAUD_REPORTED, (got, reason, _r4_dump(rec))
+
+
+# --- found by a fifth review: the last attempt's tail, a stale prompt flag, keys past an entry -
+async def test_the_last_attempt_s_tail_waits_one_inter_digit_timeout() -> None:
+    # "5#" at the only attempt: the tail should be read for inter_digit_timeout (0.1 s), but
+    # _wait_for only re-checks the clock on an event: with none, it waits the full 10x.
+    settings = tenant(calls={**TINY, "attempts": 1})
+    loop = asyncio.get_running_loop()
+    marks: dict[str, float] = {}
+
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "prompting":
+            fake.press("5#")
+        if event == "wrong_input":
+            marks["wrong"] = loop.time()
+
+    got, reason, _, rec = await run(MOBILE, script, settings=settings)
+    elapsed = loop.time() - marks["wrong"]
+    assert (got, reason) == (Outcome.DENIED, "wrong_input")
+    assert elapsed < 0.5, elapsed
+
+
+async def test_the_last_attempt_s_tail_does_not_run_into_max_duration() -> None:
+    # Defaults scale: inter_digit_timeout 2 -> a 20 s silent tail; max_duration 10 cuts it:
+    # a plain wrong entry at the last attempt ends FAILED/max_duration, not DENIED.
+    settings = tenant(calls={**TINY, "attempts": 1, "inter_digit_timeout": 2})
+    flow, fake, rec = _bare_flow(settings)
+
+    def script(event: str, details: dict[str, Any]) -> None:
+        if event == "prompting":
+            fake.press("5#")
+
+    rec.on_step = script
+    got = await asyncio.wait_for(flow.run(), 15)
+    assert (got, flow.reason) == (Outcome.DENIED, "wrong_input")
+
+
+@pytest.mark.parametrize("hang_up", [False, True])
+async def test_extra_attempt_0_then_hash_in_the_tail_reports_fraud(hang_up: bool) -> None:
+    # attempts=1: "0" (fraud start -> one prompt more); at it "0", a pause past the
+    # inter-digit time-out, then "#" landing in the last-attempt tail. At any earlier attempt
+    # that is fraud (the carry); the tail reads it with start "" -> DENIED. With a hang-up
+    # after the "#", the except handler uses fraud_started -> FRAUD: the same keys, two outcomes.
+    settings = tenant(calls={**TINY, "attempts": 1})
+
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "prompting" and rec.count("prompting") == 1:
+            fake.press("0")
+        elif event == "prompting" and rec.count("prompting") == 2:
+            _key_at(fake, 0.005, "0")
+            _key_at(fake, 0.16, "#")
+            if hang_up:
+                fake.later(0.3, lambda: fake.destroy(16))
+
+    got, reason, _, rec = await run(MOBILE, script, settings=settings)
+    assert got is Outcome.FRAUD_REPORTED, (got, reason, _r4_dump(rec))
+
+
+@pytest.mark.parametrize("hang_up", [False, True])
+async def test_a_hang_up_after_a_dropped_tail_reads_the_prompt_then_playing(hang_up: bool) -> None:
+    # "0" typed after the greeting was heard whole (its _prompt_not_heard False), then the
+    # '#' of "0#" lands in the retry guard (dropped). Without a hang-up: FRAUD (the retry
+    # prompt's own flag is True). Hanging up during the retry prompt: the except handler reads
+    # the greeting's stale flag, drops the carried "0", and the fraud report is lost.
+    settings = tenant(calls={**TINY, "retry_key_guard": 0.2})
+
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "prompting" and rec.count("prompting") == 1:
+            _key_at(fake, PROMPT_SECONDS + 0.03, "0")
+        elif event == "wrong_input":
+            fake.press("#")
+            if hang_up:
+                fake.later(0.03, lambda: fake.destroy(16))
+
+    got, reason, _, rec = await run(MOBILE, script, settings=settings)
+    assert got is Outcome.FRAUD_REPORTED, (got, reason, _r4_dump(rec))
+
+
+async def test_keys_past_an_entry_never_join_a_start_before_it() -> None:
+    # Number matching "42", attempts 2: "0" by mistake (wrong, carried), then at the last
+    # attempt "42", a pause, and "#" reported twice ("##", as _at_once) before the mark.
+    # Entry "42#" is the code; the extra "#" past it goes into _dropped, and
+    # _dropped_fraud(start="0") reads "0" + "#" = "0#": fraud reported, user blocked.
+    settings = tenant(calls={**TINY, "attempts": 2})
+    flow, fake, rec = _bare_flow(settings, fake_class=InFlight)
+    import dataclasses
+
+    flow.req = dataclasses.replace(flow.req, code="42")
+
+    def script(event: str, details: dict[str, Any]) -> None:
+        if event == "prompting" and rec.count("prompting") == 1:
+            fake.press("0")
+        elif event == "prompting" and rec.count("prompting") == 2:
+            fake.press("42")
+            fake.in_flight = "##"
+
+    rec.on_step = script
+    got = await asyncio.wait_for(flow.run(), 10)
+    assert got is Outcome.APPROVED, (got, flow.reason, _r4_dump(rec))
+
+
+async def test_1_hash_0_then_hash_in_the_tail_reports_fraud() -> None:
+    settings = tenant(calls={**TINY, "attempts": 1})
+    flow, fake, rec = _bare_flow(settings, fake_class=InFlight)
+
+    def script(event: str, details: dict[str, Any]) -> None:
+        if event == "prompting":
+            fake.press("1")
+            fake.in_flight = "#0"
+        elif event == "wrong_input":
+            _key_at(fake, 0.05, "#")
+
+    rec.on_step = script
+    got = await asyncio.wait_for(flow.run(), 10)
+    assert got is Outcome.FRAUD_REPORTED, (got, flow.reason, _r4_dump(rec))

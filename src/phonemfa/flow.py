@@ -493,6 +493,11 @@ class CallFlow:
                     last_entry=wrong + 1 >= self.calls.attempts,
                 )
                 if entry is None and self._deaf:  # a key may have been lost: not a silence
+                    if self._dropped_fraud(fraud_started if self._prompt_not_heard else ""):
+                        await self._close(
+                            Outcome.FRAUD_REPORTED, None, MessageType.FRAUD_CONFIRMATION
+                        )
+                        return
                     await self._events_lost("prompting")
                     lost_start = offer_fraud
                     if not self._prompt_not_heard:  # nothing is carried past a prompt heard whole
@@ -570,6 +575,7 @@ class CallFlow:
                 # end ("0", a pause to find '#', then '#'); found by review.
                 if wrong >= self.calls.attempts + (1 if fraud_started else 0):
                     # Its tail first, as at other attempts: "1#0#" is a fraud report.
+                    self._prompt_not_heard = True  # the tail follows the entry (a hang-up)
                     self._keys_ignored_until = self._loop.time() + self.calls.inter_digit_timeout
                     cap = self._loop.time() + self.calls.inter_digit_timeout * 10
                     while (end := min(self._keys_ignored_until, cap)) > self._loop.time():

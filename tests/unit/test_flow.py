@@ -7,6 +7,7 @@ is pinned down quickly: which outcome, which prompts, which DTMF, and that every
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -1813,3 +1814,175 @@ async def test_1_hash_0_then_hash_in_the_tail_reports_fraud() -> None:
     rec.on_step = script
     got = await asyncio.wait_for(flow.run(), 10)
     assert got is Outcome.FRAUD_REPORTED, (got, flow.reason, _r4_dump(rec))
+
+
+# --- a sixth review: the plain cases, with key guards on; and two more edge cases ---------------
+GUARDED = {
+    **TINY,
+    "greeting_key_guard": 0.1,
+    "retry_key_guard": 0.15,
+    "inter_digit_timeout": 0.1,
+    "first_digit_timeout": 0.3,
+}
+
+
+def keys_at(
+    plan: dict[int, list[tuple[float, str]]],
+) -> Callable[[FakeAsterisk, str, dict[str, Any], Recorder], None]:
+    """Keys at the n-th prompt: {n: [(seconds after the prompt starts, keys)]}."""
+
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "prompting":
+            n = rec.count("prompting")
+            for delay, keys in plan.get(n, []):
+                for i, k in enumerate(keys):
+                    _key_at(fake, delay + 0.01 * i, k)
+
+    return script
+
+
+CASES = [
+    # (name, plan, code, fraud_code, expected)
+    ("hash_after_guard", {1: [(0.2, "#")]}, None, "0#", Outcome.APPROVED),
+    ("hash_after_greeting", {1: [(0.45, "#")]}, None, "0#", Outcome.APPROVED),
+    ("code_after_guard", {1: [(0.2, "42#")]}, "42", "0#", Outcome.APPROVED),
+    ("code_after_greeting", {1: [(0.45, "42#")]}, "42", "0#", Outcome.APPROVED),
+    ("fraud_after_guard", {1: [(0.2, "0#")]}, None, "0#", Outcome.FRAUD_REPORTED),
+    ("fraud_in_guard", {1: [(0.02, "0#")]}, None, "0#", Outcome.FRAUD_REPORTED),
+    ("fraud_after_greeting", {1: [(0.45, "0#")]}, None, "0#", Outcome.FRAUD_REPORTED),
+    ("fraud_split", {1: [(0.2, "0")], 2: [(0.3, "#")]}, None, "0#", Outcome.FRAUD_REPORTED),
+    (
+        "fraud_split_in_guard",
+        {1: [(0.2, "0")], 2: [(0.05, "#")]},
+        None,
+        "0#",
+        Outcome.FRAUD_REPORTED,
+    ),
+    ("fraud_tail", {1: [(0.2, "1#0#")]}, None, "0#", Outcome.FRAUD_REPORTED),
+    ("custom_fraud", {1: [(0.2, "99#")]}, None, "99#", Outcome.FRAUD_REPORTED),
+    (
+        "custom_fraud_split",
+        {1: [(0.2, "9")], 2: [(0.3, "9#")]},
+        None,
+        "99#",
+        Outcome.FRAUD_REPORTED,
+    ),
+    ("custom_fraud_tail", {1: [(0.2, "1#99#")]}, None, "99#", Outcome.FRAUD_REPORTED),
+    ("custom_fraud_in_guard", {1: [(0.02, "99#")]}, None, "99#", Outcome.FRAUD_REPORTED),
+    ("code_fraud_mm", {1: [(0.2, "0#")]}, "42", "0#", Outcome.FRAUD_REPORTED),
+    ("code50_after_guard", {1: [(0.2, "50#")]}, "50", "0#", Outcome.APPROVED),
+    ("code00_after_guard", {1: [(0.2, "00#")]}, "00", "0#", Outcome.APPROVED),
+    ("code10_after_guard", {1: [(0.2, "10#")]}, "10", "0#", Outcome.APPROVED),
+    ("code50_retyped_after", {1: [(0.2, "51#")], 2: [(0.3, "50#")]}, "50", "0#", Outcome.APPROVED),
+    (
+        "code50_retyped_in_guard_then",
+        {1: [(0.2, "51#")], 2: [(0.02, "50#")], 3: [(0.2, "50#")]},
+        "50",
+        "0#",
+        Outcome.APPROVED,
+    ),
+    ("code10_in_guard_then", {1: [(0.02, "10#")], 2: [(0.2, "10#")]}, "10", "0#", Outcome.APPROVED),
+    ("code00_in_guard_then", {1: [(0.02, "00#")], 2: [(0.2, "00#")]}, "00", "0#", Outcome.APPROVED),
+    ("code99_custom", {1: [(0.2, "99#")]}, "99", "99#", Outcome.FRAUD_REPORTED),
+    (
+        "code90_custom_retyped_guard",
+        {1: [(0.2, "91#")], 2: [(0.02, "90#")], 3: [(0.2, "90#")]},
+        "90",
+        "99#",
+        Outcome.APPROVED,
+    ),
+    ("wrong3", {1: [(0.2, "1#")], 2: [(0.3, "1#")], 3: [(0.3, "1#")]}, None, "0#", Outcome.DENIED),
+    (
+        "wrong3_code",
+        {1: [(0.2, "11#")], 2: [(0.3, "12#")], 3: [(0.3, "13#")]},
+        "42",
+        "0#",
+        Outcome.DENIED,
+    ),
+    ("silence", {}, None, "0#", Outcome.NO_INPUT),
+    (
+        "fraud_last_attempt",
+        {1: [(0.2, "1#")], 2: [(0.3, "1#")], 3: [(0.3, "0#")]},
+        None,
+        "0#",
+        Outcome.FRAUD_REPORTED,
+    ),
+    (
+        "fraud_last_split",
+        {1: [(0.2, "1#")], 2: [(0.3, "1#")], 3: [(0.3, "0")], 4: [(0.3, "#")]},
+        None,
+        "0#",
+        Outcome.FRAUD_REPORTED,
+    ),
+    (
+        "fraud_last_tail",
+        {1: [(0.2, "1#")], 2: [(0.3, "1#")], 3: [(0.3, "1#0#")]},
+        None,
+        "0#",
+        Outcome.FRAUD_REPORTED,
+    ),
+    ("hash_retry_after_wrong", {1: [(0.2, "5#")], 2: [(0.3, "#")]}, None, "0#", Outcome.APPROVED),
+    ("hash_after_silence", {2: [(0.2, "#")]}, None, "0#", Outcome.APPROVED),
+    ("fraud_after_silence", {2: [(0.2, "0#")]}, None, "0#", Outcome.FRAUD_REPORTED),
+    ("code_after_silence", {2: [(0.2, "42#")]}, "42", "0#", Outcome.APPROVED),
+]
+
+
+@pytest.mark.parametrize("name,plan,code,fcode,expected", CASES, ids=[c[0] for c in CASES])
+async def test_plain_cases_with_key_guards(
+    name: str,
+    plan: dict[int, list[tuple[float, str]]],
+    code: str | None,
+    fcode: str,
+    expected: Outcome,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Approvals, fraud reports in every timing, number-matching codes that end in 0: none
+    # of this session's rules for lost events and dropped keys may change these.
+    monkeypatch.setattr(sys.modules[__name__], "PROMPT_SECONDS", 0.4)
+    settings = tenant(calls=GUARDED, fraud={"code": fcode})
+    got, reason, _, rec = await run(MOBILE, keys_at(plan), settings=settings, code=code)
+    assert got is expected, (name, got, reason, _r4_dump(rec))
+
+
+@pytest.mark.parametrize("blip", [False, True])
+async def test_a_fraud_code_a_guard_dropped_stands_through_a_lost_silence(blip: bool) -> None:
+    # "0" (wrong entry, fraud start), then '#' in the retry guard (dropped: completes "0#"),
+    # then the websocket blips later in that prompt: the deaf silence `continue`s before
+    # _dropped is read; the next prompt, heard whole, reads it with start "" -> fraud lost.
+    connection = Connection()
+    settings = tenant(calls={**TINY, "retry_key_guard": 0.03})
+
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "prompting" and rec.count("prompting") == 1:
+            fake.press("0")
+        elif event == "prompting" and rec.count("prompting") == 2:
+            _key_at(fake, 0.01, "#")  # dropped: in the retry guard
+            if blip:
+                fake.later(0.04, connection.drop)
+                fake.later(0.045, connection.back)
+
+    got, reason, _, rec = await run(MOBILE, script, settings=settings, connection=connection)
+    assert got is Outcome.FRAUD_REPORTED, (got, reason, _r4_dump(rec))
+
+
+@pytest.mark.parametrize("hang_up", [False, True])
+async def test_a_hang_up_in_the_last_attempt_s_tail_keeps_its_fraud_code(hang_up: bool) -> None:
+    # attempts=1: "0" (fraud start -> one prompt more); at that prompt, heard whole, "0",
+    # a pause past the inter-digit time-out, "#" in the last-attempt tail, then a hang-up.
+    # The tail reads fraud_started unconditionally (FRAUD); the except handler gates it on the
+    # stale _prompt_not_heard of a prompt heard whole (False) -> DENIED/hung_up.
+    settings = tenant(calls={**TINY, "attempts": 1})
+
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "prompting" and rec.count("prompting") == 1:
+            fake.press("0")
+        elif event == "prompting" and rec.count("prompting") == 2:
+            _key_at(fake, PROMPT_SECONDS + 0.02, "0")  # after the prompt ended
+        elif event == "wrong_input" and rec.count("wrong_input") == 2:
+            _key_at(fake, 0.03, "#")  # in the tail
+            if hang_up:
+                fake.later(0.06, lambda: fake.destroy(16))
+
+    got, reason, _, rec = await run(MOBILE, script, settings=settings)
+    assert got is Outcome.FRAUD_REPORTED, (got, reason, _r4_dump(rec))

@@ -251,17 +251,14 @@ class Engine:
                 return True
             log.warning("cannot tell whether Asterisk takes new channels: %s", exc)
             return False
-        try:
-            await self.ari.hangup(channel_id)
-        except AriError:
-            pass  # a channel of ours left behind is hung up at the next connect
+        await self._hang_up_probe(channel_id)
         return False
 
     async def _hang_up_probe(self, channel_id: str) -> None:
         try:
             await self.ari.hangup(channel_id)
         except AriError:
-            pass  # gone already, or Asterisk with it
+            pass  # gone already; one left is hung up at its StasisStart or the next connect
 
     def _open_if_due(self, generation: int) -> None:
         """Let calls be dialled: connected, this connect caught up, no stop said since."""

@@ -436,19 +436,17 @@ class CallFlow:
             media = [DIGITS_MASKED if m.startswith("digits:") else m for m in prompt.media]
             self._step(name, attempt=attempt, media=media, language=prompt.language)
             await self._play(prompt, stop_on=lambda: "#" in self.keys)
-            if "#" in self.keys or await self._wait_key("#", pause):
+            pound = "#" in self.keys or await self._wait_key("#", pause)
+            if not pound and not self._deaf_since(connection) and attempt == repeats:
+                # About to give up: a '#' still on its way counts; none may be lost.
+                if await self._events_still_come(connection):
+                    pound = "#" in self.keys
+                else:
+                    connection = None
+            if pound:
                 self._step("pound_received", during=name)
                 self._events_lost_count = 0  # a round that counted: losses in a row
                 return
-            if not self._deaf_since(connection) and attempt == repeats:
-                # About to give up: a '#' still on its way counts; none may be lost.
-                heard = await self._events_still_come(connection)
-                if heard and "#" in self.keys:
-                    self._step("pound_received", during=name)
-                    self._events_lost_count = 0
-                    return
-                if not heard:
-                    connection = None
             if self._deaf_since(connection):
                 await self._events_lost(name)
                 attempt -= 1
@@ -494,9 +492,7 @@ class CallFlow:
                 )
                 if entry is None and self._deaf:  # a key may have been lost: not a silence
                     if self._dropped_fraud(fraud_started if self._prompt_not_heard else ""):
-                        await self._close(
-                            Outcome.FRAUD_REPORTED, None, MessageType.FRAUD_CONFIRMATION
-                        )
+                        await self._report_fraud()
                         return
                     await self._events_lost("prompting")
                     lost_start = offer_fraud
@@ -508,14 +504,14 @@ class CallFlow:
                 # Keys a guard dropped answer nothing, but a fraud code is never dropped.
                 start = fraud_started if self._prompt_not_heard else ""
                 if self._dropped_fraud(start):
-                    await self._close(Outcome.FRAUD_REPORTED, None, MessageType.FRAUD_CONFIRMATION)
+                    await self._report_fraud()
                     return
                 dropped, self._dropped = self._dropped, ""
                 # Keys past the entry's '#' follow it: read on their own, after it.
                 past, self._past_entry = self._past_entry, ""
                 self._dropped = past
                 if self._dropped_fraud(""):
-                    await self._close(Outcome.FRAUD_REPORTED, None, MessageType.FRAUD_CONFIRMATION)
+                    await self._report_fraud()
                     return
                 # (kept: with what follows they may still make the fraud code, "1#0" + "#")
                 if dropped:  # a fraud code begun in dropped keys is carried into this entry
@@ -536,7 +532,7 @@ class CallFlow:
                 # After a retry prompt heard whole, a key answers it: nothing is carried.
                 carried = fraud_started if self._prompt_not_heard else ""
                 if offer_fraud and fraud.code in (entry, carried + entry):
-                    await self._close(Outcome.FRAUD_REPORTED, None, MessageType.FRAUD_CONFIRMATION)
+                    await self._report_fraud()
                     return
                 expected = "#" if code is None else code + "#"
                 # After the start of the fraud code, a bare '#' is not a yes: it may be the end of
@@ -581,9 +577,7 @@ class CallFlow:
                     while (end := min(self._keys_ignored_until, cap)) > self._loop.time():
                         await self._wait_for(lambda: False, end - self._loop.time())
                     if self._dropped_fraud(fraud_started):
-                        await self._close(
-                            Outcome.FRAUD_REPORTED, None, MessageType.FRAUD_CONFIRMATION
-                        )
+                        await self._report_fraud()
                         return
                     await self._close(Outcome.DENIED, "wrong_input", MessageType.DENIED)
                     return
@@ -617,7 +611,7 @@ class CallFlow:
         starts = (t for t in (carried + entry, entry) if fraud.enabled and _begins(fraud.code, t))
         return next(starts, "")
 
-    async def _events_still_come(self, connection: int | None = 0) -> bool:
+    async def _events_still_come(self, connection: int | None) -> bool:
         """Before a silence or a wrong entry ends the call: do this channel's events still
         reach us? A websocket that died without a close (a NAT or firewall forgetting it) is
         noticed only by its heartbeat, up to 1.5 x ari.heartbeat later, and the keys lost
@@ -694,6 +688,9 @@ class CallFlow:
             entry = "".join(self.keys)
         self._step("entry", entry=self._shown(entry))
         return entry
+
+    async def _report_fraud(self) -> None:
+        await self._close(Outcome.FRAUD_REPORTED, None, MessageType.FRAUD_CONFIRMATION)
 
     async def _close(self, outcome: Outcome, reason: str | None, message: MessageType) -> None:
         """Decide the outcome now (it is visible at once), then say the closing words."""

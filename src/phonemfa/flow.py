@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from phonemfa.answers import Answers, Next, Read, Verdict
 from phonemfa.ari import (
     AriClient,
     AriConflict,
@@ -70,6 +71,13 @@ SOFTHANGUP_ASTERISK_GOING = 0x04 | 0x10
 # Longest entry we read (a code plus '#'); more keys than this is not an answer.
 MAX_ENTRY = 12
 RESYNC_EVENT = "PhonemfaResync"
+# How each decision of the answers ends the call: its outcome, reason and closing words.
+_CLOSINGS = {
+    Verdict.APPROVE: (Outcome.APPROVED, None, MessageType.SUCCESS),
+    Verdict.FRAUD: (Outcome.FRAUD_REPORTED, None, MessageType.FRAUD_CONFIRMATION),
+    Verdict.NO_INPUT: (Outcome.NO_INPUT, "no_key_pressed", MessageType.NO_INPUT),
+    Verdict.DENY: (Outcome.DENIED, "wrong_input", MessageType.DENIED),
+}
 # The ARI events `_handle` acts on. Asterisk is told to send only these (and what the service
 # needs, see Engine): the rest of what it would send for a call (ChannelVarset, Dial,
 # ChannelDialplan, PlaybackStarted: more than half its events) costs both sides for nothing.
@@ -114,11 +122,6 @@ class CallRequest:
     caller_id: str | None = None
     requested_language: str | None = None
     """What the request asked for, when `language` differs from it (a fallback)."""
-
-
-def _begins(fraud_code: str, typed: str) -> bool:
-    """`typed` is the fraud code's start, short of its end."""
-    return bool(typed) and not typed.endswith("#") and fraud_code.startswith(typed)
 
 
 def asterisk_going(event: Event) -> bool:
@@ -456,27 +459,25 @@ class CallFlow:
 
     # --- the verification ----------------------------------------------------
     async def _verify(self) -> None:
+        """Ask until the answers decide (`answers.Answers` holds the rules): play, read one
+        entry, do what the rules say."""
         req = self.req
         fraud = req.settings.fraud
-        offer_fraud = fraud.enabled
         code = req.code
         self._reached_greeting = True
         self._masking_keys = code is not None
-        greeting = req.catalog.greeting(req.language, fraud=offer_fraud, code=code is not None)
+        greeting = req.catalog.greeting(req.language, fraud=fraud.enabled, code=code is not None)
         repeat = req.catalog.greeting(
-            req.language, fraud=offer_fraud, code=code is not None, organization=False
+            req.language, fraud=fraud.enabled, code=code is not None, organization=False
         )
         retry = req.catalog.get(MessageType.RETRY, req.language)
+        answers = Answers(
+            fraud_code=fraud.code if fraud.enabled else None,
+            code=code,
+            attempts=self.calls.attempts,
+            no_input_prompts=self.calls.no_input_prompts,
+        )
         prompt = greeting
-        wrong = silent = 0
-        # Wrong entries that began the fraud code, cut by the inter-digit pause ("0", then "#"
-        # seconds later: a person finding '#' on a phone's keypad): keys before the retry
-        # prompt was heard whole may be the rest of that code.
-        fraud_started = ""
-        # Keys were lost with ARI's events (the websocket dropped): they may have begun the
-        # fraud code. Until an entry or silence is heard whole, a '#' before the prompt was
-        # heard whole is no yes, as after a carried fraud start (found by review).
-        lost_start = False
         # Keys before the greeting and in its first moment answer nothing the person has heard:
         # the second '#' of a "##" at the extension or operator prompt, a key already on its
         # way at answer. As the greeting's entry they would approve, with the fraud option
@@ -486,130 +487,52 @@ class CallFlow:
             while True:
                 self._step("prompting", media=list(prompt.media), language=prompt.language)
                 entry = await self._ask(
-                    prompt,
-                    last_silence=silent + 1 >= self.calls.no_input_prompts,
-                    last_entry=wrong + 1 >= self.calls.attempts,
+                    prompt, last_silence=answers.last_silence, last_entry=answers.last_entry
                 )
-                if entry is None and self._deaf:  # a key may have been lost: not a silence
-                    if self._dropped_fraud(fraud_started if self._prompt_not_heard else ""):
-                        await self._report_fraud()
-                        return
+                then = answers.read(
+                    Read(entry, self._deaf, self._prompt_not_heard, self._dropped, self._past_entry)
+                )
+                self._past_entry = ""
+                self._dropped = then.dropped
+                self._note(then, entry)
+                verdict = then.verdict
+                if verdict is Verdict.EVENTS_LOST:
                     await self._events_lost("prompting")
-                    lost_start = offer_fraud
-                    if not self._prompt_not_heard:  # nothing is carried past a prompt heard whole
-                        fraud_started = ""
+                elif verdict is Verdict.LAST_TAIL:
+                    await self._read_tail()
+                    verdict = answers.after_tail(self._dropped)
+                if verdict in _CLOSINGS:
+                    await self._close(*_CLOSINGS[verdict])
+                    return
+                prompt = retry + repeat if then.retry else repeat
+                if then.guard:  # from the next prompt's start (_play)
                     self._next_prompt_guard = self.calls.retry_key_guard
-                    prompt = repeat
-                    continue
-                # Keys a guard dropped answer nothing, but a fraud code is never dropped.
-                start = fraud_started if self._prompt_not_heard else ""
-                if self._dropped_fraud(start):
-                    await self._report_fraud()
-                    return
-                dropped, self._dropped = self._dropped, ""
-                # Keys past the entry's '#' follow it: read on their own, after it.
-                past, self._past_entry = self._past_entry, ""
-                self._dropped = past
-                if self._dropped_fraud(""):
-                    await self._report_fraud()
-                    return
-                # (kept: with what follows they may still make the fraud code, "1#0" + "#")
-                if dropped:  # a fraud code begun in dropped keys is carried into this entry
-                    lead = dropped.rsplit("#", 1)[-1]
-                    fraud_started = self._fraud_start("" if "#" in dropped else start, lead)
-                # Heard whole (else asked again below): what was lost before is answered for.
-                was_lost, lost_start = lost_start, False
-                if entry is None:
-                    fraud_started = ""  # silence in between: what comes next is a new answer
-                    silent += 1
-                    self._events_lost_count = 0  # a read that counted: losses in a row
-                    self._step("no_input", count=silent)
-                    if silent >= self.calls.no_input_prompts:
-                        await self._close(Outcome.NO_INPUT, "no_key_pressed", MessageType.NO_INPUT)
-                        return
-                    prompt = repeat
-                    continue
-                # After a retry prompt heard whole, a key answers it: nothing is carried.
-                carried = fraud_started if self._prompt_not_heard else ""
-                if offer_fraud and fraud.code in (entry, carried + entry):
-                    await self._report_fraud()
-                    return
-                expected = "#" if code is None else code + "#"
-                # After the start of the fraud code, a bare '#' is not a yes: it may be the end of
-                # a fraud report that did not match (a code such as "99#"). The person is asked
-                # again. A number-matching code is unambiguous and stands.
-                unsure = carried or (was_lost and self._prompt_not_heard)
-                approve = entry == expected and not (unsure and code is None)
-                if self._deaf:
-                    # The start of this entry may be lost: "0#" read as "#" would approve a
-                    # fraud report, "42#" read as "2#" count as wrong. Only a fraud report stands
-                    # (above, leaning to fraud: a lost "1" of "10#" reads "0#"); anything else is
-                    # asked again and counts for nothing. A fraud start is carried as after a
-                    # wrong entry.
-                    await self._events_lost("prompting")
-                    lost_start = offer_fraud
-                    # Keys of the entry still on their way are its tail, not the next answer.
-                    self._next_prompt_guard = self.calls.retry_key_guard
-                    fraud_started = self._fraud_start(carried, entry) or carried
-                    prompt = repeat
-                    continue
-                if approve:
-                    await self._close(Outcome.APPROVED, None, MessageType.SUCCESS)
-                    return
-                if entry == expected and not carried:
-                    # Refused only because keys were lost before it: no wrong entry, and the
-                    # next '#' is a yes (found by review: it could end the call denied).
-                    self._step("not_taken", entry=self._shown(entry), reason="events_lost_before")
-                    self._next_prompt_guard = self.calls.retry_key_guard
-                    prompt = repeat
-                    continue
-                wrong += 1
-                self._events_lost_count = 0  # a read that counted: losses in a row
-                self._step("wrong_input", count=wrong, entry=self._shown(entry))
-                fraud_started = self._fraud_start(carried, entry)
-                # The start of a fraud code at the last attempt gets one prompt more, for its
-                # end ("0", a pause to find '#', then '#'); found by review.
-                if wrong >= self.calls.attempts + (1 if fraud_started else 0):
-                    # Its tail first, as at other attempts: "1#0#" is a fraud report.
-                    self._prompt_not_heard = True  # the tail follows the entry (a hang-up)
-                    self._keys_ignored_until = self._loop.time() + self.calls.inter_digit_timeout
-                    cap = self._loop.time() + self.calls.inter_digit_timeout * 10
-                    while (end := min(self._keys_ignored_until, cap)) > self._loop.time():
-                        await self._wait_for(lambda: False, end - self._loop.time())
-                    if self._dropped_fraud(fraud_started):
-                        await self._report_fraud()
-                        return
-                    await self._close(Outcome.DENIED, "wrong_input", MessageType.DENIED)
-                    return
-                prompt = retry + repeat
-                # Keys until the retry prompt has played a moment are dropped: nobody has heard it
-                # yet, so they are the tail of the wrong entry (say the '#' of "0#" held up past
-                # the inter-digit time-out by a loaded PBX), which as a new entry would approve.
-                # Fail closed: the tail lasts until a pause of inter_digit_timeout after its last
-                # key, so no part of it ever starts an entry.
-                self._next_prompt_guard = self.calls.retry_key_guard  # from its start (_play)
         except (HungUp, Stopped, asyncio.CancelledError):
             # The call ends otherwise (a hang-up, a lasting loss): a fraud code dropped by a
             # guard and not yet looked at is still a fraud report.
-            if self._dropped_fraud(fraud_started if self._prompt_not_heard else ""):
+            if answers.ends_in_fraud(self._dropped, self._prompt_not_heard):
                 self._decide(Outcome.FRAUD_REPORTED, None)
             raise
 
-    def _dropped_fraud(self, start: str) -> bool:
-        """The keys a guard dropped, read as entries (each up to its '#'), report fraud: one
-        is the fraud code, or the first completes the fraud code begun in `start`. Read as
-        one run instead, "50#" (a code ending in 0) would hold "0#" (found by review)."""
-        fraud = self.req.settings.fraud
-        runs = [run + "#" for run in self._dropped.split("#")[:-1]]
-        return (
-            fraud.enabled and bool(runs) and (fraud.code in runs or start + runs[0] == fraud.code)
-        )
+    def _note(self, then: Next, entry: str | None) -> None:
+        """Put what the rules made of a read on the timeline."""
+        if then.counted:
+            self._events_lost_count = 0  # a read that counted: losses in a row
+        if then.step == "wrong_input":
+            self._step("wrong_input", count=then.count, entry=self._shown(entry or ""))
+        elif then.step == "not_taken":
+            self._step("not_taken", entry=self._shown(entry or ""), reason="events_lost_before")
+        elif then.step is not None:
+            self._step(then.step, count=then.count)
 
-    def _fraud_start(self, carried: str, entry: str) -> str:
-        """The start of the fraud code this entry (after what was carried) makes, if any."""
-        fraud = self.req.settings.fraud
-        starts = (t for t in (carried + entry, entry) if fraud.enabled and _begins(fraud.code, t))
-        return next(starts, "")
+    async def _read_tail(self) -> None:
+        """After the last wrong entry: its tail (keys still on their way, dropped as they
+        come into `_dropped`) until a pause of inter_digit_timeout, at most ten of them."""
+        self._prompt_not_heard = True  # the tail follows the entry (a hang-up)
+        self._keys_ignored_until = self._loop.time() + self.calls.inter_digit_timeout
+        cap = self._loop.time() + self.calls.inter_digit_timeout * 10
+        while (end := min(self._keys_ignored_until, cap)) > self._loop.time():
+            await self._wait_for(lambda: False, end - self._loop.time())
 
     async def _events_still_come(self, connection: int | None) -> bool:
         """Before a silence or a wrong entry ends the call: do this channel's events still
@@ -688,9 +611,6 @@ class CallFlow:
             entry = "".join(self.keys)
         self._step("entry", entry=self._shown(entry))
         return entry
-
-    async def _report_fraud(self) -> None:
-        await self._close(Outcome.FRAUD_REPORTED, None, MessageType.FRAUD_CONFIRMATION)
 
     async def _close(self, outcome: Outcome, reason: str | None, message: MessageType) -> None:
         """Decide the outcome now (it is visible at once), then say the closing words."""

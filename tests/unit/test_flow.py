@@ -1781,7 +1781,7 @@ async def test_keys_past_an_entry_never_join_a_start_before_it() -> None:
     # Number matching "42", attempts 2: "0" by mistake (wrong, carried), then at the last
     # attempt "42", a pause, and "#" reported twice ("##", as _at_once) before the mark.
     # Entry "42#" is the code; the extra "#" past it goes into _dropped, and
-    # _dropped_fraud(start="0") reads "0" + "#" = "0#": fraud reported, user blocked.
+    # Answers.dropped_fraud(start="0") reads "0" + "#" = "0#": fraud reported, user blocked.
     settings = tenant(calls={**TINY, "attempts": 2})
     flow, fake, rec = _bare_flow(settings, fake_class=InFlight)
     import dataclasses

@@ -1,0 +1,170 @@
+"""The rules that read a person's keys at the verification prompt (phonemfa.answers), read by
+read, without a call. tests/unit/test_flow.py runs the same rules through whole calls, with
+their timings (guards, prompts cut short, lost events)."""
+
+from __future__ import annotations
+
+from phonemfa.answers import Answers, Read, Verdict
+
+
+def answers(fraud: str | None = "0#", code: str | None = None, attempts: int = 3) -> Answers:
+    return Answers(fraud_code=fraud, code=code, attempts=attempts, no_input_prompts=2)
+
+
+def heard(entry: str | None, **more: str) -> Read:
+    """An entry after the prompt played to its end."""
+    return Read(entry, deaf=False, not_heard=False, **more)
+
+
+def during(entry: str | None, **more: str) -> Read:
+    """An entry begun while the prompt played (it was not heard whole)."""
+    return Read(entry, deaf=False, not_heard=True, **more)
+
+
+def deaf(entry: str | None, **more: str) -> Read:
+    """A read across a loss of ARI's events: keys may be missing."""
+    return Read(entry, deaf=True, not_heard=True, **more)
+
+
+def test_a_pound_approves_the_fraud_code_reports_anything_else_is_wrong() -> None:
+    assert answers().read(heard("#")).verdict is Verdict.APPROVE
+    assert answers().read(during("0#")).verdict is Verdict.FRAUD
+    wrong = answers().read(heard("5#"))
+    assert (wrong.verdict, wrong.step, wrong.count) == (Verdict.ASK_AGAIN, "wrong_input", 1)
+    assert wrong.retry and wrong.guard and wrong.counted
+
+
+def test_without_fraud_reporting_the_fraud_code_is_a_wrong_entry() -> None:
+    assert answers(fraud=None).read(heard("0#")).verdict is Verdict.ASK_AGAIN
+
+
+def test_a_fraud_start_is_carried_until_the_next_prompt_is_heard_whole() -> None:
+    # "0", a pause past the inter-digit time-out, then '#' as the retry prompt plays.
+    a = answers()
+    assert a.read(heard("0")).step == "wrong_input"
+    assert a.read(during("#")).verdict is Verdict.FRAUD
+    # The same '#' after the retry prompt was heard whole answers it: a yes.
+    a = answers()
+    a.read(heard("0"))
+    assert a.read(heard("#")).verdict is Verdict.APPROVE
+
+
+def test_a_bare_pound_after_a_fraud_start_that_did_not_match_is_no_yes() -> None:
+    a = answers(fraud="99#")
+    a.read(heard("9"))
+    then = a.read(during("#"))  # "9#": not the fraud code, and maybe its mistyped end
+    assert (then.verdict, then.count) == (Verdict.ASK_AGAIN, 2)
+
+
+def test_a_number_matching_code_stands_after_a_fraud_start() -> None:
+    a = answers(code="42")
+    a.read(heard("0"))
+    assert a.read(during("42#")).verdict is Verdict.APPROVE
+
+
+def test_dropped_keys_are_read_as_entries_not_searched() -> None:
+    assert answers().read(during("#", dropped="0#")).verdict is Verdict.FRAUD
+    assert answers().read(during("#", dropped="5#0#")).verdict is Verdict.FRAUD
+    # "50#" (a number-matching code typed early) holds "0#" but is not the fraud code.
+    assert answers(code="50").read(heard("50#", dropped="50#")).verdict is Verdict.APPROVE
+
+
+def test_dropped_keys_complete_a_fraud_start() -> None:
+    a = answers()
+    a.read(heard("0"))
+    # The '#' of "0#", held up into the retry prompt's guard and dropped.
+    assert a.read(during(None, dropped="#")).verdict is Verdict.FRAUD
+
+
+def test_keys_past_the_entry_are_read_after_it_and_kept() -> None:
+    assert answers().read(heard("1#", past="0#")).verdict is Verdict.FRAUD
+    a = answers()
+    then = a.read(heard("1#", past="0"))
+    assert then.verdict is Verdict.ASK_AGAIN and then.dropped == "0"
+    # "1#0" then "#": the kept "0" begins the next entry.
+    assert a.read(during("#", dropped=then.dropped)).verdict is Verdict.FRAUD
+
+
+def test_two_silences_end_the_call_no_input() -> None:
+    a = answers()
+    assert not a.last_silence
+    first = a.read(heard(None))
+    assert (first.verdict, first.step, first.count, first.guard) == (
+        Verdict.ASK_AGAIN, "no_input", 1, False,
+    )  # fmt: skip
+    assert a.last_silence
+    assert a.read(heard(None)).verdict is Verdict.NO_INPUT
+
+
+def test_a_silence_forgets_a_fraud_start() -> None:
+    a = answers()
+    a.read(heard("0"))
+    a.read(heard(None))
+    assert a.read(during("#")).verdict is Verdict.APPROVE
+
+
+def test_a_silence_across_a_loss_counts_for_nothing_and_the_next_pound_is_not_taken() -> None:
+    a = answers()
+    lost = a.read(deaf(None, dropped="5"))
+    assert (lost.verdict, lost.guard, lost.counted) == (Verdict.EVENTS_LOST, True, False)
+    assert lost.dropped == "5"  # kept for the next read
+    assert a.silent == 0
+    # A lost "0" may have begun a fraud report: '#' before a prompt is heard whole is no yes,
+    # and no wrong entry either.
+    not_taken = a.read(during("#"))
+    assert (not_taken.verdict, not_taken.step) == (Verdict.ASK_AGAIN, "not_taken")
+    assert a.wrong == 0
+    assert a.read(during("#")).verdict is Verdict.APPROVE
+
+
+def test_an_entry_across_a_loss_stands_only_as_a_fraud_report() -> None:
+    assert answers().read(deaf("#")).verdict is Verdict.EVENTS_LOST
+    assert answers().read(deaf("5#")).verdict is Verdict.EVENTS_LOST
+    assert answers().read(deaf("0#")).verdict is Verdict.FRAUD
+    a = answers()
+    a.read(deaf("0"))  # its fraud start is carried
+    assert a.read(during("#")).verdict is Verdict.FRAUD
+
+
+def test_a_number_matching_code_stands_after_a_loss() -> None:
+    a = answers(code="42")
+    a.read(deaf(None))
+    assert a.read(during("42#")).verdict is Verdict.APPROVE
+
+
+def test_the_last_wrong_entry_reads_its_tail_before_the_denial() -> None:
+    a = answers()
+    a.read(heard("1#"))
+    assert a.last_entry is False
+    a.read(heard("2#"))
+    assert a.last_entry is True
+    last = a.read(heard("3#"))
+    assert (last.verdict, last.count) == (Verdict.LAST_TAIL, 3)
+    assert a.after_tail("") is Verdict.DENY
+    assert a.after_tail("4#0#") is Verdict.FRAUD  # "3#4#0#" typed at once
+
+
+def test_a_fraud_start_at_the_last_attempt_gets_one_prompt_more() -> None:
+    a = answers()
+    a.read(heard("1#"))
+    a.read(heard("2#"))
+    assert a.read(heard("0")).verdict is Verdict.ASK_AGAIN
+    assert a.read(during("#")).verdict is Verdict.FRAUD
+    # Its tail dropped, not pressed as the prompt plays: the same report.
+    a = answers()
+    a.read(heard("1#"))
+    a.read(heard("2#"))
+    a.read(heard("0"))
+    assert a.ends_in_fraud("#", not_heard=True)
+    assert not a.ends_in_fraud("#", not_heard=False)  # after a prompt heard whole: a yes
+
+
+def test_no_fraud_start_is_carried_past_a_prompt_heard_whole_across_a_loss() -> None:
+    a = answers()
+    a.read(heard("0"))
+    # The retry prompt played to its end; events were lost in the silence after it.
+    assert a.read(Read(None, deaf=True, not_heard=False)).verdict is Verdict.EVENTS_LOST
+    # So this '#' answers a prompt heard whole: no "0#", though after the loss it is no
+    # yes either until a prompt is heard whole.
+    then = a.read(during("#"))
+    assert (then.verdict, then.step) == (Verdict.ASK_AGAIN, "not_taken")

@@ -487,7 +487,11 @@ class CallFlow:
             while True:
                 self._step("prompting", media=list(prompt.media), language=prompt.language)
                 entry = await self._ask(
-                    prompt, last_silence=answers.last_silence, last_entry=answers.last_entry
+                    prompt,
+                    last_silence=answers.last_silence,
+                    last_entry=answers.last_entry,
+                    # Stopping the prompt makes it not heard whole: what `read` will assume.
+                    reported=lambda: answers.ends_in_fraud(self._dropped, not_heard=True),
                 )
                 then = answers.read(
                     Read(entry, self._deaf, self._prompt_not_heard, self._dropped, self._past_entry)
@@ -570,20 +574,35 @@ class CallFlow:
             raise Stopped(Outcome.INTERRUPTED, "asterisk_unavailable")
 
     async def _ask(
-        self, prompt: Prompt, last_silence: bool = False, last_entry: bool = False
+        self,
+        prompt: Prompt,
+        last_silence: bool = False,
+        last_entry: bool = False,
+        reported: Callable[[], bool] = lambda: False,
     ) -> str | None:
         """Play `prompt` and read one entry: keys up to '#', or up to a pause of
-        inter_digit_timeout. None when no key comes at all."""
+        inter_digit_timeout. None when no key comes at all, or as soon as `reported()` once
+        a key came: the keys a guard dropped hold a fraud report, and the rest of the prompt
+        and the wait for a key would only delay it (the read's outcome is the same)."""
         self.keys.clear()
         seen = self._keys_seen
         connection = self._connection()
+
+        def dropped_report() -> bool:
+            return self._keys_seen != seen and reported()
+
         self._prompt_not_heard = True  # until it has played to its end (read on a hang-up)
-        ended_by_itself = await self._play(prompt, stop_on=lambda: bool(self.keys))
+        ended_by_itself = await self._play(
+            prompt, stop_on=lambda: bool(self.keys) or dropped_report()
+        )
         self._prompt_not_heard = self._keys_seen != seen or not ended_by_itself
         self._deaf = False
-        if not self.keys and not await self._wait_any_key(self.calls.first_digit_timeout):
+        if not self.keys and not dropped_report():
+            first_key = self.calls.first_digit_timeout
+            await self._wait_for(lambda: bool(self.keys) or dropped_report(), first_key)
+        if not self.keys or dropped_report():
             self._deaf = self._deaf_since(connection)
-            if self._deaf or not last_silence:
+            if self._deaf or not last_silence or dropped_report():
                 return None
             # About to end the call: keys before the mark were pressed in time.
             self._deaf = not await self._events_still_come(connection)
@@ -671,9 +690,6 @@ class CallFlow:
 
     async def _wait_more_keys(self, count: int, timeout: float) -> bool:
         return await self._wait_for(lambda: len(self.keys) > count, timeout)
-
-    async def _wait_any_key(self, timeout: float) -> bool:
-        return await self._wait_for(lambda: bool(self.keys), timeout)
 
     async def _idle(self, seconds: float) -> None:
         """Let time pass while still hearing about the channel (a hang-up ends the wait)."""

@@ -1615,6 +1615,32 @@ async def test_a_dropped_fraud_code_then_a_lasting_loss_is_a_fraud_report(
     assert got is Outcome.FRAUD_REPORTED, (got, reason, _r4_dump(rec))
 
 
+@pytest.mark.parametrize("where", ["greeting", "retry"])
+async def test_a_fraud_code_a_guard_dropped_is_reported_without_waiting_for_the_prompt(
+    where: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "0#" in a prompt's first moment: the guard drops it, and it reports fraud. It used to
+    # be read only once the prompt had played to its end and no key had come for
+    # first_digit_timeout (seconds later, the question heard again); now the prompt stops.
+    monkeypatch.setitem(globals(), "PROMPT_SECONDS", 0.6)
+    calls = {**TINY, "greeting_key_guard": 0.2, "retry_key_guard": 0.2}
+
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "prompting" and rec.count("prompting") == 1:
+            if where == "greeting":
+                fake.later(0.05, lambda: fake.press("0#"))  # in the greeting's guard
+            else:
+                _key_at(fake, 0.3, "1")  # past it: a wrong entry
+        elif event == "wrong_input":
+            fake.press("0#")  # in the retry prompt's guard
+
+    got, reason, fake, rec = await run(MOBILE, script, settings=tenant(calls=calls))
+    assert got is Outcome.FRAUD_REPORTED, (got, reason, _r4_dump(rec))
+    asked = fake.sent("play")[:-1]  # the last is the fraud confirmation
+    assert len(fake.sent("stop")) == len(asked), _r4_dump(rec)  # every prompt cut short
+    assert rec.count("no_input") == 0 and rec.count("key") == (0 if where == "greeting" else 1)
+
+
 async def test_keys_after_the_pound_before_the_mark_are_not_thrown_away() -> None:
     # Last attempt: "5" ends at the inter-digit time-out; "#0#" (its '#', then the fraud
     # code) reaches us before the mark. The entry is "5#"; "0#" is thrown away: denied.

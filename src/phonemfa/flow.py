@@ -490,8 +490,7 @@ class CallFlow:
                     prompt,
                     last_silence=answers.last_silence,
                     last_entry=answers.last_entry,
-                    # Stopping the prompt makes it not heard whole: what `read` will assume.
-                    reported=lambda: answers.ends_in_fraud(self._dropped, not_heard=True),
+                    reported=lambda not_heard: answers.ends_in_fraud(self._dropped, not_heard),
                 )
                 then = answers.read(
                     Read(entry, self._deaf, self._prompt_not_heard, self._dropped, self._past_entry)
@@ -511,9 +510,10 @@ class CallFlow:
                 prompt = retry + repeat if then.retry else repeat
                 if then.guard:  # from the next prompt's start (_play)
                     self._next_prompt_guard = self.calls.retry_key_guard
-        except (HungUp, Stopped, asyncio.CancelledError):
-            # The call ends otherwise (a hang-up, a lasting loss): a fraud code dropped by a
-            # guard and not yet looked at is still a fraud report.
+        except (HungUp, Stopped, asyncio.CancelledError, AriError):
+            # The call ends otherwise (a hang-up, a lasting loss, a request Asterisk failed,
+            # such as stopping the prompt): a fraud code dropped by a guard and not yet
+            # looked at is still a fraud report (found by review).
             if answers.ends_in_fraud(self._dropped, self._prompt_not_heard):
                 self._decide(Outcome.FRAUD_REPORTED, None)
             raise
@@ -578,24 +578,28 @@ class CallFlow:
         prompt: Prompt,
         last_silence: bool = False,
         last_entry: bool = False,
-        reported: Callable[[], bool] = lambda: False,
+        reported: Callable[[bool], bool] = lambda not_heard: False,
     ) -> str | None:
         """Play `prompt` and read one entry: keys up to '#', or up to a pause of
-        inter_digit_timeout. None when no key comes at all, or as soon as `reported()` once
-        a key came: the keys a guard dropped hold a fraud report, and the rest of the prompt
-        and the wait for a key would only delay it (the read's outcome is the same)."""
+        inter_digit_timeout. None when no key comes at all, or as soon as `reported(not
+        heard whole)` holds: the keys a guard dropped hold a fraud report, and the rest of
+        the prompt and the wait for a key would only delay it (the read's outcome is the
+        same: `Answers.read` looks at them first)."""
         self.keys.clear()
         seen = self._keys_seen
         connection = self._connection()
+        not_heard: bool | None = None  # known once a key came during it, or it ended
 
         def dropped_report() -> bool:
-            return self._keys_seen != seen and reported()
+            if not_heard is None and self._keys_seen == seen:
+                return False  # it may yet be heard whole (found by review)
+            return reported(True if not_heard is None else not_heard)
 
         self._prompt_not_heard = True  # until it has played to its end (read on a hang-up)
         ended_by_itself = await self._play(
             prompt, stop_on=lambda: bool(self.keys) or dropped_report()
         )
-        self._prompt_not_heard = self._keys_seen != seen or not ended_by_itself
+        self._prompt_not_heard = not_heard = self._keys_seen != seen or not ended_by_itself
         self._deaf = False
         if not self.keys and not dropped_report():
             first_key = self.calls.first_digit_timeout

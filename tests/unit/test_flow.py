@@ -14,7 +14,14 @@ from typing import Any
 import pytest
 
 import phonemfa.flow as flow_module
-from phonemfa.ari import AriError, AriNotFound, Event, EventRouter
+from phonemfa.ari import (
+    AriError,
+    AriNotFound,
+    AriServerError,
+    AriUnavailable,
+    Event,
+    EventRouter,
+)
 from phonemfa.config import Config, DialProfile, TenantSettings
 from phonemfa.flow import CallFlow, CallRequest, Stopped
 from phonemfa.lines import Lines
@@ -1639,6 +1646,95 @@ async def test_a_fraud_code_a_guard_dropped_is_reported_without_waiting_for_the_
     asked = fake.sent("play")[:-1]  # the last is the fraud confirmation
     assert len(fake.sent("stop")) == len(asked), _r4_dump(rec)  # every prompt cut short
     assert rec.count("no_input") == 0 and rec.count("key") == (0 if where == "greeting" else 1)
+
+
+# --- found by review of the early fraud report (29f4dbe) --------------------------------
+
+
+class InFlightThenBlip(InFlight):
+    """As InFlight, and ARI's event connection changes while the mark is on its way (the
+    entry is read deaf)."""
+
+    blip = False
+    number = 1  # the event connection's
+
+    async def user_event(
+        self, name: str, variables: dict[str, str], channel_id: str | None = None
+    ) -> None:
+        if self.blip:
+            self.blip = False
+            self.number += 1  # reconnected: a new connection number
+        await super().user_event(name, variables, channel_id)
+
+
+@pytest.mark.parametrize("no_input_prompts", [1, 2])
+@pytest.mark.parametrize(
+    ("answer", "expected"), [("#", Outcome.APPROVED), ("0#", Outcome.FRAUD_REPORTED)]
+)
+async def test_an_answer_after_a_prompt_heard_whole_is_not_taken_for_dropped_keys(
+    answer: str, expected: Outcome, no_input_prompts: int
+) -> None:
+    # Attempts 2. "0" at the greeting (wrong: the start "0" is carried). At the retry
+    # prompt "5", a pause, then "##" before the mark while ARI reconnects: entry "5#" read
+    # deaf (asked again, "0" still carried), the '#' past it kept as dropped. The repeated
+    # greeting is heard whole, then `answer`: a key after a prompt heard whole answers it.
+    # The early report first read the kept '#' with the carried "0" as "0#" and ended the
+    # read empty: the key was thrown away, "#" ended no_input and "0#" was APPROVED (its
+    # '#' answered the next greeting).
+    settings = tenant(calls={**TINY, "attempts": 2, "no_input_prompts": no_input_prompts})
+    flow, fake, rec = _bare_flow(settings, fake_class=InFlightThenBlip)
+    flow.connection = lambda: fake.number
+
+    def script(event: str, details: dict[str, Any]) -> None:
+        if event == "prompting" and rec.count("prompting") == 1:
+            fake.press("0")
+        elif event == "prompting" and rec.count("prompting") == 2:
+            fake.press("5")
+            fake.in_flight = "##"
+            fake.blip = True
+        elif event == "prompting" and rec.count("prompting") == 3:
+            for i, key in enumerate(answer):  # after the prompt played to its end
+                _key_at(fake, PROMPT_SECONDS + 0.05 + 0.005 * i, key)
+
+    rec.on_step = script
+    got = await asyncio.wait_for(flow.run(), 10)
+    assert got is expected, (got, flow.reason, _r4_dump(rec))
+
+
+class StopFails(FakeAsterisk):
+    """Asterisk does not answer a request to stop a playback (a time-out under load, a 500)."""
+
+    error: AriError = AriUnavailable("DELETE", "/playbacks/x", 0, "TimeoutError")
+
+    async def stop_playback(self, playback_id: str) -> bool:
+        self.requests.append(("stop", playback_id))
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        AriUnavailable("DELETE", "/playbacks/x", 0, "TimeoutError"),
+        AriServerError("DELETE", "/playbacks/x", 500, "Internal Server Error"),
+    ],
+)
+async def test_a_dropped_fraud_code_stands_when_the_prompt_cannot_be_stopped(
+    error: AriError, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "0#" in the greeting's guard: a fraud report, now decided by stopping the greeting.
+    # A stop request that fails ended the call interrupted or failed: the report was lost.
+    monkeypatch.setitem(globals(), "PROMPT_SECONDS", 0.6)
+    settings = tenant(calls={**TINY, "greeting_key_guard": 0.2})
+    flow, fake, rec = _bare_flow(settings, fake_class=StopFails)
+    fake.error = error
+
+    def script(event: str, details: dict[str, Any]) -> None:
+        if event == "prompting" and rec.count("prompting") == 1:
+            fake.press("0#")  # at 5 and 10 ms: in the greeting's guard
+
+    rec.on_step = script
+    got = await asyncio.wait_for(flow.run(), 10)
+    assert got is Outcome.FRAUD_REPORTED, (got, flow.reason, _r4_dump(rec))
 
 
 async def test_keys_after_the_pound_before_the_mark_are_not_thrown_away() -> None:

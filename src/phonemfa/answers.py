@@ -63,7 +63,7 @@ class Next:
     dropped: str = ""
 
 
-def begins(fraud_code: str, typed: str) -> bool:
+def _begins(fraud_code: str, typed: str) -> bool:
     """`typed` is the fraud code's start, short of its end."""
     return bool(typed) and not typed.endswith("#") and fraud_code.startswith(typed)
 
@@ -105,25 +105,23 @@ class Answers:
 
     def read(self, r: Read) -> Next:
         """What to do after one read; updates what is carried to the next."""
+        # Keys a guard dropped answer nothing, but a fraud code is never dropped.
+        if self.ends_in_fraud(r.dropped, r.not_heard):
+            return Next(Verdict.FRAUD)
         if r.entry is None and r.deaf:  # a key may have been lost: not a silence
-            if self.dropped_fraud(r.dropped, self.fraud_started if r.not_heard else ""):
-                return Next(Verdict.FRAUD)
             self.lost_start = self.fraud_code is not None
             if not r.not_heard:  # nothing is carried past a prompt heard whole
                 self.fraud_started = ""
             # The dropped keys stay for the next read.
             return Next(Verdict.EVENTS_LOST, guard=True, dropped=r.dropped)
-        # Keys a guard dropped answer nothing, but a fraud code is never dropped.
-        start = self.fraud_started if r.not_heard else ""
-        if self.dropped_fraud(r.dropped, start):
-            return Next(Verdict.FRAUD)
         # Keys past the entry's '#' follow it: read on their own, after it, and kept (with
         # what follows they may still make the fraud code: "1#0" + "#").
         if self.dropped_fraud(r.past, ""):
             return Next(Verdict.FRAUD)
         if r.dropped:  # a fraud code begun in dropped keys is carried into this entry
             lead = r.dropped.rsplit("#", 1)[-1]
-            self.fraud_started = self.fraud_start("" if "#" in r.dropped else start, lead)
+            start = "" if "#" in r.dropped or not r.not_heard else self.fraud_started
+            self.fraud_started = self.fraud_start(start, lead)
         # Heard whole (else asked again below): what was lost before is answered for.
         was_lost, self.lost_start = self.lost_start, False
         if r.entry is None:
@@ -186,8 +184,10 @@ class Answers:
         return Verdict.FRAUD if self.ends_in_fraud(dropped, not_heard=True) else Verdict.DENY
 
     def ends_in_fraud(self, dropped: str, not_heard: bool) -> bool:
-        """The call ends before the next read (a hang-up, a stop, the last wrong entry):
-        do the keys dropped since the last read hold a fraud report?"""
+        """Do the keys a guard dropped since the last read hold a fraud report? A fraud
+        start is carried into them only while the prompt was not heard whole. Asked by
+        every read, as keys drop (to stop the prompt at once), and when the call ends
+        before the next read (a hang-up, a stop, the last wrong entry)."""
         return self.dropped_fraud(dropped, self.fraud_started if not_heard else "")
 
     def dropped_fraud(self, dropped: str, start: str) -> bool:
@@ -203,4 +203,4 @@ class Answers:
         """The start of the fraud code this entry (after what was carried) makes, if any."""
         if self.fraud_code is None:
             return ""
-        return next((t for t in (carried + entry, entry) if begins(self.fraud_code, t)), "")
+        return next((t for t in (carried + entry, entry) if _begins(self.fraud_code, t)), "")

@@ -486,12 +486,7 @@ class CallFlow:
         try:
             while True:
                 self._step("prompting", media=list(prompt.media), language=prompt.language)
-                entry = await self._ask(
-                    prompt,
-                    last_silence=answers.last_silence,
-                    last_entry=answers.last_entry,
-                    reported=lambda not_heard: answers.ends_in_fraud(self._dropped, not_heard),
-                )
+                entry = await self._ask(prompt, answers)
                 then = answers.read(
                     Read(entry, self._deaf, self._prompt_not_heard, self._dropped, self._past_entry)
                 )
@@ -573,18 +568,11 @@ class CallFlow:
         if self._connection() is None:
             raise Stopped(Outcome.INTERRUPTED, "asterisk_unavailable")
 
-    async def _ask(
-        self,
-        prompt: Prompt,
-        last_silence: bool = False,
-        last_entry: bool = False,
-        reported: Callable[[bool], bool] = lambda not_heard: False,
-    ) -> str | None:
+    async def _ask(self, prompt: Prompt, answers: Answers) -> str | None:
         """Play `prompt` and read one entry: keys up to '#', or up to a pause of
-        inter_digit_timeout. None when no key comes at all, or as soon as `reported(not
-        heard whole)` holds: the keys a guard dropped hold a fraud report, and the rest of
-        the prompt and the wait for a key would only delay it (the read's outcome is the
-        same: `Answers.read` looks at them first)."""
+        inter_digit_timeout. None when no key comes at all, or as soon as keys a guard
+        dropped hold a fraud report (`Answers.ends_in_fraud`): the rest of the prompt and
+        the wait for a key would only delay it (`Answers.read` looks at them first)."""
         self.keys.clear()
         seen = self._keys_seen
         connection = self._connection()
@@ -593,7 +581,8 @@ class CallFlow:
         def dropped_report() -> bool:
             if not_heard is None and self._keys_seen == seen:
                 return False  # it may yet be heard whole (found by review)
-            return reported(True if not_heard is None else not_heard)
+            # Still playing, with a key during it: it will not have been heard whole.
+            return answers.ends_in_fraud(self._dropped, True if not_heard is None else not_heard)
 
         self._prompt_not_heard = True  # until it has played to its end (read on a hang-up)
         ended_by_itself = await self._play(
@@ -604,9 +593,12 @@ class CallFlow:
         if not self.keys and not dropped_report():
             first_key = self.calls.first_digit_timeout
             await self._wait_for(lambda: bool(self.keys) or dropped_report(), first_key)
-        if not self.keys or dropped_report():
+        if dropped_report():  # the read is a fraud report whatever its entry
             self._deaf = self._deaf_since(connection)
-            if self._deaf or not last_silence or dropped_report():
+            return None
+        if not self.keys:
+            self._deaf = self._deaf_since(connection)
+            if self._deaf or not answers.last_silence:
                 return None
             # About to end the call: keys before the mark were pressed in time.
             self._deaf = not await self._events_still_come(connection)
@@ -616,7 +608,7 @@ class CallFlow:
             while "#" not in self.keys and len(self.keys) < MAX_ENTRY:
                 if not await self._wait_more_keys(len(self.keys), self.calls.inter_digit_timeout):
                     break
-            if "#" in self.keys or len(self.keys) >= MAX_ENTRY or not last_entry:
+            if "#" in self.keys or len(self.keys) >= MAX_ENTRY or not answers.last_entry:
                 break
             if self._deaf_since(connection):
                 break

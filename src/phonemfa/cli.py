@@ -103,7 +103,7 @@ def _parse_context(
     """The tenant, trunk and profiles from --config, or the built-in defaults."""
     name = args.tenant or DEFAULT_TENANT
     if args.config:
-        config = load_config(args.config)
+        config = load_config(args.config, secrets=False)  # parse uses none
         trunk, profiles = config.trunk, config.dial_profiles
         try:
             tenant = config.tenant(name)

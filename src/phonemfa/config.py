@@ -67,6 +67,7 @@ __all__ = [
     "UnknownTenantError",
     "field_errors",
     "format_errors",
+    "is_secret_path",
     "load_config",
     "redacted_dump",
 ]
@@ -203,6 +204,7 @@ def _secret_not_empty(value: SecretStr) -> SecretStr:
 
 
 Region = Annotated[str, AfterValidator(_region)]
+# Every field of this type must be matched by `is_secret_path` (a test checks).
 Secret = Annotated[SecretStr, AfterValidator(_secret_not_empty)]
 TenantName = Annotated[
     str,
@@ -767,8 +769,18 @@ def _plain(value: Any) -> Any:
 # --- loading ------------------------------------------------------------------
 
 
-def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
-    """Read and validate a YAML config file; any problem raises one `ConfigError`."""
+def load_config(
+    path: str | os.PathLike[str],
+    environ: Mapping[str, str] | None = None,
+    *,
+    secrets: bool = True,
+) -> Config:
+    """Read and validate a YAML config file; any problem raises one `ConfigError`.
+
+    `secrets=False` is for commands that never use a secret (`parse`, `prompts`): a secret
+    (`is_secret_path`) whose ${VAR} is unset gets a placeholder instead of failing, so that
+    an administrator need not have the service's secrets in their shell. Every other
+    unset variable is still an error."""
     name = os.fspath(path)
     try:
         text = Path(name).read_bytes().decode("utf-8")
@@ -778,7 +790,7 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
         raise ConfigError.one(name, None, f"not UTF-8 text ({exc.reason})") from None
     except OSError as exc:
         raise ConfigError.one(name, None, f"cannot read: {exc.strerror}") from None
-    data, lines = _read_yaml(text, name, os.environ if environ is None else environ)
+    data, lines = _read_yaml(text, name, os.environ if environ is None else environ, secrets)
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
@@ -824,7 +836,22 @@ _Loader.add_implicit_resolver(
 )
 
 
-def _read_yaml(text: str, name: str, environ: Mapping[str, str]) -> tuple[Any, dict[_Key, int]]:
+def is_secret_path(path: Sequence[Any]) -> bool:
+    """Whether a config path (as ("api", "tokens", 0)) holds a `Secret`."""
+    p = tuple(path)
+    return (
+        p == ("ari", "password")
+        or p[:2] == ("api", "tokens")
+        and (len(p) == 3 or len(p) == 4 and p[3] == "token")
+        or len(p) == 3
+        and p[0] == "tenants"
+        and p[2] == "webhook_secret"
+    )
+
+
+def _read_yaml(
+    text: str, name: str, environ: Mapping[str, str], secrets: bool = True
+) -> tuple[Any, dict[_Key, int]]:
     """Parse YAML, interpolate ${VAR}, and record the line of every key and list item."""
     try:
         # The reader refuses control characters as soon as it is built: inside the try.
@@ -840,7 +867,7 @@ def _read_yaml(text: str, name: str, environ: Mapping[str, str]) -> tuple[Any, d
             raise ConfigError.one(
                 name, _line(node), f"the top level must be a mapping of sections, found {found}"
             )
-        walker = _Walker(loader, name, environ)
+        walker = _Walker(loader, name, environ, secrets)
         walker.walk(node, ())
         if walker.issues:
             raise ConfigError(walker.issues)
@@ -908,10 +935,13 @@ _MAX_DEPTH = 64
 class _Walker:
     """Records the line of every key and interpolates ${VAR} in string values."""
 
-    def __init__(self, loader: _Loader, name: str, environ: Mapping[str, str]) -> None:
+    def __init__(
+        self, loader: _Loader, name: str, environ: Mapping[str, str], secrets: bool = True
+    ) -> None:
         self.loader = loader
         self.name = name
         self.environ = environ
+        self.secrets = secrets  # False: an unset secret gets a placeholder (load_config)
         self.lines: dict[_Key, int] = {}
         self.issues: list[ConfigIssue] = []
         self._done: set[int] = set()  # scalars already interpolated (reached again by alias)
@@ -966,6 +996,8 @@ class _Walker:
                 return value
             if default is not None:
                 return str(default)
+            if not self.secrets and is_secret_path(path):
+                return f"<{var} unset>"  # one per variable: two tokens never look the same
             hint = f"write ${{{var}:-default}} for a default"
             self._issue(node, path, f"environment variable {var} is not set ({hint})")
             return ""

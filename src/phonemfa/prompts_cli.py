@@ -135,7 +135,7 @@ def _run_show(args: argparse.Namespace) -> int:
 
 def _load(args: argparse.Namespace) -> tuple[Config, Path]:
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, secrets=False)  # prompts use none
     except ConfigError as exc:
         raise _Stop(str(exc)) from None
     sounds_dir = args.sounds_dir or config.sounds.dir

@@ -159,6 +159,20 @@ def test_dial_profile_from_config(capsys: pytest.CaptureFixture[str], tmp_path: 
     assert got["dtmf string"] == "Ww12"
 
 
+def test_parse_needs_none_of_the_secrets(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The production example takes its secrets from the service's environment: an
+    administrator's shell without them can still parse; check-config still says they lack."""
+    for var in ("PHONEMFA_ARI_PASSWORD", "PHONEMFA_API_TOKEN", "PHONEMFA_OPS_TOKEN"):
+        monkeypatch.delenv(var, raising=False)
+    config = str(EXAMPLES / "phonemfa.yaml")
+    code, report = parse_json(capsys, "-c", config, "425-555-0110x5678")
+    assert code == 0 and report["mode"] == "auto_extension"
+    code, _, err = run(capsys, "check-config", "--config", config)
+    assert code == 1 and "environment variable PHONEMFA_ARI_PASSWORD is not set" in err
+
+
 def test_parse_with_broken_config(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, out, err = run(capsys, "parse", "-c", str(tmp_path / "missing.yaml"), "425-555-1234")
     assert code == 1 and out == ""

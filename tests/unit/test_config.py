@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from types import UnionType
+from typing import Annotated, Union, get_args, get_origin
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 
 from phonemfa.config import (
     Config,
@@ -17,6 +19,7 @@ from phonemfa.config import (
     UnknownTenantError,
     field_errors,
     format_errors,
+    is_secret_path,
     load_config,
     redacted_dump,
 )
@@ -303,6 +306,69 @@ def test_unset_env_var_names_line_and_variable(tmp_path: Path) -> None:
     path = write(tmp_path, MINIMAL.replace("secret-ari", "${ARI_SECRET}"))
     message = error_of(path)
     assert message.startswith(f"{path}:2: ari.password: environment variable ARI_SECRET is not set")
+
+
+def test_commands_without_secrets_load_a_file_whose_secrets_are_unset(tmp_path: Path) -> None:
+    """`parse` and `prompts` load with secrets=False: an administrator's shell need not hold
+    the service's secrets. Only secrets get a placeholder; each its own."""
+    text = """\
+    ari:
+      password: ${ARI_SECRET}
+    api:
+      tokens:
+        - ${TOKEN_A}
+        - {token: "${TOKEN_B}", name: ops}
+    tenants:
+      default: {webhook_secret: "${HOOK_SECRET}"}
+    """
+    path = write(tmp_path, text)
+    assert "ARI_SECRET is not set" in error_of(path)
+    config = load_config(path, environ={}, secrets=False)
+    tokens = [t.token.get_secret_value() for t in config.api.tokens]
+    assert tokens == ["<TOKEN_A unset>", "<TOKEN_B unset>"]
+    assert config.ari.password.get_secret_value() == "<ARI_SECRET unset>"
+    hook = config.tenant().webhook_secret
+    assert hook is not None and hook.get_secret_value() == "<HOOK_SECRET unset>"
+    set_ = load_config(path, environ={"ARI_SECRET": "pw"}, secrets=False)
+    assert set_.ari.password.get_secret_value() == "pw"
+
+
+def test_commands_without_secrets_still_need_every_other_variable(tmp_path: Path) -> None:
+    path = write(tmp_path, MINIMAL + "sounds:\n  dir: ${SOUNDS}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path, environ={}, secrets=False)
+    assert str(info.value).startswith(f"{path}:8: sounds.dir: environment variable SOUNDS")
+
+
+def _secret_paths(annotation: object, path: tuple[object, ...]) -> list[tuple[object, ...]]:
+    """The path of every SecretStr under a type, with "t" for a mapping key, 0 for an item."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _secret_paths(get_args(annotation)[0], path)
+    if origin in (Union, UnionType):
+        return [p for arg in get_args(annotation) for p in _secret_paths(arg, path)]
+    if origin is tuple:
+        items = [arg for arg in get_args(annotation) if arg is not ...]
+        return [p for arg in items for p in _secret_paths(arg, (*path, 0))]
+    if origin is dict:
+        return _secret_paths(get_args(annotation)[1], (*path, "t"))
+    if annotation is SecretStr:
+        return [path]
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        fields = annotation.model_fields.items()
+        return [p for name, f in fields for p in _secret_paths(f.annotation, (*path, name))]
+    return []
+
+
+def test_every_secret_field_is_a_secret_path() -> None:
+    paths = _secret_paths(Config, ())
+    assert ("api", "tokens", 0, "token") in paths
+    assert ("ari", "password") in paths and ("tenants", "t", "webhook_secret") in paths
+    for path in paths:
+        assert is_secret_path(path), path
+    assert is_secret_path(("api", "tokens", 0))  # the short form: `tokens: [abc]`
+    assert not is_secret_path(("api", "tokens", 0, "name"))
+    assert not is_secret_path(("sounds", "dir"))
 
 
 def test_bad_variable_reference(tmp_path: Path) -> None:

@@ -468,6 +468,23 @@ def test_prompts_check_fails_naming_the_missing_file(
     assert run_prompts_cli("prompts", "check", "--config", str(config), "--tenant", "default") == 0
 
 
+def test_prompts_commands_need_no_secret(
+    sounds: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("PHONEMFA_TEST_ARI_PASSWORD", raising=False)
+    config = tmp_path / "phonemfa.yaml"
+    config.write_text(
+        "ari:\n  password: ${PHONEMFA_TEST_ARI_PASSWORD}\napi: {tokens: [t]}\n"
+        f"sounds: {{dir: {sounds}}}\ntenants: {{default: {{}}}}\n"
+    )
+    assert run_prompts_cli("prompts", "check", "--config", str(config)) == 0
+    assert run_prompts_cli("prompts", "show", "--config", str(config)) == 0
+    assert "prompts check: ok" in capsys.readouterr().out
+
+
 # --- service start: prompt_setup -------------------------------------------------------------
 
 

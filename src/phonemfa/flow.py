@@ -21,6 +21,7 @@ import secrets
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from phonemfa.answers import Answers, Next, Read, Verdict
@@ -70,6 +71,10 @@ _STATE_ORDER = {"Ring": 1, "Ringing": 1, "Up": 2}
 SOFTHANGUP_ASTERISK_GOING = 0x04 | 0x10
 # Longest entry we read (a code plus '#'); more keys than this is not an answer.
 MAX_ENTRY = 12
+# A key guard judges a key by when Asterisk got it (`_pressed`). An event that seems to come
+# more than this much later than the others has not waited in a busy loop: Asterisk's clock
+# was set back, and its times are learnt again from that event.
+KEY_LATE_LIMIT = 5.0
 RESYNC_EVENT = "PhonemfaResync"
 # How each decision of the answers ends the call: its outcome, reason and closing words.
 _CLOSINGS = {
@@ -198,11 +203,16 @@ class CallFlow:
         self._stop: Stopped | None = None
         self._task: asyncio.Task[Outcome] | None = None
         self._reached_greeting = False
-        self._masking_keys = False
+        # With number matching, every digit received is masked on the timeline: the code may
+        # be typed at any prompt, the extension's or the operator's too (found by review).
+        self._masking_keys = request.code is not None
         # Keys that cannot answer the prompt now playing (calls.greeting_key_guard and
         # retry_key_guard) are dropped until this loop time, which each dropped key pushes out
         # by the inter-digit time-out.
         self._keys_ignored_until = 0.0
+        # The smallest (loop time - Asterisk's time) of this call's events: how late a key
+        # was handled (`_pressed`).
+        self._asterisk_lag: float | None = None
         # Seconds of guard for the next prompt played, from its start; keys are dropped until
         # then (None: no guard, keys count as they come).
         self._next_prompt_guard: float | None = None
@@ -465,7 +475,6 @@ class CallFlow:
         fraud = req.settings.fraud
         code = req.code
         self._reached_greeting = True
-        self._masking_keys = code is not None
         greeting = req.catalog.greeting(req.language, fraud=fraud.enabled, code=code is not None)
         repeat = req.catalog.greeting(
             req.language, fraud=fraud.enabled, code=code is not None, organization=False
@@ -719,6 +728,23 @@ class CallFlow:
             self._handle(mailbox.get_nowait())
 
     # --- events ----------------------------------------------------------------
+    def _pressed(self, event: Event, now: float) -> float:
+        """When Asterisk got `event`, on our loop's clock, at the latest: its timestamp plus
+        the smallest lag of this call's events (`now` if unstamped). A key guard judges by
+        it: a key pressed in a guard and handled after it (a busy event loop, a slow
+        websocket) would otherwise count, the second '#' of a "##" approving a greeting
+        nobody heard (found by review). Only differences of Asterisk's times count, so its
+        clock need not match ours."""
+        try:
+            at = datetime.fromisoformat(event.timestamp).timestamp()
+        except ValueError:
+            return now
+        lag = now - at
+        known = self._asterisk_lag
+        if known is None or lag < known or lag - known > KEY_LATE_LIMIT:
+            self._asterisk_lag = known = lag
+        return at + known
+
     def _handle(self, event: Event) -> None:
         kind = event.type
         if kind == "ChannelDtmfReceived":
@@ -726,7 +752,10 @@ class CallFlow:
             digit = event.digit
             shown = "*" if self._masking_keys and digit != "#" else digit
             now = self._loop.time()
-            if self._next_prompt_guard is not None or now < self._keys_ignored_until:
+            if (
+                self._next_prompt_guard is not None
+                or self._pressed(event, now) < self._keys_ignored_until
+            ):
                 tail_end = now + self.calls.inter_digit_timeout
                 self._keys_ignored_until = max(self._keys_ignored_until, tail_end)
                 self._dropped += digit
@@ -736,6 +765,7 @@ class CallFlow:
             # Asterisk's own time of the key beside ours: how long we took to act on it.
             self._step("key", digit=shown, asterisk_at=event.timestamp)
         elif kind == "ChannelStateChange":
+            self._pressed(event, self._loop.time())  # learns the lag
             self._set_state(event.channel_state, event.timestamp)
         elif kind == "ChannelUserevent":
             if self._mark is not None and event.data.get("eventname") == MARK_EVENT:
@@ -749,6 +779,7 @@ class CallFlow:
                 if state != "done":
                     self._step("playback_" + str(state), media=event.playback.get("media_uri"))
         elif kind == "StasisStart":
+            self._pressed(event, self._loop.time())  # learns the lag
             self.in_stasis = True
             self._set_state(event.channel_state, event.timestamp)
         elif kind == "ChannelDestroyed":

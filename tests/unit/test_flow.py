@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -52,6 +54,11 @@ MESSAGES = frozenset(
 CATALOG = PromptCatalog(Shipped(messages={"en": MESSAGES}))
 
 
+def asterisk_time(seconds: float) -> str:
+    """A time as ARI's events stamp it: 2026-11-26T21:40:00.123+0000."""
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+0000"
+
+
 class FakeAsterisk:
     """Answers the flow's ARI requests the way Asterisk does, by routing events back.
 
@@ -62,6 +69,7 @@ class FakeAsterisk:
         self.answer = answer
         self.cause = cause
         self.requests: list[tuple[str, Any]] = []
+        self.clock_set_back = 0.0  # seconds taken off the events' timestamps
         self.playing: str | None = None
         self.channel: str | None = None
         self.gone = False
@@ -71,6 +79,7 @@ class FakeAsterisk:
 
     def emit(self, kind: str, **data: Any) -> None:
         data.setdefault("channel", {"id": self.channel, "state": "Up", "caller": {}})
+        data.setdefault("timestamp", asterisk_time(time.time() - self.clock_set_back))
         self.router.route(Event({"type": kind, **data}))
 
     def later(self, delay: float, fn: Callable[[], None]) -> None:
@@ -563,6 +572,68 @@ async def test_a_pound_after_the_greeting_guard_approves() -> None:
     assert rec.count("key_ignored") == 0
 
 
+def _stalled_key(fake: FakeAsterisk, delay: float, digit: str, stall: float) -> None:
+    """A key Asterisk stamps and sends at `delay`, handled `stall` later: the event loop is
+    held up (CPU starvation, a slow callback) between its arrival and the flow's turn."""
+
+    def arrive() -> None:
+        fake.emit("ChannelDtmfReceived", digit=digit)
+        time.sleep(stall)
+
+    fake.later(delay, arrive)
+
+
+@pytest.mark.parametrize("phone", [EXTENSION, OPERATOR])
+async def test_a_key_pressed_in_the_greeting_guard_and_handled_after_it_is_dropped(
+    phone: str,
+) -> None:
+    # "##" at the switchboard prompt, the second '#' 0.1 s into the greeting, handled 0.6 s
+    # later: judged by when it was handled it came after the 0.5 s guard and approved a
+    # greeting nobody heard. Asterisk's timestamp says when it came (found by review).
+    prompt = "extension_prompt" if phone == EXTENSION else "operator_prompt"
+
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == prompt and details["attempt"] == 1:
+            fake.press("#")
+        if event == "prompting" and rec.count("prompting") == 1:
+            _stalled_key(fake, 0.1, "#", stall=0.6)
+
+    calls = {**TINY, "greeting_key_guard": 0.5, "first_digit_timeout": 1}
+    got, reason, _, rec = await run(phone, script, settings=tenant(calls=calls))
+    assert (got, reason) == (Outcome.NO_INPUT, "no_key_pressed")
+    assert rec.count("key_ignored") == 1
+
+
+async def test_a_key_handled_late_after_the_guard_still_approves() -> None:
+    # The same hold-up for a key pressed after the guard: it counts.
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "prompting" and rec.count("prompting") == 1:
+            _stalled_key(fake, 0.3, "#", stall=0.6)
+
+    calls = {**TINY, "greeting_key_guard": 0.2, "first_digit_timeout": 1}
+    got, _, _, rec = await run(MOBILE, script, settings=tenant(calls=calls))
+    assert got is Outcome.APPROVED
+    assert rec.count("key_ignored") == 0
+
+
+async def test_asterisk_clock_set_back_mid_call_drops_no_key_for_good() -> None:
+    # Asterisk's clock is set back an hour during the greeting: its later keys look an hour
+    # early. They are judged back by at most KEY_LATE_LIMIT, so the '#' still approves.
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "prompting" and rec.count("prompting") == 1:
+
+            def set_back() -> None:
+                fake.clock_set_back = 3600
+
+            fake.later(0.25, set_back)
+            fake.later(0.3, lambda: fake.emit("ChannelDtmfReceived", digit="#"))
+
+    calls = {**TINY, "greeting_key_guard": 0.2, "first_digit_timeout": 1}
+    got, _, _, rec = await run(MOBILE, script, settings=tenant(calls=calls))
+    assert got is Outcome.APPROVED
+    assert rec.count("key_ignored") == 0
+
+
 async def test_keys_without_pound_end_at_the_inter_digit_time_out_as_wrong_input() -> None:
     got, _, _, rec = await run(MOBILE, on("prompting", "7"))
     assert got is Outcome.NO_INPUT  # one wrong entry, then silence at both repeats
@@ -590,7 +661,18 @@ async def test_number_matching_needs_the_right_code_and_masks_it() -> None:
     assert got is Outcome.APPROVED
     assert fake.sent("play")[0] == ["sound:phonemfa/en/code_prompt_fraud"]
     assert [d["digit"] for n, d in rec.timeline if n == "key"] == ["*", "*", "#"]
-    assert all("4" not in str(d) for _, d in rec.timeline)
+    assert all(
+        "4" not in str(v) for _, d in rec.timeline for k, v in d.items() if k != "asterisk_at"
+    )
+
+
+async def test_a_code_typed_at_the_extension_prompt_is_masked_too() -> None:
+    # Typed before the greeting, where no code is asked for: still the code (found by review).
+    got, _, _, rec = await run(EXTENSION, on("extension_prompt", "4321#"), code="4321")
+    assert got is Outcome.NO_INPUT  # the greeting's answer never came
+    assert [d["digit"] for n, d in rec.timeline if n == "key"] == ["*", "*", "*", "*", "#"]
+    details = [v for _, d in rec.timeline for k, v in d.items() if k != "asterisk_at"]
+    assert "4321" not in str(details)
 
 
 async def test_number_matching_pound_alone_does_not_approve() -> None:

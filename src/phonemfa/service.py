@@ -224,6 +224,8 @@ class CallService:
                 self._set_tenant(name, self._usable(name, TenantSettings.model_validate(data)))
             except ValidationError as exc:
                 log.error("stored settings of tenant %s are invalid, ignored: %s", name, exc)
+            else:
+                self._say_file_overridden(name, self.tenants[name])
         now = time.time()
         self.guard.seed(
             PastCall(tenant, user, number, at)
@@ -575,6 +577,27 @@ class CallService:
         return await self.store.list_calls(**filters)
 
     # --- tenants and blocks --------------------------------------------------------------
+    def _say_file_overridden(self, name: str, stored: TenantSettings) -> None:
+        """Settings changed through the API replace the file's for that tenant: an edit of
+        the file then does nothing, and an administrator must be told which keys differ."""
+        in_file = self.config.tenants.get(name)
+        if in_file is None:
+            log.warning(
+                "tenant %s is not in the config file but has settings stored through the "
+                "API: it is kept, with them",
+                name,
+            )
+            return
+        keys = differing_keys(settings_json(in_file), settings_json(stored))
+        if keys:
+            log.warning(
+                "tenant %s: its settings stored through the API are used, not the config "
+                "file's, which differ in: %s (change them with PUT /v1/tenants/%s/settings)",
+                name,
+                ", ".join(keys),
+                name,
+            )
+
     def _set_tenant(self, name: str, settings: TenantSettings) -> None:
         self.tenants[name] = settings
         self.guard.update_tenant(name, settings)
@@ -802,6 +825,18 @@ class CallService:
         task = asyncio.create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+
+def differing_keys(a: Any, b: Any, path: str = "") -> list[str]:
+    """The dotted keys where two settings (as JSON) differ: "calls.attempts", "limits"."""
+    if not isinstance(a, dict) or not isinstance(b, dict):
+        return [] if a == b else [path]
+    keys = sorted(set(a) | set(b))
+    return [k for key in keys for k in differing_keys(a.get(key), b.get(key), _dotted(path, key))]
+
+
+def _dotted(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
 
 
 def settings_json(settings: TenantSettings) -> dict[str, Any]:

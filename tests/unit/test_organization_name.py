@@ -16,7 +16,7 @@ from phonemfa.api import build_app
 from phonemfa.config import Config
 from phonemfa.engine import Engine
 from phonemfa.prompt_setup import PromptSetupError, prepare_prompts
-from phonemfa.service import CallService
+from phonemfa.service import CallService, differing_keys, settings_json
 from phonemfa.store import Store
 
 
@@ -86,3 +86,36 @@ async def test_a_stored_name_it_cannot_speak_is_set_aside_with_a_warning(
         await service.start(primary=False)
     assert service.tenants["acme"].organization_name is None
     assert "stored organization_name 'Acme' ignored: sounds.dir is not set" in caplog.text
+
+
+async def test_start_names_the_file_settings_that_stored_ones_replace(
+    service: CallService, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Settings PUT through the API replace the file's for that tenant: an edit of the file
+    then does nothing, so starting says which of the file's keys are not used (found by a
+    walk through the README as a new administrator)."""
+    acme = settings_json(service.tenants["acme"])
+    changed = acme | {"operator_assistance": True, "calls": acme["calls"] | {"attempts": 5}}
+    await service.store.put_tenant_settings("acme", changed)
+    await service.store.put_tenant_settings("default", settings_json(service.tenants["default"]))
+    await service.store.put_tenant_settings("gone", {})
+    monkeypatch.setattr(service.engine.events, "start", lambda: None)  # no ARI here
+    with caplog.at_level(logging.WARNING, "phonemfa.service"):
+        await service.start(primary=False)
+    assert service.tenants["acme"].operator_assistance is True
+    assert (
+        "tenant acme: its settings stored through the API are used, not the config file's, "
+        "which differ in: calls.attempts, operator_assistance (change them with PUT "
+        "/v1/tenants/acme/settings)" in caplog.text
+    )
+    assert "tenant default:" not in caplog.text  # stored, but as in the file
+    assert "tenant gone is not in the config file" in caplog.text
+
+
+def test_differing_keys_names_nested_keys() -> None:
+    assert differing_keys({"a": 1, "b": {"c": [1], "d": 2}}, {"a": 1, "b": {"c": [2]}}) == [
+        "b.c",
+        "b.d",
+    ]
+    assert differing_keys({"a": {"b": 1}}, {"a": None}) == ["a"]
+    assert differing_keys({"a": 1}, {"a": 1}) == []

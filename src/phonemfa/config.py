@@ -675,7 +675,13 @@ def _unknown_key_hint(root: str, loc: tuple[str | int, ...]) -> str:
     homes = [path for path, model in _sections(root) if word in model.model_fields]
     if homes:
         return f" ({word!r} belongs under {' or '.join(homes)})"
+    if root not in _CONFIG_ROOTS:
+        return ""  # a request body (the API's): another model's keys would mislead
     return did_you_mean(word, _all_field_names())
+
+
+# The models whose unknown keys may be any config key misplaced (a file, tenant settings).
+_CONFIG_ROOTS = frozenset({"Config", "TenantSettings"})
 
 
 def _section_at(root: str, loc: Sequence[str | int]) -> type[BaseModel] | None:
@@ -712,7 +718,8 @@ def _model_inside(annotation: Any) -> tuple[type[BaseModel] | None, int]:
 
 
 def _model_named(name: str) -> type[BaseModel] | None:
-    models: list[type[BaseModel]] = [Config, *_Model.__subclasses__()]
+    # Config's sections first; then other models, such as the API's request bodies.
+    models: list[type[BaseModel]] = [Config, *_Model.__subclasses__(), *BaseModel.__subclasses__()]
     return next((m for m in models if m.__name__ == name), None)
 
 

@@ -287,6 +287,19 @@ def test_unknown_key_hint_in_the_api_is_relative_to_the_tenant() -> None:
     ]
 
 
+def test_unknown_key_hint_in_a_call_request_names_the_request_keys_only() -> None:
+    # "usr" got "did you mean 'url'?", the ARI setting (found by a walk through the README).
+    from phonemfa.api import StartCallBody
+
+    with pytest.raises(ValidationError) as info:
+        StartCallBody.model_validate({"phone": "+14255550100", "usr": "a", "zzz": 1, "url": 1})
+    assert sorted(format_errors(info.value)) == [
+        "url: unknown key",
+        "usr: unknown key (did you mean 'user'?)",
+        "zzz: unknown key",
+    ]
+
+
 def test_unknown_section(tmp_path: Path) -> None:
     path = write(tmp_path, MINIMAL + "trunks: {}\n")
     assert error_of(path) == f"{path}:7: trunks: unknown key (did you mean 'trunk'?)"

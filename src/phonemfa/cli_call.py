@@ -23,6 +23,7 @@ from phonemfa.users import canonical_user
 EXIT_APPROVED = 0
 EXIT_NOT_APPROVED = 1
 EXIT_REFUSED = 2
+EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT: the call was ended, not decided
 CONNECT_TIMEOUT = 10.0
 
 
@@ -59,7 +60,8 @@ def add_call_command(sub: Any) -> None:
         help="place one verification call and show its progress",
         description="Call NUMBER as a verification call and print each step live: in this "
         "process (--config), or through a running service (--server, --token). Exit code 0 "
-        "when approved, 1 for any other outcome, 2 when the number is refused.",
+        "when approved, 1 for any other outcome, 2 when the number is refused, 130 when "
+        "interrupted (Ctrl-C ends the call).",
     )
     p.add_argument("number", metavar="NUMBER")
     where = p.add_mutually_exclusive_group(required=True)
@@ -90,6 +92,9 @@ def run_call_command(args: argparse.Namespace) -> int:
     except (OSError, PromptSetupError, StartupError, AppTaken) as exc:  # as serve refuses
         print(f"phonemfa call: {exc}", file=sys.stderr)
         return EXIT_NOT_APPROVED
+    except KeyboardInterrupt:  # _call's cleanup has ended the call (interrupted) and hung up
+        print("phonemfa call: interrupted: the call was ended", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 async def _call(config: Config, args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from phonemfa.cli_call import EXIT_NOT_APPROVED, EXIT_REFUSED, exit_code
+from phonemfa.cli_call import EXIT_INTERRUPTED, EXIT_NOT_APPROVED, EXIT_REFUSED, exit_code
 from phonemfa.outcomes import TERMINAL
 
 POLL_WAIT = 2  # seconds each GET ?wait= holds, so steps print as they happen
@@ -66,18 +66,41 @@ async def remote_call(args: argparse.Namespace) -> int:
         if status not in (200, 201):
             raise _fail(status, call)
         print(f"call {call['id']}  {call['phone']}  mode={call['mode']}")
-        shown = 0
-        while True:
-            shown = _print_timeline(call, shown)
-            if call["status"] in TERMINAL:
-                why = f" ({call['reason']})" if call.get("reason") else ""
-                print(f"OUTCOME: {call['status']}{why}")
-                return exit_code(call["status"])
-            status, call = await _request(
-                session, "GET", f"{base}/v1/calls/{call['id']}", params={"wait": POLL_WAIT}
-            )
-            if status != 200:
-                raise _fail(status, call)
+        url = f"{base}/v1/calls/{call['id']}"
+        try:
+            return await _follow(session, url, call)
+        except asyncio.CancelledError:  # Ctrl-C: the call was started here, it ends here
+            return await _cancel(session, url)
+
+
+async def _follow(session: aiohttp.ClientSession, url: str, call: dict[str, Any]) -> int:
+    shown = 0
+    while True:
+        shown = _print_timeline(call, shown)
+        if call["status"] in TERMINAL:
+            why = f" ({call['reason']})" if call.get("reason") else ""
+            print(f"OUTCOME: {call['status']}{why}")
+            return exit_code(call["status"])
+        status, call = await _request(session, "GET", url, params={"wait": POLL_WAIT})
+        if status != 200:
+            raise _fail(status, call)
+
+
+async def _cancel(session: aiohttp.ClientSession, url: str) -> int:
+    print("interrupted: cancelling the call", file=sys.stderr)
+    status, body = await _request(session, "DELETE", url)
+    if status == 409:  # it ended meanwhile
+        status, body = await _request(session, "GET", url)
+    elif status in (200, 202):
+        status, body = await _request(session, "GET", url, params={"wait": POLL_WAIT})
+    if status == 200 and isinstance(body, dict):
+        why = f" ({body['reason']})" if body.get("reason") else ""
+        print(f"OUTCOME: {body['status']}{why}")
+    else:
+        print(
+            f"phonemfa: the call may still be in progress: {_fail(status, body)}", file=sys.stderr
+        )
+    return EXIT_INTERRUPTED
 
 
 def _print_timeline(call: dict[str, Any], shown: int) -> int:
@@ -160,6 +183,9 @@ def _run(coro: Any) -> int:
     except RemoteError as exc:
         print(f"phonemfa: {exc}", file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside a call
+        print("phonemfa: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 def run_remote_call(args: argparse.Namespace) -> int:

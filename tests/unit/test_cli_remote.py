@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import shlex
+import signal
+import sys
+from asyncio.subprocess import PIPE
+from collections.abc import AsyncIterator
+from typing import Any
+
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from phonemfa.cli import build_parser
 
@@ -45,3 +56,79 @@ def test_call_refuses_an_empty_option_instead_of_leaving_it_out(
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert f"argument {option}" in err and why in err
+
+
+# --- the command line as a shell runs it: Ctrl-C, a closed pipe --------------------------------
+# A stand-in for the service's API on loopback; `phonemfa` runs in a process of its own, so
+# that the signal and the pipe are real (found by a walk through the README: each printed a
+# traceback, and Ctrl-C left the call running on the service).
+
+
+class FakeApi:
+    def __init__(self) -> None:
+        self.requests: list[str] = []
+        self.cancelled = asyncio.Event()
+        self.polled = asyncio.Event()
+
+    def call(self, status: str) -> dict[str, Any]:
+        reason = "cancelled" if status == "cancelled" else None
+        timeline = [{"at": "2026-11-26T12:00:00Z", "event": status}]
+        return {"id": "c1", "phone": "+1425555****", "mode": "direct", "status": status,
+                "reason": reason, "timeline": timeline}  # fmt: skip
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.requests.append(f"{request.method} {request.path}")
+        if request.method == "POST":
+            return web.json_response(self.call("ringing"), status=201)
+        if request.method == "DELETE":
+            self.cancelled.set()
+            return web.json_response(self.call("cancelled"))
+        if request.path == "/v1/calls":
+            calls = [self.call("approved") | {"id": f"c{i}", "created_at": "t", "tenant": "default"}
+                     for i in range(5000)]  # fmt: skip
+            return web.json_response({"calls": calls})
+        if not self.cancelled.is_set():
+            self.polled.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.cancelled.wait(), float(request.query.get("wait", 0)))
+        return web.json_response(self.call("cancelled" if self.cancelled.is_set() else "ringing"))
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[tuple[FakeApi, str]]:
+    fake = FakeApi()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", fake.handle)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    yield fake, str(server.make_url("")).rstrip("/")
+    await server.close()
+
+
+async def _phonemfa(*argv: str, **kw: Any) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "phonemfa", *argv, stdout=PIPE, stderr=PIPE, **kw
+    )
+
+
+async def test_ctrl_c_cancels_the_call_it_started(api: tuple[FakeApi, str]) -> None:
+    fake, url = api
+    proc = await _phonemfa("call", "+1 425 555 0100", "--server", url, "--token", "t")
+    await asyncio.wait_for(fake.polled.wait(), 20)
+    proc.send_signal(signal.SIGINT)
+    out, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err.decode()
+    assert "DELETE /v1/calls/c1" in fake.requests
+    assert "OUTCOME: cancelled (cancelled)" in out.decode()
+
+
+async def test_a_closed_pipe_ends_quietly(api: tuple[FakeApi, str]) -> None:
+    _, url = api
+    command = f"{shlex.quote(sys.executable)} -m phonemfa calls list --server {url} --token t"
+    proc = await asyncio.create_subprocess_exec(
+        "bash", "-c", f"set -o pipefail; {command} --limit 5000 | head -1", stdout=PIPE, stderr=PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert "Traceback" not in err.decode() and "BrokenPipe" not in err.decode(), err
+    assert proc.returncode == 0 and len(out.splitlines()) == 1

@@ -156,7 +156,8 @@ async def _calls(args: argparse.Namespace) -> int:
                 "created_at",
                 "ended_at",
             ):
-                print(f"{key + ':':<12}{call.get(key)}")
+                value = call.get(key)
+                print(f"{key + ':':<12}{'-' if value is None else value}")
             _print_timeline(call, 0)
             return 0
         params = {"limit": str(args.limit)}

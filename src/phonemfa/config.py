@@ -453,6 +453,8 @@ class DialProfile(_Model):
                 if not _PREFIX.fullmatch(text):
                     raise _fail(f"{item!r} is not an E.164 prefix such as '+44 20'")
                 out.append(text)
+            elif text.isdigit():  # "1425": a prefix written without its '+'
+                raise _fail(f"{item!r} is neither a region nor a prefix: write '+{text}'")
             else:
                 out.append(_region(text))
         return tuple(out)

@@ -132,3 +132,12 @@ async def test_a_closed_pipe_ends_quietly(api: tuple[FakeApi, str]) -> None:
     out, err = await asyncio.wait_for(proc.communicate(), 20)
     assert "Traceback" not in err.decode() and "BrokenPipe" not in err.decode(), err
     assert proc.returncode == 0 and len(out.splitlines()) == 1
+
+
+async def test_calls_show_prints_a_dash_for_what_a_call_has_not(api: tuple[FakeApi, str]) -> None:
+    _, url = api
+    proc = await _phonemfa("calls", "show", "c1", "--server", url, "--token", "t")
+    out, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 0, err
+    lines = out.decode().splitlines()
+    assert "reason:     -" in lines and "status:     ringing" in lines

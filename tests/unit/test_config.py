@@ -551,6 +551,10 @@ def test_all_problems_listed_in_line_order(tmp_path: Path) -> None:
         ("shutdown: {grace_period: -1}", "shutdown.grace_period: Input should be greater"),
         ("dial_profiles: [{name: x, match: []}]", "dial_profiles[0].match: must not be empty"),
         ("dial_profiles: [{name: x, match: ZZ}]", "dial_profiles[0].match: 'ZZ' is not an ISO"),
+        (
+            "dial_profiles: [{name: x, match: ['1425']}]",
+            "dial_profiles[0].match: '1425' is neither a region nor a prefix: write '+1425'",
+        ),
         ("dial_profiles: [{name: x, match: '+', pre_delay: -1}]", "dial_profiles[0].match:"),
         (
             "dial_profiles: [{name: x, match: FR, extension_prefix: 'p'}]",

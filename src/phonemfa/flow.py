@@ -19,6 +19,7 @@ import contextlib
 import logging
 import secrets
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -71,10 +72,12 @@ _STATE_ORDER = {"Ring": 1, "Ringing": 1, "Up": 2}
 SOFTHANGUP_ASTERISK_GOING = 0x04 | 0x10
 # Longest entry we read (a code plus '#'); more keys than this is not an answer.
 MAX_ENTRY = 12
-# A key guard judges a key by when Asterisk got it (`_pressed`). An event that seems to come
-# more than this much later than the others has not waited in a busy loop: Asterisk's clock
-# was set back, and its times are learnt again from that event.
-KEY_LATE_LIMIT = 5.0
+# A key guard judges a key by when Asterisk got it (`_pressed`), from the lag of the call's
+# events of the last KEY_LAG_WINDOW seconds: a change of Asterisk's clock is forgotten that
+# much later. An event that seems more than KEY_LATE_LIMIT later than those has not waited
+# in a busy loop: Asterisk's clock was set back, and the lag is learnt again from it.
+KEY_LAG_WINDOW = 15.0
+KEY_LATE_LIMIT = 3.0
 RESYNC_EVENT = "PhonemfaResync"
 # How each decision of the answers ends the call: its outcome, reason and closing words.
 _CLOSINGS = {
@@ -210,9 +213,8 @@ class CallFlow:
         # retry_key_guard) are dropped until this loop time, which each dropped key pushes out
         # by the inter-digit time-out.
         self._keys_ignored_until = 0.0
-        # The smallest (loop time - Asterisk's time) of this call's events: how late a key
-        # was handled (`_pressed`).
-        self._asterisk_lag: float | None = None
+        # (loop time, loop time - Asterisk's time) of this call's recent events (`_pressed`).
+        self._lags: deque[tuple[float, float]] = deque()
         # Seconds of guard for the next prompt played, from its start; keys are dropped until
         # then (None: no guard, keys count as they come).
         self._next_prompt_guard: float | None = None
@@ -730,32 +732,38 @@ class CallFlow:
     # --- events ----------------------------------------------------------------
     def _pressed(self, event: Event, now: float) -> float:
         """When Asterisk got `event`, on our loop's clock, at the latest: its timestamp plus
-        the smallest lag of this call's events (`now` if unstamped). A key guard judges by
-        it: a key pressed in a guard and handled after it (a busy event loop, a slow
+        the smallest lag of the call's recent events (`now` if unstamped). A key guard judges
+        by it: a key pressed in a guard and handled after it (a busy event loop, a slow
         websocket) would otherwise count, the second '#' of a "##" approving a greeting
         nobody heard (found by review). Only differences of Asterisk's times count, so its
-        clock need not match ours."""
+        clock need not match ours. Never later than `now`; earlier than the key was really
+        pressed only if Asterisk's clock went back (by less than KEY_LATE_LIMIT, within
+        KEY_LAG_WINDOW), and then by at most that much: a key that counts may be dropped
+        then, never the other way round."""
         try:
             at = datetime.fromisoformat(event.timestamp).timestamp()
         except ValueError:
             return now
         lag = now - at
-        known = self._asterisk_lag
-        if known is None or lag < known or lag - known > KEY_LATE_LIMIT:
-            self._asterisk_lag = known = lag
-        return at + known
+        lags = self._lags
+        while lags and lags[0][0] < now - KEY_LAG_WINDOW:
+            lags.popleft()
+        known = min((seen for _, seen in lags), default=lag)
+        if lag - known > KEY_LATE_LIMIT:  # Asterisk's clock was set back
+            lags.clear()
+            known = lag
+        lags.append((now, lag))
+        return at + min(known, lag)
 
     def _handle(self, event: Event) -> None:
         kind = event.type
+        now = self._loop.time()
+        pressed = self._pressed(event, now)  # every stamped event teaches the lag
         if kind == "ChannelDtmfReceived":
             self._keys_seen += 1
             digit = event.digit
             shown = "*" if self._masking_keys and digit != "#" else digit
-            now = self._loop.time()
-            if (
-                self._next_prompt_guard is not None
-                or self._pressed(event, now) < self._keys_ignored_until
-            ):
+            if self._next_prompt_guard is not None or pressed < self._keys_ignored_until:
                 tail_end = now + self.calls.inter_digit_timeout
                 self._keys_ignored_until = max(self._keys_ignored_until, tail_end)
                 self._dropped += digit
@@ -765,7 +773,6 @@ class CallFlow:
             # Asterisk's own time of the key beside ours: how long we took to act on it.
             self._step("key", digit=shown, asterisk_at=event.timestamp)
         elif kind == "ChannelStateChange":
-            self._pressed(event, self._loop.time())  # learns the lag
             self._set_state(event.channel_state, event.timestamp)
         elif kind == "ChannelUserevent":
             if self._mark is not None and event.data.get("eventname") == MARK_EVENT:
@@ -779,7 +786,6 @@ class CallFlow:
                 if state != "done":
                     self._step("playback_" + str(state), media=event.playback.get("media_uri"))
         elif kind == "StasisStart":
-            self._pressed(event, self._loop.time())  # learns the lag
             self.in_stasis = True
             self._set_state(event.channel_state, event.timestamp)
         elif kind == "ChannelDestroyed":

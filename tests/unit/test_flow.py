@@ -634,6 +634,25 @@ async def test_asterisk_clock_set_back_mid_call_drops_no_key_for_good() -> None:
     assert rec.count("key_ignored") == 0
 
 
+async def test_a_small_set_back_of_asterisk_clock_is_forgotten(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Set back 0.5 s (under KEY_LATE_LIMIT) as the greeting starts: keys seem half a second
+    # early, and a '#' just after the guard would be dropped, but only while the lags from
+    # before the step are within KEY_LAG_WINDOW (found by review: it lasted the whole call).
+    monkeypatch.setattr(flow_module, "KEY_LAG_WINDOW", 0.3)
+
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "prompting" and rec.count("prompting") == 1:
+            fake.clock_set_back = 0.5
+            fake.later(0.6, lambda: fake.emit("ChannelDtmfReceived", digit="#"))
+
+    calls = {**TINY, "greeting_key_guard": 0.2, "first_digit_timeout": 1}
+    got, _, _, rec = await run(MOBILE, script, settings=tenant(calls=calls))
+    assert got is Outcome.APPROVED
+    assert rec.count("key_ignored") == 0
+
+
 async def test_keys_without_pound_end_at_the_inter_digit_time_out_as_wrong_input() -> None:
     got, _, _, rec = await run(MOBILE, on("prompting", "7"))
     assert got is Outcome.NO_INPUT  # one wrong entry, then silence at both repeats

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -21,7 +20,7 @@ import yaml
 from pydantic import ValidationError
 
 from phonemfa import __version__
-from phonemfa.cli_call import add_call_command
+from phonemfa.cli_call import add_call_command, stdout_gone
 from phonemfa.cli_remote import add_calls_command
 from phonemfa.config import (
     DEFAULT_TENANT,
@@ -261,6 +260,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that only show something: a reader that stops reading ends them normally.
+_READ_ONLY = frozenset({"calls", "parse", "check-config"})
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -270,7 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
-    except BrokenPipeError:  # `phonemfa calls list | head`: the reader has all it wanted
-        # Python flushes stdout again at exit: point it somewhere that takes it quietly.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OK
+    except BrokenPipeError:
+        stdout_gone()
+        # `phonemfa calls list | head`: the reader has all it wanted. Anything else (a call,
+        # serve) did not finish: never the status of an approval or of a clean stop.
+        return EXIT_OK if args.command in _READ_ONLY else 1

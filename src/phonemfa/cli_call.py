@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 from typing import Any, TextIO
@@ -25,6 +26,15 @@ EXIT_NOT_APPROVED = 1
 EXIT_REFUSED = 2
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT: the call was ended, not decided
 CONNECT_TIMEOUT = 10.0
+
+
+def stdout_gone() -> None:
+    """After a BrokenPipeError on stdout (`| head`): point stdout somewhere that takes what
+    is still written, Python's flush at exit included, quietly."""
+    with contextlib.suppress(OSError, ValueError):  # no file descriptor (captured)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def print_entry(entry: TimelineEntry, t0: float, out: TextIO) -> None:

@@ -12,7 +12,13 @@ from typing import Any
 
 import aiohttp
 
-from phonemfa.cli_call import EXIT_INTERRUPTED, EXIT_NOT_APPROVED, EXIT_REFUSED, exit_code
+from phonemfa.cli_call import (
+    EXIT_INTERRUPTED,
+    EXIT_NOT_APPROVED,
+    EXIT_REFUSED,
+    exit_code,
+    stdout_gone,
+)
 from phonemfa.outcomes import TERMINAL
 
 POLL_WAIT = 2  # seconds each GET ?wait= holds, so steps print as they happen
@@ -62,15 +68,29 @@ async def remote_call(args: argparse.Namespace) -> int:
     async with aiohttp.ClientSession(
         headers=_headers(args.token), timeout=aiohttp.ClientTimeout(total=POLL_WAIT + 30)
     ) as session:
-        status, call = await _request(session, "POST", f"{base}/v1/calls", json=body)
+        # Ctrl-C during the request must not leave a call we cannot name: let it finish.
+        post = asyncio.ensure_future(_request(session, "POST", f"{base}/v1/calls", json=body))
+        interrupted = False
+        try:
+            status, call = await asyncio.shield(post)
+        except asyncio.CancelledError:
+            interrupted = True
+            status, call = await post
         if status not in (200, 201):
             raise _fail(status, call)
         print(f"call {call['id']}  {call['phone']}  mode={call['mode']}")
         url = f"{base}/v1/calls/{call['id']}"
+        # The call was started here: Ctrl-C or a closed output ends it here too.
+        if interrupted:
+            return await _cancel(session, url)
         try:
             return await _follow(session, url, call)
-        except asyncio.CancelledError:  # Ctrl-C: the call was started here, it ends here
+        except asyncio.CancelledError:
             return await _cancel(session, url)
+        except BrokenPipeError:
+            stdout_gone()
+            await _cancel(session, url)
+            return EXIT_NOT_APPROVED
 
 
 async def _follow(session: aiohttp.ClientSession, url: str, call: dict[str, Any]) -> int:
@@ -88,18 +108,19 @@ async def _follow(session: aiohttp.ClientSession, url: str, call: dict[str, Any]
 
 async def _cancel(session: aiohttp.ClientSession, url: str) -> int:
     print("interrupted: cancelling the call", file=sys.stderr)
-    status, body = await _request(session, "DELETE", url)
-    if status == 409:  # it ended meanwhile
-        status, body = await _request(session, "GET", url)
-    elif status in (200, 202):
-        status, body = await _request(session, "GET", url, params={"wait": POLL_WAIT})
-    if status == 200 and isinstance(body, dict):
-        why = f" ({body['reason']})" if body.get("reason") else ""
-        print(f"OUTCOME: {body['status']}{why}")
-    else:
-        print(
-            f"phonemfa: the call may still be in progress: {_fail(status, body)}", file=sys.stderr
-        )
+    try:
+        status, body = await _request(session, "DELETE", url)
+        if status == 409:  # it ended meanwhile
+            status, body = await _request(session, "GET", url)
+        elif status in (200, 202):
+            status, body = await _request(session, "GET", url, params={"wait": POLL_WAIT})
+        if status != 200 or not isinstance(body, dict):
+            raise _fail(status, body)
+    except RemoteError as exc:
+        print(f"phonemfa: the call may still be in progress ({url}): {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    why = f" ({body['reason']})" if body.get("reason") else ""
+    print(f"OUTCOME: {body['status']}{why}")
     return EXIT_INTERRUPTED
 
 

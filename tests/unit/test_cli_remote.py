@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shlex
 import signal
 import sys
@@ -69,18 +70,27 @@ class FakeApi:
         self.requests: list[str] = []
         self.cancelled = asyncio.Event()
         self.polled = asyncio.Event()
+        self.posted = asyncio.Event()
+        self.post_delay = 0.0  # seconds the call's creation takes
+        self.delete_status = 200
 
     def call(self, status: str) -> dict[str, Any]:
         reason = "cancelled" if status == "cancelled" else None
-        timeline = [{"at": "2026-11-26T12:00:00Z", "event": status}]
+        # One more step at each look, as a call in progress has.
+        steps = 1 + sum(r.startswith("GET /v1/calls/") for r in self.requests)
+        timeline = [{"at": "2026-11-26T12:00:00Z", "event": status}] * steps
         return {"id": "c1", "phone": "+1425555****", "mode": "direct", "status": status,
                 "reason": reason, "timeline": timeline}  # fmt: skip
 
     async def handle(self, request: web.Request) -> web.Response:
         self.requests.append(f"{request.method} {request.path}")
         if request.method == "POST":
+            self.posted.set()
+            await asyncio.sleep(self.post_delay)
             return web.json_response(self.call("ringing"), status=201)
         if request.method == "DELETE":
+            if self.delete_status != 200:
+                return web.json_response({"error": "x", "message": "y"}, status=self.delete_status)
             self.cancelled.set()
             return web.json_response(self.call("cancelled"))
         if request.path == "/v1/calls":
@@ -121,6 +131,48 @@ async def test_ctrl_c_cancels_the_call_it_started(api: tuple[FakeApi, str]) -> N
     assert "Traceback" not in err.decode()
     assert "DELETE /v1/calls/c1" in fake.requests
     assert "OUTCOME: cancelled (cancelled)" in out.decode()
+
+
+async def test_ctrl_c_while_the_call_is_being_created_still_cancels_it(
+    api: tuple[FakeApi, str],
+) -> None:
+    fake, url = api
+    fake.post_delay = 1.0
+    proc = await _phonemfa("call", "+1 425 555 0100", "--server", url, "--token", "t")
+    await asyncio.wait_for(fake.posted.wait(), 20)
+    proc.send_signal(signal.SIGINT)
+    out, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 130, err
+    assert "DELETE /v1/calls/c1" in fake.requests
+    assert "OUTCOME: cancelled" in out.decode()
+
+
+async def test_a_failed_cancel_says_the_call_may_still_run(api: tuple[FakeApi, str]) -> None:
+    fake, url = api
+    fake.delete_status = 500
+    proc = await _phonemfa("call", "+1 425 555 0100", "--server", url, "--token", "t")
+    await asyncio.wait_for(fake.polled.wait(), 20)
+    proc.send_signal(signal.SIGINT)
+    _, err = await asyncio.wait_for(proc.communicate(), 5)
+    assert proc.returncode == 130
+    assert f"the call may still be in progress ({url}/v1/calls/c1): HTTP 500" in err.decode()
+    assert "Traceback" not in err.decode()
+
+
+async def test_a_closed_pipe_during_a_call_cancels_it_and_is_no_approval(
+    api: tuple[FakeApi, str],
+) -> None:
+    # `phonemfa call ... | head -1`: the call must not run on, nor the status read "approved".
+    fake, url = api
+    command = f"{shlex.quote(sys.executable)} -m phonemfa call +14255550100 --server {url}"
+    proc = await asyncio.create_subprocess_exec(
+        "bash", "-c", f"set -o pipefail; {command} --token t | head -1", stdout=PIPE, stderr=PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 1, err
+    assert "DELETE /v1/calls/c1" in fake.requests
+    assert "Traceback" not in err.decode()
 
 
 async def test_a_closed_pipe_ends_quietly(api: tuple[FakeApi, str]) -> None:

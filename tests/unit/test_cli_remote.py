@@ -121,16 +121,22 @@ async def _phonemfa(*argv: str, **kw: Any) -> asyncio.subprocess.Process:
     )
 
 
-async def test_ctrl_c_cancels_the_call_it_started(api: tuple[FakeApi, str]) -> None:
-    fake, url = api
+async def _call_interrupted(url: str, when: asyncio.Event) -> tuple[int | None, str, str]:
+    """`phonemfa call --server` sent SIGINT as soon as `when` is set: (status, out, err)."""
     proc = await _phonemfa("call", "+1 425 555 0100", "--server", url, "--token", "t")
-    await asyncio.wait_for(fake.polled.wait(), 20)
+    await asyncio.wait_for(when.wait(), 20)
     proc.send_signal(signal.SIGINT)
     out, err = await asyncio.wait_for(proc.communicate(), 20)
-    assert proc.returncode == 130, err
     assert "Traceback" not in err.decode()
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_ctrl_c_cancels_the_call_it_started(api: tuple[FakeApi, str]) -> None:
+    fake, url = api
+    status, out, err = await _call_interrupted(url, fake.polled)
+    assert status == 130, err
     assert "DELETE /v1/calls/c1" in fake.requests
-    assert "OUTCOME: cancelled (cancelled)" in out.decode()
+    assert "OUTCOME: cancelled (cancelled)" in out
 
 
 async def test_ctrl_c_while_the_call_is_being_created_still_cancels_it(
@@ -138,25 +144,18 @@ async def test_ctrl_c_while_the_call_is_being_created_still_cancels_it(
 ) -> None:
     fake, url = api
     fake.post_delay = 1.0
-    proc = await _phonemfa("call", "+1 425 555 0100", "--server", url, "--token", "t")
-    await asyncio.wait_for(fake.posted.wait(), 20)
-    proc.send_signal(signal.SIGINT)
-    out, err = await asyncio.wait_for(proc.communicate(), 20)
-    assert proc.returncode == 130, err
+    status, out, err = await _call_interrupted(url, fake.posted)
+    assert status == 130, err
     assert "DELETE /v1/calls/c1" in fake.requests
-    assert "OUTCOME: cancelled" in out.decode()
+    assert "OUTCOME: cancelled" in out
 
 
 async def test_a_failed_cancel_says_the_call_may_still_run(api: tuple[FakeApi, str]) -> None:
     fake, url = api
     fake.delete_status = 500
-    proc = await _phonemfa("call", "+1 425 555 0100", "--server", url, "--token", "t")
-    await asyncio.wait_for(fake.polled.wait(), 20)
-    proc.send_signal(signal.SIGINT)
-    _, err = await asyncio.wait_for(proc.communicate(), 5)
-    assert proc.returncode == 130
-    assert f"the call may still be in progress ({url}/v1/calls/c1): HTTP 500" in err.decode()
-    assert "Traceback" not in err.decode()
+    status, _, err = await _call_interrupted(url, fake.polled)
+    assert status == 130
+    assert f"the call may still be in progress ({url}/v1/calls/c1): HTTP 500" in err
 
 
 async def test_a_closed_pipe_during_a_call_cancels_it_and_is_no_approval(

@@ -115,10 +115,17 @@ async def api() -> AsyncIterator[tuple[FakeApi, str]]:
     await server.close()
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    # A test run started in the background (`make test &`, some CI runners) ignores SIGINT,
+    # and a child inherits that: Python then installs no KeyboardInterrupt handler at all.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 async def _phonemfa(*argv: str, **kw: Any) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "phonemfa", *argv, stdout=PIPE, stderr=PIPE, **kw
-    )
+        sys.executable, "-m", "phonemfa", *argv, stdout=PIPE, stderr=PIPE,
+        preexec_fn=_ctrl_c_as_in_a_terminal, **kw,
+    )  # fmt: skip
 
 
 async def _call_interrupted(url: str, when: asyncio.Event) -> tuple[int | None, str, str]:

@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import signal
 import sys
 from typing import Any, TextIO
 
@@ -71,7 +72,7 @@ def add_call_command(sub: Any) -> None:
         description="Call NUMBER as a verification call and print each step live: in this "
         "process (--config), or through a running service (--server, --token). Exit code 0 "
         "when approved, 1 for any other outcome, 2 when the number is refused, 130 when "
-        "interrupted (Ctrl-C ends the call).",
+        "interrupted (Ctrl-C or SIGTERM ends the call).",
     )
     p.add_argument("number", metavar="NUMBER")
     where = p.add_mutually_exclusive_group(required=True)
@@ -102,14 +103,18 @@ def run_call_command(args: argparse.Namespace) -> int:
     except (OSError, PromptSetupError, StartupError, AppTaken) as exc:  # as serve refuses
         print(f"phonemfa call: {exc}", file=sys.stderr)
         return EXIT_NOT_APPROVED
-    except KeyboardInterrupt:  # _call's cleanup has ended the call (interrupted) and hung up
-        print("phonemfa call: interrupted: the call was ended", file=sys.stderr)
+    except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, SIGTERM: _call's clean-up
+        print("phonemfa call: interrupted: the call was ended", file=sys.stderr)  # hung up
         return EXIT_INTERRUPTED
 
 
 async def _call(config: Config, args: argparse.Namespace) -> int:
     """Through a CallService of our own, so this path has the same records, toll-fraud guard
     and blocks as the API (the store is shared with a service using the same config)."""
+    # SIGTERM (`timeout 60 phonemfa call ...`) ends the call as Ctrl-C does: hung up.
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     # A Stasis app of its own: a service running on the same Asterisk keeps its app.
     app = f"{config.ari.app}-cli-{os.getpid()}"
     config = config.model_copy(update={"ari": config.ari.model_copy(update={"app": app})})

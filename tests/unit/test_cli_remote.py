@@ -128,11 +128,13 @@ async def _phonemfa(*argv: str, **kw: Any) -> asyncio.subprocess.Process:
     )  # fmt: skip
 
 
-async def _call_interrupted(url: str, when: asyncio.Event) -> tuple[int | None, str, str]:
-    """`phonemfa call --server` sent SIGINT as soon as `when` is set: (status, out, err)."""
+async def _call_interrupted(
+    url: str, when: asyncio.Event, sig: int = signal.SIGINT
+) -> tuple[int | None, str, str]:
+    """`phonemfa call --server` sent `sig` as soon as `when` is set: (status, out, err)."""
     proc = await _phonemfa("call", "+1 425 555 0100", "--server", url, "--token", "t")
     await asyncio.wait_for(when.wait(), 20)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, err = await asyncio.wait_for(proc.communicate(), 20)
     assert "Traceback" not in err.decode()
     return proc.returncode, out.decode(), err.decode()
@@ -141,6 +143,15 @@ async def _call_interrupted(url: str, when: asyncio.Event) -> tuple[int | None, 
 async def test_ctrl_c_cancels_the_call_it_started(api: tuple[FakeApi, str]) -> None:
     fake, url = api
     status, out, err = await _call_interrupted(url, fake.polled)
+    assert status == 130, err
+    assert "DELETE /v1/calls/c1" in fake.requests
+    assert "OUTCOME: cancelled (cancelled)" in out
+
+
+async def test_sigterm_cancels_the_call_too(api: tuple[FakeApi, str]) -> None:
+    # `timeout 60 phonemfa call ...` in a script, a supervisor stopping it.
+    fake, url = api
+    status, out, err = await _call_interrupted(url, fake.polled, signal.SIGTERM)
     assert status == 130, err
     assert "DELETE /v1/calls/c1" in fake.requests
     assert "OUTCOME: cancelled (cancelled)" in out

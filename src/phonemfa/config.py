@@ -848,14 +848,11 @@ _Loader.add_implicit_resolver(
 def is_secret_path(path: Sequence[Any]) -> bool:
     """Whether a config path (as ("api", "tokens", 0)) holds a `Secret`."""
     p = tuple(path)
-    return (
-        p == ("ari", "password")
-        or p[:2] == ("api", "tokens")
-        and (len(p) == 3 or len(p) == 4 and p[3] == "token")
-        or len(p) == 3
-        and p[0] == "tenants"
-        and p[2] == "webhook_secret"
-    )
+    if p == ("ari", "password"):
+        return True
+    if p[:2] == ("api", "tokens"):  # `tokens: [abc]` or `tokens: [{token: abc}]`
+        return len(p) == 3 or (len(p) == 4 and p[3] == "token")
+    return len(p) == 3 and p[0] == "tenants" and p[2] == "webhook_secret"
 
 
 def _read_yaml(

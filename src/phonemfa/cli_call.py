@@ -38,6 +38,14 @@ def stdout_gone() -> None:
         os.close(devnull)
 
 
+def end_on_sigterm() -> None:
+    """SIGTERM (`timeout 60 phonemfa call ...`, a supervisor) cancels the running task, so
+    that the call it started ends as on Ctrl-C."""
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+
+
 def print_entry(entry: TimelineEntry, t0: float, out: TextIO) -> None:
     """One timeline step: `   1.23s  ringing`."""
     extra = " ".join(f"{k}={_short(v)}" for k, v in entry.details.items() if v is not None)
@@ -111,10 +119,7 @@ def run_call_command(args: argparse.Namespace) -> int:
 async def _call(config: Config, args: argparse.Namespace) -> int:
     """Through a CallService of our own, so this path has the same records, toll-fraud guard
     and blocks as the API (the store is shared with a service using the same config)."""
-    # SIGTERM (`timeout 60 phonemfa call ...`) ends the call as Ctrl-C does: hung up.
-    task = asyncio.current_task()
-    assert task is not None
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    end_on_sigterm()  # hung up and recorded interrupted, as on Ctrl-C
     # A Stasis app of its own: a service running on the same Asterisk keeps its app.
     app = f"{config.ari.app}-cli-{os.getpid()}"
     config = config.model_copy(update={"ari": config.ari.model_copy(update={"app": app})})

@@ -7,7 +7,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import sys
 from typing import Any
 
@@ -17,6 +16,7 @@ from phonemfa.cli_call import (
     EXIT_INTERRUPTED,
     EXIT_NOT_APPROVED,
     EXIT_REFUSED,
+    end_on_sigterm,
     exit_code,
     stdout_gone,
 )
@@ -69,10 +69,7 @@ async def remote_call(args: argparse.Namespace) -> int:
     async with aiohttp.ClientSession(
         headers=_headers(args.token), timeout=aiohttp.ClientTimeout(total=POLL_WAIT + 30)
     ) as session:
-        # SIGTERM (`timeout 60 phonemfa call ...`, a supervisor) ends the call as Ctrl-C does.
-        task = asyncio.current_task()
-        assert task is not None
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        end_on_sigterm()  # cancelled through the API, as on Ctrl-C
         # Ctrl-C during the request must not leave a call we cannot name: let it finish.
         post = asyncio.ensure_future(_request(session, "POST", f"{base}/v1/calls", json=body))
         interrupted = False

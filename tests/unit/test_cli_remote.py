@@ -140,18 +140,13 @@ async def _call_interrupted(
     return proc.returncode, out.decode(), err.decode()
 
 
-async def test_ctrl_c_cancels_the_call_it_started(api: tuple[FakeApi, str]) -> None:
+# Ctrl-C; SIGTERM from `timeout 60 phonemfa call ...` in a script, or a supervisor.
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+async def test_ctrl_c_or_sigterm_cancels_the_call_it_started(
+    api: tuple[FakeApi, str], sig: int
+) -> None:
     fake, url = api
-    status, out, err = await _call_interrupted(url, fake.polled)
-    assert status == 130, err
-    assert "DELETE /v1/calls/c1" in fake.requests
-    assert "OUTCOME: cancelled (cancelled)" in out
-
-
-async def test_sigterm_cancels_the_call_too(api: tuple[FakeApi, str]) -> None:
-    # `timeout 60 phonemfa call ...` in a script, a supervisor stopping it.
-    fake, url = api
-    status, out, err = await _call_interrupted(url, fake.polled, signal.SIGTERM)
+    status, out, err = await _call_interrupted(url, fake.polled, sig)
     assert status == 130, err
     assert "DELETE /v1/calls/c1" in fake.requests
     assert "OUTCOME: cancelled (cancelled)" in out

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
-from types import UnionType
-from typing import Annotated, Union, get_args, get_origin
+from typing import get_args
 
 import pytest
-from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic import SecretStr, ValidationError
 
 from phonemfa.config import (
     Config,
@@ -17,6 +16,7 @@ from phonemfa.config import (
     TenantSettings,
     TrunkSettings,
     UnknownTenantError,
+    _sections,
     field_errors,
     format_errors,
     is_secret_path,
@@ -353,28 +353,24 @@ def test_commands_without_secrets_still_need_every_other_variable(tmp_path: Path
     assert str(info.value).startswith(f"{path}:8: sounds.dir: environment variable SOUNDS")
 
 
-def _secret_paths(annotation: object, path: tuple[object, ...]) -> list[tuple[object, ...]]:
-    """The path of every SecretStr under a type, with "t" for a mapping key, 0 for an item."""
-    origin = get_origin(annotation)
-    if origin is Annotated:
-        return _secret_paths(get_args(annotation)[0], path)
-    if origin in (Union, UnionType):
-        return [p for arg in get_args(annotation) for p in _secret_paths(arg, path)]
-    if origin is tuple:
-        items = [arg for arg in get_args(annotation) if arg is not ...]
-        return [p for arg in items for p in _secret_paths(arg, (*path, 0))]
-    if origin is dict:
-        return _secret_paths(get_args(annotation)[1], (*path, "t"))
-    if annotation is SecretStr:
-        return [path]
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        fields = annotation.model_fields.items()
-        return [p for name, f in fields for p in _secret_paths(f.annotation, (*path, name))]
-    return []
+def _secret_paths() -> list[tuple[object, ...]]:
+    """The path of every SecretStr field in Config, from the sections config.py itself walks
+    ("api.tokens[]", "tenants.<name>"), with "t" for a name and 0 for a list item."""
+    paths = []
+    for where, model in [("", Config), *_sections("Config")]:
+        parts = [p for p in where.replace("[]", ".[]").split(".") if p]
+        prefix = tuple({"[]": 0, "<name>": "t"}.get(p, p) for p in parts)
+        paths += [(*prefix, name) for name, f in model.model_fields.items() if _holds(f.annotation)]
+    return paths
+
+
+def _holds(annotation: object) -> bool:
+    """SecretStr anywhere in an annotation (Annotated, X | None)."""
+    return annotation is SecretStr or any(_holds(arg) for arg in get_args(annotation))
 
 
 def test_every_secret_field_is_a_secret_path() -> None:
-    paths = _secret_paths(Config, ())
+    paths = _secret_paths()
     assert ("api", "tokens", 0, "token") in paths
     assert ("ari", "password") in paths and ("tenants", "t", "webhook_secret") in paths
     for path in paths:

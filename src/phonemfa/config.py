@@ -502,6 +502,10 @@ class CallSettings(_Model):
     operator_prompt_repeats: int = Field(default=5, ge=1, le=20)
     operator_prompt_pause: float = Field(default=2, ge=0, le=60)
     max_duration: float = Field(default=300, ge=10, le=3600)
+    # Direct calls: a far end that talks on from the answer is a voicemail greeting (flow.py).
+    # report: a call that then ends without a key is no_answer (voicemail); hang_up: the call
+    # ends there, before the beep; off: no talk detection at all.
+    voicemail_detection: Literal["off", "report", "hang_up"] = "report"
 
 
 def _limits(*pairs: tuple[int, int]) -> Any:

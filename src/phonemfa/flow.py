@@ -79,6 +79,18 @@ MAX_ENTRY = 12
 KEY_LAG_WINDOW = 15.0
 KEY_LATE_LIMIT = 3.0
 RESYNC_EVENT = "PhonemfaResync"
+# Voicemail (direct calls, calls.voicemail_detection). Talk detection on our channel, ended by
+# VOICEMAIL_SILENCE_MS of silence: the pauses of a person's "Hello? ... Hello?" end a talk, a
+# recorded greeting's do not. A talk that starts within VOICEMAIL_START of the answer and goes
+# on VOICEMAIL_TALK seconds, no key pressed, is a greeting, if the far end's audio still comes
+# then (VOICEMAIL_RTP_PACKETS in VOICEMAIL_RTP_SAMPLE s; 20 ms packets bring 25): a phone that
+# stops sending in its silences never ends its talk. Then VOICEMAIL_EVENT tells the flow.
+VOICEMAIL_SILENCE_MS = 1200
+VOICEMAIL_START = 5.0
+VOICEMAIL_TALK = 4.0
+VOICEMAIL_RTP_SAMPLE = 0.5
+VOICEMAIL_RTP_PACKETS = 10
+VOICEMAIL_EVENT = "PhonemfaVoicemail"
 # How each decision of the answers ends the call: its outcome, reason and closing words.
 _CLOSINGS = {
     Verdict.APPROVE: (Outcome.APPROVED, None, MessageType.SUCCESS),
@@ -231,6 +243,15 @@ class CallFlow:
         self._mark_seen = False  # whether it came
         self._playback_state: str | None = None  # how the last playback ended, if said
         self._wait_until = 0.0  # loop time: the end of the waiting before the dial (_run)
+        direct = request.plan.mode is DialMode.DIRECT
+        self._voicemail_mode = self.calls.voicemail_detection if direct else "off"
+        self._answered_at: float | None = None  # loop time
+        # The far end's talk now going on, if it may be a voicemail greeting: its start (loop
+        # time) and the event connection then; the check of its audio, once it lasted.
+        self._talk: tuple[float, int | None] | None = None
+        self._voicemail_timer: asyncio.TimerHandle | None = None
+        self._voicemail_check: asyncio.Task[None] | None = None
+        self._voicemail = False  # a voicemail greeting was heard (and no key since)
         self._loop = asyncio.get_running_loop()
 
     # --- the call, top to bottom -------------------------------------------
@@ -356,6 +377,8 @@ class CallFlow:
         if plan.mode is DialMode.OPERATOR:
             # Hints that the operator transferred the call (DESIGN §8: best effort).
             variables["TALK_DETECT(set)"] = ""
+        elif self._voicemail_mode != "off":
+            variables["TALK_DETECT(set)"] = str(VOICEMAIL_SILENCE_MS)
         self.dialled = True
         try:
             await self.ari.create_channel(
@@ -511,7 +534,10 @@ class CallFlow:
                     await self._read_tail()
                     verdict = answers.after_tail(self._dropped)
                 if verdict in _CLOSINGS:
-                    await self._close(*_CLOSINGS[verdict])
+                    outcome, reason, words = _CLOSINGS[verdict]
+                    if verdict is Verdict.NO_INPUT and self._voicemail:
+                        outcome, reason = Outcome.NO_ANSWER, "voicemail"
+                    await self._close(outcome, reason, words)
                     return
                 prompt = retry + repeat if then.retry else repeat
                 if then.guard:  # from the next prompt's start (_play)
@@ -761,6 +787,8 @@ class CallFlow:
         pressed = self._pressed(event, now)  # every stamped event teaches the lag
         if kind == "ChannelDtmfReceived":
             self._keys_seen += 1
+            self._voicemail = False  # a voicemail presses no key: a person is there
+            self._talk = None
             digit = event.digit
             shown = "*" if self._masking_keys and digit != "#" else digit
             if self._next_prompt_guard is not None or pressed < self._keys_ignored_until:
@@ -799,10 +827,56 @@ class CallFlow:
                 self._step("caller_id_changed", number=mask_text(number))
         elif kind == "ChannelTalkingStarted":
             self._step("talking_started")
+            self._talk_started(now)
         elif kind == "ChannelTalkingFinished":
+            self._talk = None
             self._step("talking_finished", duration_ms=event.data.get("duration"))
+        elif kind == VOICEMAIL_EVENT:
+            self._voicemail_checked(event, now)
         elif kind == RESYNC_EVENT:
             self._resynced(event)
+
+    # --- voicemail -----------------------------------------------------------------
+    def _talk_started(self, now: float) -> None:
+        """The far end talks: if it goes on, check it (VOICEMAIL_TALK later)."""
+        answered = self._answered_at
+        if self._voicemail_mode == "off" or self._keys_seen or answered is None:
+            return
+        if now - answered > VOICEMAIL_START:
+            return  # not what answered the call
+        talk = (now, self._connection())
+        self._talk = talk
+        self._voicemail_timer = self._loop.call_later(VOICEMAIL_TALK, self._talk_lasted, talk)
+
+    def _talk_lasted(self, talk: tuple[float, int | None]) -> None:
+        if self._talk is talk and self.outcome is None:
+            self._voicemail_check = asyncio.create_task(self._check_audio(talk))
+
+    async def _check_audio(self, talk: tuple[float, int | None]) -> None:
+        """Does the far end's audio still come? Tells the flow (VOICEMAIL_EVENT)."""
+        try:
+            before = await self.ari.rtp_received(self.channel_id)
+            await asyncio.sleep(VOICEMAIL_RTP_SAMPLE)
+            received = await self.ari.rtp_received(self.channel_id) - before
+        except AriError:
+            return  # gone, or Asterisk not answering: no verdict
+        event = synthetic(VOICEMAIL_EVENT, self.channel_id, talk=talk, received=received)
+        self.mailbox.put_nowait(event)
+
+    def _voicemail_checked(self, event: Event, now: float) -> None:
+        talk = event.data.get("talk")
+        if talk is not self._talk or talk is None or self.outcome is not None:
+            return  # ended, or a key came, meanwhile
+        self._talk = None
+        received = int(event.data.get("received", 0))
+        if received < VOICEMAIL_RTP_PACKETS or self._deaf_since(talk[1]):
+            # Its end may have been silent (no audio) or lost with ARI's events: not sure.
+            self._step("talk_not_judged", rtp_packets=received)
+            return
+        self._voicemail = True
+        self._step("voicemail_detected", talking_ms=round((now - talk[0]) * 1000))
+        if self._voicemail_mode == "hang_up":
+            raise Stopped(Outcome.NO_ANSWER, "voicemail")
 
     def _is_transfer_hint(self, number: str) -> bool:
         """A caller-id update hints at a transfer only once answered, and only when it
@@ -826,6 +900,7 @@ class CallFlow:
         if state == "Ringing":
             self._step("ringing", asterisk_at=asterisk_at)
         elif state == "Up":
+            self._answered_at = self._loop.time()
             self._step("answered", asterisk_at=asterisk_at)
 
     def _resynced(self, event: Event) -> None:
@@ -886,6 +961,8 @@ class CallFlow:
             self._decide(Outcome.INTERRUPTED, "channel_lost")
         elif self.channel_state != "Up":
             self._decide(*unanswered_outcome(gone.cause))
+        elif self._voicemail:  # the voicemail ended its recording
+            self._decide(Outcome.NO_ANSWER, "voicemail")
         elif self._reached_greeting:
             self._decide(Outcome.DENIED, "hung_up")
         else:
@@ -903,6 +980,10 @@ class CallFlow:
 
     async def _finish(self) -> None:
         """Hang up our channel (whatever happened) and wait until Asterisk let it go."""
+        if self._voicemail_timer is not None:
+            self._voicemail_timer.cancel()
+        if self._voicemail_check is not None:
+            self._voicemail_check.cancel()
         try:
             if not self.dialled:  # ended while waiting for a line: nothing to hang up
                 return

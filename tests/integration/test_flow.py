@@ -11,20 +11,23 @@ from pathlib import Path
 
 import pytest
 
+from phonemfa.flow import VOICEMAIL_TALK
 from phonemfa.outcomes import Outcome
 from tests.conftest import TRUNK_CALLER_ID
 from tests.support.ari_raw import RawAri
-from tests.support.flows import FAST_CALLS, FlowHarness
+from tests.support.flows import FAST_CALLS, SANDBOX_ROOT, FlowHarness
 from tests.support.softphone import SoftphoneNetwork, wav_stats
 
 pytestmark = pytest.mark.integration
 
 MOBILE = "+1 425 555 0100"
+VOICEMAIL = "+1 425 555 0160"
 AUTO_ATTENDANT = "+1 425 555 0110"
 OPERATOR_OFFICE = "+1 425 555 0120"
 DESK = "sip:5678@127.0.0.2:5060"
 BOT_APPROVES = "+1 425 555 0170"  # a load bot: presses '#', records the caller id it got
 TRUNK_OWN_NUMBER = "+14255550000"  # the sandbox trunk's from_user
+SPOKEN = Path(__file__).parents[2] / "asterisk/sounds/en"  # our prompts: speech to say
 
 
 def assert_heard_something(path: Path) -> None:
@@ -154,10 +157,43 @@ async def test_unreached_numbers(flows: FlowHarness, number: str, outcome: Outco
     assert reason is not None and reason.startswith("cause_")
 
 
-async def test_voicemail_gives_no_input(flows: FlowHarness) -> None:
-    call = flows.start("+1 425 555 0160")
-    assert await call.finished(timeout=90) == (Outcome.NO_INPUT, "no_key_pressed")
+async def test_voicemail_is_no_answer(flows: FlowHarness) -> None:
+    # calls.voicemail_detection "report" (the default): the call goes on as for a silent
+    # person; its outcome says what answered.
+    call = flows.start(VOICEMAIL)
+    assert await call.finished(timeout=90) == (Outcome.NO_ANSWER, "voicemail")
+    assert call.count("voicemail_detected") == 1
     assert call.count("prompting") == 2
+
+
+async def test_hang_up_mode_leaves_nothing_in_the_voicemail(
+    flows: FlowHarness, ari: RawAri
+) -> None:
+    await ari.set_global_var("VM_LAST_RECORDING", "")
+    call = flows.start(VOICEMAIL, tenant="vm-hang-up")
+    assert await call.finished(timeout=30) == (Outcome.NO_ANSWER, "voicemail")
+    assert call.count("prompting") == 1
+    # Hung up during the voicemail's own greeting, before its beep: it recorded nothing.
+    path = await ari.global_var("VM_LAST_RECORDING")
+    assert path.startswith("/var/spool/asterisk/recording/voicemail-"), path
+    await asyncio.sleep(1)
+    assert not (SANDBOX_ROOT / path.lstrip("/")).exists()
+
+
+async def test_a_person_saying_hello_is_no_voicemail(
+    flows: FlowHarness, phones: SoftphoneNetwork
+) -> None:
+    mobile = await phones.register("mobile")
+    call = flows.start(MOBILE, tenant="vm-hang-up")
+    ring = await mobile.next_call()
+    ring.answer()
+    await ring.say(SPOKEN / "goodbye.wav")  # "Goodbye" stands for "Hello?": 0.7 s of voice
+    await call.reached("talking_finished")  # talk detection heard it, and its end
+    await call.reached("prompting")
+    await asyncio.sleep(VOICEMAIL_TALK + 1)  # past the time a greeting would have been judged
+    await ring.send_dtmf("#")
+    assert await call.finished() == (Outcome.APPROVED, None)
+    assert call.count("voicemail_detected") == 0
 
 
 async def test_an_extension_nobody_is_registered_at_is_unreachable_not_denied(

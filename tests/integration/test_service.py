@@ -59,7 +59,7 @@ async def no_channels_of(ari: RawAri, app: str = "phonemfa", timeout: float = 10
         ("+1 425 555 0130", "default", "busy"),
         ("+1 425 555 0140", "default", "no_answer"),
         ("+1 425 555 0150", "default", "unreachable"),
-        ("+1 425 555 0160", "default", "no_input"),
+        ("+1 425 555 0160", "default", "no_answer"),  # its voicemail
     ],
 )
 async def test_calls_through_the_api_end_with_the_right_outcome(

@@ -50,6 +50,7 @@ def sandbox_config(app: str, ari_url: str, password: str, **overrides: Any) -> C
             "ops": {**tenant, "operator_assistance": True},
             "slow": {**tenant, "calls": {**FAST_CALLS, "first_digit_timeout": 10}},
             "guarded": {**tenant, "calls": {**FAST_CALLS, "greeting_key_guard": 0.5}},
+            "vm-hang-up": {**tenant, "calls": {**FAST_CALLS, "voicemail_detection": "hang_up"}},
         },
     }
     data.update(overrides)

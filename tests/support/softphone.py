@@ -60,6 +60,7 @@ class PhoneCall(pj.Call):  # type: ignore[misc]
         self._recorder: pj.AudioMediaRecorder | None = None
         self._audio: pj.AudioMedia | None = None
         self._media_at = 0.0
+        self._players: list[pj.AudioMediaPlayer] = []  # kept until the call ends
 
     # --- pjsua2 callbacks (run inside libHandleEvents, on the loop thread) ---
     def onCallState(self, prm: pj.OnCallStateParam) -> None:  # noqa: N802, ARG002
@@ -71,6 +72,7 @@ class PhoneCall(pj.Call):  # type: ignore[misc]
             _resolve(self.confirmed)
         elif info.state == pj.PJSIP_INV_STATE_DISCONNECTED:
             self._stop_recording()
+            self._players.clear()
             _resolve(self.disconnected)
             _resolve(self.confirmed, SoftphoneError(f"call ended: {info.lastStatusCode}"))
             self.phone.net.retire(self)
@@ -142,6 +144,16 @@ class PhoneCall(pj.Call):  # type: ignore[misc]
             await _wait(fut, timeout, f"DTMF {wanted!r} not received (got {self.record.digits!r})")
         finally:
             self._digit_waiters.remove((wanted, fut))
+
+    async def say(self, path: Path) -> None:
+        """Speak into the call: a WAV (8 kHz mono) played once to the far end; returns as it
+        starts."""
+        await self.wait_media()
+        assert self._audio is not None
+        player = pj.AudioMediaPlayer()
+        player.createPlayer(str(path), pj.PJMEDIA_FILE_NO_LOOP)
+        player.startTransmit(self._audio)
+        self._players.append(player)
 
     def start_recording(self, path: Path) -> None:
         """Record what this phone hears into a WAV file (8 kHz mono)."""

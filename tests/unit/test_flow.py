@@ -76,6 +76,9 @@ class FakeAsterisk:
         self.dtmf_during_playback = False
         self.fail_playbacks = False
         self.half_open = False
+        self.variables: dict[str, str] = {}  # of the channel made
+        self.rtp_per_second = 1000.0  # the far end's audio while the call is up (0: none)
+        self._audio_from: float | None = None
 
     def emit(self, kind: str, **data: Any) -> None:
         data.setdefault("channel", {"id": self.channel, "state": "Up", "caller": {}})
@@ -88,6 +91,7 @@ class FakeAsterisk:
     # --- the AriClient subset the flow uses ---
     async def create_channel(self, endpoint: str, channel_id: str, **kw: Any) -> dict[str, Any]:
         self.requests.append(("create", endpoint))
+        self.variables = dict(kw.get("variables") or {})
         self.channel = channel_id
         self.later(0, lambda: self.emit("StasisStart", channel={"id": channel_id, "state": "Down"}))
         return {"id": channel_id}
@@ -99,9 +103,28 @@ class FakeAsterisk:
             lambda: self.emit("ChannelStateChange", channel={"id": channel_id, "state": "Ringing"}),
         )
         if self.answer:
-            self.later(0.01, lambda: self.emit("ChannelStateChange"))
+            self.later(0.01, self.pick_up)
         else:
             self.later(0.01, lambda: self.destroy(self.cause))
+
+    def pick_up(self) -> None:
+        self._audio_from = time.monotonic()
+        self.emit("ChannelStateChange")
+
+    async def rtp_received(self, channel_id: str) -> int:
+        self.requests.append(("rtp", channel_id))
+        if self.gone:
+            raise AriNotFound("GET", "/rtp_statistics", 404, "Channel not found")
+        if self._audio_from is None:
+            return 0
+        return int((time.monotonic() - self._audio_from) * self.rtp_per_second)
+
+    def talk(self, after: float, seconds: float | None) -> None:
+        """The far end talks `after` seconds from now, for `seconds` (None: on and on)."""
+        self.later(after, lambda: self.emit("ChannelTalkingStarted"))
+        if seconds is not None:
+            duration = {"duration": int(seconds * 1000)}
+            self.later(after + seconds, lambda: self.emit("ChannelTalkingFinished", **duration))
 
     def destroy(self, cause: int) -> None:
         if not self.gone:
@@ -790,6 +813,137 @@ async def test_operator_hanging_up_before_the_greeting() -> None:
 async def test_a_failed_playback_is_in_the_timeline() -> None:
     _, _, _, rec = await run(MOBILE, fail_playbacks=True)
     assert rec.count("playback_failed") >= 1
+
+
+@pytest.fixture
+def quick_voicemail(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Voicemail detection's times, at the scale of these tests' prompts."""
+    monkeypatch.setattr(flow_module, "VOICEMAIL_START", 0.08)
+    monkeypatch.setattr(flow_module, "VOICEMAIL_TALK", 0.1)
+    monkeypatch.setattr(flow_module, "VOICEMAIL_RTP_SAMPLE", 0.02)
+
+
+def talks(
+    after: float, seconds: float | None, keys: str = "", at: str = "answered"
+) -> Callable[[FakeAsterisk, str, dict[str, Any], Recorder], None]:
+    """At `at`, the far end talks (after, for seconds); it presses `keys` at the greeting's
+    second play, once the talk was judged."""
+
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == at and rec.count(at) == 1:
+            fake.talk(after, seconds)
+        if event == "prompting" and rec.count("prompting") == 2 and keys:
+            fake.press(keys)
+
+    return script
+
+
+@pytest.mark.usefixtures("quick_voicemail")
+async def test_a_voicemail_greeting_is_reported_as_no_answer() -> None:
+    got, reason, fake, rec = await run(MOBILE, talks(0.01, None))
+    assert (got, reason) == (Outcome.NO_ANSWER, "voicemail")
+    assert fake.variables["TALK_DETECT(set)"] == str(flow_module.VOICEMAIL_SILENCE_MS)
+    assert rec.count("voicemail_detected") == 1
+    # report (the default): the call went on as for a silent person, to its closing words.
+    assert rec.count("prompting") == 2
+    assert fake.sent("play")[-1] == ["sound:phonemfa/en/no_input", "sound:phonemfa/en/goodbye"]
+
+
+@pytest.mark.usefixtures("quick_voicemail")
+async def test_hang_up_mode_ends_the_call_at_the_voicemail_greeting() -> None:
+    settings = tenant(calls={**TINY, "voicemail_detection": "hang_up"})
+    got, reason, fake, rec = await run(MOBILE, talks(0.01, None), settings=settings)
+    assert (got, reason) == (Outcome.NO_ANSWER, "voicemail")
+    assert rec.count("prompting") == 1  # cut in its first greeting: nothing left to record
+    assert len(fake.sent("play")) == 1
+    assert fake.sent("hangup")
+
+
+@pytest.mark.usefixtures("quick_voicemail")
+async def test_a_voicemail_that_hangs_up_after_its_recording_is_no_answer_not_denied() -> None:
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        talks(0.01, None)(fake, event, details, rec)
+        if event == "voicemail_detected":
+            fake.later(0.01, lambda: fake.destroy(16))
+
+    got, reason, _, _ = await run(MOBILE, script)
+    assert (got, reason) == (Outcome.NO_ANSWER, "voicemail")
+
+
+@pytest.mark.parametrize("mode", ["report", "hang_up"])
+@pytest.mark.usefixtures("quick_voicemail")
+async def test_a_person_saying_hello_is_no_voicemail(mode: str) -> None:
+    settings = tenant(calls={**TINY, "voicemail_detection": mode})
+    got, _, _, rec = await run(MOBILE, talks(0.01, 0.05, keys="#"), settings=settings)
+    assert got is Outcome.APPROVED
+    assert rec.count("talking_finished") == 1 and rec.count("voicemail_detected") == 0
+
+
+@pytest.mark.usefixtures("quick_voicemail")
+async def test_a_key_after_a_seeming_voicemail_is_a_person_after_all() -> None:
+    # report: a person talking on over the greeting (a noisy street), then pressing '#'.
+    got, _, _, rec = await run(MOBILE, talks(0.01, None, keys="#"))
+    assert got is Outcome.APPROVED
+    assert rec.count("voicemail_detected") == 1
+    silent = await run(MOBILE, talks(0.01, None, keys="5"))  # a wrong key, then silence
+    assert silent[:2] == (Outcome.NO_INPUT, "no_key_pressed")
+
+
+@pytest.mark.usefixtures("quick_voicemail")
+async def test_a_talk_while_a_key_is_pressed_is_never_judged() -> None:
+    settings = tenant(calls={**TINY, "voicemail_detection": "hang_up"})
+
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        talks(0.01, None)(fake, event, details, rec)
+        if event == "prompting" and rec.count("prompting") == 1:
+            fake.later(0.03, lambda: fake.press("5"))  # during the talk, before its check
+
+    got, reason, fake, rec = await run(MOBILE, script, settings=settings)
+    assert (got, reason) == (Outcome.NO_INPUT, "no_key_pressed")
+    assert rec.count("voicemail_detected") == 0 and fake.sent("rtp") == []
+
+
+@pytest.mark.usefixtures("quick_voicemail")
+async def test_a_talk_with_no_audio_coming_is_not_judged() -> None:
+    # A phone that sends nothing in its silences: talk detection never hears the talk end.
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        fake.rtp_per_second = 0
+        talks(0.01, None)(fake, event, details, rec)
+
+    settings = tenant(calls={**TINY, "voicemail_detection": "hang_up"})
+    got, reason, fake, rec = await run(MOBILE, script, settings=settings)
+    assert (got, reason) == (Outcome.NO_INPUT, "no_key_pressed")
+    assert rec.count("talk_not_judged") == 1 and len(fake.sent("rtp")) == 2
+
+
+@pytest.mark.usefixtures("quick_voicemail")
+async def test_a_talk_starting_well_after_the_answer_is_not_judged() -> None:
+    settings = tenant(calls={**TINY, "voicemail_detection": "hang_up"})
+    got, reason, fake, _ = await run(MOBILE, talks(0.12, None), settings=settings)
+    assert (got, reason) == (Outcome.NO_INPUT, "no_key_pressed")
+    assert fake.sent("rtp") == []
+
+
+@pytest.mark.usefixtures("quick_voicemail")
+async def test_voicemail_detection_off_asks_for_no_talk_detection() -> None:
+    settings = tenant(calls={**TINY, "voicemail_detection": "off"})
+    got, reason, fake, _ = await run(MOBILE, talks(0.01, None), settings=settings)
+    assert (got, reason) == (Outcome.NO_INPUT, "no_key_pressed")
+    assert "TALK_DETECT(set)" not in fake.variables and fake.sent("rtp") == []
+
+
+@pytest.mark.parametrize(("phone", "step"), [(EXTENSION, "extension_sent"), (OPERATOR, "answered")])
+@pytest.mark.usefixtures("quick_voicemail")
+async def test_switchboards_talk_on_and_are_no_voicemail(phone: str, step: str) -> None:
+    # An auto attendant or an operator talks on from the answer: only direct calls are judged.
+    settings = tenant(calls={**TINY, "voicemail_detection": "hang_up"})
+    got, reason, fake, _ = await run(phone, talks(0.0, None, at=step), settings=settings)
+    assert got is Outcome.NO_INPUT and reason in (
+        "extension_did_not_answer",
+        "operator_did_not_transfer",
+    )
+    assert fake.sent("rtp") == []
+    assert fake.variables.get("TALK_DETECT(set)", "") == ""
 
 
 async def test_stop_ends_the_call_with_the_given_outcome_and_hangs_up() -> None:

@@ -191,6 +191,11 @@ class AriClient:
     async def get_channel(self, channel_id: str) -> Channel:
         return cast(Channel, await self.request("GET", f"/channels/{_id(channel_id)}"))
 
+    async def rtp_received(self, channel_id: str) -> int:
+        """RTP packets received on the channel so far (GET .../rtp_statistics, `rxcount`)."""
+        stats = await self.request("GET", f"/channels/{_id(channel_id)}/rtp_statistics")
+        return int(stats.get("rxcount", 0)) if isinstance(stats, dict) else 0
+
     async def list_channels(self) -> list[Channel]:
         return cast(list[Channel], await self.request("GET", "/channels"))
 

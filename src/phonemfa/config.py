@@ -504,7 +504,7 @@ class CallSettings(_Model):
     max_duration: float = Field(default=300, ge=10, le=3600)
     # Direct calls: a far end that talks on from the answer is a voicemail greeting (flow.py).
     # report: a call that then ends without a key is no_answer (voicemail); hang_up: the call
-    # ends there, before the beep; off: no talk detection at all.
+    # ends there; off: no talk detection at all.
     voicemail_detection: Literal["off", "report", "hang_up"] = "report"
 
 

@@ -79,18 +79,20 @@ MAX_ENTRY = 12
 KEY_LAG_WINDOW = 15.0
 KEY_LATE_LIMIT = 3.0
 RESYNC_EVENT = "PhonemfaResync"
-# Voicemail (direct calls, calls.voicemail_detection). Talk detection on our channel, ended by
-# VOICEMAIL_SILENCE_MS of silence: the pauses of a person's "Hello? ... Hello?" end a talk, a
-# recorded greeting's do not. A talk that starts within VOICEMAIL_START of the answer and goes
-# on VOICEMAIL_TALK seconds, no key pressed, is a greeting, if the far end's audio still comes
-# then (VOICEMAIL_RTP_PACKETS in VOICEMAIL_RTP_SAMPLE s; 20 ms packets bring 25): a phone that
-# stops sending in its silences never ends its talk. Then VOICEMAIL_EVENT tells the flow.
+# Voicemail (direct calls, calls.voicemail_detection). Talk detection on our channel: a talk
+# ends VOICEMAIL_SILENCE_MS after its last sound, so the pauses of a person's "Hello? ...
+# Hello?" end it, a recorded greeting's do not. A talk that starts within VOICEMAIL_START of
+# the answer and still goes on VOICEMAIL_TALK seconds (plus that silence) later, no key
+# pressed, is a greeting, if the far end's audio still comes then (VOICEMAIL_RTP_PACKETS in the
+# last VOICEMAIL_RTP_SAMPLE s; 20 ms packets bring 25): a phone that stops sending in its
+# silences never ends its talk. It is judged when our VOICEMAIL_MARK comes back through
+# Asterisk's events: the talk's end or a key that Asterisk sent before is handled first.
 VOICEMAIL_SILENCE_MS = 1200
 VOICEMAIL_START = 5.0
 VOICEMAIL_TALK = 4.0
 VOICEMAIL_RTP_SAMPLE = 0.5
 VOICEMAIL_RTP_PACKETS = 10
-VOICEMAIL_EVENT = "PhonemfaVoicemail"
+VOICEMAIL_MARK = "phonemfa_voicemail"
 # How each decision of the answers ends the call: its outcome, reason and closing words.
 _CLOSINGS = {
     Verdict.APPROVE: (Outcome.APPROVED, None, MessageType.SUCCESS),
@@ -251,7 +253,10 @@ class CallFlow:
         self._talk: tuple[float, int | None] | None = None
         self._voicemail_timer: asyncio.TimerHandle | None = None
         self._voicemail_check: asyncio.Task[None] | None = None
+        # The mark sent to judge the talk: (mark, the talk, RTP packets of the sample).
+        self._voicemail_mark: tuple[str, tuple[float, int | None], int] | None = None
         self._voicemail = False  # a voicemail greeting was heard (and no key since)
+        self._greeting_played = False  # the greeting's first play is over (a hang-up after)
         self._loop = asyncio.get_running_loop()
 
     # --- the call, top to bottom -------------------------------------------
@@ -626,6 +631,7 @@ class CallFlow:
             prompt, stop_on=lambda: bool(self.keys) or dropped_report()
         )
         self._prompt_not_heard = not_heard = self._keys_seen != seen or not ended_by_itself
+        self._greeting_played = True
         self._deaf = False
         if not self.keys and not dropped_report():
             first_key = self.calls.first_digit_timeout
@@ -788,7 +794,7 @@ class CallFlow:
         if kind == "ChannelDtmfReceived":
             self._keys_seen += 1
             self._voicemail = False  # a voicemail presses no key: a person is there
-            self._talk = None
+            self._forget_talk()
             digit = event.digit
             shown = "*" if self._masking_keys and digit != "#" else digit
             if self._next_prompt_guard is not None or pressed < self._keys_ignored_until:
@@ -803,9 +809,12 @@ class CallFlow:
         elif kind == "ChannelStateChange":
             self._set_state(event.channel_state, event.timestamp)
         elif kind == "ChannelUserevent":
-            if self._mark is not None and event.data.get("eventname") == MARK_EVENT:
-                userevent = event.data.get("userevent") or {}
+            name = event.data.get("eventname")
+            userevent = event.data.get("userevent") or {}
+            if self._mark is not None and name == MARK_EVENT:
                 self._mark_seen = self._mark_seen or userevent.get("mark") == self._mark
+            elif name == VOICEMAIL_MARK:
+                self._voicemail_checked(userevent.get("mark"), now)
         elif kind == "PlaybackFinished":
             if event.playback_id == self.playback_id:
                 self.playback_over = True
@@ -829,46 +838,61 @@ class CallFlow:
             self._step("talking_started")
             self._talk_started(now)
         elif kind == "ChannelTalkingFinished":
-            self._talk = None
+            self._forget_talk()
             self._step("talking_finished", duration_ms=event.data.get("duration"))
-        elif kind == VOICEMAIL_EVENT:
-            self._voicemail_checked(event, now)
         elif kind == RESYNC_EVENT:
             self._resynced(event)
 
     # --- voicemail -----------------------------------------------------------------
     def _talk_started(self, now: float) -> None:
-        """The far end talks: if it goes on, check it (VOICEMAIL_TALK later)."""
+        """The far end talks: if it goes on, its audio is sampled, then it is judged."""
         answered = self._answered_at
         if self._voicemail_mode == "off" or self._keys_seen or answered is None:
             return
         if now - answered > VOICEMAIL_START:
             return  # not what answered the call
+        self._forget_talk()
         talk = (now, self._connection())
         self._talk = talk
-        self._voicemail_timer = self._loop.call_later(VOICEMAIL_TALK, self._talk_lasted, talk)
+        sample_at = VOICEMAIL_TALK + VOICEMAIL_SILENCE_MS / 1000 - VOICEMAIL_RTP_SAMPLE
+        self._voicemail_timer = self._loop.call_later(sample_at, self._talk_lasted, talk)
+
+    def _forget_talk(self) -> None:
+        """The talk ended (or a key came): nothing of it is judged."""
+        self._talk = None
+        self._voicemail_mark = None
+        if self._voicemail_timer is not None:
+            self._voicemail_timer.cancel()
+            self._voicemail_timer = None
+        if self._voicemail_check is not None:
+            self._voicemail_check.cancel()
+            self._voicemail_check = None
 
     def _talk_lasted(self, talk: tuple[float, int | None]) -> None:
         if self._talk is talk and self.outcome is None:
             self._voicemail_check = asyncio.create_task(self._check_audio(talk))
 
     async def _check_audio(self, talk: tuple[float, int | None]) -> None:
-        """Does the far end's audio still come? Tells the flow (VOICEMAIL_EVENT)."""
+        """Sample the far end's audio, then send the mark the talk is judged on."""
         try:
             before = await self.ari.rtp_received(self.channel_id)
             await asyncio.sleep(VOICEMAIL_RTP_SAMPLE)
             received = await self.ari.rtp_received(self.channel_id) - before
+            if self._talk is not talk:
+                return
+            mark = secrets.token_hex(8)
+            self._voicemail_mark = (mark, talk, received)
+            await self.ari.user_event(VOICEMAIL_MARK, {"mark": mark}, channel_id=self.channel_id)
         except AriError:
-            return  # gone, or Asterisk not answering: no verdict
-        event = synthetic(VOICEMAIL_EVENT, self.channel_id, talk=talk, received=received)
-        self.mailbox.put_nowait(event)
+            return  # gone, or Asterisk not answering: no verdict (a mark lost: none either)
 
-    def _voicemail_checked(self, event: Event, now: float) -> None:
-        talk = event.data.get("talk")
-        if talk is not self._talk or talk is None or self.outcome is not None:
-            return  # ended, or a key came, meanwhile
-        self._talk = None
-        received = int(event.data.get("received", 0))
+    def _voicemail_checked(self, mark: object, now: float) -> None:
+        pending = self._voicemail_mark
+        if pending is None or pending[0] != mark or self.outcome is not None:
+            return  # the talk ended, or a key came, before the mark: a person
+        _, talk, received = pending
+        self._voicemail_check = None  # its request may still be answered: let it end
+        self._forget_talk()
         if received < VOICEMAIL_RTP_PACKETS or self._deaf_since(talk[1]):
             # Its end may have been silent (no audio) or lost with ARI's events: not sure.
             self._step("talk_not_judged", rtp_packets=received)
@@ -961,7 +985,8 @@ class CallFlow:
             self._decide(Outcome.INTERRUPTED, "channel_lost")
         elif self.channel_state != "Up":
             self._decide(*unanswered_outcome(gone.cause))
-        elif self._voicemail:  # the voicemail ended its recording
+        elif self._voicemail and self._greeting_played:  # the voicemail ended its recording
+            # (a hang-up during the first greeting may be a person's no: denied, below)
             self._decide(Outcome.NO_ANSWER, "voicemail")
         elif self._reached_greeting:
             self._decide(Outcome.DENIED, "hung_up")
@@ -980,10 +1005,7 @@ class CallFlow:
 
     async def _finish(self) -> None:
         """Hang up our channel (whatever happened) and wait until Asterisk let it go."""
-        if self._voicemail_timer is not None:
-            self._voicemail_timer.cancel()
-        if self._voicemail_check is not None:
-            self._voicemail_check.cancel()
+        self._forget_talk()
         try:
             if not self.dialled:  # ended while waiting for a line: nothing to hang up
                 return

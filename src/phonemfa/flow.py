@@ -233,6 +233,7 @@ class CallFlow:
         # then (None: no guard, keys count as they come).
         self._next_prompt_guard: float | None = None
         self._asterisk_going = False
+        self._hangup_requested = False  # ChannelHangupRequest: Asterisk is hanging up our channel
         # The last entry's prompt was not heard whole: a key (kept or dropped) came during
         # it, or it did not play to its end by itself.
         self._prompt_not_heard = False
@@ -820,7 +821,9 @@ class CallFlow:
                 self.playback_over = True
                 state = event.playback.get("state")
                 self._playback_state = state
-                if state != "done":
+                # A prompt the far end hung up on ends "failed": not a broken prompt, and the
+                # hang-up is on the timeline already (found by an administrator's read).
+                if state != "done" and not self._hangup_requested:
                     self._step("playback_" + str(state), media=event.playback.get("media_uri"))
         elif kind == "StasisStart":
             self.in_stasis = True
@@ -828,6 +831,7 @@ class CallFlow:
         elif kind == "ChannelDestroyed":
             self.gone = HungUp(event.cause, asterisk_stopped=self._asterisk_going)
         elif kind == "ChannelHangupRequest":
+            self._hangup_requested = True
             if asterisk_going(event):
                 self._asterisk_going = True
         elif kind == "ChannelCallerId":

@@ -817,6 +817,23 @@ async def test_a_failed_playback_is_in_the_timeline() -> None:
     assert rec.count("playback_failed") >= 1
 
 
+async def test_a_prompt_cut_by_a_hang_up_is_not_a_failed_playback() -> None:
+    # Asterisk reports the hang-up request, then the playback it ended as "failed".
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        def hang_up() -> None:
+            fake.emit("ChannelHangupRequest", cause=16)
+            assert fake.playing is not None
+            fake.finish(fake.playing, "failed")
+            fake.destroy(16)
+
+        if event == "prompting":
+            fake.later(0.01, hang_up)
+
+    got, reason, _, rec = await run(MOBILE, script)
+    assert (got, reason) == (Outcome.DENIED, "hung_up")
+    assert rec.count("playback_failed") == 0
+
+
 @pytest.fixture
 def quick_voicemail(monkeypatch: pytest.MonkeyPatch) -> None:
     """Voicemail detection's times, at the scale of these tests' prompts: a talk is judged

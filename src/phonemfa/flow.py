@@ -93,6 +93,10 @@ VOICEMAIL_TALK = 4.0
 VOICEMAIL_RTP_SAMPLE = 0.5
 VOICEMAIL_RTP_PACKETS = 10
 VOICEMAIL_MARK = "phonemfa_voicemail"
+# hang_up waits this long after the verdict before it hangs up: a key pressed as the verdict
+# came (Asterisk sends it on release) is a person's, and may begin a fraud report.
+VOICEMAIL_KEY_GRACE = 0.3
+VOICEMAIL_HANG_UP = "PhonemfaVoicemailHangUp"
 # How each decision of the answers ends the call: its outcome, reason and closing words.
 _CLOSINGS = {
     Verdict.APPROVE: (Outcome.APPROVED, None, MessageType.SUCCESS),
@@ -254,6 +258,7 @@ class CallFlow:
         self._talk: tuple[float, int | None] | None = None
         self._voicemail_timer: asyncio.TimerHandle | None = None
         self._voicemail_check: asyncio.Task[None] | None = None
+        self._voicemail_hang_up: asyncio.TimerHandle | None = None  # hang_up, after the grace
         # The mark sent to judge the talk: (mark, the talk, RTP packets of the sample).
         self._voicemail_mark: tuple[str, tuple[float, int | None], int] | None = None
         self._voicemail = False  # a voicemail greeting was heard (and no key since)
@@ -844,6 +849,9 @@ class CallFlow:
         elif kind == "ChannelTalkingFinished":
             self._forget_talk()
             self._step("talking_finished", duration_ms=event.data.get("duration"))
+        elif kind == VOICEMAIL_HANG_UP:
+            if self._voicemail and self.outcome is None:  # no key in the grace
+                raise Stopped(Outcome.NO_ANSWER, "voicemail")
         elif kind == RESYNC_EVENT:
             self._resynced(event)
 
@@ -889,6 +897,8 @@ class CallFlow:
             await self.ari.user_event(VOICEMAIL_MARK, {"mark": mark}, channel_id=self.channel_id)
         except AriError:
             return  # gone, or Asterisk not answering: no verdict (a mark lost: none either)
+        except Exception:  # a side task: nobody would read its exception
+            log.exception("call %s: voicemail check failed", self.req.call_id)
 
     def _voicemail_checked(self, mark: object, now: float) -> None:
         pending = self._voicemail_mark
@@ -904,7 +914,10 @@ class CallFlow:
         self._voicemail = True
         self._step("voicemail_detected", talking_ms=round((now - talk[0]) * 1000))
         if self._voicemail_mode == "hang_up":
-            raise Stopped(Outcome.NO_ANSWER, "voicemail")
+            hang_up = synthetic(VOICEMAIL_HANG_UP, self.channel_id)
+            self._voicemail_hang_up = self._loop.call_later(
+                VOICEMAIL_KEY_GRACE, self.mailbox.put_nowait, hang_up
+            )
 
     def _is_transfer_hint(self, number: str) -> bool:
         """A caller-id update hints at a transfer only once answered, and only when it
@@ -1010,6 +1023,8 @@ class CallFlow:
     async def _finish(self) -> None:
         """Hang up our channel (whatever happened) and wait until Asterisk let it go."""
         self._forget_talk()
+        if self._voicemail_hang_up is not None:
+            self._voicemail_hang_up.cancel()
         try:
             if not self.dialled:  # ended while waiting for a line: nothing to hang up
                 return

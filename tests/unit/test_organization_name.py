@@ -119,3 +119,19 @@ def test_differing_keys_names_nested_keys() -> None:
     ]
     assert differing_keys({"a": {"b": 1}}, {"a": None}) == ["a"]
     assert differing_keys({"a": 1}, {"a": 1}) == []
+
+
+def test_lists_of_settings_differ_by_content_not_order() -> None:
+    # The same allowed countries (or limits) written in another order are the same settings.
+    file = {
+        "allowed_countries": ["US", "FR"],
+        "limits": {"per_user": [{"count": 5}, {"count": 20}]},
+    }
+    stored = {
+        "allowed_countries": ["FR", "US"],
+        "limits": {"per_user": [{"count": 20}, {"count": 5}]},
+    }
+    assert differing_keys(file, stored) == []
+    stored["allowed_countries"] = ["FR", "US", "CA"]
+    stored["limits"]["per_user"] = [{"count": 20}]
+    assert differing_keys(file, stored) == ["allowed_countries", "limits.per_user"]

@@ -1009,6 +1009,29 @@ async def test_a_talk_whose_mark_never_comes_back_is_not_judged() -> None:
 
 
 @pytest.mark.usefixtures("quick_voicemail")
+async def test_only_the_mark_sent_for_the_talk_judges_it() -> None:
+    # Another mark (a stale one, another app's) says nothing of what came before ours: ours
+    # is lost, another comes back in its place.
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        talks(0.01, None)(fake, event, details, rec)
+        if event != "talking_started":
+            return
+        fake.lost_user_events.add(flow_module.VOICEMAIL_MARK)
+        send = fake.user_event
+        other = {"eventname": flow_module.VOICEMAIL_MARK, "userevent": {"mark": "another"}}
+
+        async def user_event(name: str, variables: dict[str, str], **kw: Any) -> None:
+            await send(name, variables, **kw)
+            fake.later(0, lambda: fake.emit("ChannelUserevent", **other))
+
+        fake.user_event = user_event  # type: ignore[method-assign]
+
+    got, _, fake, rec = await run(MOBILE, script, settings=vm_tenant("hang_up"))
+    assert fake.sent("user_event")[0] == flow_module.VOICEMAIL_MARK
+    assert rec.count("voicemail_detected") == 0 and got is not Outcome.NO_ANSWER
+
+
+@pytest.mark.usefixtures("quick_voicemail")
 async def test_a_talk_starting_well_after_the_answer_is_not_judged() -> None:
     got, reason, fake, _ = await run(MOBILE, talks(0.6, None), settings=vm_tenant("hang_up"))
     assert (got, reason) == (Outcome.NO_INPUT, "no_key_pressed")

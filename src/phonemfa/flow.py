@@ -259,8 +259,9 @@ class CallFlow:
         self._voicemail_timer: asyncio.TimerHandle | None = None
         self._voicemail_check: asyncio.Task[None] | None = None
         self._voicemail_hang_up: asyncio.TimerHandle | None = None  # hang_up, after the grace
-        # The mark sent to judge the talk: (mark, the talk, RTP packets of the sample).
-        self._voicemail_mark: tuple[str, tuple[float, int | None], int] | None = None
+        # The mark sent to judge the talk now going on, and the RTP packets of its sample
+        # (cleared with the talk: `_forget_talk`).
+        self._voicemail_mark: tuple[str, int] | None = None
         self._voicemail = False  # a voicemail greeting was heard (and no key since)
         self._greeting_played = False  # the greeting's first play is over (a hang-up after)
         self._loop = asyncio.get_running_loop()
@@ -893,7 +894,7 @@ class CallFlow:
             if self._talk is not talk:
                 return
             mark = secrets.token_hex(8)
-            self._voicemail_mark = (mark, talk, received)
+            self._voicemail_mark = (mark, received)
             await self.ari.user_event(VOICEMAIL_MARK, {"mark": mark}, channel_id=self.channel_id)
         except AriError:
             return  # gone, or Asterisk not answering: no verdict (a mark lost: none either)
@@ -901,10 +902,10 @@ class CallFlow:
             log.exception("call %s: voicemail check failed", self.req.call_id)
 
     def _voicemail_checked(self, mark: object, now: float) -> None:
-        pending = self._voicemail_mark
-        if pending is None or pending[0] != mark or self.outcome is not None:
+        pending, talk = self._voicemail_mark, self._talk
+        if pending is None or talk is None or pending[0] != mark or self.outcome is not None:
             return  # the talk ended, or a key came, before the mark: a person
-        _, talk, received = pending
+        received = pending[1]
         self._voicemail_check = None  # its request may still be answered: let it end
         self._forget_talk()
         if received < VOICEMAIL_RTP_PACKETS or self._deaf_since(talk[1]):

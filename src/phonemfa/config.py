@@ -563,6 +563,9 @@ class TenantSettings(_Model):
     """ISO region for numbers written without a country code."""
     operator_assistance: bool = False
     """Entra's "operator required to transfer extensions"; x@ forces it per user."""
+    operator_fallback: bool = False
+    """An extension keyed in to an auto attendant that never put the call through is tried
+    once more through the number's operator (fallback.py)."""
     language: Language = "en"
     organization_name: str | None = Field(default=None, max_length=100)
     webhook_secret: Secret | None = None

@@ -67,6 +67,7 @@ class Engine:
         self._stopping_seen = -1  # the connection during which Asterisk said it was stopping
         self._caught_up = -1  # the connection whose catch-up (_on_connected) has run
         self.flows: dict[str, CallFlow] = {}
+        self.dialling = True  # new legs of fallback chains may be dialled (stop_all)
         self.lines = Lines(config.trunk.max_calls, config.trunk.queue_timeout)
         self.shipped = shipped_prompts(config.sounds.dir)
         self.catalogs = {
@@ -148,6 +149,7 @@ class Engine:
             asterisk_ready=self.ready,
             asterisk_refusing=self.refused_channel,
             connection=self._connection,
+            may_dial_again=lambda: self.dialling,
         )
         self.flows[request.call_id] = flow
         return flow
@@ -166,7 +168,11 @@ class Engine:
         """Stop every call; or only those Asterisk was asked a channel for (dialled=True:
         what a restart dropped); or only those whose phone was not asked to ring yet
         (dialled=False: waiting for a line or for Asterisk, or still making their channel,
-        which a stopping Asterisk may refuse and send them back to waiting). Returns how many."""
+        which a stopping Asterisk may refuse and send them back to waiting). Returns how many.
+        From `dialled=False` on (a shutdown), no call dials the next leg of its fallback
+        chain either: those end `interrupted` instead."""
+        if dialled is False:
+            self.dialling = False
         if dialled is None:
             flows = list(self.flows.values())
         elif dialled:

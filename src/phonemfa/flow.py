@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 import uuid
@@ -39,6 +40,7 @@ from phonemfa.ari import (
     synthetic,
 )
 from phonemfa.config import TenantSettings
+from phonemfa.fallback import Fallback, next_leg
 from phonemfa.lines import Lines, NoFreeLine
 from phonemfa.messages import MessageType
 from phonemfa.numbers import EXTENSION_MASK, mask_extension, mask_text
@@ -148,6 +150,8 @@ class CallRequest:
     caller_id: str | None = None
     requested_language: str | None = None
     """What the request asked for, when `language` differs from it (a fallback)."""
+    fallbacks: tuple[Fallback, ...] = ()
+    """The legs that may follow when `plan`'s does not reach the person (fallback.py)."""
 
 
 def asterisk_going(event: Event) -> bool:
@@ -191,8 +195,9 @@ class CallFlow:
         asterisk_ready: asyncio.Event | None = None,
         asterisk_refusing: Callable[[], Awaitable[bool]] | None = None,
         connection: Callable[[], int | None] | None = None,
+        may_dial_again: Callable[[], bool] | None = None,
     ) -> None:
-        self.req = request
+        self.req = request  # the leg now dialled: its `plan` changes with each leg
         self.lines = lines
         self.asterisk_ready = asterisk_ready  # set while calls may be dialled (Engine.ready)
         # After a 500 to our channel: does Asterisk refuse every channel, i.e. is it
@@ -202,11 +207,35 @@ class CallFlow:
         # entry or a silence across a change may miss keys lost meanwhile (no event is sent
         # twice): it counts for nothing, and the person is asked again.
         self.connection = connection
+        # Whether the next leg of a fallback chain may be dialled now (not while the service
+        # shuts down: Engine.stop_all).
+        self.may_dial_again = may_dial_again
         self.ari = ari
         self.router = router
         self.observer = observer
-        self.channel_id = channel_id or str(uuid.uuid4())
         self.calls = request.settings.calls
+        self._attempts = 0  # channels asked for (a stopping Asterisk refuses them)
+        self._holding_line = False
+        # The call's outcome once decided. While `_pending_leg` is set it is only this leg's:
+        # the chain goes on with that leg (fallback.py) once this one has hung up.
+        self.outcome: Outcome | None = None
+        self.reason: str | None = None
+        self._legs = request.fallbacks  # the legs not dialled yet
+        self._pending_leg: Fallback | None = None
+        self._stop: Stopped | None = None
+        self._task: asyncio.Task[Outcome] | None = None
+        # With number matching, every digit received is masked on the timeline: the code may
+        # be typed at any prompt, the extension's or the operator's too (found by review).
+        self._masking_keys = request.code is not None
+        self._events_lost_count = 0
+        self._wait_until = 0.0  # loop time: the end of the waiting before the dial (_leg)
+        self._loop = asyncio.get_running_loop()
+        self._reset_leg(channel_id or str(uuid.uuid4()))
+
+    def _reset_leg(self, channel_id: str) -> None:
+        """What belongs to one channel: set for the call's first leg, again for each next."""
+        self.channel_id = channel_id
+        # A mailbox of its own: a late event of the last leg's channel must not count here.
         self.mailbox = Mailbox()
         self.keys: list[str] = []  # DTMF received and not yet consumed
         self.channel_state = "Down"
@@ -214,19 +243,10 @@ class CallFlow:
         # Asterisk was asked for our channel: before that there is nothing to hang up or ask about.
         self.dialled = False
         self.rung = False  # the channel was dialled: the phone may ring
-        self._attempts = 0  # channels asked for (a stopping Asterisk refuses them)
-        self._holding_line = False
         self.gone: HungUp | None = None
         self.playback_id: str | None = None
         self.playback_over = True
-        self.outcome: Outcome | None = None
-        self.reason: str | None = None
-        self._stop: Stopped | None = None
-        self._task: asyncio.Task[Outcome] | None = None
         self._reached_greeting = False
-        # With number matching, every digit received is masked on the timeline: the code may
-        # be typed at any prompt, the extension's or the operator's too (found by review).
-        self._masking_keys = request.code is not None
         # Keys that cannot answer the prompt now playing (calls.greeting_key_guard and
         # retry_key_guard) are dropped until this loop time, which each dropped key pushes out
         # by the inter-digit time-out.
@@ -245,12 +265,10 @@ class CallFlow:
         self._dropped = ""  # keys a guard dropped since the last read
         self._past_entry = ""  # keys after the last entry's '#' (_ask)
         self._deaf = False  # the last entry or silence (_ask) spanned a loss of ARI's events
-        self._events_lost_count = 0
         self._mark: str | None = None  # the mark we wait for (_events_still_come), and
         self._mark_seen = False  # whether it came
         self._playback_state: str | None = None  # how the last playback ended, if said
-        self._wait_until = 0.0  # loop time: the end of the waiting before the dial (_run)
-        direct = request.plan.mode is DialMode.DIRECT
+        direct = self.req.plan.mode is DialMode.DIRECT
         self._voicemail_mode = self.calls.voicemail_detection if direct else "off"
         self._answered_at: float | None = None  # loop time
         # The far end's talk now going on, if it may be a voicemail greeting: its start (loop
@@ -264,7 +282,6 @@ class CallFlow:
         self._voicemail_mark: tuple[str, int] | None = None
         self._voicemail = False  # a voicemail greeting was heard (and no key since)
         self._greeting_played = False  # the greeting's first play is over (a hang-up after)
-        self._loop = asyncio.get_running_loop()
 
     # --- the call, top to bottom -------------------------------------------
     async def run(self) -> Outcome:
@@ -284,6 +301,18 @@ class CallFlow:
             self.lines.release()
 
     async def _run(self) -> Outcome:
+        """The legs of the call, one after the other, until one decides it (fallback.py)."""
+        while True:
+            await self._leg()
+            fallback = self._next_leg()
+            if fallback is None:
+                break
+            self._begin_leg(fallback)
+        assert self.outcome is not None
+        return self.outcome
+
+    async def _leg(self) -> None:
+        """Dial one number and see it through to its outcome; hang up."""
         wait = self.lines.queue_timeout if self.lines is not None else ASTERISK_WAIT
         # One deadline for all the waiting before the dial (Asterisk, a line).
         self._wait_until = self._loop.time() + wait
@@ -313,11 +342,11 @@ class CallFlow:
             self._decide(stop.outcome, stop.reason)
         except asyncio.CancelledError:
             if self._stop is None:  # cancelled by someone else: clean up, then obey
-                self._decide(Outcome.CANCELLED, "cancelled")
+                self._decide(Outcome.CANCELLED, "cancelled", ends_chain=True)
                 await self._finish()
                 raise
             # Our own stop(): swallow it so the task ends normally with the outcome.
-            self._decide(self._stop.outcome, self._stop.reason)
+            self._decide(self._stop.outcome, self._stop.reason, ends_chain=True)
             if self._task is not None:
                 self._task.uncancel()
         except TimeoutError:
@@ -336,18 +365,42 @@ class CallFlow:
             log.exception("call %s: unexpected error", self.req.call_id)
             self._decide(Outcome.FAILED, "internal_error")
         await self._finish()
-        assert self.outcome is not None
-        return self.outcome
+
+    def _next_leg(self) -> Fallback | None:
+        """After a leg has hung up: the leg to dial next, or None when the call is decided
+        (and its outcome said). A stop during the last leg's closing ends the chain."""
+        fallback = self._pending_leg
+        if fallback is None:
+            return None
+        if self._stop is not None:
+            self._decide(self._stop.outcome, self._stop.reason, ends_chain=True)
+            return None
+        if self.may_dial_again is not None and not self.may_dial_again():
+            self._decide(Outcome.INTERRUPTED, "shutdown", ends_chain=True)
+            return None
+        self._pending_leg = None
+        return fallback
+
+    def _begin_leg(self, fallback: Fallback) -> None:
+        after, reason = self.outcome, self.reason
+        assert after is not None
+        self.req = dataclasses.replace(self.req, plan=fallback.plan)
+        self.outcome = self.reason = None
+        self._reset_leg(str(uuid.uuid4()))
+        self.router.add_channel(self.channel_id, self.mailbox)
+        details = {"after": after.value, "reason": reason, "to": fallback.kind.value}
+        self._step("fallback", **details, field=fallback.field)
 
     def stop(self, outcome: Outcome, reason: str) -> None:
         """End the call from outside with this outcome. A call that already has its outcome
         is left to finish by itself: what remains (closing words, hang-up) is short, and
-        cutting it could leave the channel up."""
-        if self.outcome is not None:
+        cutting it could leave the channel up. A leg whose outcome would be followed by
+        another leg is left to finish too, and then no other leg is dialled."""
+        if self.outcome is not None and self._pending_leg is None:
             return
         if self._stop is None:
             self._stop = Stopped(outcome, reason)
-        if self._task is not None and not self._task.done():
+        if self.outcome is None and self._task is not None and not self._task.done():
             self._task.cancel()
 
     async def _take_line(self) -> None:
@@ -355,7 +408,7 @@ class CallFlow:
         Held until the call has hung up (run)."""
         if self._stop is not None:  # stopped before it started: no line needed
             raise self._stop
-        if self.lines is None:
+        if self.lines is None or self._holding_line:  # the next leg of a chain keeps its line
             return
         if self.lines.must_wait():
             self._step("waiting_for_line", in_use=self.lines.in_use, waiting=self.lines.waiting)
@@ -962,10 +1015,12 @@ class CallFlow:
 
     async def resync(self) -> None:
         """Ask Asterisk where this call stands and tell the flow (events were lost while the
-        websocket was down). Runs in the reconnect hook's task, not the flow's."""
+        websocket was down). Runs in the reconnect hook's task, not the flow's. What it finds
+        goes to the leg it asked about: a chain's next leg has a mailbox of its own."""
+        channel_id, mailbox = self.channel_id, self.mailbox
         data: dict[str, Any] = {}
         try:
-            channel = await self.ari.get_channel(self.channel_id)
+            channel = await self.ari.get_channel(channel_id)
         except AriNotFound:
             if not self.in_stasis:
                 return  # not created yet: nothing was missed
@@ -980,8 +1035,8 @@ class CallFlow:
                     await self.ari.get_playback(playback)
                 except AriNotFound:
                     data["playback_gone"] = True
-        data.setdefault("channel", {"id": self.channel_id})
-        self.mailbox.put_nowait(synthetic(RESYNC_EVENT, self.channel_id, **data))
+        data.setdefault("channel", {"id": channel_id})
+        mailbox.put_nowait(synthetic(RESYNC_EVENT, channel_id, **data))
 
     async def _channel_check(self) -> None:
         """A request about our channel failed as if it were gone: is it?"""
@@ -1014,9 +1069,20 @@ class CallFlow:
             # the question, so they did not deny anything; they were not reached.
             self._decide(Outcome.UNREACHABLE, "hung_up_before_greeting")
 
-    def _decide(self, outcome: Outcome, reason: str | None) -> None:
+    def _decide(self, outcome: Outcome, reason: str | None, *, ends_chain: bool = False) -> None:
+        """This leg's outcome; the call's too, and said at once, unless the chain goes on
+        with another leg (fallback.next_leg). `ends_chain` (a stop, a cancel): the call's
+        outcome whatever the chain, replacing a leg's that was waiting for the next leg."""
         if self.outcome is not None:
-            return
+            if self._pending_leg is None or not ends_chain:
+                return
+            self._pending_leg = None
+        elif not ends_chain and self._stop is None:
+            after = next_leg(self._legs, outcome, reason)
+            if after is not None:
+                self.outcome, self.reason = outcome, reason
+                self._pending_leg, self._legs = after
+                return
         self.outcome = outcome
         self.reason = reason
         self.observer.outcome(outcome, reason)

@@ -57,6 +57,8 @@ class NumberError(ValueError):
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
+        # Which number of a request it is about: `phone`, or `backup_phones[i]` (calls.py).
+        self.field = "phone"
 
 
 class NumberType(StrEnum):

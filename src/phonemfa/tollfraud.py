@@ -142,6 +142,8 @@ class PastCall:
     user: str | None
     number: str
     at: float
+    backups: tuple[str, ...] = ()
+    """The keys of its backup numbers (each counted for its number only)."""
 
 
 class TollFraudGuard:
@@ -176,36 +178,66 @@ class TollFraudGuard:
     # --- decisions ---
 
     def check(
-        self, tenant: str, number: PhoneNumber, user: str | None, now: float
+        self,
+        tenant: str,
+        number: PhoneNumber,
+        user: str | None,
+        now: float,
+        backups: Sequence[PhoneNumber] = (),
     ) -> Refusal | None:
-        """Why this call may not be placed now, or None. Records nothing."""
+        """Why this call may not be placed now, or None. Records nothing. `backups`: the
+        call's backup numbers (fallback chains), each checked as a destination and against
+        the per-number limits: any of them may be dialled."""
         settings = self._settings(tenant)
         if self.is_blocked(tenant, user):
             return Refusal(RefusalCode.USER_BLOCKED, "this user is blocked after a fraud report")
-        refusal = check_destination(number, settings)
-        if refusal is not None:
-            return refusal
-        return self._check_rates(tenant, number, user, now)
-
-    def admit(
-        self, tenant: str, number: PhoneNumber, user: str | None, now: float
-    ) -> Refusal | None:
-        """`check`, and count the call when it may be placed: one call per placed call."""
-        refusal = self.check(tenant, number, user, now)
-        if refusal is None:
-            self.record(tenant, self._number_key(number.e164), user, now)
+        for each in (number, *backups):
+            refusal = check_destination(each, settings)
+            if refusal is not None:
+                return refusal
+        refusal = self._check_rates(tenant, number, user, now)
+        for backup in backups:
+            wait = self._number_wait(tenant, backup, now)
+            if wait is None:
+                continue
+            if refusal is None:  # the call needs every limit clear: the longest wait
+                refusal = Refusal(RefusalCode.RATE_LIMITED_NUMBER, _RATE_MESSAGES["number"], wait)
+            else:
+                longest = max(refusal.retry_after or 0, wait)
+                refusal = Refusal(refusal.code, refusal.message, longest)
         return refusal
 
-    def record(self, tenant: str, number: str, user: str | None, at: float) -> None:
-        """Count a placed call to the number with key `number` (admit does it; seeding too)."""
+    def admit(
+        self,
+        tenant: str,
+        number: PhoneNumber,
+        user: str | None,
+        now: float,
+        backups: Sequence[PhoneNumber] = (),
+    ) -> Refusal | None:
+        """`check`, and count the call when it may be placed: one call per placed call, for
+        its user, its tenant and each of its numbers (its backups may all be dialled)."""
+        refusal = self.check(tenant, number, user, now, backups)
+        if refusal is None:
+            keys = tuple(self._number_key(b.e164) for b in backups)
+            self.record(tenant, self._number_key(number.e164), user, now, keys)
+        return refusal
+
+    def record(
+        self, tenant: str, number: str, user: str | None, at: float, backups: Sequence[str] = ()
+    ) -> None:
+        """Count a placed call to the number with key `number` (admit does it; seeding too),
+        and to its backup numbers' keys, which count for their numbers only."""
         for kind, key in self._keys(number, user):
             self._limiter(tenant, kind).record(key, at)
+        for key in backups:
+            self._limiter(tenant, "number").record(key, at)
 
     def seed(self, calls: Iterable[PastCall]) -> None:
         """Load calls placed before a restart (oldest first is cheapest)."""
         for call in sorted(calls, key=lambda c: c.at):
             if call.tenant in self._tenants:
-                self.record(call.tenant, call.number, call.user, call.at)
+                self.record(call.tenant, call.number, call.user, call.at, call.backups)
 
     def update_tenant(self, tenant: str, settings: TenantSettings) -> None:
         """New settings for a tenant (changed at run time). Its counters restart when its
@@ -230,6 +262,10 @@ class TollFraudGuard:
             return None
         # The most specific limit names the reason; the call needs every limit clear.
         return Refusal(refusal.code, refusal.message, retry_after=longest)
+
+    def _number_wait(self, tenant: str, number: PhoneNumber, now: float) -> float | None:
+        """Seconds until the per-number limits let `number` be called (a backup number)."""
+        return self._limiter(tenant, "number").retry_after(self._number_key(number.e164), now)
 
     def _settings(self, tenant: str) -> TenantSettings:
         try:

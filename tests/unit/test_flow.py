@@ -80,6 +80,9 @@ class FakeAsterisk:
         self.variables: dict[str, str] = {}  # of the channel made
         self.rtp_per_second = 1000.0  # the far end's audio while the call is up (0: none)
         self._audio_from: float | None = None
+        # Per number dialled (a fallback chain's legs): endpoint text -> (answer, cause).
+        self.behaviours: dict[str, tuple[bool, int]] = {}
+        self.channels: list[str] = []  # every channel made, in order
 
     def emit(self, kind: str, **data: Any) -> None:
         data.setdefault("channel", {"id": self.channel, "state": "Up", "caller": {}})
@@ -94,6 +97,11 @@ class FakeAsterisk:
         self.requests.append(("create", endpoint))
         self.variables = dict(kw.get("variables") or {})
         self.channel = channel_id
+        self.channels.append(channel_id)
+        self.gone, self.playing, self._audio_from = False, None, None  # a new channel
+        if self.behaviours:  # numbers not listed answer
+            found = (b for text, b in self.behaviours.items() if text in endpoint)
+            self.answer, self.cause = next(found, (True, 17))
         self.later(0, lambda: self.emit("StasisStart", channel={"id": channel_id, "state": "Down"}))
         return {"id": channel_id}
 
@@ -258,12 +266,19 @@ async def run(
         asterisk_ready=connection.ready if connection is not None else None,
     )
     outcome = await asyncio.wait_for(flow.run(), 10)
+    assert_ended_cleanly(outcome, fake, router, recorder)
+    return outcome, recorder.outcomes[0][1], fake, recorder
+
+
+def assert_ended_cleanly(
+    outcome: Outcome, fake: FakeAsterisk, router: EventRouter, recorder: Recorder
+) -> None:
+    """One outcome said, the last step the hang-up, no channel up, no mailbox registered."""
     assert len(recorder.outcomes) == 1, recorder.outcomes
     assert recorder.outcomes[0][0] is outcome
     assert recorder.timeline[-1][0] == "hung_up"
     assert fake.gone, "the channel was left up"
     assert router.channel_ids() == [], "the call's mailbox was left registered"
-    return outcome, recorder.outcomes[0][1], fake, recorder
 
 
 def on(

@@ -16,7 +16,7 @@ import math
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -30,6 +30,7 @@ from phonemfa.config import (
     did_you_mean,
     field_errors,
 )
+from phonemfa.fallback import MAX_BACKUP_PHONES
 from phonemfa.messages import MessageType
 from phonemfa.metrics import CONTENT_TYPE
 from phonemfa.numbers import NumberError
@@ -71,6 +72,12 @@ class StartCallBody(BaseModel):
         default=None, pattern=r"^[0-9]{2,10}$", description="number matching: the code shown"
     )
     callback_url: str | None = Field(default=None, max_length=2048)
+    backup_phones: list[Annotated[str, Field(min_length=1, max_length=120)]] = Field(
+        default_factory=list,
+        max_length=MAX_BACKUP_PHONES,
+        description="called in turn when phone reaches nobody (busy, no answer, voicemail, "
+        "a switchboard that did not put the call through)",
+    )
 
     @field_validator("user")
     @classmethod
@@ -244,19 +251,20 @@ async def start_call(request: web.Request) -> web.Response:
                 code=body.code,
                 callback_url=body.callback_url,
                 token_name=token.name,
+                backup_phones=tuple(body.backup_phones),
             )
         )
     except NumberError as exc:
         return error(
             400,
             "invalid_number",
-            exc.message,
+            _about(exc.field, exc.message),
             code=exc.code,
-            fields=[{"field": "phone", "reason": exc.message}],
+            fields=[{"field": exc.field, "reason": exc.message}],
         )
     except CallRefused as exc:
-        field = "callback_url" if exc.code == "no_webhook_secret" else "code"
-        return error(400, exc.code, exc.message, fields=[{"field": field, "reason": exc.message}])
+        fields = [{"field": exc.field, "reason": exc.message}]
+        return error(400, exc.code, _about(exc.field, exc.message), fields=fields)
     except UnknownTenantError:
         return error(
             400,
@@ -274,6 +282,11 @@ async def start_call(request: web.Request) -> web.Response:
     resp = web.json_response(view, status=201)
     resp.headers["Location"] = f"/v1/calls/{record.id}"
     return resp
+
+
+def _about(field: str, message: str) -> str:
+    """An error's message, naming the backup number it is about (`fields` says it too)."""
+    return f"{field}: {message}" if field.startswith("backup_phones") else message
 
 
 def _too_many(code: str, message: str, retry_after: float) -> web.Response:

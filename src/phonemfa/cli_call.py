@@ -93,6 +93,15 @@ def add_call_command(sub: Any) -> None:
     p.add_argument(
         "--code", type=_given, help="number matching: the code shown on the sign-in screen"
     )
+    p.add_argument(
+        "--backup",
+        type=_given,
+        action="append",
+        default=[],
+        metavar="NUMBER",
+        help="a backup number, called when NUMBER reaches nobody (busy, no answer, voicemail, "
+        "a switchboard that did not put the call through); repeat for more, called in turn",
+    )
     p.set_defaults(handler=run_call_command)
 
 
@@ -143,10 +152,13 @@ async def _call(config: Config, args: argparse.Namespace) -> int:
                     language=args.language,
                     code=args.code,
                     origin="cli",
+                    backup_phones=tuple(args.backup),
                 )
             )
         except (NumberError, CallRefused, UnknownTenantError, RateLimited) as exc:
-            print(f"phonemfa call: refused: {exc}", file=sys.stderr)
+            field = getattr(exc, "field", "")  # which number, when it is a backup
+            where = f"{field}: " if field.startswith("backup_phones") else ""
+            print(f"phonemfa call: refused: {where}{exc}", file=sys.stderr)
             return EXIT_REFUSED
         except ServiceUnavailable as exc:
             print(f"phonemfa call: {exc.message}", file=sys.stderr)

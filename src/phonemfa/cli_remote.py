@@ -62,7 +62,9 @@ def _fail(status: int, body: Any) -> RemoteError:
 
 async def remote_call(args: argparse.Namespace) -> int:
     base = args.server.rstrip("/")
-    body = {"phone": args.number, "tenant": args.tenant}
+    body: dict[str, Any] = {"phone": args.number, "tenant": args.tenant}
+    if getattr(args, "backup", None):
+        body["backup_phones"] = args.backup
     for key in ("user", "language", "code"):
         if getattr(args, key) is not None:
             body[key] = getattr(args, key)

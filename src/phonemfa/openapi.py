@@ -40,6 +40,7 @@ class CallView(BaseModel):
     updated_at: str
     ended_at: str | None
     callback_url: str | None
+    backup_phones: list[str] = Field(description="masked; called in turn (fallback chain)")
     timeline: list[TimelineEntryView] | None = None
 
 

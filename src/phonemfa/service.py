@@ -29,6 +29,7 @@ from phonemfa.ari import AriError, AriUnavailable, Event
 from phonemfa.calls import CallRefused, prepare_call
 from phonemfa.config import Config, TenantSettings, UnknownTenantError
 from phonemfa.engine import Engine
+from phonemfa.fallback import LegKind
 from phonemfa.metrics import Metrics
 from phonemfa.numbers import NumberError, mask_text, parse_number
 from phonemfa.outcomes import Outcome
@@ -104,6 +105,7 @@ class StartCall:
     origin: str = "api"
     origin_channel: str | None = None
     token_name: str | None = None
+    backup_phones: tuple[str, ...] = ()  # called in turn when `phone` reaches nobody
 
     def __post_init__(self) -> None:
         # Every path (API, dialplan, CLI) keeps and compares the user in one spelling.
@@ -147,6 +149,7 @@ def call_view(record: CallRecord, *, timeline: bool = True) -> dict[str, Any]:
         "updated_at": iso(record.updated_at),
         "ended_at": iso(record.ended_at),
         "callback_url": record.callback_url,
+        "backup_phones": list(record.backup_phones),
     }
     if timeline:
         view["timeline"] = [_entry_view(e) for e in record.timeline]
@@ -226,11 +229,7 @@ class CallService:
                 log.error("stored settings of tenant %s are invalid, ignored: %s", name, exc)
             else:
                 self._say_file_overridden(name, self.tenants[name])
-        now = time.time()
-        self.guard.seed(
-            PastCall(tenant, user, number, at)
-            for tenant, user, number, at in await self.store.recent_calls(now - SEED_HORIZON)
-        )
+        await self._seed_limits()
         self._blocks_seen = self.store.blocks_stamp()  # before the read: a later block shows
         for block in await self.store.all_blocks():
             self.guard.block_user(block["tenant"], block["user"])
@@ -239,6 +238,14 @@ class CallService:
             await self._settle_previous_run(leave_cli_calls)
         await self.engine.start()
         self.accepting = True
+
+    async def _seed_limits(self) -> None:
+        """The velocity limits count the calls of the last day placed before this start."""
+        since = time.time() - SEED_HORIZON
+        self.guard.seed(
+            PastCall(tenant, user, number, at, backups)
+            for tenant, user, number, at, backups in await self.store.recent_calls(since)
+        )
 
     async def shutdown(self, grace: float | None = None) -> None:
         """Stop taking calls, let calls in progress finish within the grace period, then end
@@ -302,7 +309,9 @@ class CallService:
         settings = self.tenant_settings(req.tenant)
         if req.callback_url and settings.webhook_secret is None:
             raise CallRefused(
-                "no_webhook_secret", f"tenant {req.tenant!r} has no webhook_secret to sign with"
+                "no_webhook_secret",
+                f"tenant {req.tenant!r} has no webhook_secret to sign with",
+                field="callback_url",
             )
         call_id = str(uuid.uuid4())
         now = time.time()
@@ -315,6 +324,7 @@ class CallService:
                 phone=req.phone,
                 language=req.language,
                 code=req.code,
+                backup_phones=req.backup_phones,
             )
         except NumberError:
             self.metrics.refused("invalid_number")
@@ -323,18 +333,26 @@ class CallService:
             if refused.refusal is None:  # a bad request, not a policy decision
                 raise
             number = parse_number(req.phone, settings.region)
-            return await self._blocked(req, call_id, number.mask(), refused.code, now)
+            return await self._blocked(
+                req, call_id, number.mask(), refused.code, now, refused.message, refused.field
+            )
         number = request.plan.number
+        backups = [f.plan.number for f in request.fallbacks if f.kind is LegKind.BACKUP]
         await self._learn_block(req.tenant, req.user)
         self._check_accepting()  # again after that wait: a shutdown may have begun meanwhile
-        refusal = self.guard.admit(req.tenant, number, req.user, now)
+        refusal = self.guard.admit(req.tenant, number, req.user, now, backups)
         if refusal is not None:
             if refusal.code in RATE_LIMIT_CODES:
                 self.metrics.refused(refusal.code.value)
                 raise RateLimited(refusal.code.value, refusal.message, refusal.retry_after or 1)
-            return await self._blocked(req, call_id, number.mask(), refusal.code.value, now)
+            field = "user" if refusal.code is RefusalCode.USER_BLOCKED else "phone"
+            return await self._blocked(
+                req, call_id, number.mask(), refusal.code.value, now, refusal.message, field
+            )
         record = self._new_record(req, call_id, number.mask(), now, request.plan.mode.value)
         record.phone_hash = self.store.number_key(number.e164)
+        record.backup_phones = tuple(b.mask() for b in backups)
+        record.backup_hashes = tuple(self.store.number_key(b.e164) for b in backups)
         record.language = request.language
         live = LiveCall(record)
         flow = self.engine.flow(request, _Observer(self, live))
@@ -431,10 +449,21 @@ class CallService:
         )
 
     async def _blocked(
-        self, req: StartCall, call_id: str, masked: str, code: str, now: float
+        self,
+        req: StartCall,
+        call_id: str,
+        masked: str,
+        code: str,
+        now: float,
+        message: str,
+        field: str = "phone",
     ) -> CallRecord:
-        """A policy refusal is a call record too: the identity system sees `blocked` and why."""
+        """A policy refusal is a call record too: the identity system sees `blocked` and why
+        (the reason; the timeline's `refused` step says which number and in words)."""
         record = self._new_record(req, call_id, masked, now, "none")
+        record.timeline.append(
+            TimelineEntry(now, "refused", {"reason": code, "field": field, "message": message})
+        )
         self.metrics.refused(code)
         live = LiveCall(record)
         self.live[call_id] = live

@@ -103,6 +103,9 @@ class CallRecord:
     callback_url: str | None
     code_used: bool = False
     token_name: str | None = None
+    # A fallback chain's backup numbers, masked, and their keyed hashes (velocity limits).
+    backup_phones: tuple[str, ...] = ()
+    backup_hashes: tuple[str, ...] = ()
     timeline: list[TimelineEntry] = field(default_factory=list)
 
 
@@ -247,6 +250,11 @@ MIGRATIONS: list[Migration] = [
     ),
     # v4: user ids in one spelling (phonemfa.users), so limits and blocks hold for a user.
     _canonical_users,
+    # v5: backup numbers of fallback chains (JSON lists; NULL when none), masked and hashed.
+    _sql(
+        "ALTER TABLE calls ADD COLUMN backup_phones TEXT",
+        "ALTER TABLE calls ADD COLUMN backup_hashes TEXT",
+    ),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -638,7 +646,7 @@ class _Checkpointer(threading.Thread):
 _CALL_COLUMNS = (
     "id, tenant, user, phone_masked, phone_hash, mode, language, status, outcome, reason, "
     "origin, created_at, updated_at, ended_at, channel_id, origin_channel, callback_url, "
-    "code_used, token_name"
+    "code_used, token_name, backup_phones, backup_hashes"
 )
 _BLOCK_SQL = (
     "INSERT OR REPLACE INTO blocks VALUES (?, ?, ?, ?, ?)"  # a second block replaces the first
@@ -651,7 +659,17 @@ _WEBHOOK_COLUMNS = (
 def _call(row: Sequence[Any]) -> CallRecord:
     values = list(row)
     values[17] = bool(values[17])  # code_used
+    values[19] = _strings(values[19])  # backup_phones
+    values[20] = _strings(values[20])  # backup_hashes
     return CallRecord(*values)
+
+
+def _strings(text: str | None) -> tuple[str, ...]:
+    return tuple(json.loads(text)) if text else ()
+
+
+def _json_list(values: Sequence[str]) -> str | None:
+    return json.dumps(list(values)) if values else None
 
 
 def _webhook(row: Sequence[Any]) -> WebhookDelivery:
@@ -789,11 +807,12 @@ class Store:
             r.id, r.tenant, r.user, r.phone_masked, r.phone_hash, r.mode, r.language, r.status,
             r.outcome, r.reason, r.origin, r.created_at, r.updated_at, r.ended_at, r.channel_id,
             r.origin_channel, r.callback_url, int(r.code_used), r.token_name,
+            _json_list(r.backup_phones), _json_list(r.backup_hashes),
         )  # fmt: skip
         events = [(r.id, e.at, e.event, jsoncodec.dumps_text(e.details)) for e in r.timeline]
 
         def run(conn: sqlite3.Connection) -> None:
-            conn.execute(f"INSERT INTO calls ({_CALL_COLUMNS}) VALUES ({_marks(19)})", row)
+            conn.execute(f"INSERT INTO calls ({_CALL_COLUMNS}) VALUES ({_marks(21)})", row)
             conn.executemany(
                 "INSERT INTO timeline (call_id, at, event, details) VALUES (?, ?, ?, ?)", events
             )
@@ -940,15 +959,19 @@ class Store:
         )
         return [_call(row) for row in rows]
 
-    async def recent_calls(self, since: float) -> list[tuple[str, str | None, str, float]]:
-        """(tenant, user, phone_hash, created_at) of the calls created since `since`."""
-        return await self._read(
+    async def recent_calls(
+        self, since: float
+    ) -> list[tuple[str, str | None, str, float, tuple[str, ...]]]:
+        """(tenant, user, phone_hash, created_at, backup_hashes) of the calls created since
+        `since`."""
+        rows = await self._read(
             lambda c: c.execute(
-                "SELECT tenant, user, phone_hash, created_at FROM calls"
+                "SELECT tenant, user, phone_hash, created_at, backup_hashes FROM calls"
                 " WHERE created_at >= ? ORDER BY created_at",
                 (since,),
             ).fetchall()
         )
+        return [(t, u, h, at, _strings(b)) for t, u, h, at, b in rows]
 
     async def count_calls(self) -> dict[str, int]:
         """How many calls have each status (outcomes included). Scans the calls: for checks

@@ -105,6 +105,14 @@ async def test_tokens_are_required_and_checked(api: CheckedApi) -> None:
         ({"phone": "+14255550170", "tenant": "nobody"}, "tenant"),
         ({"phone": "not a number"}, "phone"),
         ({"phone": "+1 425 555 0170 x@"}, "phone"),
+        ({"phone": "+14255550130", "backup_phones": "+14255550170"}, "backup_phones"),
+        ({"phone": "+14255550130", "backup_phones": ["+14255550170", "12"]}, "backup_phones[1]"),
+        ({"phone": "+14255550130", "backup_phones": [""]}, "backup_phones[0]"),
+        ({"phone": "+14255550130", "backup_phones": ["(425) 555-0130"]}, "backup_phones[0]"),
+        (
+            {"phone": "+14255550130", "backup_phones": [f"+1425555017{i}" for i in range(4)]},
+            "backup_phones",
+        ),
     ],
 )
 async def test_bad_fields_get_a_400_naming_them(
@@ -154,6 +162,18 @@ async def test_policy_refusals_are_recorded_as_blocked(
     assert (call["status"], call["outcome"], call["reason"]) == ("blocked", "blocked", reason)
     status, again = await api.request("GET", f"/v1/calls/{call['id']}")
     assert status == 200 and again["outcome"] == "blocked"
+
+
+async def test_a_backup_number_refused_by_policy_blocks_the_call(api: CheckedApi) -> None:
+    body = {"phone": "+14255550130", "backup_phones": ["+1 425 555 0170", "+44 909 879 0000"]}
+    status, call = await api.request("POST", "/v1/calls", json=body)
+    assert status == 201
+    assert (call["outcome"], call["reason"]) == ("blocked", "country_not_allowed")
+    refused = [e for e in call["timeline"] if e["event"] == "refused"]
+    assert [(e["reason"], e["field"]) for e in refused] == [
+        ("country_not_allowed", "backup_phones[1]")
+    ]
+    assert "GB" in refused[0]["message"]
 
 
 async def test_a_tenant_token_cannot_touch_another_tenants_calls(api: CheckedApi) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,11 @@ import pytest
 
 from phonemfa.ari import Event
 from phonemfa.config import Config
+from phonemfa.numbers import parse_number
 from phonemfa.outcomes import Outcome
 from phonemfa.service import CallService, LiveCall, ServiceUnavailable, StartCall
 from phonemfa.store import CallRecord, Store, StoreUnavailable, TimelineEntry
+from phonemfa.tollfraud import RefusalCode
 from tests.unit.test_store import record
 
 
@@ -299,6 +302,43 @@ async def test_an_entry_hanging_up_while_its_call_is_set_up_cancels_it(tmp_path:
         assert "entry-1" not in service._entries
     finally:
         for flow in flows:
+            flow.stop(Outcome.CANCELLED, "test over")
+        await asyncio.sleep(0.05)
+        await store.close()
+
+
+async def test_backup_numbers_are_on_record_and_still_count_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "phonemfa.db"
+    store = await Store.open(db)
+    config = _config(db)
+    service = CallService(config, store)
+    service.accepting = True
+    try:
+        call = await service.start_call(
+            StartCall(phone="+1 425 555 0130", user="alice", backup_phones=("425 555 0177",))
+        )
+        assert call.backup_phones == ("+1*******77",)
+        stored = await store.get_call(call.id)
+        assert stored is not None
+        assert stored.backup_phones == ("+1*******77",)
+        assert stored.backup_hashes == (store.number_key("+14255550177"),)
+        # The call waits for an Asterisk that never answers: cancel it.
+        await service.cancel_call(call.id, wait=5)
+
+        # A new process on the same store: the backup number was counted (default per-number
+        # limit: 5 calls in 5 minutes), so four more calls to it pass and the sixth does not.
+        restarted = CallService(config, store)
+        await restarted._seed_limits()
+        backup = parse_number("+1 425 555 0177")
+        now = time.time()
+        for _ in range(4):
+            assert restarted.guard.admit("default", backup, None, now) is None
+        refusal = restarted.guard.check("default", backup, None, now)
+        assert refusal is not None and refusal.code is RefusalCode.RATE_LIMITED_NUMBER
+    finally:
+        for flow in list(service.engine.flows.values()):
             flow.stop(Outcome.CANCELLED, "test over")
         await asyncio.sleep(0.05)
         await store.close()

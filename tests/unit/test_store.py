@@ -262,13 +262,19 @@ async def test_finish_call_of_an_unknown_call(store: Store) -> None:
 async def test_in_flight_and_recent_calls(store: Store) -> None:
     await store.create_call(record("old", created_at=100.0))
     await store.create_call(record("mid", created_at=200.0, user=None, tenant="acme"))
-    await store.create_call(record("new", created_at=300.0))
+    backups = {"backup_phones": ("+1*******00", "+33********12"), "backup_hashes": ("b1", "b2")}
+    await store.create_call(record("new", created_at=300.0, **backups))
     await store.finish_call("mid", "busy", "cause_17", 210.0)
     assert [r.id for r in await store.in_flight()] == ["old", "new"]
     assert await store.recent_calls(150.0) == [
-        ("acme", None, "h-mid", 200.0),
-        ("default", "alice", "h-new", 300.0),
+        ("acme", None, "h-mid", 200.0, ()),
+        ("default", "alice", "h-new", 300.0, ("b1", "b2")),
     ]
+    # A record keeps its backup numbers, masked and hashed, in order.
+    new = await store.get_call("new")
+    assert new is not None
+    assert new.backup_phones == backups["backup_phones"]
+    assert new.backup_hashes == ("b1", "b2")
 
 
 async def test_count_calls_by_status(store: Store) -> None:
@@ -625,7 +631,7 @@ async def test_a_v1_database_is_migrated(tmp_path: Path) -> None:
         conn = sqlite3.connect(path)
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         conn.close()
-        assert [r.id for r in await s.in_flight()] == ["old"]
+        assert [(r.id, r.backup_phones) for r in await s.in_flight()] == [("old", ())]
         assert await s.count_calls() == {"ringing": 1}
         conn = sqlite3.connect(path)
         # v3 dropped v1's running count (three statements per status change).

@@ -7,9 +7,6 @@ are softphones or the sandbox's load bots.
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,7 +19,13 @@ import pytest
 from phonemfa.webhooks import SIGNATURE_HEADER, verify
 from tests.conftest import Sandbox
 from tests.support.ari_raw import RawAri
-from tests.support.service import TOKEN, WEBHOOK_SECRET, Api, ServiceProcess, service_config
+from tests.support.service import (
+    WEBHOOK_SECRET,
+    Api,
+    ServiceProcess,
+    run_cli,
+    service_config,
+)
 from tests.support.softphone import SoftphoneNetwork
 from tests.support.webhooks import WebhookReceiver
 
@@ -244,32 +247,22 @@ async def test_sigkill_during_a_call_then_restart_leaves_it_terminal_and_no_chan
     assert len(hooks.for_call(call["id"])) == 1
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "phonemfa", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**os.environ, "PHONEMFA_TOKEN": TOKEN},
-    )
-
-
 async def test_the_cli_talks_to_a_running_service(service: ServiceProcess) -> None:
     approved = await asyncio.to_thread(
-        _cli, "call", "+1 425 555 0170 x1234", "--server", service.url, "--user", "cli-remote"
+        run_cli, "call", "+1 425 555 0170 x1234", "--server", service.url, "--user", "cli-remote"
     )
     assert approved.returncode == 0, approved.stdout + approved.stderr
     assert "extension_sent" in approved.stdout and "OUTCOME: approved" in approved.stdout
-    busy = await asyncio.to_thread(_cli, "call", "+1 425 555 0130", "--server", service.url)
+    busy = await asyncio.to_thread(run_cli, "call", "+1 425 555 0130", "--server", service.url)
     assert busy.returncode == 1 and "OUTCOME: busy" in busy.stdout
     listed = await asyncio.to_thread(
-        _cli, "calls", "--server", service.url, "list", "--user", "cli-remote"
+        run_cli, "calls", "--server", service.url, "list", "--user", "cli-remote"
     )
     assert listed.returncode == 0 and "approved" in listed.stdout
     call_id = listed.stdout.split()[1]
-    shown = await asyncio.to_thread(_cli, "calls", "--server", service.url, "show", call_id)
+    shown = await asyncio.to_thread(run_cli, "calls", "--server", service.url, "show", call_id)
     assert shown.returncode == 0 and "dialing" in shown.stdout and call_id in shown.stdout
-    refused = await asyncio.to_thread(_cli, "call", "not a number", "--server", service.url)
+    refused = await asyncio.to_thread(run_cli, "call", "not a number", "--server", service.url)
     assert refused.returncode == 2 and "invalid_number" in refused.stderr
 
 

@@ -51,6 +51,13 @@ def sandbox_config(app: str, ari_url: str, password: str, **overrides: Any) -> C
             "slow": {**tenant, "calls": {**FAST_CALLS, "first_digit_timeout": 10}},
             "guarded": {**tenant, "calls": {**FAST_CALLS, "greeting_key_guard": 0.5}},
             "vm-hang-up": {**tenant, "calls": {**FAST_CALLS, "voicemail_detection": "hang_up"}},
+            # Fallback chains: an auto attendant that misses is tried through its operator,
+            # and a voicemail is left at once for the next number.
+            "fallback": {
+                **tenant,
+                "operator_fallback": True,
+                "calls": {**FAST_CALLS, "voicemail_detection": "hang_up"},
+            },
         },
     }
     data.update(overrides)
@@ -117,6 +124,7 @@ class FlowHarness:
         tenant: str = "default",
         code: str | None = None,
         language: str | None = None,
+        backup_phones: tuple[str, ...] = (),
     ) -> WatchedCall:
         call_id = str(uuid.uuid4())
         request = prepare_call(
@@ -127,6 +135,7 @@ class FlowHarness:
             phone=phone,
             language=language,
             code=code,
+            backup_phones=backup_phones,
         )
         watched = WatchedCall(call_id)
         watched.task = asyncio.create_task(self.engine.run_call(request, watched))

@@ -188,3 +188,15 @@ class Api:
                     return dict(body)
                 assert body["outcome"] is None, f"ended before {wanted}: {body}"
                 await asyncio.sleep(0.1)
+
+
+def run_cli(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    """`python -m phonemfa ARGS` with the test token and the sandbox's ARI password in its
+    environment (for --server and --config alike)."""
+    return subprocess.run(
+        [sys.executable, "-m", "phonemfa", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PHONEMFA_TOKEN": TOKEN, "TEST_ARI_PASSWORD": ARI_PASSWORD},
+    )

@@ -137,9 +137,23 @@ class Engine:
         """A tenant's settings changed at run time: its prompts may have too."""
         self.catalogs[name] = PromptCatalog.for_tenant(name, settings, self.shipped)
 
-    def flow(self, request: CallRequest, observer: Observer) -> CallFlow:
+    def flow(
+        self,
+        request: CallRequest,
+        observer: Observer,
+        *,
+        next_leg_refused: Callable[[], tuple[Outcome, str] | None] | None = None,
+    ) -> CallFlow:
         """A flow for this call, registered so reconnects and shutdown can reach it.
-        Run it with `await flow.run()` (or as a task); `forget()` it when done."""
+        Run it with `await flow.run()` (or as a task); `forget()` it when done.
+        `next_leg_refused`: why the next leg of its fallback chain may not be dialled now
+        (besides a shutdown), as the call's outcome and reason."""
+
+        def refused() -> tuple[Outcome, str] | None:
+            if not self.dialling:
+                return Outcome.INTERRUPTED, "shutdown"
+            return next_leg_refused() if next_leg_refused is not None else None
+
         flow = CallFlow(
             request,
             self.ari,
@@ -149,7 +163,7 @@ class Engine:
             asterisk_ready=self.ready,
             asterisk_refusing=self.refused_channel,
             connection=self._connection,
-            may_dial_again=lambda: self.dialling,
+            next_leg_refused=refused,
         )
         self.flows[request.call_id] = flow
         return flow
@@ -175,8 +189,8 @@ class Engine:
             self.dialling = False
         if dialled is None:
             flows = list(self.flows.values())
-        elif dialled:
-            flows = [f for f in self.flows.values() if f.dialled]
+        elif dialled:  # a chain between legs has no channel to lose: it goes on
+            flows = [f for f in self.flows.values() if f.dialled and not f.chain_pending]
         else:
             flows = [f for f in self.flows.values() if not f.rung]
         for flow in flows:

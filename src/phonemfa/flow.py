@@ -195,7 +195,7 @@ class CallFlow:
         asterisk_ready: asyncio.Event | None = None,
         asterisk_refusing: Callable[[], Awaitable[bool]] | None = None,
         connection: Callable[[], int | None] | None = None,
-        may_dial_again: Callable[[], bool] | None = None,
+        next_leg_refused: Callable[[], tuple[Outcome, str] | None] | None = None,
     ) -> None:
         self.req = request  # the leg now dialled: its `plan` changes with each leg
         self.lines = lines
@@ -207,9 +207,9 @@ class CallFlow:
         # entry or a silence across a change may miss keys lost meanwhile (no event is sent
         # twice): it counts for nothing, and the person is asked again.
         self.connection = connection
-        # Whether the next leg of a fallback chain may be dialled now (not while the service
-        # shuts down: Engine.stop_all).
-        self.may_dial_again = may_dial_again
+        # Why the next leg of a fallback chain may not be dialled now, as the call's outcome
+        # and reason, or None (the service shutting down, the user blocked meanwhile).
+        self.next_leg_refused = next_leg_refused
         self.ari = ari
         self.router = router
         self.observer = observer
@@ -227,7 +227,6 @@ class CallFlow:
         # With number matching, every digit received is masked on the timeline: the code may
         # be typed at any prompt, the extension's or the operator's too (found by review).
         self._masking_keys = request.code is not None
-        self._events_lost_count = 0
         self._wait_until = 0.0  # loop time: the end of the waiting before the dial (_leg)
         self._loop = asyncio.get_running_loop()
         self._reset_leg(channel_id or str(uuid.uuid4()))
@@ -265,6 +264,7 @@ class CallFlow:
         self._dropped = ""  # keys a guard dropped since the last read
         self._past_entry = ""  # keys after the last entry's '#' (_ask)
         self._deaf = False  # the last entry or silence (_ask) spanned a loss of ARI's events
+        self._events_lost_count = 0  # losses of ARI's events in a row (_events_lost)
         self._mark: str | None = None  # the mark we wait for (_events_still_come), and
         self._mark_seen = False  # whether it came
         self._playback_state: str | None = None  # how the last playback ended, if said
@@ -325,6 +325,8 @@ class CallFlow:
             # Refused by an Asterisk that is stopping (a graceful stop lets its calls end
             # but makes no new channel): undialled, so the same, once it is back.
             while True:
+                if self.asterisk_ready is not None and not self.asterisk_ready.is_set():
+                    self._give_back_line()  # the next leg of a chain: not while it waits
                 await self._wait_for_asterisk()
                 await self._take_line()
                 if self.asterisk_ready is not None and not self.asterisk_ready.is_set():
@@ -364,7 +366,13 @@ class CallFlow:
         except Exception:
             log.exception("call %s: unexpected error", self.req.call_id)
             self._decide(Outcome.FAILED, "internal_error")
-        await self._finish()
+        try:
+            await self._finish()
+        except asyncio.CancelledError:
+            # Cancelled by someone else while hanging up a leg whose outcome waited for the
+            # next leg: there is no next leg now, and the call must still end in one outcome.
+            self._decide(Outcome.CANCELLED, "cancelled", ends_chain=True)
+            raise
 
     def _next_leg(self) -> Fallback | None:
         """After a leg has hung up: the leg to dial next, or None when the call is decided
@@ -375,8 +383,9 @@ class CallFlow:
         if self._stop is not None:
             self._decide(self._stop.outcome, self._stop.reason, ends_chain=True)
             return None
-        if self.may_dial_again is not None and not self.may_dial_again():
-            self._decide(Outcome.INTERRUPTED, "shutdown", ends_chain=True)
+        refused = self.next_leg_refused() if self.next_leg_refused is not None else None
+        if refused is not None:
+            self._decide(*refused, ends_chain=True)
             return None
         self._pending_leg = None
         return fallback
@@ -390,6 +399,12 @@ class CallFlow:
         self.router.add_channel(self.channel_id, self.mailbox)
         details = {"after": after.value, "reason": reason, "to": fallback.kind.value}
         self._step("fallback", **details, field=fallback.field)
+
+    @property
+    def chain_pending(self) -> bool:
+        """This leg's outcome is known and the call goes on with another leg once it has
+        hung up."""
+        return self._pending_leg is not None
 
     def stop(self, outcome: Outcome, reason: str) -> None:
         """End the call from outside with this outcome. A call that already has its outcome

@@ -30,6 +30,7 @@ from phonemfa.calls import CallRefused, prepare_call
 from phonemfa.config import Config, TenantSettings, UnknownTenantError
 from phonemfa.engine import Engine
 from phonemfa.fallback import LegKind
+from phonemfa.flow import CallRequest
 from phonemfa.metrics import Metrics
 from phonemfa.numbers import NumberError, mask_text, parse_number
 from phonemfa.outcomes import Outcome
@@ -337,9 +338,10 @@ class CallService:
                 req, call_id, number.mask(), refused.code, now, refused.message, refused.field
             )
         number = request.plan.number
-        backups = [f.plan.number for f in request.fallbacks if f.kind is LegKind.BACKUP]
         await self._learn_block(req.tenant, req.user)
         self._check_accepting()  # again after that wait: a shutdown may have begun meanwhile
+        request, skipped = self._without_limited_backups(request, req.tenant, now)
+        backups = [f.plan.number for f in request.fallbacks if f.kind is LegKind.BACKUP]
         refusal = self.guard.admit(req.tenant, number, req.user, now, backups)
         if refusal is not None:
             if refusal.code in RATE_LIMIT_CODES:
@@ -354,8 +356,20 @@ class CallService:
         record.backup_phones = tuple(b.mask() for b in backups)
         record.backup_hashes = tuple(self.store.number_key(b.e164) for b in backups)
         record.language = request.language
+        for field in skipped:  # on record with the call, before its first step
+            details = {"field": field, "reason": RefusalCode.RATE_LIMITED_NUMBER.value}
+            record.timeline.append(TimelineEntry(now, "backup_skipped", details))
         live = LiveCall(record)
-        flow = self.engine.flow(request, _Observer(self, live))
+        tenant, user = req.tenant, req.user
+
+        def blocked_meanwhile() -> tuple[Outcome, str] | None:
+            # A fraud report on another call of the user's, while this one rang elsewhere:
+            # its next number is not dialled.
+            if self.guard.is_blocked(tenant, user):
+                return Outcome.BLOCKED, RefusalCode.USER_BLOCKED.value
+            return None
+
+        flow = self.engine.flow(request, _Observer(self, live), next_leg_refused=blocked_meanwhile)
         record.channel_id = flow.channel_id  # known before dialling: start-up clean-up needs it
         self.live[call_id] = live
         try:
@@ -377,6 +391,24 @@ class CallService:
             req.origin,
         )
         return record
+
+    def _without_limited_backups(
+        self, request: CallRequest, tenant: str, now: float
+    ) -> tuple[CallRequest, list[str]]:
+        """The request without its backup numbers over their per-number limit (and their
+        operator legs), and the fields of those left out. A backup may never be dialled: one
+        over its limit (an office's main line, the backup of many users) does not refuse the
+        call, it is left out of the chain."""
+        skipped = [
+            f.field
+            for f in request.fallbacks
+            if f.kind is LegKind.BACKUP
+            and self.guard.number_wait(tenant, f.plan.number, now) is not None
+        ]
+        if not skipped:
+            return request, []
+        kept = tuple(f for f in request.fallbacks if f.field not in skipped)
+        return dataclasses.replace(request, fallbacks=kept), skipped
 
     def refusal(self) -> ServiceUnavailable | None:
         """Why new calls are refused now, or None (start_call and /healthz). A store that

@@ -186,8 +186,9 @@ class TollFraudGuard:
         backups: Sequence[PhoneNumber] = (),
     ) -> Refusal | None:
         """Why this call may not be placed now, or None. Records nothing. `backups`: the
-        call's backup numbers (fallback chains), each checked as a destination and against
-        the per-number limits: any of them may be dialled."""
+        call's backup numbers (fallback chains), each checked as a destination. Their
+        per-number limits do not refuse the call: a backup over its limit is left out of the
+        chain instead (`number_wait`, CallService)."""
         settings = self._settings(tenant)
         if self.is_blocked(tenant, user):
             return Refusal(RefusalCode.USER_BLOCKED, "this user is blocked after a fraud report")
@@ -195,17 +196,7 @@ class TollFraudGuard:
             refusal = check_destination(each, settings)
             if refusal is not None:
                 return refusal
-        refusal = self._check_rates(tenant, number, user, now)
-        for backup in backups:
-            wait = self._number_wait(tenant, backup, now)
-            if wait is None:
-                continue
-            if refusal is None:  # the call needs every limit clear: the longest wait
-                refusal = Refusal(RefusalCode.RATE_LIMITED_NUMBER, _RATE_MESSAGES["number"], wait)
-            else:
-                longest = max(refusal.retry_after or 0, wait)
-                refusal = Refusal(refusal.code, refusal.message, longest)
-        return refusal
+        return self._check_rates(tenant, number, user, now)
 
     def admit(
         self,
@@ -223,15 +214,21 @@ class TollFraudGuard:
             self.record(tenant, self._number_key(number.e164), user, now, keys)
         return refusal
 
+    def number_wait(self, tenant: str, number: PhoneNumber, now: float) -> float | None:
+        """Seconds until the per-number limits let `number` be called; None if it may be."""
+        return self._limiter(tenant, "number").retry_after(self._number_key(number.e164), now)
+
     def record(
         self, tenant: str, number: str, user: str | None, at: float, backups: Sequence[str] = ()
     ) -> None:
         """Count a placed call to the number with key `number` (admit does it; seeding too),
-        and to its backup numbers' keys, which count for their numbers only."""
+        and to its backup numbers' keys, which count for their numbers only. A number is
+        counted once per call, however many legs dial it (desks behind one switchboard)."""
         for kind, key in self._keys(number, user):
             self._limiter(tenant, kind).record(key, at)
-        for key in backups:
-            self._limiter(tenant, "number").record(key, at)
+        for key in dict.fromkeys(backups):
+            if key != number:
+                self._limiter(tenant, "number").record(key, at)
 
     def seed(self, calls: Iterable[PastCall]) -> None:
         """Load calls placed before a restart (oldest first is cheapest)."""
@@ -262,10 +259,6 @@ class TollFraudGuard:
             return None
         # The most specific limit names the reason; the call needs every limit clear.
         return Refusal(refusal.code, refusal.message, retry_after=longest)
-
-    def _number_wait(self, tenant: str, number: PhoneNumber, now: float) -> float | None:
-        """Seconds until the per-number limits let `number` be called (a backup number)."""
-        return self._limiter(tenant, "number").retry_after(self._number_key(number.e164), now)
 
     def _settings(self, tenant: str) -> TenantSettings:
         try:

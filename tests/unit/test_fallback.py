@@ -181,24 +181,36 @@ def guard(**limits: list[RateLimit]) -> TollFraudGuard:
 def test_each_backup_number_counts_for_its_number_only() -> None:
     g = guard(per_number=[RateLimit(count=1, window=60)], per_user=[RateLimit(count=2, window=60)])
     main, backup = parse_number("+1 425 555 0130"), parse_number("+1 425 555 0100")
+    assert g.number_wait("t", backup, T0) is None
     assert g.admit("t", main, "alice", T0, [backup]) is None
-    # The backup was counted as a call to its number: a call to it now is refused...
-    refusal = g.check("t", parse_number("+1 425 555 0199"), "bob", T0 + 1, [backup])
-    assert refusal is not None and refusal.code is RefusalCode.RATE_LIMITED_NUMBER
-    assert refusal.retry_after == pytest.approx(59)
+    # The backup was counted as a call to its number: called first now, it is refused...
+    assert g.number_wait("t", backup, T0 + 1) == pytest.approx(59)
     refusal = g.check("t", backup, "bob", T0 + 1)
     assert refusal is not None and refusal.code is RefusalCode.RATE_LIMITED_NUMBER
-    # ...but the user counted one call, not two.
+    # ...as a backup it refuses nothing (CallService leaves it out of the chain)...
+    assert g.check("t", parse_number("+1 425 555 0199"), "bob", T0 + 1, [backup]) is None
+    # ...and the user counted one call, not two.
     assert g.check("t", parse_number("+1 425 555 0198"), "alice", T0 + 1) is None
 
 
-def test_a_refused_chain_counts_nothing() -> None:
-    g = guard(per_number=[RateLimit(count=1, window=60)])
-    main, backup = parse_number("+1 425 555 0130"), parse_number("+1 425 555 0100")
-    assert g.admit("t", backup, None, T0) is None
-    refusal = g.admit("t", main, None, T0 + 1, [backup])
+def test_a_number_counts_once_per_call_however_many_legs_dial_it() -> None:
+    g = guard(per_number=[RateLimit(count=2, window=60)])
+    main = parse_number("+1 425 555 0110x5678")
+    desks = [parse_number("+1 425 555 0110x5679"), parse_number("+1 425 555 0110x5680")]
+    assert g.admit("t", main, None, T0, desks) is None
+    assert g.admit("t", main, None, T0 + 1, desks) is None  # the second call, not the sixth
+    refusal = g.admit("t", main, None, T0 + 2, desks)
     assert refusal is not None and refusal.code is RefusalCode.RATE_LIMITED_NUMBER
-    assert g.check("t", main, None, T0 + 2) is None  # the refused call did not count
+
+
+def test_a_refused_call_counts_none_of_its_numbers() -> None:
+    g = guard(per_user=[RateLimit(count=1, window=60)], per_number=[RateLimit(count=1, window=60)])
+    main, backup = parse_number("+1 425 555 0130"), parse_number("+1 425 555 0100")
+    assert g.admit("t", parse_number("+1 425 555 0199"), "alice", T0) is None
+    refusal = g.admit("t", main, "alice", T0 + 1, [backup])
+    assert refusal is not None and refusal.code is RefusalCode.RATE_LIMITED_USER
+    assert g.number_wait("t", backup, T0 + 2) is None  # the refused call did not count
+    assert g.number_wait("t", main, T0 + 2) is None
 
 
 def test_backup_numbers_are_seeded_after_a_restart() -> None:

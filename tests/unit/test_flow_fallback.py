@@ -8,9 +8,12 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from phonemfa.ari import EventRouter
 from phonemfa.fallback import Fallback, LegKind
 from phonemfa.flow import CallFlow, CallRequest
+from phonemfa.lines import Lines
 from phonemfa.numbers import parse_number
 from phonemfa.outcomes import Outcome
 from phonemfa.policy import DialMode, plan_call
@@ -45,7 +48,9 @@ async def chain(
     behaviours: dict[str, tuple[bool, int]],
     script: Script | None = None,
     *,
-    may_dial_again: Callable[[], bool] | None = None,
+    next_leg_refused: Callable[[], tuple[Outcome, str] | None] | None = None,
+    lines: Lines | None = None,
+    asterisk_ready: asyncio.Event | None = None,
 ) -> tuple[Outcome, str | None, FakeAsterisk, Recorder]:
     """Run a call with these legs after the first; `behaviours` says how each number answers
     (by its digits: (answers, cause when it does not))."""
@@ -61,7 +66,9 @@ async def chain(
         fake,  # type: ignore[arg-type]
         router,
         recorder,
-        may_dial_again=may_dial_again,
+        next_leg_refused=next_leg_refused,
+        lines=lines,
+        asterisk_ready=asterisk_ready,
     )
     if script is not None:
         recorder.on_step = lambda event, details: script(flow, fake, event, details, recorder)
@@ -192,13 +199,70 @@ async def test_a_stop_on_a_later_leg_ends_the_call_there() -> None:
     assert len(fake.sent("create")) == 2
 
 
-async def test_no_next_leg_once_the_service_stops_dialling() -> None:
-    got, reason, fake, rec = await chain(
-        MAIN, [backup(BACKUP)], {"4255550130": (False, 17)}, may_dial_again=lambda: False
+async def test_no_next_leg_when_the_service_says_so() -> None:
+    # A shutdown (Engine.dialling), or the user blocked by a fraud report on another call.
+    for refused in ((Outcome.INTERRUPTED, "shutdown"), (Outcome.BLOCKED, "user_blocked")):
+        got, reason, fake, rec = await chain(
+            MAIN,
+            [backup(BACKUP)],
+            {"4255550130": (False, 17)},
+            next_leg_refused=lambda r=refused: r,
+        )
+        assert (got, reason) == refused
+        assert len(fake.sent("create")) == 1
+        assert fallbacks(rec) == []
+
+
+async def test_a_cancel_while_a_leg_hangs_up_still_ends_the_call_in_one_outcome() -> None:
+    """Cancelled from outside (not stop()) while the leg whose outcome waits for the next
+    leg is hanging up: no next leg, and the call's outcome is said all the same."""
+
+    class SlowHangUp(FakeAsterisk):
+        async def hangup(self, channel_id: str, reason: str = "normal") -> bool:
+            self.requests.append(("hangup", reason))
+            return True  # ...and its ChannelDestroyed takes its time
+
+    router = EventRouter()
+    fake = SlowHangUp(router)
+    recorder = Recorder()
+    request = CallRequest(
+        "call-1", plan(OFFICE), tenant(), CATALOG, "en", 5, fallbacks=(backup(BACKUP),)
     )
-    assert (got, reason) == (Outcome.INTERRUPTED, "shutdown")
+    flow = CallFlow(request, fake, router, recorder)  # type: ignore[arg-type]
+    task = asyncio.create_task(flow.run())
+    async with asyncio.timeout(5):
+        while not fake.sent("hangup"):  # the auto attendant's leg missed: it is hung up
+            await asyncio.sleep(0.01)
+    assert flow.chain_pending and recorder.outcomes == []
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert recorder.outcomes == [(Outcome.CANCELLED, "cancelled")]
     assert len(fake.sent("create")) == 1
-    assert fallbacks(rec) == []
+
+
+async def test_the_next_leg_waits_for_asterisk_without_holding_a_line() -> None:
+    lines = Lines(1, queue_timeout=10)
+    ready = asyncio.Event()
+    ready.set()
+    in_use: list[int] = []
+
+    def script(flow: CallFlow, fake: FakeAsterisk, event: str, _: Any, rec: Recorder) -> None:
+        if event == "hung_up" and rec.count("hung_up") == 1:
+            ready.clear()  # ARI lost between the two legs
+        elif event == "waiting_for_asterisk":
+            in_use.append(lines.in_use)
+            fake.later(0.05, ready.set)
+        elif event == "prompting":
+            fake.press("#")
+
+    got, _, fake, rec = await chain(
+        MAIN, [backup(BACKUP)], {"4255550130": (False, 17)}, script, lines=lines,
+        asterisk_ready=ready,
+    )  # fmt: skip
+    assert got is Outcome.APPROVED
+    assert in_use == [0]  # given back while waiting, taken again to dial
+    assert lines.in_use == 0 and len(fake.sent("create")) == 2
 
 
 async def test_a_late_key_of_the_last_leg_does_not_count_on_the_next() -> None:

@@ -16,6 +16,7 @@ import pytest
 
 from phonemfa.ari import Event
 from phonemfa.config import Config
+from phonemfa.engine import Engine
 from phonemfa.numbers import parse_number
 from phonemfa.outcomes import Outcome
 from phonemfa.service import CallService, LiveCall, ServiceUnavailable, StartCall
@@ -270,7 +271,7 @@ async def test_an_entry_hanging_up_while_its_call_is_set_up_cancels_it(tmp_path:
     service.accepting = True
     flows: list[_WaitingFlow] = []
 
-    def make_flow(request: Any, observer: Any) -> _WaitingFlow:
+    def make_flow(request: Any, observer: Any, **_: Any) -> _WaitingFlow:
         flow = _WaitingFlow()
         service.engine.flows[request.call_id] = flow  # type: ignore[assignment]
         flows.append(flow)
@@ -340,5 +341,81 @@ async def test_backup_numbers_are_on_record_and_still_count_after_a_restart(
     finally:
         for flow in list(service.engine.flows.values()):
             flow.stop(Outcome.CANCELLED, "test over")
+        await asyncio.sleep(0.05)
+        await store.close()
+
+
+async def test_a_backup_over_its_limit_is_left_out_of_the_chain(tmp_path: Path) -> None:
+    db = tmp_path / "phonemfa.db"
+    store = await Store.open(db)
+    config = _config(db)
+    one_a_minute = [{"count": 1, "window": 60}]
+    limits = {"per_number": one_a_minute, "per_user": [], "per_tenant": []}
+    tenant = config.tenants["default"].model_copy(
+        update={"limits": type(config.tenants["default"].limits).model_validate(limits)}
+    )
+    config = config.model_copy(update={"tenants": {"default": tenant}})
+    service = CallService(config, store)
+    service.accepting = True
+    try:
+        await service.start_call(StartCall(phone="+1 425 555 0110"))  # the office's line
+        call = await service.start_call(
+            StartCall(phone="+1 425 555 0130", backup_phones=("+1 425 555 0110", "425 555 0177"))
+        )
+        # Not refused: the office's line is left out, the other backup stays.
+        assert call.backup_phones == ("+1*******77",)
+        skipped = [e.details for e in call.timeline if e.event == "backup_skipped"]
+        assert skipped == [{"field": "backup_phones[0]", "reason": "rate_limited_number"}]
+        legs = service.engine.flows[call.id]._legs
+        assert [leg.field for leg in legs] == ["backup_phones[1]"]
+        stored = await store.get_call(call.id)
+        assert stored is not None and [e.event for e in stored.timeline] == ["backup_skipped"]
+    finally:
+        for flow in list(service.engine.flows.values()):
+            flow.stop(Outcome.CANCELLED, "test over")
+        await asyncio.sleep(0.05)
+        await store.close()
+
+
+async def test_an_asterisk_restart_leaves_a_chain_between_legs_to_go_on(tmp_path: Path) -> None:
+    """Engine.stop_all(dialled=True) ends the calls whose channels a restart dropped; a chain
+    whose last leg is decided has no channel left to lose: its next leg waits for Asterisk."""
+
+    class Flow:
+        def __init__(self, pending: bool) -> None:
+            self.dialled, self.rung, self.chain_pending = True, True, pending
+            self.stopped: list[tuple[Outcome, str]] = []
+
+        def stop(self, outcome: Outcome, reason: str) -> None:
+            self.stopped.append((outcome, reason))
+
+    engine = Engine(_config(tmp_path / "x.db"))
+    in_call, between = Flow(pending=False), Flow(pending=True)
+    engine.flows = {"a": in_call, "b": between}  # type: ignore[dict-item]
+    assert engine.stop_all(Outcome.INTERRUPTED, "asterisk_restarted", dialled=True) == 1
+    assert in_call.stopped == [(Outcome.INTERRUPTED, "asterisk_restarted")]
+    assert between.stopped == []
+
+
+async def test_a_chain_dials_no_next_leg_for_a_user_blocked_meanwhile(tmp_path: Path) -> None:
+    db = tmp_path / "phonemfa.db"
+    store = await Store.open(db)
+    service = CallService(_config(db), store)
+    service.accepting = True
+    try:
+        call = await service.start_call(
+            StartCall(phone="+1 425 555 0130", user="alice", backup_phones=("425 555 0177",))
+        )
+        flow = service.engine.flows[call.id]
+        assert flow.next_leg_refused is not None and flow.next_leg_refused() is None
+        # A fraud report on another call of alice's blocks her: this call's next number is
+        # not dialled (flow._next_leg ends the call with this outcome).
+        await service.block_user("default", "Alice", "fraud_reported", None)
+        assert flow.next_leg_refused() == (Outcome.BLOCKED, "user_blocked")
+        service.engine.stop_all(Outcome.INTERRUPTED, "shutdown", dialled=False)
+        assert flow.next_leg_refused() == (Outcome.INTERRUPTED, "shutdown")
+    finally:
+        for each in list(service.engine.flows.values()):
+            each.stop(Outcome.CANCELLED, "test over")
         await asyncio.sleep(0.05)
         await store.close()

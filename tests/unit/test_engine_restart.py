@@ -220,8 +220,8 @@ async def test_asterisk_stopping_is_heard_on_any_channel_of_ours(owned: bool) ->
 
 
 class StubFlow:
-    def __init__(self, dialled: bool, rung: bool) -> None:
-        self.dialled, self.rung = dialled, rung
+    def __init__(self, dialled: bool, rung: bool, chain_pending: bool = False) -> None:
+        self.dialled, self.rung, self.chain_pending = dialled, rung, chain_pending
         self.stopped: tuple[Outcome, str] | None = None
 
     def stop(self, outcome: Outcome, reason: str) -> None:
@@ -242,3 +242,16 @@ async def test_a_shutdown_stops_every_call_whose_phone_was_not_asked_to_ring() -
     assert engine.stop_all(Outcome.INTERRUPTED, "shutdown", dialled=False) == 2
     assert [name for name, f in flows.items() if f.stopped] == ["waiting", "making_its_channel"]
     assert engine.stop_all(Outcome.INTERRUPTED, "asterisk_restarted", dialled=True) == 2
+
+
+async def test_an_asterisk_restart_leaves_a_chain_between_legs_to_go_on() -> None:
+    # A fallback chain whose last leg is decided has no channel left for a restart to drop:
+    # its next leg waits for Asterisk. A call in a leg is ended.
+    engine, _ = scripted_engine()
+    flows = {
+        "in_a_leg": StubFlow(dialled=True, rung=True),
+        "between_legs": StubFlow(dialled=True, rung=True, chain_pending=True),
+    }
+    engine.flows = flows  # type: ignore[assignment]
+    assert engine.stop_all(Outcome.INTERRUPTED, "asterisk_restarted", dialled=True) == 1
+    assert [name for name, f in flows.items() if f.stopped] == ["in_a_leg"]

@@ -16,7 +16,6 @@ import pytest
 
 from phonemfa.ari import Event
 from phonemfa.config import Config
-from phonemfa.engine import Engine
 from phonemfa.numbers import parse_number
 from phonemfa.outcomes import Outcome
 from phonemfa.service import CallService, LiveCall, ServiceUnavailable, StartCall
@@ -375,26 +374,6 @@ async def test_a_backup_over_its_limit_is_left_out_of_the_chain(tmp_path: Path) 
             flow.stop(Outcome.CANCELLED, "test over")
         await asyncio.sleep(0.05)
         await store.close()
-
-
-async def test_an_asterisk_restart_leaves_a_chain_between_legs_to_go_on(tmp_path: Path) -> None:
-    """Engine.stop_all(dialled=True) ends the calls whose channels a restart dropped; a chain
-    whose last leg is decided has no channel left to lose: its next leg waits for Asterisk."""
-
-    class Flow:
-        def __init__(self, pending: bool) -> None:
-            self.dialled, self.rung, self.chain_pending = True, True, pending
-            self.stopped: list[tuple[Outcome, str]] = []
-
-        def stop(self, outcome: Outcome, reason: str) -> None:
-            self.stopped.append((outcome, reason))
-
-    engine = Engine(_config(tmp_path / "x.db"))
-    in_call, between = Flow(pending=False), Flow(pending=True)
-    engine.flows = {"a": in_call, "b": between}  # type: ignore[dict-item]
-    assert engine.stop_all(Outcome.INTERRUPTED, "asterisk_restarted", dialled=True) == 1
-    assert in_call.stopped == [(Outcome.INTERRUPTED, "asterisk_restarted")]
-    assert between.stopped == []
 
 
 async def test_a_chain_dials_no_next_leg_for_a_user_blocked_meanwhile(tmp_path: Path) -> None:

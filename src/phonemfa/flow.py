@@ -325,8 +325,6 @@ class CallFlow:
             # Refused by an Asterisk that is stopping (a graceful stop lets its calls end
             # but makes no new channel): undialled, so the same, once it is back.
             while True:
-                if self.asterisk_ready is not None and not self.asterisk_ready.is_set():
-                    self._give_back_line()  # the next leg of a chain: not while it waits
                 await self._wait_for_asterisk()
                 await self._take_line()
                 if self.asterisk_ready is not None and not self.asterisk_ready.is_set():
@@ -488,10 +486,12 @@ class CallFlow:
 
     async def _wait_for_asterisk(self) -> None:
         """Until ARI is connected and caught up (Engine.ready), up to the call's deadline for
-        waiting (trunk.queue_timeout from its start); then the call ends undialled."""
+        waiting (trunk.queue_timeout from its start); then the call ends undialled. Holding
+        no line meanwhile (the next leg of a chain holds the last leg's)."""
         ready = self.asterisk_ready
         if ready is None or ready.is_set():
             return
+        self._give_back_line()
         self._step("waiting_for_asterisk")
         try:
             async with asyncio.timeout_at(self._wait_until):

@@ -30,7 +30,7 @@ from phonemfa.config import (
     did_you_mean,
     field_errors,
 )
-from phonemfa.fallback import MAX_BACKUP_PHONES
+from phonemfa.fallback import MAX_BACKUP_PHONES, naming_backup
 from phonemfa.messages import MessageType
 from phonemfa.metrics import CONTENT_TYPE
 from phonemfa.numbers import NumberError
@@ -258,13 +258,13 @@ async def start_call(request: web.Request) -> web.Response:
         return error(
             400,
             "invalid_number",
-            _about(exc.field, exc.message),
+            naming_backup(exc.field, exc.message),
             code=exc.code,
             fields=[{"field": exc.field, "reason": exc.message}],
         )
     except CallRefused as exc:
         fields = [{"field": exc.field, "reason": exc.message}]
-        return error(400, exc.code, _about(exc.field, exc.message), fields=fields)
+        return error(400, exc.code, naming_backup(exc.field, exc.message), fields=fields)
     except UnknownTenantError:
         return error(
             400,
@@ -282,11 +282,6 @@ async def start_call(request: web.Request) -> web.Response:
     resp = web.json_response(view, status=201)
     resp.headers["Location"] = f"/v1/calls/{record.id}"
     return resp
-
-
-def _about(field: str, message: str) -> str:
-    """An error's message, naming the backup number it is about (`fields` says it too)."""
-    return f"{field}: {message}" if field.startswith("backup_phones") else message
 
 
 def _too_many(code: str, message: str, retry_after: float) -> web.Response:

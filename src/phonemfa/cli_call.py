@@ -14,6 +14,7 @@ from typing import Any, TextIO
 from phonemfa.app_owner import AppTaken
 from phonemfa.calls import CallRefused
 from phonemfa.config import DEFAULT_TENANT, Config, ConfigError, UnknownTenantError, load_config
+from phonemfa.fallback import naming_backup
 from phonemfa.numbers import NumberError
 from phonemfa.outcomes import Outcome
 from phonemfa.prompt_setup import PromptSetupError
@@ -156,9 +157,8 @@ async def _call(config: Config, args: argparse.Namespace) -> int:
                 )
             )
         except (NumberError, CallRefused, UnknownTenantError, RateLimited) as exc:
-            field = getattr(exc, "field", "")  # which number, when it is a backup
-            where = f"{field}: " if field.startswith("backup_phones") else ""
-            print(f"phonemfa call: refused: {where}{exc}", file=sys.stderr)
+            field = getattr(exc, "field", "")  # NumberError and CallRefused say which number
+            print(f"phonemfa call: refused: {naming_backup(field, str(exc))}", file=sys.stderr)
             return EXIT_REFUSED
         except ServiceUnavailable as exc:
             print(f"phonemfa call: {exc.message}", file=sys.stderr)

@@ -59,6 +59,12 @@ _SWITCHBOARD_MISSED = frozenset(
 )
 
 
+def naming_backup(field: str, message: str) -> str:
+    """An error's message about the request's `field`, naming it when it is a backup number
+    (`phone` and the other fields go without saying)."""
+    return f"{field}: {message}" if field.startswith("backup_phones") else message
+
+
 def switchboard_missed(outcome: Outcome, reason: str | None) -> bool:
     return (outcome, reason) in _SWITCHBOARD_MISSED
 

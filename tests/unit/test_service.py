@@ -307,15 +307,29 @@ async def test_an_entry_hanging_up_while_its_call_is_set_up_cancels_it(tmp_path:
         await store.close()
 
 
+@contextlib.asynccontextmanager
+async def _taking_calls(
+    tmp_path: Path, config: Config | None = None
+) -> AsyncIterator[tuple[CallService, Store]]:
+    """A service taking calls on a store of its own, with no Asterisk: its calls wait for
+    one, and are stopped (and the store closed) at the end."""
+    db = tmp_path / "phonemfa.db"
+    store = await Store.open(db)
+    service = CallService(config or _config(db), store)
+    service.accepting = True
+    try:
+        yield service, store
+    finally:
+        for flow in list(service.engine.flows.values()):
+            flow.stop(Outcome.CANCELLED, "test over")
+        await asyncio.sleep(0.05)
+        await store.close()
+
+
 async def test_backup_numbers_are_on_record_and_still_count_after_a_restart(
     tmp_path: Path,
 ) -> None:
-    db = tmp_path / "phonemfa.db"
-    store = await Store.open(db)
-    config = _config(db)
-    service = CallService(config, store)
-    service.accepting = True
-    try:
+    async with _taking_calls(tmp_path) as (service, store):
         call = await service.start_call(
             StartCall(phone="+1 425 555 0130", user="alice", backup_phones=("425 555 0177",))
         )
@@ -329,7 +343,7 @@ async def test_backup_numbers_are_on_record_and_still_count_after_a_restart(
 
         # A new process on the same store: the backup number was counted (default per-number
         # limit: 5 calls in 5 minutes), so four more calls to it pass and the sixth does not.
-        restarted = CallService(config, store)
+        restarted = CallService(service.config, store)
         await restarted._seed_limits()
         backup = parse_number("+1 425 555 0177")
         now = time.time()
@@ -337,26 +351,17 @@ async def test_backup_numbers_are_on_record_and_still_count_after_a_restart(
             assert restarted.guard.admit("default", backup, None, now) is None
         refusal = restarted.guard.check("default", backup, None, now)
         assert refusal is not None and refusal.code is RefusalCode.RATE_LIMITED_NUMBER
-    finally:
-        for flow in list(service.engine.flows.values()):
-            flow.stop(Outcome.CANCELLED, "test over")
-        await asyncio.sleep(0.05)
-        await store.close()
 
 
 async def test_a_backup_over_its_limit_is_left_out_of_the_chain(tmp_path: Path) -> None:
-    db = tmp_path / "phonemfa.db"
-    store = await Store.open(db)
-    config = _config(db)
+    config = _config(tmp_path / "phonemfa.db")
     one_a_minute = [{"count": 1, "window": 60}]
     limits = {"per_number": one_a_minute, "per_user": [], "per_tenant": []}
     tenant = config.tenants["default"].model_copy(
         update={"limits": type(config.tenants["default"].limits).model_validate(limits)}
     )
     config = config.model_copy(update={"tenants": {"default": tenant}})
-    service = CallService(config, store)
-    service.accepting = True
-    try:
+    async with _taking_calls(tmp_path, config) as (service, store):
         await service.start_call(StartCall(phone="+1 425 555 0110"))  # the office's line
         call = await service.start_call(
             StartCall(phone="+1 425 555 0130", backup_phones=("+1 425 555 0110", "425 555 0177"))
@@ -369,19 +374,10 @@ async def test_a_backup_over_its_limit_is_left_out_of_the_chain(tmp_path: Path) 
         assert [leg.field for leg in legs] == ["backup_phones[1]"]
         stored = await store.get_call(call.id)
         assert stored is not None and [e.event for e in stored.timeline] == ["backup_skipped"]
-    finally:
-        for flow in list(service.engine.flows.values()):
-            flow.stop(Outcome.CANCELLED, "test over")
-        await asyncio.sleep(0.05)
-        await store.close()
 
 
 async def test_a_chain_dials_no_next_leg_for_a_user_blocked_meanwhile(tmp_path: Path) -> None:
-    db = tmp_path / "phonemfa.db"
-    store = await Store.open(db)
-    service = CallService(_config(db), store)
-    service.accepting = True
-    try:
+    async with _taking_calls(tmp_path) as (service, _):
         call = await service.start_call(
             StartCall(phone="+1 425 555 0130", user="alice", backup_phones=("425 555 0177",))
         )
@@ -393,8 +389,3 @@ async def test_a_chain_dials_no_next_leg_for_a_user_blocked_meanwhile(tmp_path: 
         assert flow.next_leg_refused() == (Outcome.BLOCKED, "user_blocked")
         service.engine.stop_all(Outcome.INTERRUPTED, "shutdown", dialled=False)
         assert flow.next_leg_refused() == (Outcome.INTERRUPTED, "shutdown")
-    finally:
-        for each in list(service.engine.flows.values()):
-            each.stop(Outcome.CANCELLED, "test over")
-        await asyncio.sleep(0.05)
-        await store.close()

@@ -70,6 +70,10 @@ class FakeAsterisk:
         self.cause = cause
         self.requests: list[tuple[str, Any]] = []
         self.clock_set_back = 0.0  # seconds taken off the events' timestamps
+        # Asterisk's clock, as a steady one: the machine's wall clock may be stepped during
+        # a test (a CI machine's time sync), which would move keys into a guard and drop
+        # them (a flaky "0#" read as silence in CI). Steps are tested with clock_set_back.
+        self._epoch = time.time() - time.monotonic()
         self.playing: str | None = None
         self.channel: str | None = None
         self.gone = False
@@ -86,7 +90,8 @@ class FakeAsterisk:
 
     def emit(self, kind: str, **data: Any) -> None:
         data.setdefault("channel", {"id": self.channel, "state": "Up", "caller": {}})
-        data.setdefault("timestamp", asterisk_time(time.time() - self.clock_set_back))
+        now = time.monotonic() + self._epoch - self.clock_set_back
+        data.setdefault("timestamp", asterisk_time(now))
         self.router.route(Event({"type": kind, **data}))
 
     def later(self, delay: float, fn: Callable[[], None]) -> None:

@@ -6,6 +6,9 @@ BIN := $(VENV)/bin
 SANDBOX := asterisk/sandbox.sh
 CONFIG ?= examples/sandbox.yaml
 PYTEST_ARGS ?=
+# The aioari peer of `make bench` runs from a venv of its own (aioari is never one of
+# phonemfa's dependencies); `make test` makes it too, for the benchmark's smoke test.
+PEER_VENV := bench/.venv-peer
 
 .PHONY: help install test unit integration lint asterisk-up asterisk-down asterisk-restart \
         asterisk-cli asterisk-status run clean
@@ -29,13 +32,13 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-test: install asterisk-up
+test: install asterisk-up $(PEER_VENV)/.installed
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 unit: install
 	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
 
-integration: install asterisk-up
+integration: install asterisk-up $(PEER_VENV)/.installed
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
 lint: install
@@ -79,9 +82,7 @@ run: install asterisk-up
 # table on stdout, the JSON in bench/results/. It holds the sandbox lock for the whole run and
 # starts (or reloads) the sandbox under it. BENCH_ARGS passes options, for example
 # BENCH_ARGS='--scenarios burst --targets phonemfa,floor' or BENCH_ARGS=--json.
-# The aioari peer runs from a venv of its own: aioari is never one of phonemfa's dependencies.
 BENCH_ARGS ?=
-PEER_VENV := bench/.venv-peer
 
 $(PEER_VENV)/.installed: bench/requirements-peer.txt
 	test -x $(PEER_VENV)/bin/python || $(PYTHON) -m venv $(PEER_VENV)

@@ -1,7 +1,8 @@
 """The benchmark in miniature, so that `make test` keeps `make bench` working: one call of each
 kind (direct, auto attendant, operator; approved and fraud) through a real `phonemfa serve` and
-through the floor baseline (and the aioari peer when `make bench` made its venv). Every outcome
-must be right and no channel left; the numbers are not checked here (that is `make bench`).
+through the floor baseline and the aioari peer (its venv, bench/.venv-peer, is made by
+`make test` as by `make bench`). Every outcome must be right and no channel left; the numbers
+are not checked here (that is `make bench`).
 
 The test session already holds the sandbox lock (the `asterisk` fixture): `run_bench` never
 takes it itself, only `python -m bench` does.
@@ -22,7 +23,9 @@ pytestmark = pytest.mark.integration
 
 
 async def test_bench_smoke(asterisk: Sandbox, tmp_path: Path) -> None:
-    targets = ["phonemfa", "floor"] + (["peer"] if PEER_PYTHON.exists() else [])
+    if not PEER_PYTHON.exists():  # never a silent skip: the peer's harness would rot
+        pytest.fail(f"no {PEER_PYTHON}: run `make bench/.venv-peer/.installed` (make test does)")
+    targets = ["phonemfa", "floor", "peer"]
     data = await run_bench(["smoke"], targets, tmp_path, Options(warmup=0))
     assert data["ok"], render(data)
     smoke = data["scenarios"]["smoke"]["targets"]

@@ -255,3 +255,4 @@ async def test_an_asterisk_restart_leaves_a_chain_between_legs_to_go_on() -> Non
     engine.flows = flows  # type: ignore[assignment]
     assert engine.stop_all(Outcome.INTERRUPTED, "asterisk_restarted", dialled=True) == 1
     assert [name for name, f in flows.items() if f.stopped] == ["in_a_leg"]
+    assert flows["in_a_leg"].stopped == (Outcome.INTERRUPTED, "asterisk_restarted")

@@ -247,6 +247,12 @@ class AriSettings(_Model):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise _fail("must be an http:// or https:// URL, e.g. http://127.0.0.1:8088")
+        try:
+            port = parts.port  # urlsplit checks the port only when asked
+        except ValueError:
+            port = 0
+        if port == 0:
+            raise _fail("has a bad port: 1-65535, e.g. http://127.0.0.1:8088")
         if parts.username is not None or parts.password is not None:
             # It would be logged with the URL: the credentials have fields of their own.
             raise _fail("must not hold a user or password: set ari.username and ari.password")
@@ -329,7 +335,7 @@ class ApiToken(_Model):
 def _token_shorthand(value: Any) -> Any:
     # "tokens: [abc]" is the short form of "tokens: [{token: abc}]".
     if isinstance(value, list | tuple):
-        return [{"token": v} if isinstance(v, str) else v for v in value]
+        return [{"token": v} if isinstance(v, str | int | float) else v for v in value]
     return value
 
 
@@ -847,9 +853,20 @@ _Loader.yaml_implicit_resolvers = {
 _Loader.add_implicit_resolver(
     _BOOL_TAG, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
 )
-_Loader.add_implicit_resolver(
-    _INT_TAG, re.compile(r"^[-+]?(?:0|[1-9][0-9_]*)$"), list("-+0123456789")
-)
+# Only a number's own spelling is a number: "+44", "1_000" and "0123" stay text, so a prefix,
+# caller id or password written without quotes reaches its field as written.
+_Loader.add_implicit_resolver(_INT_TAG, re.compile(r"^-?(?:0|[1-9][0-9]*)$"), list("-0123456789"))
+
+
+def _float_or_text(loader: yaml.SafeLoader, node: yaml.Node) -> float | str:
+    # A float whose text Python would not write back the same way ("1.50", "+1.5", "1e3",
+    # ".inf") stays text: a text field keeps it as written, a number field parses it itself.
+    assert isinstance(node, yaml.ScalarNode)
+    value = loader.construct_yaml_float(node)
+    return value if repr(value) == node.value else str(node.value)
+
+
+_Loader.add_constructor("tag:yaml.org,2002:float", _float_or_text)
 
 
 def is_secret_path(path: Sequence[Any]) -> bool:
@@ -943,6 +960,8 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 _VAR = re.compile(r"\$(\$?)\{([^}]*)\}")
 _VAR_BODY = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
 _MAX_DEPTH = 64
+# A config has hundreds of values; aliases of aliases can make billions (a "YAML bomb").
+_MAX_VALUES = 100_000
 
 
 class _Walker:
@@ -958,8 +977,14 @@ class _Walker:
         self.lines: dict[_Key, int] = {}
         self.issues: list[ConfigIssue] = []
         self._done: set[int] = set()  # scalars already interpolated (reached again by alias)
+        self.values = 0  # nodes walked, aliases expanded
 
     def walk(self, node: yaml.Node, path: _Key) -> None:
+        self.values += 1
+        if self.values > _MAX_VALUES:
+            raise ConfigError.one(
+                self.name, _line(node), f"more than {_MAX_VALUES} values once aliases are expanded"
+            )
         self.lines.setdefault(path, _line(node))
         if len(path) > _MAX_DEPTH:
             self._issue(node, path, "nesting too deep")

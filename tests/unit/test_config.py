@@ -191,6 +191,44 @@ def test_no_yaml_1_1_surprises(tmp_path: Path) -> None:
     assert config.tenant().fraud.enabled is False
 
 
+def test_text_written_like_a_number_reaches_its_field_as_written(tmp_path: Path) -> None:
+    # YAML 1.1 reads +14255550199 as the integer 14255550199 and 123.450 as 123.45: a caller
+    # id would lose its '+', a password its last zero (found by review).
+    path = write(
+        tmp_path,
+        """\
+        ari: {password: 123.450, heartbeat: 1e1}
+        api: {tokens: [+123456, 987654]}
+        trunk: {caller_id: +14255550199, dial_timeout: 30, queue_timeout: 2.50}
+        dial_profiles:
+          - {name: uk, match: [+44], strip_prefix: +44, add_prefix: +1, pre_delay: 1.5}
+        tenants: {default: {}}
+        """,
+    )
+    config = load_config(path, environ={})
+    assert config.ari.password.get_secret_value() == "123.450"
+    assert [t.token.get_secret_value() for t in config.api.tokens] == ["+123456", "987654"]
+    assert config.trunk.caller_id == "+14255550199"
+    assert (config.trunk.dial_timeout, config.trunk.queue_timeout, config.ari.heartbeat) == (
+        30,
+        2.5,
+        10,
+    )
+    profile = config.dial_profiles[0]
+    assert (profile.match, profile.strip_prefix, profile.add_prefix) == (("+44",), "+44", "+1")
+    assert profile.pre_delay == 1.5
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:99999", "http://127.0.0.1:abc", "http://h:0"])
+def test_a_bad_port_in_the_ari_url_is_a_config_error(tmp_path: Path, url: str) -> None:
+    path = write(
+        tmp_path, MINIMAL.replace("  password: secret-ari", f"  password: x\n  url: {url}")
+    )
+    assert (
+        error_of(path) == f"{path}:3: ari.url: has a bad port: 1-65535, e.g. http://127.0.0.1:8088"
+    )
+
+
 def test_yaml_merge_keys_and_anchors(tmp_path: Path) -> None:
     path = write(
         tmp_path,
@@ -209,6 +247,13 @@ def test_yaml_merge_keys_and_anchors(tmp_path: Path) -> None:
     config = load_config(path, environ={})
     assert config.tenant("other").region == "FR"
     assert config.tenant("other").operator_assistance is False
+
+
+def test_aliases_that_expand_without_end_are_refused_quickly(tmp_path: Path) -> None:
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 9)]
+    path = write(tmp_path, MINIMAL + "bomb:\n" + "".join(f"  {line}\n" for line in levels))
+    assert error_of(path).endswith("more than 100000 values once aliases are expanded")
 
 
 def test_tenant_lookup() -> None:

@@ -50,6 +50,8 @@ async def _request(
                 return resp.status, text
     except aiohttp.ClientError as exc:
         raise RemoteError(f"cannot reach {url}: {exc}") from None
+    except TimeoutError:  # aiohttp's ClientTimeout: not a ClientError
+        raise RemoteError(f"no answer from {url} in time") from None
 
 
 def _fail(status: int, body: Any) -> RemoteError:
@@ -76,10 +78,10 @@ async def remote_call(args: argparse.Namespace) -> int:
         post = asyncio.ensure_future(_request(session, "POST", f"{base}/v1/calls", json=body))
         interrupted = False
         try:
-            status, call = await asyncio.shield(post)
+            status, call = await _started(asyncio.shield(post))
         except asyncio.CancelledError:
             interrupted = True
-            status, call = await post
+            status, call = await _started(post)
         if status not in (200, 201):
             raise _fail(status, call)
         print(f"call {call['id']}  {call['phone']}  mode={call['mode']}")
@@ -95,6 +97,22 @@ async def remote_call(args: argparse.Namespace) -> int:
             stdout_gone()
             await _cancel(session, url)
             return EXIT_NOT_APPROVED
+        except RemoteError as exc:
+            # Nobody would see how it ends: end it rather than let a phone ring unwatched.
+            print(f"phonemfa: lost track of the call: {exc}", file=sys.stderr)
+            await _cancel(session, url)
+            return exc.exit_code
+
+
+async def _started(post: Any) -> tuple[int, Any]:
+    """The POST's answer; without one, the service may have started a call all the same."""
+    try:
+        return await post  # type: ignore[no-any-return]
+    except RemoteError as exc:
+        raise RemoteError(
+            f"{exc}; a call may have started all the same: `phonemfa calls list` shows it",
+            exc.exit_code,
+        ) from None
 
 
 async def _follow(session: aiohttp.ClientSession, url: str, call: dict[str, Any]) -> int:
@@ -160,7 +178,9 @@ def add_calls_command(sub: Any) -> None:
 
 async def _calls(args: argparse.Namespace) -> int:
     base = args.server.rstrip("/")
-    async with aiohttp.ClientSession(headers=_headers(args.token)) as session:
+    async with aiohttp.ClientSession(
+        headers=_headers(args.token), timeout=aiohttp.ClientTimeout(total=30)
+    ) as session:
         if args.calls_action == "show":
             status, call = await _request(session, "GET", f"{base}/v1/calls/{args.call_id}")
             if status != 200:

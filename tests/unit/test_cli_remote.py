@@ -12,11 +12,13 @@ from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from phonemfa.cli import build_parser
+from phonemfa.cli_remote import RemoteError, _request
 
 
 @pytest.mark.parametrize(
@@ -73,6 +75,7 @@ class FakeApi:
         self.posted = asyncio.Event()
         self.post_delay = 0.0  # seconds the call's creation takes
         self.delete_status = 200
+        self.get_status = 200  # of a GET of the call while it is in progress
 
     def call(self, status: str) -> dict[str, Any]:
         reason = "cancelled" if status == "cancelled" else None
@@ -97,6 +100,8 @@ class FakeApi:
             calls = [self.call("approved") | {"id": f"c{i}", "created_at": "t", "tenant": "default"}
                      for i in range(5000)]  # fmt: skip
             return web.json_response({"calls": calls})
+        if not self.cancelled.is_set() and self.get_status != 200:
+            return web.json_response({"error": "x", "message": "y"}, status=self.get_status)
         if not self.cancelled.is_set():
             self.polled.set()
             with contextlib.suppress(TimeoutError):
@@ -205,3 +210,33 @@ async def test_calls_show_prints_a_dash_for_what_a_call_has_not(api: tuple[FakeA
     assert proc.returncode == 0, err
     lines = out.decode().splitlines()
     assert "reason:     -" in lines and "status:     ringing" in lines
+
+
+async def test_losing_track_of_the_call_cancels_it(api: tuple[FakeApi, str]) -> None:
+    # A GET that fails (or times out) leaves nobody to see how the call ends.
+    fake, url = api
+    fake.get_status = 503
+    proc = await _phonemfa("call", "+1 425 555 0100", "--server", url, "--token", "t")
+    out, err = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 1, err
+    assert "lost track of the call: HTTP 503" in err.decode()
+    assert "DELETE /v1/calls/c1" in fake.requests and "Traceback" not in err.decode()
+    assert "OUTCOME: cancelled" in out.decode()
+
+
+async def test_no_answer_in_time_is_a_remote_error_not_a_traceback() -> None:
+    # aiohttp's time-out is a TimeoutError, not a ClientError.
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(5)
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_get("/", slow)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=0.2)) as session:
+            with pytest.raises(RemoteError, match="no answer from .* in time"):
+                await _request(session, "GET", str(server.make_url("/")))
+    finally:
+        await server.close()

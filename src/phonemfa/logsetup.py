@@ -14,9 +14,16 @@ import sys
 import time
 from typing import Any
 
-# 7+ digits, possibly with a leading + and the separators people type: a phone number.
-# UUIDs (hex runs broken by '-') and short numbers (ports, counts, causes) do not match.
-_NUMBER = re.compile(r"(?<![\w.-])\+?\d[\d .()/-]{5,}\d(?![\w-])")
+from phonemfa.numbers import EXTENSION_MASK
+
+# 7+ digits, possibly with a leading + and the separators people type: a phone number, and
+# its extension as people write it (x5678, ext. 5678, x@5678). UUIDs (hex runs broken by '-')
+# and short numbers (ports, counts, causes) do not match.
+_NUMBER = re.compile(
+    r"(?<![\w.-])(?P<main>\+?\d[\d .()/-]{5,}\d)"
+    r"(?:\s*(?:;ext=|ext(?:ension|n)?[.:]?|x)\s*(?P<at>@?)\s*\d+)?(?![\w-])",
+    re.IGNORECASE | re.ASCII,
+)
 _KEEP = 2
 _EXTRA_SKIP = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
 
@@ -25,10 +32,14 @@ def mask_numbers(text: str) -> str:
     """Replace every digit run that looks like a phone number by its masked form."""
 
     def repl(m: re.Match[str]) -> str:
-        digits = re.sub(r"\D", "", m.group())
+        main = m.group("main")
+        digits = re.sub(r"\D", "", main)
         if len(digits) < 7:
             return m.group()
-        return f"{'+' if m.group().startswith('+') else ''}*******{digits[-_KEEP:]}"
+        masked = f"{'+' if main.startswith('+') else ''}*******{digits[-_KEEP:]}"
+        if m.end() > m.end("main"):  # an extension: as `PhoneNumber.mask` writes it
+            masked += f"x{m.group('at')}{EXTENSION_MASK}"
+        return masked
 
     return _NUMBER.sub(repl, text)
 

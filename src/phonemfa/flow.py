@@ -508,9 +508,14 @@ class CallFlow:
                 case Wait(seconds):
                     await self._idle(seconds)
                 case Digits(digits, duration_ms, gap_ms):
-                    await self.ari.send_dtmf(
-                        self.channel_id, digits, duration_ms=duration_ms, between_ms=gap_ms
-                    )
+                    try:
+                        await self.ari.send_dtmf(
+                            self.channel_id, digits, duration_ms=duration_ms, between_ms=gap_ms
+                        )
+                    except (AriNotFound, AriConflict, AriPreconditionFailed) as exc:
+                        # An attendant that hangs up as the digits go: not our failure.
+                        await self._channel_check(refused=not isinstance(exc, AriNotFound))
+                        raise
                     # ARI returns at once; the tones take this long to go out.
                     await self._idle(len(digits) * (duration_ms + gap_ms) / 1000)
         extension = plan.extension or ""
@@ -774,8 +779,8 @@ class CallFlow:
                 await self.ari.play(
                     self.channel_id, playback_id, prompt.media, lang=prompt.language
                 )
-            except (AriNotFound, AriConflict, AriPreconditionFailed):
-                await self._channel_check()
+            except (AriNotFound, AriConflict, AriPreconditionFailed) as exc:
+                await self._channel_check(refused=not isinstance(exc, AriNotFound))
                 raise
             if guard is not None:
                 self._next_prompt_guard = None
@@ -1053,8 +1058,9 @@ class CallFlow:
         data.setdefault("channel", {"id": channel_id})
         mailbox.put_nowait(synthetic(RESYNC_EVENT, channel_id, **data))
 
-    async def _channel_check(self) -> None:
-        """A request about our channel failed as if it were gone: is it?"""
+    async def _channel_check(self, *, refused: bool = False) -> None:
+        """A request about our channel failed as if it were gone: is it? Raises HungUp if
+        it is; returns if it is still there (the caller raises its own error then)."""
         try:
             await self.ari.get_channel(self.channel_id)
         except AriNotFound:
@@ -1062,6 +1068,10 @@ class CallFlow:
             await self._wait_for(lambda: False, 1.0)  # raises HungUp when it comes
             self.gone = HungUp(0, lost=True)
             raise self.gone from None
+        if refused or self._hangup_requested:
+            # Refused (409, 412) by a channel that is being hung up, or has left our app on
+            # its way out: a far end hanging up as we asked, not a failure (found by review).
+            await self._wait_for(lambda: False, 1.0)  # raises HungUp when it goes
 
     # --- ending ------------------------------------------------------------------
     def _hung_up(self, gone: HungUp) -> None:

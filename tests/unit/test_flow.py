@@ -17,6 +17,7 @@ import pytest
 
 import phonemfa.flow as flow_module
 from phonemfa.ari import (
+    AriConflict,
     AriError,
     AriNotFound,
     AriServerError,
@@ -252,10 +253,11 @@ async def run(
     cause: int = 17,
     fail_playbacks: bool = False,
     connection: Connection | None = None,
+    fake_class: type[FakeAsterisk] | None = None,
 ) -> tuple[Outcome, str | None, FakeAsterisk, Recorder]:
     settings = settings or tenant()
     router = EventRouter()
-    fake = FakeAsterisk(router, answer=answer, cause=cause)
+    fake = (fake_class or FakeAsterisk)(router, answer=answer, cause=cause)
     fake.fail_playbacks = fail_playbacks
     recorder = Recorder()
     if script is not None:
@@ -2496,3 +2498,23 @@ async def test_a_hang_up_in_the_last_attempt_s_tail_keeps_its_fraud_code(hang_up
 
     got, reason, _, rec = await run(MOBILE, script, settings=settings)
     assert got is Outcome.FRAUD_REPORTED, (got, reason, _r4_dump(rec))
+
+
+class LeavesAsTheGreetingIsAsked(FakeAsterisk):
+    """The far end hangs up as we ask for the greeting: its channel has left our app (409)
+    and is not yet destroyed."""
+
+    async def play(
+        self, channel_id: str, playback_id: str, media: Any, lang: str | None = None
+    ) -> dict[str, Any]:
+        if not self.gone:
+            self.later(0.05, lambda: self.destroy(16))
+            raise AriConflict("POST", "/play", 409, "Channel not in Stasis application")
+        return await super().play(channel_id, playback_id, media, lang)
+
+
+async def test_a_hang_up_racing_the_greeting_request_is_a_hang_up_not_a_failure() -> None:
+    # Found by review: the 409 ended the call `failed` (ari_error_409).
+    got, reason, _, rec = await run(MOBILE, fake_class=LeavesAsTheGreetingIsAsked)
+    assert (got, reason) == (Outcome.DENIED, "hung_up")
+    assert rec.count("answered") == 1

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from phonemfa.ari import EventRouter
+from phonemfa.ari import AriNotFound, EventRouter
 from phonemfa.fallback import Fallback, LegKind
 from phonemfa.flow import CallFlow, CallRequest
 from phonemfa.lines import Lines
@@ -51,11 +51,12 @@ async def chain(
     next_leg_refused: Callable[[], tuple[Outcome, str] | None] | None = None,
     lines: Lines | None = None,
     asterisk_ready: asyncio.Event | None = None,
+    fake_class: type[FakeAsterisk] = FakeAsterisk,
 ) -> tuple[Outcome, str | None, FakeAsterisk, Recorder]:
     """Run a call with these legs after the first; `behaviours` says how each number answers
     (by its digits: (answers, cause when it does not))."""
     router = EventRouter()
-    fake = FakeAsterisk(router)
+    fake = fake_class(router)
     fake.behaviours = behaviours
     recorder = Recorder()
     request = CallRequest(
@@ -303,3 +304,25 @@ async def test_an_event_queued_behind_a_legs_end_stays_with_that_leg() -> None:
     assert [d["reason"] for d in fallbacks(rec)] == ["hung_up_before_greeting"]
     assert (got, reason) == (Outcome.NO_INPUT, "no_key_pressed")
     assert rec.count("key") == 0 and rec.count("key_ignored") == 0
+
+
+class HangsUpAsTheDigitsGo(FakeAsterisk):
+    """The attendant hangs up just as our digits reach Asterisk: the request fails (404),
+    its ChannelDestroyed is still on its way."""
+
+    async def send_dtmf(self, channel_id: str, dtmf: str, **kw: Any) -> None:
+        self.requests.append(("dtmf", dtmf))
+        if self.channel == self.channels[0]:
+            self.gone = True
+            self.later(0.02, lambda: self.emit("ChannelDestroyed", cause=16))
+            raise AriNotFound("POST", "/dtmf", 404, "Channel not found")
+
+
+async def test_an_attendant_hanging_up_as_the_digits_go_is_a_hang_up_not_a_failure() -> None:
+    # Found by review: the 404 ended the call `failed` and the backup was never dialled.
+    got, reason, fake, rec = await chain(
+        OFFICE, [backup(BACKUP)], {}, fake_class=HangsUpAsTheDigitsGo
+    )
+    assert [d["reason"] for d in fallbacks(rec)] == ["hung_up_before_greeting"]
+    assert len(fake.channels) == 2
+    assert (got, reason) == (Outcome.NO_INPUT, "no_key_pressed")

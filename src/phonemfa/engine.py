@@ -106,6 +106,7 @@ class Engine:
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(log_failure)
 
     async def start(self, connect_timeout: float | None = None) -> None:
         """Install the tenants' custom prompts (raises PromptSetupError, listing them, when
@@ -228,8 +229,11 @@ class Engine:
         delay = STOPPING_RECHECK
         while self.events.generation == generation and self.connected:
             await asyncio.sleep(delay)
-            if await self._accepting_again(generation):
-                return
+            try:
+                if await self._accepting_again(generation):
+                    return
+            except Exception:  # an answer we cannot read: ask again, or calls wait for good
+                log.exception("cannot tell whether Asterisk takes channels again")
             delay = min(2 * delay, STOPPING_RECHECK_MAX)
 
     async def _accepting_again(self, generation: int) -> bool:
@@ -342,3 +346,9 @@ class Engine:
             if isinstance(result, BaseException):
                 log.warning("re-sync of call %s failed: %s", flow.req.call_id, result)
         log.info("re-synced %d call(s) after reconnect #%d", len(flows), generation)
+
+
+def log_failure(task: asyncio.Task[Any]) -> None:
+    """Done callback of a background task: its error is logged, not lost with the task."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("background task %s failed", task.get_coro(), exc_info=exc)

@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from phonemfa.ari import AriError, AriUnavailable, Event
 from phonemfa.calls import CallRefused, prepare_call
 from phonemfa.config import Config, TenantSettings, UnknownTenantError
-from phonemfa.engine import Engine
+from phonemfa.engine import Engine, log_failure
 from phonemfa.fallback import LegKind
 from phonemfa.flow import CallRequest
 from phonemfa.metrics import Metrics
@@ -74,6 +74,8 @@ RATE_LIMIT_CODES = frozenset(
 # Velocity windows reach back at most this far when seeding from the store at start-up.
 SEED_HORIZON = 86400.0
 DIALPLAN_ENTRY = "verify"
+# How far back a dialplan entry found in Stasis at connect time is looked for among ended calls.
+ENTRY_HORIZON = 86400.0
 
 
 class ServiceUnavailable(Exception):
@@ -264,10 +266,16 @@ class CallService:
                 self.engine.stop_all(Outcome.INTERRUPTED, "shutdown")
                 await asyncio.wait(pending, timeout=15)
         await self._drain_background()
-        await self.webhooks.stop()
-        await self.engine.stop()
-        await self.store.flush()
-        self._say_unrecorded()  # last: a write that was only slow has had every chance
+        try:
+            await self.webhooks.stop()
+            await self.engine.stop()
+            await self.store.flush()
+        except StoreUnavailable as exc:  # the store's last batch could not be written
+            log.error("the store could not write its last changes: %s", exc)
+        finally:
+            # Last: a write that was only slow has had every chance. Said even when the
+            # flush failed: that is when an unrecorded fraud report needs saying most.
+            self._say_unrecorded()
 
     def _say_unrecorded(self) -> None:
         """Outcomes decided while the store could not write, and still not on record: they
@@ -774,7 +782,14 @@ class CallService:
             if channel_id in owned:
                 continue
             call_id = self._entries.get(channel_id)
-            record = await self.store.get_call(call_id) if call_id else None
+            if call_id:
+                record = await self.store.get_call(call_id)
+            else:  # an entry whose call ended just before a previous run was killed?
+                record = await self.store.ended_call_of_entry(
+                    channel_id, time.time() - ENTRY_HORIZON
+                )
+                if record is not None:
+                    self._entries[channel_id] = record.id
             if record is not None:  # an entry whose call ended: give the dialplan its answer
                 await self._release_entry(record)
                 continue
@@ -831,6 +846,10 @@ class CallService:
             log.info("dialplan entry refused: %s (number %s)", reason, mask_text(number))
             await self._continue_entry(channel_id, Outcome.FAILED.value, "", str(reason))
             return
+        except Exception:  # a bug: the caller still gets an answer, not silence for good
+            log.exception("dialplan entry failed (number %s)", mask_text(number))
+            await self._continue_entry(channel_id, Outcome.FAILED.value, "", "internal_error")
+            return
         if channel_id not in self._entries:  # the caller hung up while its call was set up
             flow = self.engine.flows.get(record.id)
             if flow is not None:
@@ -852,13 +871,27 @@ class CallService:
         """Hand the dialplan its answer: PHONEMFA_OUTCOME, PHONEMFA_CALL_ID, then go on."""
         self._entries.pop(channel_id, None)
         ari = self.engine.ari
-        try:
-            await ari.set_variable(channel_id, "PHONEMFA_OUTCOME", outcome)
-            await ari.set_variable(channel_id, "PHONEMFA_CALL_ID", call_id)
-            await ari.set_variable(channel_id, "PHONEMFA_REASON", reason or "")
-            await ari.continue_in_dialplan(channel_id)
-        except AriError as exc:
-            log.info("dialplan entry channel went away before its answer: %s", exc)
+        # A loaded Asterisk can time out a request (and may have done it): ask again, or the
+        # caller waits in Stasis, in silence, for an answer that never comes (found by review).
+        for delay in (1, 2, None):
+            try:
+                await ari.set_variable(channel_id, "PHONEMFA_OUTCOME", outcome)
+                await ari.set_variable(channel_id, "PHONEMFA_CALL_ID", call_id)
+                await ari.set_variable(channel_id, "PHONEMFA_REASON", reason or "")
+                await ari.continue_in_dialplan(channel_id)
+                return
+            except AriUnavailable:
+                if delay is None or not self.engine.connected:
+                    break
+                await asyncio.sleep(delay)
+            except AriError as exc:
+                log.info("dialplan entry channel went away before its answer: %s", exc)
+                return
+        log.warning("Asterisk did not take a dialplan entry's answer: given at the next connect")
+        if call_id:  # the sweep of the next connection gives it (_on_connected)
+            self._entries[channel_id] = call_id
+        else:  # refused: there is no record to give it from; not left waiting in silence
+            await self._hangup_quietly(channel_id)
 
     def _entry_gone(self, channel_id: str) -> None:
         """The channel that asked for a verification hung up: cancel that verification."""
@@ -886,6 +919,7 @@ class CallService:
         task = asyncio.create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        task.add_done_callback(log_failure)
 
 
 def differing_keys(a: Any, b: Any, path: str = "") -> list[str]:

@@ -891,6 +891,18 @@ class Store:
         that needs its writes on disk soon, not now."""
         await self._write("settled", None, urgent=False)
 
+    async def ended_call_of_entry(self, channel_id: str, since: float) -> CallRecord | None:
+        """The ended call that a dialplan entry (its channel) asked for, created since
+        `since`. For a rare sweep at connect time: scans the calls created since then."""
+        rows = await self._read(
+            lambda c: c.execute(
+                f"SELECT {_CALL_COLUMNS} FROM calls WHERE created_at >= ? AND origin_channel = ?"
+                " AND outcome IS NOT NULL ORDER BY created_at DESC LIMIT 1",
+                (since, channel_id),
+            ).fetchall()
+        )
+        return _call(rows[0]) if rows else None
+
     async def get_call(self, call_id: str) -> CallRecord | None:
         def run(conn: sqlite3.Connection) -> CallRecord | None:
             row = conn.execute(

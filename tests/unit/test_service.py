@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from phonemfa.ari import Event
+from phonemfa.ari import AriUnavailable, Event
 from phonemfa.config import Config
 from phonemfa.numbers import parse_number
 from phonemfa.outcomes import Outcome
@@ -389,3 +390,136 @@ async def test_a_chain_dials_no_next_leg_for_a_user_blocked_meanwhile(tmp_path: 
         assert flow.next_leg_refused() == (Outcome.BLOCKED, "user_blocked")
         service.engine.stop_all(Outcome.INTERRUPTED, "shutdown", dialled=False)
         assert flow.next_leg_refused() == (Outcome.INTERRUPTED, "shutdown")
+
+
+class _EntryAri:
+    """The ARI requests a dialplan entry's answer takes; `timeouts` of them time out."""
+
+    def __init__(self, channels: list[str], timeouts: int = 0) -> None:
+        self.channels = channels
+        self.timeouts = timeouts
+        self.requests: list[tuple[str, ...]] = []
+
+    async def set_variable(self, channel_id: str, name: str, value: str) -> None:
+        self.requests.append(("set", channel_id, name, value))
+        if self.timeouts:
+            self.timeouts -= 1
+            raise AriUnavailable("POST", "/channels/x/variable", 0, "timed out")
+
+    async def continue_in_dialplan(self, channel_id: str) -> None:
+        self.requests.append(("continue", channel_id))
+
+    async def get_application(self) -> dict[str, Any]:
+        return {"channel_ids": self.channels}
+
+    async def hangup(self, channel_id: str) -> bool:
+        self.requests.append(("hangup", channel_id))
+        return True
+
+
+@contextlib.asynccontextmanager
+async def _entries_served(
+    tmp_path: Path, channels: list[str], timeouts: int = 0, calls: tuple[CallRecord, ...] = ()
+) -> AsyncIterator[tuple[CallService, _EntryAri]]:
+    """A service whose ARI is `_EntryAri`, on a store holding `calls` (settled at start)."""
+    db = tmp_path / "phonemfa.db"
+    store = await Store.open(db)
+    try:
+        for call in calls:
+            await store.create_call(call)
+        service = CallService(_config(db), store)
+        await service._settle_previous_run()
+        ari = _EntryAri(channels, timeouts)
+        service.engine.ari = ari  # type: ignore[assignment]
+        yield service, ari
+    finally:
+        await store.close()
+
+
+async def test_an_answer_asterisk_did_not_take_is_given_at_the_next_connect(
+    tmp_path: Path,
+) -> None:
+    # Found by review: the entry was forgotten, and the next connect hung the caller up
+    # instead of giving the dialplan its (approved) answer.
+    call = record("c1", origin="dialplan", origin_channel="entry-1", outcome="approved")
+    async with _entries_served(tmp_path, ["entry-1"], timeouts=1, calls=(call,)) as (service, ari):
+        service._entries["entry-1"] = "c1"
+        await service._release_entry(call)  # Asterisk times out (not connected: no retry)
+        assert ari.requests == [("set", "entry-1", "PHONEMFA_OUTCOME", "approved")]
+        ari.requests.clear()
+        await service._on_connected(2, False)
+        assert ari.requests[0] == ("set", "entry-1", "PHONEMFA_OUTCOME", "approved")
+        assert ari.requests[-1] == ("continue", "entry-1")
+
+
+async def test_an_entry_whose_call_ended_before_a_kill_gets_its_answer(tmp_path: Path) -> None:
+    # The previous run recorded the outcome and was killed before answering the dialplan:
+    # the caller is still in Stasis when the next run connects.
+    call = record(
+        "c1", origin="dialplan", origin_channel="entry-1", outcome="fraud_reported",
+        created_at=time.time() - 60,
+    )  # fmt: skip
+    async with _entries_served(tmp_path, ["entry-1", "stray"], calls=(call,)) as (service, ari):
+        await service._on_connected(1, False)
+        assert ("set", "entry-1", "PHONEMFA_OUTCOME", "fraud_reported") in ari.requests
+        assert ("continue", "entry-1") in ari.requests
+        assert ("hangup", "entry-1") not in ari.requests
+        assert ("hangup", "stray") in ari.requests  # no call of ours asked for it
+
+
+class _DiskFull:
+    """The writer's connection, as on a full disk: every commit fails."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if sql.startswith("COMMIT"):
+            raise sqlite3.OperationalError("database or disk is full")
+        return self.conn.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+
+async def test_a_stop_on_a_full_disk_still_says_what_was_not_recorded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Found by review: the failed flush raised out of shutdown before the NOT RECORDED lines.
+    db = tmp_path / "phonemfa.db"
+    store = await Store.open(db)
+    service = CallService(_config(db), store)
+    call = record("c1")
+    await store.create_call(call)
+    writer_conn = store._writer.conn
+    store._writer.conn = _DiskFull(writer_conn)  # type: ignore[assignment]
+    live = LiveCall(call)
+    service.live["c1"] = live
+    finishing = asyncio.create_task(service._finish(live, Outcome.FRAUD_REPORTED, None))
+    try:
+        await asyncio.sleep(0.1)
+        store.append_event("c1", TimelineEntry(time.time(), "hung_up", {}))  # a late step
+        await service.shutdown(grace=0)  # does not raise
+        errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert any("fraud_reported NOT RECORDED" in m for m in errors), errors
+    finally:
+        finishing.cancel()
+        store._writer.conn = writer_conn
+        await store.close()
+
+
+async def test_an_entry_whose_call_cannot_start_for_a_bug_still_gets_an_answer(
+    tmp_path: Path,
+) -> None:
+    # Found by review: an unexpected error left the caller in Stasis, owned for good.
+    async with _entries_served(tmp_path, []) as (service, ari):
+
+        async def broken(request: StartCall) -> CallRecord:
+            raise RuntimeError("a bug")
+
+        service.start_call = broken  # type: ignore[method-assign]
+        service._entries["entry-1"] = ""
+        await service._dialplan_entry("entry-1", ["+1 425 555 0100"])
+        assert ("set", "entry-1", "PHONEMFA_OUTCOME", "failed") in ari.requests
+        assert ("set", "entry-1", "PHONEMFA_REASON", "internal_error") in ari.requests
+        assert ari.requests[-1] == ("continue", "entry-1") and "entry-1" not in service._entries

@@ -245,6 +245,8 @@ class EventStream:
                 try:
                     data = jsoncodec.loads(msg.data)
                 except ValueError:
+                    data = None
+                if not isinstance(data, dict):  # not an event: nothing to route
                     log.error("ARI events: undecodable message dropped")
                     continue
                 try:

@@ -778,18 +778,16 @@ class CallService:
         owned = {flow.channel_id for flow in self.engine.flows.values()}
         # Dialplan entries whose call is still going (or still starting: "") are owned.
         owned |= {cid for cid, call in self._entries.items() if not call or call in self.live}
-        for channel_id in app.get("channel_ids", []):
-            if channel_id in owned:
-                continue
+        channels = [c for c in app.get("channel_ids", []) if c not in owned]
+        # Entries whose call ended just before a previous run was killed, unanswered.
+        unknown = [c for c in channels if not self._entries.get(c)]
+        if unknown:
+            since = time.time() - ENTRY_HORIZON
+            for ended in await self.store.ended_calls_of_entries(unknown, since):
+                self._entries[ended.origin_channel or ""] = ended.id
+        for channel_id in channels:
             call_id = self._entries.get(channel_id)
-            if call_id:
-                record = await self.store.get_call(call_id)
-            else:  # an entry whose call ended just before a previous run was killed?
-                record = await self.store.ended_call_of_entry(
-                    channel_id, time.time() - ENTRY_HORIZON
-                )
-                if record is not None:
-                    self._entries[channel_id] = record.id
+            record = await self.store.get_call(call_id) if call_id else None
             if record is not None:  # an entry whose call ended: give the dialplan its answer
                 await self._release_entry(record)
                 continue

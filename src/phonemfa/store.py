@@ -891,17 +891,25 @@ class Store:
         that needs its writes on disk soon, not now."""
         await self._write("settled", None, urgent=False)
 
-    async def ended_call_of_entry(self, channel_id: str, since: float) -> CallRecord | None:
-        """The ended call that a dialplan entry (its channel) asked for, created since
-        `since`. For a rare sweep at connect time: scans the calls created since then."""
-        rows = await self._read(
-            lambda c: c.execute(
-                f"SELECT {_CALL_COLUMNS} FROM calls WHERE created_at >= ? AND origin_channel = ?"
-                " AND outcome IS NOT NULL ORDER BY created_at DESC LIMIT 1",
-                (since, channel_id),
-            ).fetchall()
-        )
-        return _call(rows[0]) if rows else None
+    async def ended_calls_of_entries(
+        self, channel_ids: Sequence[str], since: float
+    ) -> list[CallRecord]:
+        """The ended calls that dialplan entries (their channels) asked for, created since
+        `since`. For the rare sweep at connect time: one scan of the calls since then."""
+        ids = list(channel_ids)
+
+        def run(conn: sqlite3.Connection) -> list[Any]:
+            rows: list[Any] = []
+            for i in range(0, len(ids), 500):  # within SQLite's limit of parameters
+                chunk = ids[i : i + 500]
+                rows += conn.execute(
+                    f"SELECT {_CALL_COLUMNS} FROM calls WHERE created_at >= ?"
+                    f" AND origin_channel IN ({_marks(len(chunk))}) AND outcome IS NOT NULL",
+                    (since, *chunk),
+                ).fetchall()
+            return rows
+
+        return [_call(row) for row in await self._read(run)]
 
     async def get_call(self, call_id: str) -> CallRecord | None:
         def run(conn: sqlite3.Connection) -> CallRecord | None:

@@ -18,10 +18,10 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -71,6 +71,7 @@ RATE_LIMIT_CODES = frozenset(
         RefusalCode.RATE_LIMITED_TENANT,
     }
 )
+T = TypeVar("T")
 # Velocity windows reach back at most this far when seeding from the store at start-up.
 SEED_HORIZON = 86400.0
 DIALPLAN_ENTRY = "verify"
@@ -781,13 +782,18 @@ class CallService:
         channels = [c for c in app.get("channel_ids", []) if c not in owned]
         # Entries whose call ended just before a previous run was killed, unanswered.
         unknown = [c for c in channels if not self._entries.get(c)]
+        found: dict[str, CallRecord] = {}
         if unknown:
             since = time.time() - ENTRY_HORIZON
             for ended in await self.store.ended_calls_of_entries(unknown, since):
-                self._entries[ended.origin_channel or ""] = ended.id
+                channel_id = ended.origin_channel or ""
+                found[channel_id] = ended
+                self._entries[channel_id] = ended.id  # _release_entry lets go of it
         for channel_id in channels:
             call_id = self._entries.get(channel_id)
-            record = await self.store.get_call(call_id) if call_id else None
+            record = found.get(channel_id)
+            if record is None and call_id:
+                record = await self.store.get_call(call_id)
             if record is not None:  # an entry whose call ended: give the dialplan its answer
                 await self._release_entry(record)
                 continue
@@ -869,22 +875,22 @@ class CallService:
         """Hand the dialplan its answer: PHONEMFA_OUTCOME, PHONEMFA_CALL_ID, then go on."""
         self._entries.pop(channel_id, None)
         ari = self.engine.ari
-        # A loaded Asterisk can time out a request (and may have done it): ask again, or the
-        # caller waits in Stasis, in silence, for an answer that never comes (found by review).
-        for delay in (1, 2, None):
-            try:
-                await ari.set_variable(channel_id, "PHONEMFA_OUTCOME", outcome)
-                await ari.set_variable(channel_id, "PHONEMFA_CALL_ID", call_id)
-                await ari.set_variable(channel_id, "PHONEMFA_REASON", reason or "")
-                await ari.continue_in_dialplan(channel_id)
-                return
-            except AriUnavailable:
-                if delay is None or not self.engine.connected:
-                    break
-                await asyncio.sleep(delay)
-            except AriError as exc:
-                log.info("dialplan entry channel went away before its answer: %s", exc)
-                return
+
+        async def answer() -> None:
+            await ari.set_variable(channel_id, "PHONEMFA_OUTCOME", outcome)
+            await ari.set_variable(channel_id, "PHONEMFA_CALL_ID", call_id)
+            await ari.set_variable(channel_id, "PHONEMFA_REASON", reason or "")
+            await ari.continue_in_dialplan(channel_id)
+
+        # Unanswered, the caller waits in Stasis, in silence, for good (found by review).
+        try:
+            await self._asking_again(answer)
+            return
+        except AriUnavailable:
+            pass
+        except AriError as exc:
+            log.info("dialplan entry channel went away before its answer: %s", exc)
+            return
         log.warning("Asterisk did not take a dialplan entry's answer: given at the next connect")
         if call_id:  # the sweep of the next connection gives it (_on_connected)
             self._entries[channel_id] = call_id
@@ -899,19 +905,25 @@ class CallService:
             flow.stop(Outcome.CANCELLED, "caller_hung_up")
 
     async def _hangup_quietly(self, channel_id: str) -> bool:
-        """Hang up, trying again when Asterisk did not answer; True once it said done."""
-        # A loaded Asterisk can time out a request it carries out anyway: try again, or the
-        # channel stays in Stasis, Down, with nobody to end it.
-        for delay in (1, 2, None):
+        """Hang up, trying again when Asterisk did not answer; True once it said done.
+        Unanswered, the channel stays in Stasis, Down, with nobody to end it."""
+        try:
+            return await self._asking_again(lambda: self.engine.ari.hangup(channel_id))
+        except AriError:
+            return False
+
+    async def _asking_again(self, request: Callable[[], Awaitable[T]]) -> T:
+        """`request()`, asked again after 1 s and 2 s while Asterisk does not answer it (a
+        loaded Asterisk can time out a request it carries out anyway) and we are connected;
+        raises the last AriUnavailable then."""
+        for delay in (1, 2):
             try:
-                return await self.engine.ari.hangup(channel_id)
+                return await request()
             except AriUnavailable:
-                if delay is None or not self.engine.connected:
-                    return False
+                if not self.engine.connected:
+                    raise
                 await asyncio.sleep(delay)
-            except AriError:
-                return False
-        return False
+        return await request()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

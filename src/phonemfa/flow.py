@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from phonemfa.answers import Answers, Next, Read, Verdict
 from phonemfa.ari import (
@@ -99,6 +99,7 @@ VOICEMAIL_MARK = "phonemfa_voicemail"
 # came (Asterisk sends it on release) is a person's, and may begin a fraud report.
 VOICEMAIL_KEY_GRACE = 0.3
 VOICEMAIL_HANG_UP = "PhonemfaVoicemailHangUp"
+T = TypeVar("T")
 # How each decision of the answers ends the call: its outcome, reason and closing words.
 _CLOSINGS = {
     Verdict.APPROVE: (Outcome.APPROVED, None, MessageType.SUCCESS),
@@ -508,14 +509,12 @@ class CallFlow:
                 case Wait(seconds):
                     await self._idle(seconds)
                 case Digits(digits, duration_ms, gap_ms):
-                    try:
-                        await self.ari.send_dtmf(
+                    # An attendant may hang up as the digits go: not our failure.
+                    await self._on_channel(
+                        self.ari.send_dtmf(
                             self.channel_id, digits, duration_ms=duration_ms, between_ms=gap_ms
                         )
-                    except (AriNotFound, AriConflict, AriPreconditionFailed) as exc:
-                        # An attendant that hangs up as the digits go: not our failure.
-                        await self._channel_check(refused=not isinstance(exc, AriNotFound))
-                        raise
+                    )
                     # ARI returns at once; the tones take this long to go out.
                     await self._idle(len(digits) * (duration_ms + gap_ms) / 1000)
         extension = plan.extension or ""
@@ -775,13 +774,9 @@ class CallFlow:
         self._playback_state = None
         self.router.add_playback(playback_id, self.mailbox)
         try:
-            try:
-                await self.ari.play(
-                    self.channel_id, playback_id, prompt.media, lang=prompt.language
-                )
-            except (AriNotFound, AriConflict, AriPreconditionFailed) as exc:
-                await self._channel_check(refused=not isinstance(exc, AriNotFound))
-                raise
+            await self._on_channel(
+                self.ari.play(self.channel_id, playback_id, prompt.media, lang=prompt.language)
+            )
             if guard is not None:
                 self._next_prompt_guard = None
                 guard_end = self._loop.time() + guard
@@ -1057,6 +1052,15 @@ class CallFlow:
                     data["playback_gone"] = True
         data.setdefault("channel", {"id": channel_id})
         mailbox.put_nowait(synthetic(RESYNC_EVENT, channel_id, **data))
+
+    async def _on_channel(self, request: Awaitable[T]) -> T:
+        """A request about our channel; when Asterisk answers as if the channel were gone
+        or going (404, 409, 412), HungUp if it is (`_channel_check`), else that error."""
+        try:
+            return await request
+        except (AriNotFound, AriConflict, AriPreconditionFailed) as exc:
+            await self._channel_check(refused=not isinstance(exc, AriNotFound))
+            raise
 
     async def _channel_check(self, *, refused: bool = False) -> None:
         """A request about our channel failed as if it were gone: is it? Raises HungUp if

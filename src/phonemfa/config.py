@@ -863,7 +863,7 @@ def _float_or_text(loader: yaml.SafeLoader, node: yaml.Node) -> float | str:
     # ".inf") stays text: a text field keeps it as written, a number field parses it itself.
     assert isinstance(node, yaml.ScalarNode)
     value = loader.construct_yaml_float(node)
-    return value if repr(value) == node.value else str(node.value)
+    return value if repr(value) == node.value else node.value
 
 
 _Loader.add_constructor("tag:yaml.org,2002:float", _float_or_text)

@@ -253,11 +253,11 @@ async def run(
     cause: int = 17,
     fail_playbacks: bool = False,
     connection: Connection | None = None,
-    fake_class: type[FakeAsterisk] | None = None,
+    fake_class: type[FakeAsterisk] = FakeAsterisk,
 ) -> tuple[Outcome, str | None, FakeAsterisk, Recorder]:
     settings = settings or tenant()
     router = EventRouter()
-    fake = (fake_class or FakeAsterisk)(router, answer=answer, cause=cause)
+    fake = fake_class(router, answer=answer, cause=cause)
     fake.fail_playbacks = fail_playbacks
     recorder = Recorder()
     if script is not None:

@@ -31,7 +31,7 @@ class Verdict(enum.Enum):
     ASK_AGAIN = "ask_again"  # `Next` says with which prompt
     EVENTS_LOST = "events_lost"  # wait for ARI's events to come back, then ask again
     # The last wrong entry: read its tail (keys still on their way, dropped as they come),
-    # then `Answers.after_tail` says FRAUD or DENY.
+    # then `Answers.after_tail` says FRAUD, DENY, or one prompt more for a fraud code begun.
     LAST_TAIL = "last_tail"
 
 
@@ -178,10 +178,19 @@ class Answers:
             dropped=r.past,
         )
 
-    def after_tail(self, dropped: str) -> Verdict:
+    def after_tail(self, dropped: str) -> Next:
         """After the last wrong entry's tail (LAST_TAIL), with the keys dropped since the
-        read: "1#0#" typed at once reports fraud at the last attempt as at the others."""
-        return Verdict.FRAUD if self.ends_in_fraud(dropped, not_heard=True) else Verdict.DENY
+        read: "1#0#" typed at once reports fraud at the last attempt as at the others. A tail
+        that ends in the fraud code's start ("1#", "0", a pause to find '#') gets one prompt
+        more for its end, as an entry "0" at the last attempt does (found by review: the
+        '#' came during the denial and the report was lost); the tail is kept for it."""
+        if self.ends_in_fraud(dropped, not_heard=True):
+            return Next(Verdict.FRAUD)
+        lead = dropped.rsplit("#", 1)[-1]
+        start = "" if "#" in dropped else self.fraud_started
+        if self.wrong <= self.attempts and self.fraud_start(start, lead):
+            return Next(Verdict.ASK_AGAIN, retry=True, guard=True, dropped=dropped)
+        return Next(Verdict.DENY)
 
     def ends_in_fraud(self, dropped: str, not_heard: bool) -> bool:
         """Do the keys a guard dropped since the last read hold a fraud report? A fraud

@@ -80,6 +80,10 @@ MAX_ENTRY = 12
 # in a busy loop: Asterisk's clock was set back, and the lag is learnt again from it.
 KEY_LAG_WINDOW = 15.0
 KEY_LATE_LIMIT = 3.0
+# ARI tells of a key when it is released, with how long it was held: a guard judges a key by
+# when it went down. A held time past this (a gateway's odd figure) counts as this much, so
+# that it cannot drop keys pressed long after a guard.
+KEY_HELD_LIMIT = 2.0
 RESYNC_EVENT = "PhonemfaResync"
 # Voicemail (direct calls, calls.voicemail_detection). Talk detection on our channel: a talk
 # ends VOICEMAIL_SILENCE_MS after its last sound, so the pauses of a person's "Hello? ...
@@ -616,7 +620,8 @@ class CallFlow:
                     await self._events_lost("prompting")
                 elif verdict is Verdict.LAST_TAIL:
                     await self._read_tail()
-                    verdict = answers.after_tail(self._dropped)
+                    then = answers.after_tail(self._dropped)
+                    self._dropped, verdict = then.dropped, then.verdict
                 if verdict in _CLOSINGS:
                     outcome, reason, words = _CLOSINGS[verdict]
                     if verdict is Verdict.NO_INPUT and self._voicemail:
@@ -872,7 +877,10 @@ class CallFlow:
             self._forget_talk()
             digit = event.digit
             shown = "*" if self._masking_keys and digit != "#" else digit
-            if self._next_prompt_guard is not None or pressed < self._keys_ignored_until:
+            # Pressed in a guard and released after it is still pressed in it: the second
+            # '#' of a "##" held through the greeting's guard would approve (found by review).
+            down = pressed - min(event.duration_ms / 1000, KEY_HELD_LIMIT)
+            if self._next_prompt_guard is not None or down < self._keys_ignored_until:
                 tail_end = now + self.calls.inter_digit_timeout
                 self._keys_ignored_until = max(self._keys_ignored_until, tail_end)
                 self._dropped += digit

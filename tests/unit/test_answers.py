@@ -140,8 +140,46 @@ def test_the_last_wrong_entry_reads_its_tail_before_the_denial() -> None:
     assert a.last_entry is True
     last = a.read(heard("3#"))
     assert (last.verdict, last.count) == (Verdict.LAST_TAIL, 3)
-    assert a.after_tail("") is Verdict.DENY
-    assert a.after_tail("4#0#") is Verdict.FRAUD  # "3#4#0#" typed at once
+    assert a.after_tail("").verdict is Verdict.DENY
+    assert a.after_tail("4#").verdict is Verdict.DENY
+    assert a.after_tail("4#0#").verdict is Verdict.FRAUD  # "3#4#0#" typed at once
+
+
+def test_a_tail_ending_in_the_fraud_code_s_start_gets_one_prompt_more() -> None:
+    # "3#" at the last attempt, then "0" and a pause past the tail's to find '#' (found by
+    # review: the '#' came during the denial). The "0" is kept: with the '#' that follows
+    # before the prompt is heard whole, it is "0#".
+    a = answers()
+    a.read(heard("1#"))
+    a.read(heard("2#"))
+    assert a.read(heard("3#")).verdict is Verdict.LAST_TAIL
+    then = a.after_tail("0")
+    assert (then.verdict, then.retry, then.guard, then.dropped) == (
+        Verdict.ASK_AGAIN,
+        True,
+        True,
+        "0",
+    )
+    assert a.read(during("#", dropped=then.dropped)).verdict is Verdict.FRAUD
+    # A '#' after the prompt heard whole answers it, as after a "0" entry at the last attempt.
+    a = answers(attempts=1)
+    a.read(heard("3#"))
+    assert a.read(heard("#", dropped=a.after_tail("4#0").dropped)).verdict is Verdict.APPROVE
+    # Once: another wrong entry and the same tail are denied.
+    a = answers(attempts=1)
+    a.read(heard("3#"))
+    kept = a.after_tail("0").dropped
+    assert a.read(during("5#", dropped=kept)).verdict is Verdict.LAST_TAIL
+    assert a.after_tail("0").verdict is Verdict.DENY
+    # A code "99#": "9" begins it; "8" does not.
+    a = answers(fraud="99#", attempts=1)
+    a.read(heard("3#"))
+    assert a.after_tail("9").verdict is Verdict.ASK_AGAIN
+    assert a.after_tail("8").verdict is Verdict.DENY
+    # Fraud reporting off: nothing begins a code.
+    a = answers(fraud=None, attempts=1)
+    a.read(heard("3#"))
+    assert a.after_tail("0").verdict is Verdict.DENY
 
 
 def test_a_fraud_start_at_the_last_attempt_gets_one_prompt_more() -> None:

@@ -651,6 +651,60 @@ async def test_a_key_pressed_in_the_greeting_guard_and_handled_after_it_is_dropp
     assert rec.count("key_ignored") == 1
 
 
+@pytest.mark.parametrize("phone", [EXTENSION, OPERATOR])
+async def test_a_key_held_down_from_inside_the_greeting_guard_is_dropped(phone: str) -> None:
+    # ARI tells of a key when it is released: the second '#' of a "##" at the switchboard
+    # prompt, down 0.1 s into the greeting and up at 0.6 s (held 500 ms), came after the
+    # 0.5 s guard by its timestamp and approved a greeting nobody heard (found by review).
+    prompt = "extension_prompt" if phone == EXTENSION else "operator_prompt"
+
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == prompt and details["attempt"] == 1:
+            fake.press("#")
+        if event == "prompting" and rec.count("prompting") == 1:
+            fake.later(0.6, lambda: fake.emit("ChannelDtmfReceived", digit="#", duration_ms=500))
+
+    calls = {**TINY, "greeting_key_guard": 0.5, "first_digit_timeout": 1}
+    got, reason, _, rec = await run(phone, script, settings=tenant(calls=calls))
+    assert (got, reason) == (Outcome.NO_INPUT, "no_key_pressed")
+    assert rec.count("key_ignored") == 1
+
+
+async def test_a_key_held_down_from_inside_the_retry_guard_is_its_tail() -> None:
+    # A wrong entry "1", then a '#' down 0.05 s into the retry prompt and up 0.3 s later: the
+    # late tail the retry guard is there for, not a new answer.
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "prompting" and rec.count("prompting") == 1:
+            fake.press("1")
+        elif event == "wrong_input":
+            fake.later(0.35, lambda: fake.emit("ChannelDtmfReceived", digit="#", duration_ms=300))
+
+    settings = tenant(calls={**TINY, "retry_key_guard": 0.2, "first_digit_timeout": 1})
+    got, _, _, rec = await run(MOBILE, script, settings=settings)
+    assert got is not Outcome.APPROVED
+    assert rec.count("key_ignored") == 1
+
+
+@pytest.mark.parametrize("held_ms", [150, 600_000])
+async def test_a_key_pressed_after_the_guard_counts_however_long_it_was_held(
+    held_ms: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Down after the guard: it counts. A gateway's absurd held time (ten minutes) counts
+    # as KEY_HELD_LIMIT at most, so it cannot push a key back into a guard long past.
+    monkeypatch.setattr(flow_module, "KEY_HELD_LIMIT", 0.3)
+
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "prompting" and rec.count("prompting") == 1:
+            fake.later(
+                0.6, lambda: fake.emit("ChannelDtmfReceived", digit="#", duration_ms=held_ms)
+            )
+
+    calls = {**TINY, "greeting_key_guard": 0.2, "first_digit_timeout": 1}
+    got, _, _, rec = await run(MOBILE, script, settings=tenant(calls=calls))
+    assert got is Outcome.APPROVED
+    assert rec.count("key_ignored") == 0
+
+
 async def test_a_key_handled_late_after_the_guard_still_approves() -> None:
     # The same hold-up for a key pressed after the guard: it counts.
     def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
@@ -2211,6 +2265,54 @@ async def test_a_fraud_code_right_after_the_last_wrong_entry_is_not_lost(attempt
 
     got, reason, _, rec = await run(MOBILE, script, settings=settings)
     assert got is Outcome.FRAUD_REPORTED, (got, reason, _r4_dump(rec))
+
+
+@pytest.mark.parametrize("attempts", [1, 2])
+async def test_a_fraud_code_split_by_a_pause_after_the_last_wrong_entry_is_not_lost(
+    attempts: int,
+) -> None:
+    # "1#" at the last attempt, "0" at once (its tail), then '#' after a pause past the
+    # inter-digit time-out: at an earlier attempt the "0" carries into the next entry and
+    # "0#" reports fraud; at the last one the call was denied, the '#' coming during the
+    # denial (found by review). Now one prompt more, and the '#' as it starts.
+    calls = {
+        **TINY,
+        "attempts": attempts,
+        "retry_key_guard": 0.2,
+        "inter_digit_timeout": 0.2,
+        "first_digit_timeout": 1,
+    }
+
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        prompts = rec.count("prompting")
+        if event == "wrong_input" and details["count"] == attempts:
+            fake.later(0.05, lambda: fake.emit("ChannelDtmfReceived", digit="0"))
+        elif event == "prompting" and prompts == 1:
+            fake.press("1#")
+        elif event == "prompting" and prompts <= attempts:  # after the retry guard
+            fake.later(0.3, lambda: fake.press("1#"))
+        elif event == "prompting":
+            fake.later(0.02, lambda: fake.emit("ChannelDtmfReceived", digit="#"))
+
+    got, reason, _, rec = await run(MOBILE, script, settings=tenant(calls=calls))
+    assert (got, reason) == (Outcome.FRAUD_REPORTED, None), _r4_dump(rec)
+
+
+async def test_a_wrong_entry_after_the_extra_prompt_is_denied() -> None:
+    # The extra prompt is given once: "1#", "0" (tail), then "5#" and "0" again: denied.
+    calls = {**TINY, "attempts": 1, "retry_key_guard": 0.2, "inter_digit_timeout": 0.2}
+
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "wrong_input":
+            fake.later(0.05, lambda: fake.emit("ChannelDtmfReceived", digit="0"))
+        elif event == "prompting" and rec.count("prompting") == 1:
+            fake.press("1#")
+        elif event == "prompting":  # after the retry guard
+            fake.later(0.3, lambda: fake.press("5#"))
+
+    got, reason, _, rec = await run(MOBILE, script, settings=tenant(calls=calls))
+    assert (got, reason) == (Outcome.DENIED, "wrong_input"), _r4_dump(rec)
+    assert rec.count("wrong_input") == 2
 
 
 # --- found by a fifth review: the last attempt's tail, a stale prompt flag, keys past an entry -

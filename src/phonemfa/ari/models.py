@@ -76,6 +76,14 @@ class Event:
         return str(self.data.get("digit", ""))
 
     @property
+    def duration_ms(self) -> int:
+        """How long a key was held (ChannelDtmfReceived); 0 when absent or unreadable."""
+        try:
+            return max(0, int(self.data.get("duration_ms", 0)))
+        except (TypeError, ValueError):
+            return 0
+
+    @property
     def cause(self) -> int:
         return int(self.data.get("cause", 0))
 

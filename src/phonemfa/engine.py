@@ -338,6 +338,13 @@ class Engine:
             # Calls still waiting for a line go on waiting: the new Asterisk will take them.
             stopped = self.stop_all(Outcome.INTERRUPTED, "asterisk_restarted", dialled=True)
             log.warning("Asterisk restarted: %d call(s) in progress interrupted", stopped)
+            # A call in its closing words keeps its outcome (`stop` lets it finish), but its
+            # channel went with the old Asterisk and no event will say so: told now, not
+            # after its prompt's time-out (2 min holding a line; found by review).
+            closing = [
+                f for f in self.flows.values() if f.dialled and f.outcome is not None
+            ]
+            await asyncio.gather(*(f.resync() for f in closing), return_exceptions=True)
             return
         self.resyncs += 1
         flows = [f for f in self.flows.values() if f.dialled]

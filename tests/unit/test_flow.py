@@ -26,6 +26,7 @@ from phonemfa.ari import (
     EventRouter,
 )
 from phonemfa.config import Config, DialProfile, TenantSettings
+from phonemfa.engine import Engine
 from phonemfa.flow import CallFlow, CallRequest, Stopped
 from phonemfa.lines import Lines
 from phonemfa.numbers import parse_number
@@ -1188,6 +1189,41 @@ async def test_a_prompt_whose_end_was_lost_while_disconnected_ends_at_the_resync
     outcome = await asyncio.wait_for(flow.run(), 3)  # no key: no_input after two greetings
     assert errors == []
     assert (outcome, flow.reason) == (Outcome.NO_INPUT, "no_key_pressed")
+
+
+async def test_an_asterisk_restart_during_the_closing_words_ends_the_call_at_once() -> None:
+    # Found by review: the outcome is decided and its closing words play when Asterisk dies
+    # (no event gets out), then comes back. A restart stops calls, but one already decided
+    # is left to finish, and no event would ever come: the call held its line until its
+    # prompt's time-out (2 min, here max_duration's 10 s).
+    class Crashing(FakeAsterisk):
+        async def play(
+            self, channel_id: str, playback_id: str, media: Any, lang: str | None = None
+        ) -> dict[str, Any]:
+            answer = await super().play(channel_id, playback_id, media, lang)
+            if any("success" in m for m in media):  # Asterisk is gone: nothing more comes
+                self.gone, self.playing = True, None
+                self.later = lambda delay, fn: None  # type: ignore[method-assign]
+            return answer
+
+    lines = Lines(1, 300)
+    flow, fake, recorder = _bare_flow(fake_class=Crashing, lines=lines)
+    engine = Engine(CONFIG)
+    engine.ari = fake  # type: ignore[assignment]
+    engine.flows["c"] = flow
+
+    def script(event: str, details: dict[str, Any]) -> None:
+        if event == "prompting":
+            fake.press("#")
+
+    recorder.on_step = script
+    task = asyncio.create_task(flow.run())
+    async with asyncio.timeout(3):
+        while not fake.gone:
+            await asyncio.sleep(0.01)
+    await engine._resync(2, restarted=True)  # the reconnect saw a new start time
+    assert await asyncio.wait_for(task, 3) is Outcome.APPROVED
+    assert lines.in_use == 0
 
 
 async def test_a_resync_snapshot_older_than_the_answer_does_not_undo_it() -> None:

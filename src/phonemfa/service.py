@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from phonemfa.ari import AriError, AriUnavailable, Event
+from phonemfa.ari import AriError, AriNotFound, AriUnavailable, Event
 from phonemfa.calls import CallRefused, prepare_call
 from phonemfa.config import Config, TenantSettings, UnknownTenantError
 from phonemfa.engine import Engine, log_failure
@@ -77,6 +77,11 @@ SEED_HORIZON = 86400.0
 DIALPLAN_ENTRY = "verify"
 # How far back a dialplan entry found in Stasis at connect time is looked for among ended calls.
 ENTRY_HORIZON = 86400.0
+# A request Asterisk did not answer (`_asking_again`) is asked again after each of these.
+REQUEST_RETRY_PAUSES = (1.0, 2.0)
+# A dialplan entry's answer Asterisk did not take (it timed out the requests while connected):
+# asked again after each of these pauses, and by every connect's sweep.
+ENTRY_ANSWER_RETRIES = (5.0, 10.0, 20.0, 30.0, 60.0, 60.0, 60.0, 60.0)
 
 
 class ServiceUnavailable(Exception):
@@ -776,6 +781,7 @@ class CallService:
         except AriError as exc:
             log.warning("cannot list our channels: %s", exc)
             return
+        await self._entries_gone_meanwhile(set(app.get("channel_ids", [])))
         owned = {flow.channel_id for flow in self.engine.flows.values()}
         # Dialplan entries whose call is still going (or still starting: "") are owned.
         owned |= {cid for cid, call in self._entries.items() if not call or call in self.live}
@@ -799,6 +805,25 @@ class CallService:
                 continue
             if await self._hangup_quietly(channel_id):
                 log.info("hung up a channel no call owns (left by an earlier run)")
+
+    async def _entries_gone_meanwhile(self, listed: set[str]) -> None:
+        """Dialplan callers who hung up while we were away (their StasisEnd lost with the
+        connection, or Asterisk restarted) cancel their calls now: else the user is rung,
+        and may approve, for a caller nobody waits for (found by review); an entry whose
+        call has ended is forgotten. Asterisk lists a channel in our app only just after
+        its StasisStart: one not listed is asked for."""
+        for channel_id, call_id in list(self._entries.items()):
+            if channel_id in listed:
+                continue
+            try:
+                await self.engine.ari.get_channel(channel_id)
+            except AriNotFound:
+                if self._entries.get(channel_id) == call_id:
+                    if call_id in self.live:
+                        log.info("call %s: its dialplan caller hung up while we were away", call_id)
+                    self._entry_gone(channel_id)
+            except AriError:
+                pass  # not known now: its hang-up, or the next connect, tells
 
     # --- the dialplan entry: Stasis(phonemfa,verify,NUMBER[,USER[,TENANT]]) ----------------
     def _on_unrouted(self, event: Event) -> None:
@@ -870,9 +895,16 @@ class CallService:
         await self._continue_entry(channel_id, record.outcome or "", record.id, record.reason)
 
     async def _continue_entry(
-        self, channel_id: str, outcome: str, call_id: str, reason: str | None
+        self,
+        channel_id: str,
+        outcome: str,
+        call_id: str,
+        reason: str | None,
+        *,
+        later: bool = True,
     ) -> None:
-        """Hand the dialplan its answer: PHONEMFA_OUTCOME, PHONEMFA_CALL_ID, then go on."""
+        """Hand the dialplan its answer: PHONEMFA_OUTCOME, PHONEMFA_CALL_ID, then go on.
+        Not taken, it is kept for the next connect and, with `later`, asked again meanwhile."""
         self._entries.pop(channel_id, None)
         ari = self.engine.ari
 
@@ -891,11 +923,33 @@ class CallService:
         except AriError as exc:
             log.info("dialplan entry channel went away before its answer: %s", exc)
             return
-        log.warning("Asterisk did not take a dialplan entry's answer: given at the next connect")
-        if call_id:  # the sweep of the next connection gives it (_on_connected)
+        if call_id:  # the sweep of the next connection gives it too (_on_connected)
             self._entries[channel_id] = call_id
+            if later:
+                log.warning("Asterisk did not take a dialplan entry's answer: asked again")
+                self._spawn(self._answer_entry_later(channel_id, call_id))
         else:  # refused: there is no record to give it from; not left waiting in silence
+            log.warning("Asterisk did not take a dialplan entry's answer: hung up")
             await self._hangup_quietly(channel_id)
+
+    async def _answer_entry_later(self, channel_id: str, call_id: str) -> None:
+        """A connection that stays up has no connect sweep to give the answer: asked again
+        after each pause, until taken or the entry is no longer ours (answered by a sweep,
+        or its caller gone). Unanswered, the caller waits in silence (found by review)."""
+        for pause in ENTRY_ANSWER_RETRIES:
+            await asyncio.sleep(pause)
+            if self._entries.get(channel_id) != call_id:
+                return
+            if not self.engine.connected:
+                continue  # the next connect's sweep gives it
+            record = await self.store.get_call(call_id)
+            if record is None or self._entries.pop(channel_id, None) is None:
+                return
+            outcome, reason = record.outcome or "", record.reason
+            await self._continue_entry(channel_id, outcome, call_id, reason, later=False)
+            if channel_id not in self._entries:
+                return  # taken, or the channel is gone
+        log.warning("a dialplan entry's answer is left to the next connect")
 
     def _entry_gone(self, channel_id: str) -> None:
         """The channel that asked for a verification hung up: cancel that verification."""
@@ -913,10 +967,10 @@ class CallService:
             return False
 
     async def _asking_again(self, request: Callable[[], Awaitable[T]]) -> T:
-        """`request()`, asked again after 1 s and 2 s while Asterisk does not answer it (a
-        loaded Asterisk can time out a request it carries out anyway) and we are connected;
-        raises the last AriUnavailable then."""
-        for delay in (1, 2):
+        """`request()`, asked again after each of REQUEST_RETRY_PAUSES while Asterisk does
+        not answer it (a loaded Asterisk can time out a request it carries out anyway) and
+        we are connected; raises the last AriUnavailable then."""
+        for delay in REQUEST_RETRY_PAUSES:
             try:
                 return await request()
             except AriUnavailable:

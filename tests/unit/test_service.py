@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from phonemfa.ari import AriUnavailable, Event
+import phonemfa.service as service_module
+from phonemfa.ari import AriNotFound, AriUnavailable, Event
 from phonemfa.config import Config
 from phonemfa.numbers import parse_number
 from phonemfa.outcomes import Outcome
@@ -412,6 +413,12 @@ class _EntryAri:
     async def get_application(self) -> dict[str, Any]:
         return {"channel_ids": self.channels}
 
+    async def get_channel(self, channel_id: str) -> dict[str, Any]:
+        self.requests.append(("get", channel_id))
+        if channel_id not in self.channels:
+            raise AriNotFound("GET", f"/channels/{channel_id}", 404, "Channel not found")
+        return {"id": channel_id}
+
     async def hangup(self, channel_id: str) -> bool:
         self.requests.append(("hangup", channel_id))
         return True
@@ -452,6 +459,26 @@ async def test_an_answer_asterisk_did_not_take_is_given_at_the_next_connect(
         assert ari.requests[-1] == ("continue", "entry-1")
 
 
+async def test_an_answer_asterisk_did_not_take_is_asked_again_while_connected(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by review: a loaded Asterisk timed out the answer's requests while the websocket
+    # stayed up; only a connect's sweep asked again, so the caller waited in silence.
+    monkeypatch.setattr(service_module, "ENTRY_ANSWER_RETRIES", (0.01, 0.01, 0.01))
+    monkeypatch.setattr(service_module, "REQUEST_RETRY_PAUSES", (0.01, 0.01))
+    call = record("c1", origin="dialplan", origin_channel="entry-1", outcome="denied")
+    async with _entries_served(tmp_path, ["entry-1"], timeouts=5, calls=(call,)) as (service, ari):
+        monkeypatch.setattr(type(service.engine), "connected", property(lambda _: True))
+        service._entries["entry-1"] = "c1"
+        await service._release_entry(call)  # three tries, all timed out
+        async with asyncio.timeout(5):
+            while ("continue", "entry-1") not in ari.requests:
+                await asyncio.sleep(0.01)
+        assert "entry-1" not in service._entries
+        assert ari.requests.count(("continue", "entry-1")) == 1
+        assert ari.requests[-4] == ("set", "entry-1", "PHONEMFA_OUTCOME", "denied")
+
+
 async def test_an_entry_whose_call_ended_before_a_kill_gets_its_answer(tmp_path: Path) -> None:
     # The previous run recorded the outcome and was killed before answering the dialplan:
     # the caller is still in Stasis when the next run connects.
@@ -465,6 +492,63 @@ async def test_an_entry_whose_call_ended_before_a_kill_gets_its_answer(tmp_path:
         assert ("continue", "entry-1") in ari.requests
         assert ("hangup", "entry-1") not in ari.requests
         assert ("hangup", "stray") in ari.requests  # no call of ours asked for it
+
+
+@pytest.mark.parametrize("still_there", [False, True])
+async def test_an_entry_that_hung_up_while_we_were_away_cancels_its_call(
+    tmp_path: Path, still_there: bool
+) -> None:
+    # Found by review: the caller in the dialplan hangs up while the websocket is down (its
+    # StasisEnd and ChannelDestroyed lost); after the reconnect its call went on, ringing the
+    # user for a caller nobody waits for. One not yet listed in our app but still there is
+    # left be.
+    db = tmp_path / "phonemfa.db"
+    store = await Store.open(db)
+    service = CallService(_config(db), store)
+    service.accepting = True
+    ari = _EntryAri(["entry-1", "entry-2"])
+    service.engine.ari = ari  # type: ignore[assignment]
+    flows: dict[str, _WaitingFlow] = {}
+
+    def make_flow(request: Any, observer: Any, **_: Any) -> _WaitingFlow:
+        flow = flows[request.call_id] = _WaitingFlow()
+        service.engine.flows[request.call_id] = flow  # type: ignore[assignment]
+        return flow
+
+    service.engine.flow = make_flow  # type: ignore[method-assign]
+    try:
+        for channel in ("entry-1", "entry-2"):
+            service._on_unrouted(
+                Event(
+                    {
+                        "type": "StasisStart",
+                        "channel": {"id": channel},
+                        "args": ["verify", "+1 425 555 0100", f"user-{channel}"],
+                    }
+                )
+            )
+        async with asyncio.timeout(5):
+            while len(flows) < 2 or "" in service._entries.values():
+                await asyncio.sleep(0.01)
+        calls = dict(service._entries)
+        ari.channels = ["entry-2"] + (["entry-1"] if still_there else [])
+        listed = ["entry-2"]  # entry-1 is not in our app's list
+        ari.get_application = lambda: _listed(listed)  # type: ignore[method-assign]
+        await service._on_connected(2, False)
+        gone = flows[calls["entry-1"]].stopped
+        assert gone == ([] if still_there else [(Outcome.CANCELLED, "caller_hung_up")])
+        assert ("entry-1" in service._entries) is still_there
+        assert flows[calls["entry-2"]].stopped == []
+        assert ("get", "entry-2") not in ari.requests  # listed: not asked for
+    finally:
+        for flow in flows.values():
+            flow.stop(Outcome.CANCELLED, "test over")
+        await asyncio.sleep(0.05)
+        await store.close()
+
+
+async def _listed(channels: list[str]) -> dict[str, Any]:
+    return {"channel_ids": channels}
 
 
 class _DiskFull:

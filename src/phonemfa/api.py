@@ -9,6 +9,7 @@ gets a 400 naming it; bodies over `api.max_body_bytes` get 413.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -47,6 +48,7 @@ from phonemfa.service import (
     scoped,
     settings_json,
 )
+from phonemfa.store import StoreUnavailable
 from phonemfa.tollfraud import SlidingWindowLimiter
 from phonemfa.users import canonical_user
 
@@ -150,6 +152,11 @@ async def errors_middleware(
         if exc.status < 400:
             raise
         return error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+    except StoreUnavailable as exc:  # reads, settings, blocks: a full or failing disk
+        log.warning("%s %s: the call store is unavailable: %s", request.method, request.path, exc)
+        resp = error(503, "store_unavailable", "the call store cannot be read or written")
+        resp.headers["Retry-After"] = "5"
+        return resp
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)
         return error(500, "internal_error", "unexpected error; see the service's log")
@@ -420,11 +427,10 @@ async def get_settings(request: web.Request) -> web.Response:
 
 async def put_settings(request: web.Request) -> web.Response:
     """Merge the given settings onto the tenant's current ones (keys not given stay)."""
-    service = _service(request)
     found = _path_tenant(request)
     if isinstance(found, web.Response):
         return found
-    name, current = found
+    name, _ = found
     try:
         patch = await _json_body(request)
     except _Invalid as exc:
@@ -433,6 +439,17 @@ async def put_settings(request: web.Request) -> web.Response:
         return _invalid("(body): must be a JSON object of tenant settings")
     if patch.get("webhook_secret") == "***":  # echoed back from GET: keep the current one
         patch.pop("webhook_secret")
+    # The merge and its checks are made on the settings as they are when the body is in,
+    # one PUT per tenant at a time: merged onto a copy read before a slow body, a tenant's
+    # token put back the countries and limits the operator had just tightened (found by
+    # review), and two PUTs undid each other.
+    async with request.app[SETTINGS_LOCKS_KEY].of(name):
+        return await _put_settings(request, name, patch)
+
+
+async def _put_settings(request: web.Request, name: str, patch: dict[str, Any]) -> web.Response:
+    service = _service(request)
+    current = service.tenants[name]
     merged = _merge(settings_json(current), patch)
     try:
         settings = TenantSettings.model_validate(merged)
@@ -457,6 +474,19 @@ async def put_settings(request: web.Request) -> web.Response:
         fields = [{"field": field, "reason": reason} for field, reason in named]
         return error(400, "prompt_unplayable", str(exc.findings[0]), fields=fields)
     return web.json_response(_tenant_view(name, settings))
+
+
+class SettingsLocks:
+    """One lock per tenant for PUT /v1/tenants/{tenant}/settings."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def of(self, tenant: str) -> asyncio.Lock:
+        return self._locks.setdefault(tenant, asyncio.Lock())
+
+
+SETTINGS_LOCKS_KEY = web.AppKey("settings_locks", SettingsLocks)
 
 
 def _operator_only_changes(tenant: str, current: TenantSettings, new: TenantSettings) -> list[str]:
@@ -566,6 +596,7 @@ def build_app(service: CallService) -> web.Application:
     )
     app[SERVICE_KEY] = service
     app[TOKEN_LIMITS_KEY] = TokenLimits(config.tokens)
+    app[SETTINGS_LOCKS_KEY] = SettingsLocks()
     app.router.add_get("/healthz", healthz)
     app.router.add_post("/v1/calls", start_call)
     app.router.add_get("/v1/calls", list_calls)

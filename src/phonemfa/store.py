@@ -28,6 +28,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 import queue
 import secrets
@@ -685,9 +686,12 @@ def _encode_cursor(created_at: float, call_id: str) -> str:
 def _decode_cursor(cursor: str) -> tuple[float, str]:
     try:
         created_at, call_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        return float(created_at), str(call_id)
-    except (ValueError, TypeError, binascii.Error) as exc:
+        at = float(created_at)
+    except (ValueError, TypeError, OverflowError, binascii.Error) as exc:
         raise ValueError("invalid cursor") from exc
+    if not math.isfinite(at):
+        raise ValueError("invalid cursor")
+    return at, str(call_id)
 
 
 class Store:

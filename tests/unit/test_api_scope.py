@@ -5,6 +5,9 @@ status filter that no call can have."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from phonemfa.api import build_app
 from phonemfa.config import Config
 from phonemfa.service import CallService
-from phonemfa.store import Store
+from phonemfa.store import Store, StoreUnavailable
 
 ALL = {"Authorization": "Bearer operator-token"}
 ACME = {"Authorization": "Bearer acme-token"}
@@ -127,3 +130,59 @@ async def test_an_unknown_status_filter_is_a_400_not_an_empty_list(
     for status in ("approved", "queued", "ringing", "interrupted"):
         resp = await client.get(f"/v1/calls?status={status}", headers=ALL)
         assert resp.status == 200 and (await resp.json())["calls"] == []
+
+
+async def test_a_tenant_s_slow_put_does_not_undo_what_the_operator_changed_meanwhile(
+    client: TestClient[Any, Any],
+) -> None:
+    # Found by review: the tenant's PUT read the settings before its body came, merged onto
+    # that copy and checked against it: the operator's tightened countries and limits were
+    # written back as they were, with a 200.
+    body = json.dumps({"operator_assistance": True}).encode()
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    writer.write(
+        b"PUT /v1/tenants/acme/settings HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer acme-token"
+        b"\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+    )
+    await writer.drain()
+    await asyncio.sleep(0.2)  # the head is in; the body is slow
+    limits = {"per_user": [], "per_number": [], "per_tenant": [{"count": 10, "window": 60}]}
+    status, _ = await put(client, {"allowed_countries": ["US"], "limits": limits}, ALL)
+    assert status == 200
+    writer.write(body)
+    await writer.drain()
+    assert (await reader.read()).startswith(b"HTTP/1.1 200")
+    writer.close()
+    resp = await client.get("/v1/tenants/acme/settings", headers=ALL)
+    settings = (await resp.json())["settings"]
+    assert settings["allowed_countries"] == ["US"]
+    assert settings["limits"]["per_tenant"] == [{"count": 10, "window": 60}]
+    assert settings["operator_assistance"] is True  # the tenant's own change
+
+
+@pytest.mark.parametrize("created_at", ["1" + "0" * 400, "Infinity", "NaN"])
+async def test_a_cursor_with_an_impossible_time_is_a_400(
+    client: TestClient[Any, Any], created_at: str
+) -> None:
+    # Found by review: a time too large for a float was a 500 and a traceback in the log.
+    cursor = base64.urlsafe_b64encode(f'[{created_at}, "x"]'.encode()).decode()
+    resp = await client.get("/v1/calls", params={"cursor": cursor}, headers=ALL)
+    assert resp.status == 400
+    assert (await resp.json())["fields"][0]["field"] == "cursor"
+
+
+async def test_a_store_that_cannot_be_read_is_a_503_not_a_500(
+    client: TestClient[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by review: only starting a call said 503 when the store failed; reads, settings
+    # and blocks answered 500 internal_error.
+    async def failing(*args: Any, **kwargs: Any) -> Any:
+        raise StoreUnavailable("disk I/O error")
+
+    for name in ("get_call", "list_calls", "get_block"):
+        monkeypatch.setattr(Store, name, failing)
+    for path in ("/v1/calls/c1", "/v1/calls", "/v1/users/alice/block?tenant=acme"):
+        resp = await client.get(path, headers=ALL)
+        assert (resp.status, (await resp.json())["error"]) == (503, "store_unavailable"), path
+        assert resp.headers["Retry-After"] == "5"

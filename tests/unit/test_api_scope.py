@@ -186,3 +186,18 @@ async def test_a_store_that_cannot_be_read_is_a_503_not_a_500(
         resp = await client.get(path, headers=ALL)
         assert (resp.status, (await resp.json())["error"]) == (503, "store_unavailable"), path
         assert resp.headers["Retry-After"] == "5"
+
+
+async def test_null_in_a_put_removes_a_setting_a_custom_prompt_among_them(
+    client: TestClient[Any, Any],
+) -> None:
+    # Found by review: no PUT could remove a custom prompt ({} merged to nothing, null was a
+    # 400), and the stored settings outrank the file's: it stayed for good.
+    status, answer = await put(client, {"prompts": {"en": {"greeting": "sound:custom/hi"}}}, ALL)
+    assert status == 200 and answer["settings"]["prompts"]["en"]["greeting"] == "sound:custom/hi"
+    status, answer = await put(client, {"prompts": {"en": {"greeting": None}}}, ALL)
+    assert status == 200 and "greeting" not in answer["settings"]["prompts"].get("en", {})
+    status, answer = await put(client, {"operator_assistance": True}, ALL)
+    assert (status, answer["settings"]["operator_assistance"]) == (200, True)
+    status, answer = await put(client, {"operator_assistance": None}, ALL)
+    assert (status, answer["settings"]["operator_assistance"]) == (200, False)  # its default

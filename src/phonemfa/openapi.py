@@ -243,8 +243,8 @@ def openapi_document() -> dict[str, Any]:
                     },
                 },
                 "put": {
-                    "summary": "Change a tenant's settings (merged onto the current ones; "
-                    "persisted; used from the next call on)",
+                    "summary": "Change a tenant's settings (a JSON merge patch onto the "
+                    "current ones, null removing a key; persisted; used from the next call on)",
                     "requestBody": {"required": True, **_json("TenantSettings")},
                     "responses": {
                         "200": _json("TenantSettingsView", "the settings now in effect"),

@@ -132,9 +132,15 @@ class FieldError:
 
 def field_errors(exc: ValidationError) -> list[FieldError]:
     """The errors of `exc` with readable paths and messages (for the API and files)."""
+    errors = exc.errors(include_url=False, include_input=False)
+    locs = [tuple(p for p in err["loc"] if p != "[key]") for err in errors]
     out = []
-    for err in exc.errors(include_url=False, include_input=False):
-        loc = tuple(p for p in err["loc"] if p != "[key]")
+    for err, loc in zip(errors, locs, strict=True):
+        # A list whose entries are wrong is also "too short" to pydantic (it counts the
+        # entries that passed): "must not be empty" above a list that is not (found by
+        # review). Its entries' errors say what is wrong.
+        if err["type"] == "too_short" and any(o[: len(loc)] == loc and o != loc for o in locs):
+            continue
         out.append(FieldError(_path_text(loc), _message(err, exc.title, loc), loc))
     return out
 
@@ -938,6 +944,9 @@ def _yaml_problem(exc: yaml.MarkedYAMLError) -> tuple[int | None, str]:
     if exc.context in opened and exc.context_mark is not None:
         line = exc.context_mark.line + 1
         return line, f"the {opened[exc.context]} opened here is not closed ({problem})"
+    if exc.context == "while scanning a quoted scalar" and exc.context_mark is not None:
+        # Not where the parser gave up (the end of the file, found by review).
+        return exc.context_mark.line + 1, f"the quote opened here is not closed ({problem})"
     for words, hint in _YAML_HINTS:
         if words in problem:
             problem = f"{hint} ({problem})"
@@ -1012,7 +1021,9 @@ class _Walker:
         self.loader.flatten_mapping(node)  # resolve "<<: *anchor" merges, as construction will
         for key_node, value_node in node.value:
             key = self._key(key_node, path)
-            self.lines.setdefault((*path, key), _line(key_node))
+            # Merged keys come first, the mapping's own after: as in construction, the last
+            # one is the value, and its line the one to show (found by review).
+            self.lines[(*path, key)] = _line(key_node)
             self.walk(value_node, (*path, key))
 
     def _key(self, key_node: yaml.Node, path: _Key) -> Any:

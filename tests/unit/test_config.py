@@ -454,6 +454,52 @@ def test_an_unclosed_bracket_is_reported_where_it_was_opened(
     )
 
 
+@pytest.mark.parametrize("quote", ['"', "'"])
+def test_an_unclosed_quote_is_reported_where_it_was_opened(tmp_path: Path, quote: str) -> None:
+    # Found by review: reported at the end of the file, "unexpected end of stream".
+    text = f"ari:\n  password: {quote}abc\napi:\n  tokens: [t]\ntenants:\n  default: {{}}\n"
+    path = write(tmp_path, text)
+    assert error_of(path).startswith(f"{path}:2: invalid YAML: the quote opened here is not closed")
+
+
+def test_a_wrong_list_entry_is_not_also_an_empty_list(tmp_path: Path) -> None:
+    # Found by review: "api.tokens: must not be empty" came first, for a list of one entry.
+    path = write(
+        tmp_path,
+        """\
+        ari: {password: x}
+        api:
+          tokens:
+            - token: abcdefabcdef
+              tenant: [acme]
+        tenants: {default: {}}
+        """,
+    )
+    message = error_of(path)
+    assert "must not be empty" not in message
+    assert f"{path}:5: api.tokens[0].tenant: unknown key (did you mean 'tenants'?)" in message
+    empty = write(tmp_path, "ari: {password: x}\napi: {tokens: []}\ntenants: {default: {}}\n")
+    assert error_of(empty) == f"{empty}:2: api.tokens: must not be empty"
+
+
+def test_a_key_set_over_a_merge_is_reported_on_its_own_line(tmp_path: Path) -> None:
+    # Found by review: the error pointed at the anchor's key, not the key that set the value.
+    path = write(
+        tmp_path,
+        """\
+        ari: {password: x}
+        api: {tokens: [t]}
+        tenants:
+          default: &base
+            region: FR
+          other:
+            <<: *base
+            region: XX
+        """,
+    )
+    assert error_of(path).startswith(f"{path}:8: tenants.other.region: 'XX' is not")
+
+
 def test_a_bracket_closed_by_the_wrong_one_is_reported_on_its_line(tmp_path: Path) -> None:
     path = write(tmp_path, "ari: {password: x}\napi:\n  tokens: [t, }\ntenants: {default: {}}\n")
     assert error_of(path) == f"{path}:3: invalid YAML: expected the node content, but found '}}'"

@@ -92,6 +92,9 @@ class Answers:
         # Events were lost since a read was last heard whole: a lost key may have begun the
         # fraud code.
         self.lost_start = False
+        # The prompt after the last attempt's tail (`after_tail`) is for the end of the fraud
+        # code alone: anything else read there is a denial, never an approval.
+        self.fraud_only = False
 
     @property
     def last_silence(self) -> bool:
@@ -124,6 +127,8 @@ class Answers:
             self.fraud_started = self.fraud_start(start, lead)
         # Heard whole (else asked again below): what was lost before is answered for.
         was_lost, self.lost_start = self.lost_start, False
+        if self.fraud_only and not r.deaf:
+            return self._after_the_last(r)
         if r.entry is None:
             self.fraud_started = ""  # silence in between: what comes next is a new answer
             self.silent += 1
@@ -182,15 +187,31 @@ class Answers:
         """After the last wrong entry's tail (LAST_TAIL), with the keys dropped since the
         read: "1#0#" typed at once reports fraud at the last attempt as at the others. A tail
         that ends in the fraud code's start ("1#", "0", a pause to find '#') gets one prompt
-        more for its end, as an entry "0" at the last attempt does (found by review: the
-        '#' came during the denial and the report was lost); the tail is kept for it."""
+        more for the code's end (found by review: the '#' came during the denial and the
+        report was lost); the tail is kept for it. That prompt is no attempt more: what is
+        read there reports fraud or denies (a number-matching code guessed there would be a
+        guess past calls.attempts)."""
         if self.ends_in_fraud(dropped, not_heard=True):
             return Next(Verdict.FRAUD)
         lead = dropped.rsplit("#", 1)[-1]
         start = "" if "#" in dropped else self.fraud_started
-        if self.wrong <= self.attempts and self.fraud_start(start, lead):
+        if not self.fraud_only and self.fraud_start(start, lead):
+            self.fraud_only = True
             return Next(Verdict.ASK_AGAIN, retry=True, guard=True, dropped=dropped)
         return Next(Verdict.DENY)
+
+    def _after_the_last(self, r: Read) -> Next:
+        """A read at the prompt `after_tail` gave: the fraud code's end (with the start
+        carried while the prompt was not heard whole), or a denial."""
+        if r.entry is None:
+            return Next(Verdict.DENY)
+        carried = self.fraud_started if r.not_heard else ""
+        if self.fraud_code is not None and self.fraud_code in (r.entry, carried + r.entry):
+            return Next(Verdict.FRAUD)
+        self.wrong += 1
+        return Next(
+            Verdict.DENY, step="wrong_input", count=self.wrong, counted=True, dropped=r.past
+        )
 
     def ends_in_fraud(self, dropped: str, not_heard: bool) -> bool:
         """Do the keys a guard dropped since the last read hold a fraud report? A fraud

@@ -4,6 +4,8 @@ their timings (guards, prompts cut short, lost events)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from phonemfa.answers import Answers, Read, Verdict
 
 
@@ -161,16 +163,26 @@ def test_a_tail_ending_in_the_fraud_code_s_start_gets_one_prompt_more() -> None:
         "0",
     )
     assert a.read(during("#", dropped=then.dropped)).verdict is Verdict.FRAUD
-    # A '#' after the prompt heard whole answers it, as after a "0" entry at the last attempt.
-    a = answers(attempts=1)
-    a.read(heard("3#"))
-    assert a.read(heard("#", dropped=a.after_tail("4#0").dropped)).verdict is Verdict.APPROVE
-    # Once: another wrong entry and the same tail are denied.
-    a = answers(attempts=1)
-    a.read(heard("3#"))
-    kept = a.after_tail("0").dropped
-    assert a.read(during("5#", dropped=kept)).verdict is Verdict.LAST_TAIL
-    assert a.after_tail("0").verdict is Verdict.DENY
+    # That prompt is for the code's end only, no attempt more: a '#' after it was heard
+    # whole, another entry, a silence, all deny.
+    for read in (heard("#"), during("5#"), heard(None)):
+        a = answers(attempts=1)
+        a.read(heard("3#"))
+        then = a.read(replace(read, dropped=a.after_tail("4#0").dropped))
+        assert then.verdict is Verdict.DENY, read
+        assert a.after_tail("0").verdict is Verdict.DENY  # once
+    # With number matching, no guess of the code past calls.attempts (found by review).
+    a = answers(code="42", attempts=3)
+    for guess in ("11#", "12#"):
+        assert a.read(heard(guess)).verdict is Verdict.ASK_AGAIN
+    assert a.read(heard("13#")).verdict is Verdict.LAST_TAIL
+    then = a.after_tail("0")
+    assert then.verdict is Verdict.ASK_AGAIN
+    assert a.read(heard("42#", dropped=then.dropped)).verdict is Verdict.DENY
+    # ... but the fraud report it is there for stands.
+    a = answers(code="42", attempts=1)
+    a.read(heard("13#"))
+    assert a.read(during("#", dropped=a.after_tail("0").dropped)).verdict is Verdict.FRAUD
     # A code "99#": "9" begins it; "8" does not.
     a = answers(fraud="99#", attempts=1)
     a.read(heard("3#"))

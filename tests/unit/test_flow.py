@@ -2335,8 +2335,15 @@ async def test_a_fraud_code_split_by_a_pause_after_the_last_wrong_entry_is_not_l
 
 
 async def test_a_wrong_entry_after_the_extra_prompt_is_denied() -> None:
-    # The extra prompt is given once: "1#", "0" (tail), then "5#" and "0" again: denied.
-    calls = {**TINY, "attempts": 1, "retry_key_guard": 0.2, "inter_digit_timeout": 0.2}
+    # The extra prompt is for the fraud code's end, no attempt more, and given once: "1#",
+    # "0" (its tail), then "5#" and "0" again: denied at once.
+    calls = {
+        **TINY,
+        "attempts": 1,
+        "retry_key_guard": 0.2,
+        "inter_digit_timeout": 0.2,
+        "first_digit_timeout": 1,
+    }
 
     def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
         if event == "wrong_input":
@@ -2348,7 +2355,7 @@ async def test_a_wrong_entry_after_the_extra_prompt_is_denied() -> None:
 
     got, reason, _, rec = await run(MOBILE, script, settings=tenant(calls=calls))
     assert (got, reason) == (Outcome.DENIED, "wrong_input"), _r4_dump(rec)
-    assert rec.count("wrong_input") == 2
+    assert (rec.count("wrong_input"), rec.count("prompting")) == (2, 2)
 
 
 # --- found by a fifth review: the last attempt's tail, a stale prompt flag, keys past an entry -

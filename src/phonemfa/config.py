@@ -1019,10 +1019,17 @@ class _Walker:
                     )
                 first.setdefault(key, _line(key_node))
         self.loader.flatten_mapping(node)  # resolve "<<: *anchor" merges, as construction will
+        seen: set[Any] = set()
         for key_node, value_node in node.value:
             key = self._key(key_node, path)
             # Merged keys come first, the mapping's own after: as in construction, the last
-            # one is the value, and its line the one to show (found by review).
+            # one is the value, and its lines (its own, its entries') the ones to show (found
+            # by review).
+            if key in seen:
+                under = (*path, key)
+                for known in [k for k in self.lines if k[: len(under)] == under]:
+                    del self.lines[known]
+            seen.add(key)
             self.lines[(*path, key)] = _line(key_node)
             self.walk(value_node, (*path, key))
 

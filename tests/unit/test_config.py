@@ -498,6 +498,23 @@ def test_a_key_set_over_a_merge_is_reported_on_its_own_line(tmp_path: Path) -> N
         """,
     )
     assert error_of(path).startswith(f"{path}:8: tenants.other.region: 'XX' is not")
+    # A list's entries too.
+    path = write(
+        tmp_path,
+        """\
+        ari: {password: x}
+        api: {tokens: [t]}
+        tenants:
+          default: &base
+            refused_number_types: [premium_rate]
+          other:
+            <<: *base
+            refused_number_types:
+              - premium_rate
+              - bogus_type
+        """,
+    )
+    assert error_of(path).startswith(f"{path}:10: tenants.other.refused_number_types[1]")
 
 
 def test_a_bracket_closed_by_the_wrong_one_is_reported_on_its_line(tmp_path: Path) -> None:

@@ -531,8 +531,9 @@ def _merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     for key, value in patch.items():
         if value is None:
             out.pop(key, None)
-        elif isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
+        elif isinstance(value, dict):  # onto nothing when there is no object to merge onto
+            found = out.get(key)
+            out[key] = _merge(found if isinstance(found, dict) else {}, value)
         else:
             out[key] = value
     return out

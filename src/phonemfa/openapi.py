@@ -109,6 +109,45 @@ _USER = {"name": "user", "in": "path", "required": True, "schema": {"type": "str
 _AUTH = {"401": _err("no bearer token"), "403": _err("wrong token, or another tenant's")}
 
 
+_STORE = _err("store_unavailable: the call store cannot be read or written (Retry-After)")
+# The operations that read or write the store (POST /v1/calls says its own 503).
+_STORE_USERS = (
+    ("/v1/calls", "get"),
+    ("/v1/calls/{call_id}", "get"),
+    ("/v1/calls/{call_id}", "delete"),
+    ("/v1/tenants/{tenant}/settings", "put"),
+    ("/v1/users/{user}/block", "get"),
+    ("/v1/users/{user}/block", "delete"),
+)
+
+
+def _merge_patch(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings as a PUT takes them: a JSON merge patch (RFC 7396), every key optional,
+    and null removing one (its default then applies): at the top and in `prompts`."""
+    nullable = {"type": "null"}
+    fields = settings["properties"]
+    properties = {key: {"anyOf": [value, nullable]} for key, value in fields.items()}
+    prompts = fields.get("prompts")
+    if prompts is not None:
+        languages = {
+            pattern: {
+                **language,
+                "additionalProperties": {"anyOf": [language["additionalProperties"], nullable]},
+            }
+            for pattern, language in prompts["patternProperties"].items()
+        }
+        per_language = {**prompts, "patternProperties": languages}
+        properties["prompts"] = {"anyOf": [per_language, nullable]}
+    return {
+        "title": "TenantSettingsPatch",
+        "description": "A JSON merge patch onto the tenant's settings: objects merge, null "
+        "removes a key (its default applies), anything else replaces.",
+        "type": "object",
+        "additionalProperties": False,
+        "properties": properties,
+    }
+
+
 @functools.cache
 def openapi_document() -> dict[str, Any]:
     from phonemfa.api import StartCallBody
@@ -129,7 +168,8 @@ def openapi_document() -> dict[str, Any]:
     settings = TenantSettings.model_json_schema(ref_template=REF)
     schemas.update(settings.pop("$defs", {}))
     schemas["TenantSettings"] = settings
-    return {
+    schemas["TenantSettingsPatch"] = _merge_patch(settings)
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "phonemfa",
@@ -245,7 +285,7 @@ def openapi_document() -> dict[str, Any]:
                 "put": {
                     "summary": "Change a tenant's settings (a JSON merge patch onto the "
                     "current ones, null removing a key; persisted; used from the next call on)",
-                    "requestBody": {"required": True, **_json("TenantSettings")},
+                    "requestBody": {"required": True, **_json("TenantSettingsPatch")},
                     "responses": {
                         "200": _json("TenantSettingsView", "the settings now in effect"),
                         "400": _err("invalid settings, naming the field"),
@@ -311,3 +351,6 @@ def openapi_document() -> dict[str, Any]:
             },
         },
     }
+    for path, method in _STORE_USERS:
+        document["paths"][path][method]["responses"]["503"] = _STORE
+    return document

@@ -197,7 +197,32 @@ async def test_null_in_a_put_removes_a_setting_a_custom_prompt_among_them(
     assert status == 200 and answer["settings"]["prompts"]["en"]["greeting"] == "sound:custom/hi"
     status, answer = await put(client, {"prompts": {"en": {"greeting": None}}}, ALL)
     assert status == 200 and "greeting" not in answer["settings"]["prompts"].get("en", {})
+    # On a tenant with no such prompt: nothing to remove, nothing changes.
+    status, answer = await put(client, {"prompts": {"fr": {"greeting": None}}}, ALL)
+    assert status == 200 and answer["settings"]["prompts"].get("fr", {}) == {}
     status, answer = await put(client, {"operator_assistance": True}, ALL)
     assert (status, answer["settings"]["operator_assistance"]) == (200, True)
     status, answer = await put(client, {"operator_assistance": None}, ALL)
     assert (status, answer["settings"]["operator_assistance"]) == (200, False)  # its default
+
+
+async def test_two_puts_for_one_tenant_do_not_undo_each_other(
+    client: TestClient[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Installing a PUT's prompts takes a while (sox, espeak-ng): a second PUT merged onto the
+    # settings from before the first one's write, and wrote them back.
+    update = CallService.update_tenant
+
+    async def slow_update(self: CallService, name: str, settings: Any) -> None:
+        await asyncio.sleep(0.1)
+        await update(self, name, settings)
+
+    monkeypatch.setattr(CallService, "update_tenant", slow_update)
+    results = await asyncio.gather(
+        put(client, {"allowed_countries": ["US"]}, ALL),
+        put(client, {"operator_assistance": True}, ALL),
+    )
+    assert [status for status, _ in results] == [200, 200]
+    resp = await client.get("/v1/tenants/acme/settings", headers=ALL)
+    settings = (await resp.json())["settings"]
+    assert (settings["allowed_countries"], settings["operator_assistance"]) == (["US"], True)

@@ -218,6 +218,7 @@ class CallService:
         self.accepting = False
         self._entries: dict[str, str] = {}  # dialplan entry channel -> its call id
         self._background: set[asyncio.Task[Any]] = set()
+        self._entry_answers: set[asyncio.Task[Any]] = set()  # _answer_entry_later
 
     # --- life cycle ------------------------------------------------------------------
     async def start(self, *, primary: bool = True, leave_cli_calls: bool = False) -> None:
@@ -305,6 +306,10 @@ class CallService:
             )
 
     async def _drain_background(self) -> None:
+        # Answers asked again later wait minutes between tries: the next start's sweep gives
+        # them from the record (the callers wait in Stasis meanwhile).
+        for task in self._entry_answers:
+            task.cancel()
         if self._background:
             await asyncio.wait(list(self._background), timeout=10)
 
@@ -812,9 +817,7 @@ class CallService:
         and may approve, for a caller nobody waits for (found by review); an entry whose
         call has ended is forgotten. Asterisk lists a channel in our app only just after
         its StasisStart: one not listed is asked for."""
-        for channel_id, call_id in list(self._entries.items()):
-            if channel_id in listed:
-                continue
+        async def check(channel_id: str, call_id: str) -> None:
             try:
                 await self.engine.ari.get_channel(channel_id)
             except AriNotFound:
@@ -824,6 +827,9 @@ class CallService:
                     self._entry_gone(channel_id)
             except AriError:
                 pass  # not known now: its hang-up, or the next connect, tells
+
+        unlisted = [(c, call) for c, call in self._entries.items() if c not in listed]
+        await asyncio.gather(*(check(c, call) for c, call in unlisted))
 
     # --- the dialplan entry: Stasis(phonemfa,verify,NUMBER[,USER[,TENANT]]) ----------------
     def _on_unrouted(self, event: Event) -> None:
@@ -927,7 +933,9 @@ class CallService:
             self._entries[channel_id] = call_id
             if later:
                 log.warning("Asterisk did not take a dialplan entry's answer: asked again")
-                self._spawn(self._answer_entry_later(channel_id, call_id))
+                task = self._spawn(self._answer_entry_later(channel_id, call_id))
+                self._entry_answers.add(task)
+                task.add_done_callback(self._entry_answers.discard)
         else:  # refused: there is no record to give it from; not left waiting in silence
             log.warning("Asterisk did not take a dialplan entry's answer: hung up")
             await self._hangup_quietly(channel_id)
@@ -943,13 +951,19 @@ class CallService:
             if not self.engine.connected:
                 continue  # the next connect's sweep gives it
             record = await self.store.get_call(call_id)
-            if record is None or self._entries.pop(channel_id, None) is None:
+            # Still this entry's (a sweep may have answered it meanwhile): it is ours to give.
+            if record is None or self._entries.get(channel_id) != call_id:
                 return
+            del self._entries[channel_id]
             outcome, reason = record.outcome or "", record.reason
             await self._continue_entry(channel_id, outcome, call_id, reason, later=False)
             if channel_id not in self._entries:
                 return  # taken, or the channel is gone
-        log.warning("a dialplan entry's answer is left to the next connect")
+        if self.engine.connected and self._entries.get(channel_id) == call_id:
+            # Minutes of silence: the caller is let go rather than left waiting for good.
+            del self._entries[channel_id]
+            log.warning("a dialplan entry's answer was never taken: hung up")
+            await self._hangup_quietly(channel_id)
 
     def _entry_gone(self, channel_id: str) -> None:
         """The channel that asked for a verification hung up: cancel that verification."""
@@ -979,11 +993,12 @@ class CallService:
                 await asyncio.sleep(delay)
         return await request()
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         task.add_done_callback(log_failure)
+        return task
 
 
 def differing_keys(a: Any, b: Any, path: str = "") -> list[str]:

@@ -479,6 +479,31 @@ async def test_an_answer_asterisk_did_not_take_is_asked_again_while_connected(
         assert ari.requests[-4] == ("set", "entry-1", "PHONEMFA_OUTCOME", "denied")
 
 
+async def test_an_answer_never_taken_lets_the_caller_go_and_a_stop_ends_the_retries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Minutes of silence end in a hang-up, not a caller left waiting for good; a service
+    # stopping does not wait for the tries (the next start's sweep answers).
+    monkeypatch.setattr(service_module, "ENTRY_ANSWER_RETRIES", (0.01, 0.01))
+    monkeypatch.setattr(service_module, "REQUEST_RETRY_PAUSES", (0.01, 0.01))
+    call = record("c1", origin="dialplan", origin_channel="entry-1", outcome="denied")
+    async with _entries_served(tmp_path, ["entry-1"], timeouts=99, calls=(call,)) as (service, ari):
+        monkeypatch.setattr(type(service.engine), "connected", property(lambda _: True))
+        service._entries["entry-1"] = "c1"
+        await service._release_entry(call)
+        async with asyncio.timeout(5):
+            while ("hangup", "entry-1") not in ari.requests:
+                await asyncio.sleep(0.01)
+        assert "entry-1" not in service._entries
+        assert ("continue", "entry-1") not in ari.requests
+        monkeypatch.setattr(service_module, "ENTRY_ANSWER_RETRIES", (60.0,))
+        service._entries["entry-1"] = "c1"
+        await service._release_entry(call)
+        async with asyncio.timeout(5):  # not the 10 s a background task may take
+            await service._drain_background()
+        assert not service._entry_answers
+
+
 async def test_an_entry_whose_call_ended_before_a_kill_gets_its_answer(tmp_path: Path) -> None:
     # The previous run recorded the outcome and was killed before answering the dialplan:
     # the caller is still in Stasis when the next run connects.

@@ -72,7 +72,8 @@ RATE_LIMIT_CODES = frozenset(
     }
 )
 T = TypeVar("T")
-# Velocity windows reach back at most this far when seeding from the store at start-up.
+# Velocity limits are seeded from the store at start-up at least this far back (further for
+# a tenant's longer window).
 SEED_HORIZON = 86400.0
 DIALPLAN_ENTRY = "verify"
 # How far back a dialplan entry found in Stasis at connect time is looked for among ended calls.
@@ -250,8 +251,17 @@ class CallService:
         self.accepting = True
 
     async def _seed_limits(self) -> None:
-        """The velocity limits count the calls of the last day placed before this start."""
-        since = time.time() - SEED_HORIZON
+        """The velocity limits count the calls placed before this start, as far back as the
+        longest window of any tenant's limits (a week's limit is not reset by a restart;
+        found by review), a day at least (a tenant's limits may be changed to a longer
+        window later)."""
+        limits = [settings.limits for settings in self.tenants.values()]
+        windows = [
+            rule.window
+            for lim in limits
+            for rule in (*lim.per_user, *lim.per_number, *lim.per_tenant)
+        ]
+        since = time.time() - max([SEED_HORIZON, *windows])
         self.guard.seed(
             PastCall(tenant, user, number, at, backups)
             for tenant, user, number, at, backups in await self.store.recent_calls(since)

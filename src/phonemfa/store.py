@@ -986,12 +986,14 @@ class Store:
     async def recent_calls(
         self, since: float
     ) -> list[tuple[str, str | None, str, float, tuple[str, ...]]]:
-        """(tenant, user, phone_hash, created_at, backup_hashes) of the calls created since
-        `since`."""
+        """(tenant, user, phone_hash, created_at, backup_hashes) of the calls placed since
+        `since`. A call refused by the policy (no number key: nothing was dialled) is not one:
+        it never counted for the velocity limits, and must not after a restart (found by
+        review: anyone naming a user could lock them out with refused calls)."""
         rows = await self._read(
             lambda c: c.execute(
                 "SELECT tenant, user, phone_hash, created_at, backup_hashes FROM calls"
-                " WHERE created_at >= ? ORDER BY created_at",
+                " WHERE created_at >= ? AND phone_hash != '' ORDER BY created_at",
                 (since,),
             ).fetchall()
         )

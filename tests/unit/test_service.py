@@ -17,7 +17,7 @@ import pytest
 
 import phonemfa.service as service_module
 from phonemfa.ari import AriNotFound, AriUnavailable, Event
-from phonemfa.config import Config
+from phonemfa.config import Config, Limits
 from phonemfa.numbers import parse_number
 from phonemfa.outcomes import Outcome
 from phonemfa.service import CallService, LiveCall, ServiceUnavailable, StartCall
@@ -352,6 +352,38 @@ async def test_backup_numbers_are_on_record_and_still_count_after_a_restart(
         for _ in range(4):
             assert restarted.guard.admit("default", backup, None, now) is None
         refusal = restarted.guard.check("default", backup, None, now)
+        assert refusal is not None and refusal.code is RefusalCode.RATE_LIMITED_NUMBER
+
+
+async def test_after_a_restart_refused_calls_lock_nobody_out_and_long_windows_still_hold(
+    tmp_path: Path,
+) -> None:
+    # Found by review: calls the policy refused (a premium-rate number) counted for the
+    # user's limits once the service restarted; and a week's limit forgot calls older than a
+    # day.
+    config = _config(tmp_path / "phonemfa.db")
+    week = [{"count": 1, "window": 7 * 86400}]
+    limits = {"per_user": [{"count": 2, "window": 86400}], "per_number": week, "per_tenant": []}
+    config.tenants["default"] = config.tenants["default"].model_copy(
+        update={"limits": Limits.model_validate(limits)}
+    )
+    async with _taking_calls(tmp_path, config) as (service, store):
+        for _ in range(3):
+            refused = await service.start_call(StartCall(phone="+1 900 555 0199", user="bob"))
+            assert refused.outcome == "blocked"
+        placed = record(
+            "two-days-ago",
+            user="carol",
+            phone_hash=store.number_key("+14255550130"),
+            created_at=time.time() - 2 * 86400,
+            outcome="approved",
+        )
+        await store.create_call(placed)
+        restarted = CallService(config, store)
+        await restarted._seed_limits()
+        now = time.time()
+        assert restarted.guard.check("default", parse_number("+1 425 555 0140"), "bob", now) is None
+        refusal = restarted.guard.check("default", parse_number("+1 425 555 0130"), "dan", now)
         assert refusal is not None and refusal.code is RefusalCode.RATE_LIMITED_NUMBER
 
 

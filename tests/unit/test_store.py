@@ -266,6 +266,8 @@ async def test_in_flight_and_recent_calls(store: Store) -> None:
     await store.create_call(record("new", created_at=300.0, **backups))
     await store.finish_call("mid", "busy", "cause_17", 210.0)
     assert [r.id for r in await store.in_flight()] == ["old", "new"]
+    # A call the policy refused (nothing dialled: no number key) is no call placed.
+    await store.create_call(record("refused", created_at=250.0, phone_hash="", outcome="blocked"))
     assert await store.recent_calls(150.0) == [
         ("acme", None, "h-mid", 200.0, ()),
         ("default", "alice", "h-new", 300.0, ("b1", "b2")),

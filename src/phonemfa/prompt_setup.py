@@ -30,11 +30,13 @@ from phonemfa.prompts import (
     check_prompts,
     import_tenant_prompts,
     load_shipped,
+    unannounced_fraud_code,
 )
 
 __all__ = [
     "PromptSetupError",
     "check_config_prompts",
+    "fraud_code_of",
     "prepare_prompts",
     "prepare_tenant_prompts",
     "refuse_without_sounds_dir",
@@ -79,7 +81,7 @@ def check_config_prompts(config: Config) -> None:
     if config.sounds.dir is None:
         shipped = shipped_prompts(None)
         catalogs = {n: PromptCatalog.for_tenant(n, t, shipped) for n, t in config.tenants.items()}
-        refuse_without_sounds_dir(catalogs)
+        refuse_without_sounds_dir(catalogs, config.tenants)
 
 
 def prepare_prompts(
@@ -89,7 +91,7 @@ def prepare_prompts(
     fallbacks, long recordings, ...); raises PromptSetupError on any error."""
     sounds_dir = config.sounds.dir
     if sounds_dir is None:
-        refuse_without_sounds_dir(catalogs)
+        refuse_without_sounds_dir(catalogs, config.tenants)
         return []  # nothing to write, and nothing we could check
     warnings: list[Finding] = []
     errors: list[Finding] = []
@@ -112,8 +114,7 @@ def prepare_tenant_prompts(
     """One tenant: check its prompts first (a missing or undecodable recording is reported as
     such, not as a conversion failure), then convert and speak what it needs. Returns the
     warnings; raises PromptSetupError with every error."""
-    code = tenant.fraud.code if tenant.fraud.enabled else None
-    findings = check_prompts(catalog, sounds_dir, fraud_code=code)
+    findings = check_prompts(catalog, sounds_dir, fraud_code=fraud_code_of(tenant))
     errors = [f for f in findings if f.severity == "error"]
     if errors:
         raise PromptSetupError(errors)
@@ -127,9 +128,17 @@ def prepare_tenant_prompts(
     return list(dict.fromkeys(findings + problems))
 
 
-def refuse_without_sounds_dir(catalogs: Mapping[str, PromptCatalog]) -> None:
+def fraud_code_of(tenant: TenantSettings) -> str | None:
+    """The code the tenant's callers report fraud with; None when they cannot."""
+    return tenant.fraud.code if tenant.fraud.enabled else None
+
+
+def refuse_without_sounds_dir(
+    catalogs: Mapping[str, PromptCatalog], tenants: Mapping[str, TenantSettings]
+) -> None:
     """Without sounds.dir nothing can be written for Asterisk: a tenant that needs files
-    (a recording, a spoken organisation name) would be played as silence."""
+    (a recording, a spoken organisation name) would be played as silence; and only shipped
+    or Asterisk's sounds play, so a fraud code they do not announce is refused too."""
     errors = [
         Finding(
             "error",
@@ -144,6 +153,12 @@ def refuse_without_sounds_dir(catalogs: Mapping[str, PromptCatalog]) -> None:
         for lang, message, source in catalog.materialized()
     ]
     errors += [f for catalog in catalogs.values() for f in unspoken_names(catalog)]
+    errors += [
+        f
+        for name, catalog in catalogs.items()
+        if name in tenants
+        for f in unannounced_fraud_code(catalog, fraud_code_of(tenants[name]))
+    ]
     if errors:
         raise PromptSetupError(errors)
 

@@ -43,6 +43,7 @@ __all__ = [
     "Shipped",
     "Voice",
     "check_prompts",
+    "unannounced_fraud_code",
     "convert",
     "import_recording",
     "import_tenant_prompts",
@@ -670,9 +671,9 @@ def check_prompts(
     espeak: bool = True,
 ) -> list[Finding]:
     """Every prompt the tenant can hear, in each of its languages: errors for a missing or
-    undecodable recording, a missing Asterisk sound or shipped prompt; warnings for a recording
-    longer than LONG_PROMPT_SECONDS and for shipped fraud prompts that announce another code
-    than the tenant's ``fraud_code`` (None: fraud reporting is off)."""
+    undecodable recording, a missing Asterisk sound or shipped prompt, and for shipped fraud
+    prompts that announce another code than the tenant's ``fraud_code`` (None: fraud reporting
+    is off); warnings for a recording longer than LONG_PROMPT_SECONDS."""
     findings: list[Finding] = []
     seen: set[tuple[str, str]] = set()
     for lang in catalog.languages:
@@ -685,24 +686,36 @@ def check_prompts(
             if found is None or (found.language, message) in seen:
                 continue
             seen.add((found.language, message))
-            if (
-                found.origin == "shipped"
-                and message in _FRAUD_MESSAGES
-                and fraud_code
-                not in (
-                    None,
-                    SHIPPED_FRAUD_CODE,
-                )
-            ):
-                text = (
-                    f"the shipped prompt announces {SHIPPED_FRAUD_CODE} but the fraud code "
-                    f"is {fraud_code}: record this message"
-                )
-                findings.append(Finding("warning", catalog.tenant, found.language, message, text))
             for severity, text, path in _check_one(found, sounds_dir, espeak=espeak):
                 findings.append(
                     Finding(severity, catalog.tenant, found.language, message, text, path)
                 )
+    return findings + unannounced_fraud_code(catalog, fraud_code)
+
+
+def unannounced_fraud_code(catalog: PromptCatalog, fraud_code: str | None) -> list[Finding]:
+    """Errors for the shipped fraud prompts a caller would hear while the tenant's fraud code
+    (None: reporting off) is not the one they announce: told "press zero then pound", the
+    caller's 0# would be a wrong answer and their fraud report lost (found by review: it was
+    a warning nobody saw for a code set through the API). Needs no file."""
+    if fraud_code in (None, SHIPPED_FRAUD_CODE):
+        return []
+    findings: list[Finding] = []
+    seen: set[tuple[str, str]] = set()
+    for lang in catalog.languages:
+        for message in _FRAUD_MESSAGES:
+            try:
+                found = catalog.resolve(message, lang)
+            except PromptError:
+                continue  # check_prompts says what is wrong with it
+            if found is None or found.origin != "shipped" or (found.language, message) in seen:
+                continue
+            seen.add((found.language, message))
+            text = (
+                f"the shipped prompt announces {SHIPPED_FRAUD_CODE} but the fraud code is "
+                f"{fraud_code}: record this message, or use {SHIPPED_FRAUD_CODE}"
+            )
+            findings.append(Finding("error", catalog.tenant, found.language, message, text))
     return findings
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from phonemfa.config import Config, ConfigError, load_config
 from phonemfa.messages import MessageType
+from phonemfa.prompt_setup import fraud_code_of
 from phonemfa.prompts import (
     AudioError,
     Finding,
@@ -86,8 +87,7 @@ def _run_check(args: argparse.Namespace) -> int:
         return _stop("check", exc)
     findings: list[Finding] = []
     for catalog in catalogs:
-        fraud = config.tenants[catalog.tenant].fraud
-        code = fraud.code if fraud.enabled else None
+        code = fraud_code_of(config.tenants[catalog.tenant])
         findings += check_prompts(catalog, sounds_dir, fraud_code=code)
     return _report("check", findings, f"{len(catalogs)} tenant(s), sounds in {sounds_dir}")
 

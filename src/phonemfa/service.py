@@ -35,11 +35,12 @@ from phonemfa.metrics import Metrics
 from phonemfa.numbers import NumberError, mask_text, parse_number
 from phonemfa.outcomes import Outcome
 from phonemfa.prompt_setup import (
+    fraud_code_of,
     prepare_tenant_prompts,
     refuse_without_sounds_dir,
     unspoken_names,
 )
-from phonemfa.prompts import PromptCatalog
+from phonemfa.prompts import SHIPPED_FRAUD_CODE, PromptCatalog, unannounced_fraud_code
 from phonemfa.store import CallRecord, Store, StoreUnavailable, TimelineEntry, WebhookDelivery
 from phonemfa.tollfraud import PastCall, RefusalCode, TollFraudGuard
 from phonemfa.users import canonical_user
@@ -699,6 +700,19 @@ class CallService:
         leave no way to change it, so it is left out, with a warning: GET shows none, and
         the next PUT of the tenant's settings saves them without it."""
         catalog = PromptCatalog.for_tenant(name, settings, self.engine.shipped)
+        if unannounced_fraud_code(catalog, fraud_code_of(settings)):
+            # Saved before such a code was refused: the prompts tell callers 0#, and a 0#
+            # read as a wrong answer loses their fraud report. What they are told is taken.
+            log.error(
+                "tenant %s: stored fraud code %s is not the one its shipped prompts announce: "
+                "%s is used (record greeting_fraud and code_prompt_fraud to use %s)",
+                name,
+                settings.fraud.code,
+                SHIPPED_FRAUD_CODE,
+                settings.fraud.code,
+            )
+            fraud = settings.fraud.model_copy(update={"code": SHIPPED_FRAUD_CODE})
+            settings = settings.model_copy(update={"fraud": fraud})
         if self.config.sounds.dir is not None or not unspoken_names(catalog):
             return settings
         log.warning(
@@ -715,7 +729,7 @@ class CallService:
         catalog = PromptCatalog.for_tenant(name, settings, self.engine.shipped)
         sounds = self.config.sounds.dir
         if sounds is None:
-            refuse_without_sounds_dir({name: catalog})
+            refuse_without_sounds_dir({name: catalog}, {name: settings})
         else:  # sox and espeak-ng: blocking
             await asyncio.to_thread(prepare_tenant_prompts, catalog, settings, sounds)
         await self.store.put_tenant_settings(name, settings_json(settings))

@@ -226,3 +226,15 @@ async def test_two_puts_for_one_tenant_do_not_undo_each_other(
     resp = await client.get("/v1/tenants/acme/settings", headers=ALL)
     settings = (await resp.json())["settings"]
     assert (settings["allowed_countries"], settings["operator_assistance"]) == (["US"], True)
+
+
+async def test_a_fraud_code_the_prompts_do_not_announce_is_refused(
+    client: TestClient[Any, Any],
+) -> None:
+    # Found by review: a 200, and callers told "zero then pound" lost their fraud reports.
+    for headers in (ACME, ALL):
+        status, answer = await put(client, {"fraud": {"code": "9#"}}, headers)
+        assert (status, answer["error"]) == (400, "prompt_unplayable"), answer
+        assert "announces 0#" in answer["message"]
+    status, answer = await put(client, {"fraud": {"code": "9#", "enabled": False}}, ALL)
+    assert status == 200  # no fraud option offered: nothing announced

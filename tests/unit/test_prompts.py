@@ -32,6 +32,7 @@ from phonemfa.prompts import (
     load_shipped,
     pick_voice,
     synthesize,
+    unannounced_fraud_code,
     wav_duration,
 )
 from phonemfa.prompts_cli import add_prompts_commands
@@ -369,10 +370,12 @@ def test_check_a_missing_shipped_prompt(sounds: Path) -> None:
     assert "make prompts" in finding.text
 
 
-def test_check_warns_when_shipped_fraud_prompts_announce_another_code(sounds: Path) -> None:
+def test_check_refuses_shipped_fraud_prompts_that_announce_another_code(sounds: Path) -> None:
     custom = {"en": {"greeting_fraud": "sound:phonemfa/en/greeting"}}
     catalog = PromptCatalog(SHIPPED, custom=custom)
-    found = {(f.language, f.message) for f in check_prompts(catalog, sounds, fraud_code="5#")}
+    findings = check_prompts(catalog, sounds, fraud_code="5#")
+    assert {f.severity for f in findings} == {"error"}
+    found = {(f.language, f.message) for f in findings}
     assert found == {
         ("en", "code_prompt_fraud"),
         ("fr", "greeting_fraud"),
@@ -535,10 +538,39 @@ def test_prepare_prompts_refuses_naming_every_problem_with_absolute_paths(
     assert not (sounds / "phonemfa-custom").exists()  # nothing half-installed
 
 
-def test_prepare_prompts_warns_but_starts(sounds: Path) -> None:
-    config = setup_config(sounds, acme={"fraud": {"code": "9#"}})
+def test_prepare_prompts_warns_but_starts(
+    sounds: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    long = tmp_path / "long.wav"
+    sox("-n", "-r", "8000", str(long), "synth", "1.5", "sine", "300")
+    monkeypatch.setattr(prompts, "LONG_PROMPT_SECONDS", 1.0)
+    config = setup_config(sounds, acme={"prompts": {"en": {"retry": str(long)}}})
     warnings = prepare_prompts(config, catalogs_of(config))
     assert warnings and all(w.severity == "warning" and w.tenant == "acme" for w in warnings)
+
+
+@pytest.mark.parametrize("with_sounds_dir", [True, False])
+def test_a_fraud_code_the_shipped_prompts_do_not_announce_is_refused(
+    sounds: Path, with_sounds_dir: bool
+) -> None:
+    # Found by review: only a warning (and none for a code set through the API, or without
+    # sounds.dir): callers told "zero then pound" had their 0# read as a wrong answer.
+    config = setup_config(sounds, acme={"fraud": {"code": "9#"}})
+    if not with_sounds_dir:
+        no_dir = config.sounds.model_copy(update={"dir": None})
+        config = config.model_copy(update={"sounds": no_dir})
+    with pytest.raises(PromptSetupError) as info:
+        prepare_prompts(config, catalogs_of(config))
+    found = {(f.tenant, f.language, f.message) for f in info.value.findings}
+    assert {("acme", "en", "greeting_fraud"), ("acme", "fr", "code_prompt_fraud")} <= found
+    assert all(f.severity == "error" and "announces 0#" in f.text for f in info.value.findings)
+    # Recorded in every language the tenant serves: its code stands.
+    recorded = {m: "sound:custom/fraud" for m in ("greeting_fraud", "code_prompt_fraud")}
+    config = setup_config(
+        sounds, acme={"fraud": {"code": "9#"}, "prompts": {"en": recorded, "fr": recorded}}
+    )
+    catalogs = catalogs_of(config)
+    assert not unannounced_fraud_code(catalogs["acme"], "9#")
 
 
 def test_without_sounds_dir_only_tenants_that_need_files_are_refused() -> None:

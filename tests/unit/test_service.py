@@ -17,7 +17,7 @@ import pytest
 
 import phonemfa.service as service_module
 from phonemfa.ari import AriNotFound, AriUnavailable, Event
-from phonemfa.config import Config, Limits
+from phonemfa.config import Config, FraudSettings, Limits
 from phonemfa.numbers import parse_number
 from phonemfa.outcomes import Outcome
 from phonemfa.service import CallService, LiveCall, ServiceUnavailable, StartCall
@@ -385,6 +385,20 @@ async def test_after_a_restart_refused_calls_lock_nobody_out_and_long_windows_st
         assert restarted.guard.check("default", parse_number("+1 425 555 0140"), "bob", now) is None
         refusal = restarted.guard.check("default", parse_number("+1 425 555 0130"), "dan", now)
         assert refusal is not None and refusal.code is RefusalCode.RATE_LIMITED_NUMBER
+
+
+async def test_a_stored_fraud_code_the_prompts_do_not_announce_gives_way_to_theirs(
+    tmp_path: Path,
+) -> None:
+    # Settings saved before such a code was refused: the callers are told 0#, so 0# it is
+    # (a 0# read as a wrong answer would lose their fraud report).
+    async with _taking_calls(tmp_path) as (service, _):
+        stored = service.tenants["default"].model_copy(
+            update={"fraud": FraudSettings(code="9#")}
+        )
+        assert service._usable("default", stored).fraud.code == "0#"
+        off = stored.model_copy(update={"fraud": FraudSettings(code="9#", enabled=False)})
+        assert service._usable("default", off).fraud.code == "9#"
 
 
 async def test_a_backup_over_its_limit_is_left_out_of_the_chain(tmp_path: Path) -> None:

@@ -471,6 +471,21 @@ class DialProfile(_Model):
                 out.append(_region(text))
         return tuple(out)
 
+    @model_validator(mode="after")
+    def _national_in_one_country(self) -> DialProfile:
+        # A national number drops its country code: two countries' numbers could then dial
+        # the same digits (+41 44 123 45 67 and +33 4 41 23 45 67 as 0441234567), one
+        # passing the other's country rules (found by review).
+        if self.number_format == "national":
+            codes = {_calling_code(m[1:]) for m in self.prefixes}
+            codes |= {str(phonenumbers.country_code_for_region(c)) for c in self.countries}
+            if len(codes) > 1 or None in codes:
+                raise _fail(
+                    "number_format national dials numbers without their country code: its "
+                    "match must stay within one country code (one profile per country)"
+                )
+        return self
+
     @property
     def prefixes(self) -> tuple[str, ...]:
         return tuple(m for m in self.match if m.startswith("+"))
@@ -478,6 +493,14 @@ class DialProfile(_Model):
     @property
     def countries(self) -> tuple[str, ...]:
         return tuple(m for m in self.match if not m.startswith("+"))
+
+
+def _calling_code(digits: str) -> str | None:
+    """The country calling code an E.164 prefix lies in; None when it is shorter than one
+    ("+3": thirty-odd countries). Country codes are prefix-free."""
+    known = phonenumbers.COUNTRY_CODE_TO_REGION_CODE
+    heads = (digits[:n] for n in (1, 2, 3) if len(digits) >= n)
+    return next((head for head in heads if int(head) in known), None)
 
 
 # --- tenants ------------------------------------------------------------------

@@ -738,6 +738,31 @@ def test_dial_profile_match_normalised() -> None:
     assert profile.prefixes == ("+4420",) and profile.countries == ("FR",)
 
 
+@pytest.mark.parametrize(
+    ("match", "refused"),
+    [
+        (["+33", "+41"], True),  # +41 44 123 45 67 and +33 4 41 23 45 67 dialled alike
+        (["+44", "FR"], True),
+        (["+3"], True),  # thirty-odd countries
+        (["FR"], False),
+        (["+1", "US", "CA"], False),  # one country code, one numbering plan
+        (["+4420", "GB"], False),
+    ],
+)
+def test_a_national_dial_profile_stays_within_one_country_code(
+    match: list[str], refused: bool
+) -> None:
+    # Found by review: a national profile over two countries dialled a Swiss number as a
+    # French one, which had passed the country rules as Swiss.
+    data = {"name": "eu", "match": match, "number_format": "national"}
+    if refused:
+        with pytest.raises(ValidationError, match="within one country code"):
+            DialProfile.model_validate(data)
+    else:
+        DialProfile.model_validate(data)
+    DialProfile.model_validate({**data, "number_format": "e164"})  # the country code stays
+
+
 def test_trunk_dial_string_has_no_format_surprises() -> None:
     assert TrunkSettings().dial_string("+14255551234") == "PJSIP/+14255551234@trunk"
     trunk = TrunkSettings(endpoint="PJSIP/{number}@carrier,{number}")

@@ -263,7 +263,16 @@ class PromptCatalog:
         The requested tag, then its primary subtag (``fr-CA`` -> ``fr``, not a fallback), then
         the tenant's default language, then English. No request means the tenant's default.
         """
-        available = self.languages
+        # A tenant's own language counts once it has its own greeting: with only, say, its
+        # success message, the call would be greeted in English while the timeline says
+        # German (found by review).
+        greetings = (MessageType.GREETING.value, MessageType.GREETING_FRAUD.value)
+        available = self.shipped.languages + tuple(
+            lang
+            for lang in self.languages
+            if lang not in self.shipped.languages
+            and any((lang, m) in self.sources for m in greetings)
+        )
         wanted = requested if requested else tenant_default
         for candidate in _language_candidates(wanted):
             if candidate in available:

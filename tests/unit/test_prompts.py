@@ -116,6 +116,15 @@ def test_a_language_with_custom_prompts_only_is_available() -> None:
     assert media(catalog, "success", "de") == "sound:phonemfa/en/success"
 
 
+def test_a_language_with_only_some_custom_prompts_and_no_greeting_is_a_fallback() -> None:
+    # Found by review: with only its success message in German, a call asked for in German
+    # was greeted in English while the timeline said German, no fallback noted.
+    catalog = PromptCatalog(SHIPPED, custom={"de": {"success": "/rec/de-success.wav"}})
+    assert catalog.language_for("de", "en") == ("en", True)
+    catalog = PromptCatalog(SHIPPED, custom={"de": {"greeting_fraud": "/rec/de.wav"}})
+    assert catalog.language_for("de", "en") == ("de", False)
+
+
 @pytest.mark.parametrize(
     ("fraud", "code", "message"),
     [

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import secrets
 import uuid
 from collections import deque
@@ -56,6 +57,11 @@ STASIS_START_TIMEOUT = 10.0
 # to take trunk.queue_timeout from.
 ASTERISK_WAIT = 60.0
 HANGUP_TIMEOUT = 5.0
+# Asterisk hangs our channel up itself this long after calls.max_duration (TIMEOUT(absolute)
+# set at its creation): a process killed mid-call (the service, or a `phonemfa call` that no
+# next start settles) leaves no callee on the line with silence for good. Past max_duration
+# we end the call ourselves, so this fires only when nobody is left to.
+CHANNEL_LIFETIME_MARGIN = 30.0
 # A prompt that never reports its end (lost event) is given up on after this long.
 PLAYBACK_TIMEOUT = 120.0
 # After ARI's events were lost: how long a call waits for them to come back (a reconnect is
@@ -456,7 +462,8 @@ class CallFlow:
                 used=self.req.language,
             )
         self._step("dialing", mode=plan.mode.value, number=plan.number.mask())
-        variables = {}
+        lifetime = self.calls.max_duration + CHANNEL_LIFETIME_MARGIN
+        variables = {"TIMEOUT(absolute)": str(math.ceil(lifetime))}
         if plan.mode is DialMode.OPERATOR:
             # Hints that the operator transferred the call (DESIGN §8: best effort).
             variables["TALK_DETECT(set)"] = ""

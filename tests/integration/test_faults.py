@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+import phonemfa.flow as flow_module
 from phonemfa.engine import ARI_EVENTS
 from tests.conftest import REPO, SANDBOX_SH, Sandbox
 from tests.support.ari_raw import RawAri, raw_ari
@@ -516,6 +517,44 @@ async def test_a_cli_call_in_progress_is_left_to_it_by_a_starting_service(
             cli.kill()
             cli.wait(10)
         await proc.stop()
+
+
+async def test_a_callee_is_not_left_on_the_line_by_a_killed_phonemfa(
+    tmp_path: Path, phones: SoftphoneNetwork
+) -> None:
+    """A `phonemfa call` killed mid-call (its own ARI app: no service start settles its
+    channel): Asterisk itself hangs the channel up once calls.max_duration and
+    CHANNEL_LIFETIME_MARGIN have passed, instead of leaving the callee with silence until
+    they hang up. The channel outlives the process (nothing else ends it early)."""
+    mobile = await phones.register("mobile")
+    config = service_config(tmp_path, app=APP)
+    tenant = config["tenants"]["default"]
+    config["tenants"]["default"] = {**tenant, "calls": {**tenant["calls"], "max_duration": 10}}
+    proc = ServiceProcess(tmp_path, config)  # its config file; never started
+    cli = subprocess.Popen(  # noqa: ASYNC220 (Popen does not wait)
+        [sys.executable, "-m", "phonemfa", "call", "+1 425 555 0100", "--user", user()]
+        + ["--config", str(proc.config_path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={"TEST_ARI_PASSWORD": ARI_PASSWORD, "PATH": "/usr/bin:/bin"},
+        cwd=REPO,
+    )
+    try:
+        ring = await mobile.next_call()
+        made = time.monotonic()
+        ring.answer()
+        await ring.wait_media()
+        cli.kill()
+        cli.wait(10)
+        # Past max_duration, by which time a live phonemfa would have ended the call itself.
+        await asyncio.sleep(max(0.0, made + 12 - time.monotonic()))
+        assert not ring.disconnected.done(), "ended by something else than the lifetime"
+        lifetime = 10 + flow_module.CHANNEL_LIFETIME_MARGIN
+        await ring.wait_disconnected(timeout=max(1.0, made + lifetime + 10 - time.monotonic()))
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait(10)
 
 
 # --- a second phonemfa on the same ARI app ----------------------------------------------------

@@ -7,6 +7,7 @@ is pinned down quickly: which outcome, which prompts, which DTMF, and that every
 from __future__ import annotations
 
 import asyncio
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -942,6 +943,16 @@ def talks(
             fake.press(keys)
 
     return script
+
+
+@pytest.mark.parametrize("phone", [MOBILE, EXTENSION, OPERATOR])
+async def test_asterisk_ends_the_channel_itself_if_nobody_is_left_to(phone: str) -> None:
+    # A process killed mid-call leaves no callee on the line for good: the channel is made
+    # with an absolute time-out past calls.max_duration (we end the call before it).
+    settings = tenant(calls={**TINY, "max_duration": 25.5})
+    _, _, fake, _ = await run(phone, on("prompting", "#"), settings=settings)
+    lifetime = math.ceil(25.5 + flow_module.CHANNEL_LIFETIME_MARGIN)
+    assert fake.variables["TIMEOUT(absolute)"] == str(lifetime)
 
 
 @pytest.mark.usefixtures("quick_voicemail")

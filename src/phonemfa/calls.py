@@ -17,7 +17,7 @@ from phonemfa.fallback import MAX_BACKUP_PHONES, Fallback, LegKind
 from phonemfa.flow import CallRequest
 from phonemfa.numbers import NumberError, PhoneNumber, parse_number
 from phonemfa.policy import DialMode, DialPlan, plan_call
-from phonemfa.prompts import PromptCatalog
+from phonemfa.prompts import PromptCatalog, greeting_message
 from phonemfa.tollfraud import Refusal, check_destination
 
 CODE_PATTERN = re.compile(r"[0-9]{2,10}")
@@ -75,7 +75,8 @@ def prepare_call(
         backup_plan = plan_call(backup, settings, config.trunk, config.dial_profiles)
         fallbacks += (Fallback(LegKind.BACKUP, backup_plan, field),)
         fallbacks += _operator_leg(backup_plan, field, settings, config)
-    lang, fell_back = catalog.language_for(language, settings.language)
+    greeting = greeting_message(fraud=settings.fraud.enabled, code=code is not None)
+    lang, fell_back = catalog.language_for(language, settings.language, greeting)
     return CallRequest(
         call_id=call_id,
         plan=plan,

@@ -70,6 +70,9 @@ class Engine:
         self.dialling = True  # new legs of fallback chains may be dialled (stop_all)
         self.lines = Lines(config.trunk.max_calls, config.trunk.queue_timeout)
         self.shipped = shipped_prompts(config.sounds.dir)
+        # Each tenant's settings in effect (the config's, or changed through the API) and
+        # its prompts.
+        self.tenants: dict[str, TenantSettings] = dict(config.tenants)
         self.catalogs = {
             name: PromptCatalog.for_tenant(name, tenant, self.shipped)
             for name, tenant in config.tenants.items()
@@ -113,7 +116,9 @@ class Engine:
         one cannot be played), then start the event stream; with a time-out, wait until ARI
         is connected."""
         # sox and espeak-ng are blocking subprocesses: keep them off the event loop.
-        warnings = await asyncio.to_thread(prepare_prompts, self.config, self.catalogs)
+        warnings = await asyncio.to_thread(
+            prepare_prompts, self.config, self.catalogs, self.tenants
+        )
         for warning in warnings:
             log.warning("prompts: %s", warning)
         self.events.start()
@@ -136,6 +141,7 @@ class Engine:
 
     def set_tenant(self, name: str, settings: TenantSettings) -> None:
         """A tenant's settings changed at run time: its prompts may have too."""
+        self.tenants[name] = settings
         self.catalogs[name] = PromptCatalog.for_tenant(name, settings, self.shipped)
 
     def flow(

@@ -85,18 +85,26 @@ def check_config_prompts(config: Config) -> None:
 
 
 def prepare_prompts(
-    config: Config, catalogs: Mapping[str, PromptCatalog], *, mbrola: bool = True
+    config: Config,
+    catalogs: Mapping[str, PromptCatalog],
+    tenants: Mapping[str, TenantSettings] | None = None,
+    *,
+    mbrola: bool = True,
 ) -> list[Finding]:
-    """Check, then import, every configured tenant's prompts. Returns the warnings (voice
-    fallbacks, long recordings, ...); raises PromptSetupError on any error."""
+    """Check, then import, every configured tenant's prompts, with `tenants` the settings in
+    effect (the config's, unless changed through the API: its fraud code goes with its
+    prompts; found by review). Returns the warnings (voice fallbacks, long recordings, ...);
+    raises PromptSetupError on any error."""
+    in_effect = config.tenants if tenants is None else tenants
+    configured = {n: in_effect.get(n, t) for n, t in config.tenants.items()}
     sounds_dir = config.sounds.dir
     if sounds_dir is None:
-        refuse_without_sounds_dir(catalogs, config.tenants)
+        refuse_without_sounds_dir(catalogs, configured)
         return []  # nothing to write, and nothing we could check
     warnings: list[Finding] = []
     errors: list[Finding] = []
     for name, catalog in catalogs.items():
-        tenant = config.tenants.get(name)
+        tenant = configured.get(name)
         if tenant is None:
             continue  # tenants added at run time are prepared when they are added
         try:

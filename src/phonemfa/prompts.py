@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import tempfile
 import wave
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
@@ -43,6 +43,7 @@ __all__ = [
     "Shipped",
     "Voice",
     "check_prompts",
+    "greeting_message",
     "unannounced_fraud_code",
     "convert",
     "import_recording",
@@ -203,6 +204,14 @@ class Resolution:
     source: CustomSource | None = None
 
 
+def greeting_message(*, fraud: bool, code: bool) -> MessageType:
+    """The verification prompt's message: greeting, greeting_fraud, code_prompt or
+    code_prompt_fraud (fraud reporting on, number matching)."""
+    if code:
+        return MessageType.CODE_PROMPT_FRAUD if fraud else MessageType.CODE_PROMPT
+    return MessageType.GREETING_FRAUD if fraud else MessageType.GREETING
+
+
 class PromptCatalog:
     """One tenant's prompts. Fallback order for a message in language L:
 
@@ -257,31 +266,45 @@ class PromptCatalog:
         extra = sorted({lang for lang, _ in self.sources} - set(self.shipped.languages))
         return self.shipped.languages + tuple(extra)
 
-    def language_for(self, requested: str | None, tenant_default: str) -> tuple[str, bool]:
+    def language_for(
+        self,
+        requested: str | None,
+        tenant_default: str,
+        greeting: MessageType = MessageType.GREETING,
+    ) -> tuple[str, bool]:
         """The language to speak and whether it differs from the one requested.
 
         The requested tag, then its primary subtag (``fr-CA`` -> ``fr``, not a fallback), then
         the tenant's default language, then English. No request means the tenant's default.
+        A language of the tenant's own (not shipped) counts when `greeting`, the one the call
+        will play (greeting_fraud, code_prompt...), is its own or its primary subtag's: with
+        only its success message in German, the call was greeted in English while the
+        timeline said German (found by review).
         """
-        # A tenant's own language counts once it has its own greeting: with only, say, its
-        # success message, the call would be greeted in English while the timeline says
-        # German (found by review).
-        greetings = (MessageType.GREETING.value, MessageType.GREETING_FRAUD.value)
-        available = self.shipped.languages + tuple(
-            lang
-            for lang in self.languages
-            if lang not in self.shipped.languages
-            and any((lang, m) in self.sources for m in greetings)
-        )
+        shipped = self.shipped.languages
+
+        def served(lang: str) -> bool:
+            if lang in shipped:
+                return True
+            if lang not in self.languages:
+                return False
+            found = self.resolve(greeting, lang)
+            return found is not None and found.language in _language_candidates(lang)
+
         wanted = requested if requested else tenant_default
         for candidate in _language_candidates(wanted):
-            if candidate in available:
+            if served(candidate):
                 return candidate, False
         fallbacks = [*_language_candidates(tenant_default), DEFAULT_LANGUAGE]
         for candidate in fallbacks:
-            if candidate in available:
+            if served(candidate):
                 return candidate, True
         raise PromptError("no language available")  # only with an empty Shipped
+
+    def has_own(self, messages: Iterable[str]) -> bool:
+        """Whether the tenant has its own prompt for any of `messages`, in any language."""
+        wanted = {_message(m) for m in messages}
+        return any(message in wanted for _, message in self.sources)
 
     def resolve(self, message: str, language: str) -> Resolution | None:
         """Where ``message`` comes from in ``language``; None only for organization_name when
@@ -316,11 +339,7 @@ class PromptCatalog:
     ) -> Prompt:
         """The verification prompt: [organisation name] + greeting, greeting_fraud, code_prompt
         or code_prompt_fraud. ``organization=False`` for repeats (after retry)."""
-        if code:
-            main = MessageType.CODE_PROMPT_FRAUD if fraud else MessageType.CODE_PROMPT
-        else:
-            main = MessageType.GREETING_FRAUD if fraud else MessageType.GREETING
-        prompt = self.get(main, language)
+        prompt = self.get(greeting_message(fraud=fraud, code=code), language)
         org = self.resolve(MessageType.ORGANIZATION_NAME, language) if organization else None
         if org is not None:
             prompt = Prompt((org.media, *prompt.media), prompt.language)
@@ -383,7 +402,7 @@ class Finding:
 
 # What the shipped greeting_fraud and code_prompt_fraud tell the caller to press.
 SHIPPED_FRAUD_CODE = "0#"
-_FRAUD_MESSAGES = (MessageType.GREETING_FRAUD, MessageType.CODE_PROMPT_FRAUD)
+FRAUD_MESSAGES = (MessageType.GREETING_FRAUD, MessageType.CODE_PROMPT_FRAUD)
 
 
 # --------------------------------------------------------------------------------------------
@@ -712,7 +731,7 @@ def unannounced_fraud_code(catalog: PromptCatalog, fraud_code: str | None) -> li
     findings: list[Finding] = []
     seen: set[tuple[str, str]] = set()
     for lang in catalog.languages:
-        for message in _FRAUD_MESSAGES:
+        for message in FRAUD_MESSAGES:
             try:
                 found = catalog.resolve(message, lang)
             except PromptError:

@@ -40,7 +40,12 @@ from phonemfa.prompt_setup import (
     refuse_without_sounds_dir,
     unspoken_names,
 )
-from phonemfa.prompts import SHIPPED_FRAUD_CODE, PromptCatalog, unannounced_fraud_code
+from phonemfa.prompts import (
+    FRAUD_MESSAGES,
+    SHIPPED_FRAUD_CODE,
+    PromptCatalog,
+    unannounced_fraud_code,
+)
 from phonemfa.store import CallRecord, Store, StoreUnavailable, TimelineEntry, WebhookDelivery
 from phonemfa.tollfraud import PastCall, RefusalCode, TollFraudGuard
 from phonemfa.users import canonical_user
@@ -700,19 +705,33 @@ class CallService:
         leave no way to change it, so it is left out, with a warning: GET shows none, and
         the next PUT of the tenant's settings saves them without it."""
         catalog = PromptCatalog.for_tenant(name, settings, self.engine.shipped)
-        if unannounced_fraud_code(catalog, fraud_code_of(settings)):
-            # Saved before such a code was refused: the prompts tell callers 0#, and a 0#
-            # read as a wrong answer loses their fraud report. What they are told is taken.
-            log.error(
-                "tenant %s: stored fraud code %s is not the one its shipped prompts announce: "
-                "%s is used (record greeting_fraud and code_prompt_fraud to use %s)",
-                name,
-                settings.fraud.code,
-                SHIPPED_FRAUD_CODE,
-                settings.fraud.code,
-            )
-            fraud = settings.fraud.model_copy(update={"code": SHIPPED_FRAUD_CODE})
-            settings = settings.model_copy(update={"fraud": fraud})
+        if unheard := unannounced_fraud_code(catalog, fraud_code_of(settings)):
+            # Saved before such a code was refused. With no fraud prompt of its own, every
+            # caller is told 0#, and a 0# read as a wrong answer loses the report: what they
+            # are told is taken. With some recorded (a language left shipped), those callers
+            # are told the tenant's code: it stays, and the others are named.
+            where = ", ".join(sorted({f"{f.language} {f.message}" for f in unheard}))
+            if catalog.has_own(FRAUD_MESSAGES):
+                log.error(
+                    "tenant %s: its fraud code %s is not announced by the shipped prompts "
+                    "its callers hear in %s (they say %s): record them",
+                    name,
+                    settings.fraud.code,
+                    where,
+                    SHIPPED_FRAUD_CODE,
+                )
+            else:
+                log.error(
+                    "tenant %s: stored fraud code %s is not the one its shipped prompts "
+                    "announce: %s is used (record greeting_fraud and code_prompt_fraud to "
+                    "use %s)",
+                    name,
+                    settings.fraud.code,
+                    SHIPPED_FRAUD_CODE,
+                    settings.fraud.code,
+                )
+                fraud = settings.fraud.model_copy(update={"code": SHIPPED_FRAUD_CODE})
+                settings = settings.model_copy(update={"fraud": fraud})
         if self.config.sounds.dir is not None or not unspoken_names(catalog):
             return settings
         log.warning(

@@ -17,6 +17,7 @@ import pytest
 
 from phonemfa import prompts
 from phonemfa.config import Config, TenantSettings
+from phonemfa.engine import Engine
 from phonemfa.messages import MessageType
 from phonemfa.prompt_setup import PromptSetupError, prepare_prompts
 from phonemfa.prompts import (
@@ -116,13 +117,22 @@ def test_a_language_with_custom_prompts_only_is_available() -> None:
     assert media(catalog, "success", "de") == "sound:phonemfa/en/success"
 
 
-def test_a_language_with_only_some_custom_prompts_and_no_greeting_is_a_fallback() -> None:
+def test_a_language_of_the_tenant_s_own_is_served_when_the_greeting_played_is_its_own() -> None:
     # Found by review: with only its success message in German, a call asked for in German
-    # was greeted in English while the timeline said German, no fallback noted.
-    catalog = PromptCatalog(SHIPPED, custom={"de": {"success": "/rec/de-success.wav"}})
-    assert catalog.language_for("de", "en") == ("en", True)
-    catalog = PromptCatalog(SHIPPED, custom={"de": {"greeting_fraud": "/rec/de.wav"}})
-    assert catalog.language_for("de", "en") == ("de", False)
+    # was greeted in English while the timeline said German, no fallback noted. What counts
+    # is the greeting the call will play (fraud reporting, number matching).
+    fraud_greeting, plain = MessageType.GREETING_FRAUD, MessageType.GREETING
+    only_success = PromptCatalog(SHIPPED, custom={"de": {"success": "/rec/s.wav"}})
+    assert only_success.language_for("de", "en", fraud_greeting) == ("en", True)
+    only_greeting = PromptCatalog(SHIPPED, custom={"de": {"greeting": "/rec/g.wav"}})
+    assert only_greeting.language_for("de", "en", plain) == ("de", False)
+    assert only_greeting.language_for("de", "en", fraud_greeting) == ("en", True)
+    code_prompts = PromptCatalog(SHIPPED, custom={"de": {"code_prompt_fraud": "/rec/c.wav"}})
+    assert code_prompts.language_for("de", "en", MessageType.CODE_PROMPT_FRAUD) == ("de", False)
+    # A regional variant with prompts of its own: greeted in its primary language, its own
+    # recordings played where it has them.
+    regional = PromptCatalog(SHIPPED, custom={"fr-ca": {"success": "/rec/s.wav"}})
+    assert regional.language_for("fr-CA", "en", fraud_greeting) == ("fr-ca", False)
 
 
 @pytest.mark.parametrize(
@@ -580,6 +590,23 @@ def test_a_fraud_code_the_shipped_prompts_do_not_announce_is_refused(
     )
     catalogs = catalogs_of(config)
     assert not unannounced_fraud_code(catalogs["acme"], "9#")
+
+
+def test_the_start_checks_the_fraud_code_in_effect_with_the_prompts_in_effect() -> None:
+    # Found by review: the config file says 9# with its fraud prompts recorded; the API set
+    # 0# and removed them. The start checked the file's 9# against the shipped prompts in
+    # effect, and would not start.
+    recorded = {m: f"sound:custom/{m}" for m in ("greeting_fraud", "code_prompt_fraud")}
+    acme = {"fraud": {"code": "9#"}, "prompts": {"en": recorded, "fr": recorded}}
+    data = {"ari": {"password": "x"}, "api": {"tokens": ["t"]}, "tenants": {"acme": acme}}
+    config = Config.model_validate(data)
+    engine = Engine(config)
+    assert prepare_prompts(config, engine.catalogs, engine.tenants) == []
+    changed = config.tenants["acme"].model_copy(
+        update={"fraud": config.tenants["acme"].fraud.model_copy(update={"code": "0#"})}
+    )
+    engine.set_tenant("acme", changed.model_copy(update={"prompts": {}}))
+    assert prepare_prompts(config, engine.catalogs, engine.tenants) == []
 
 
 def test_without_sounds_dir_only_tenants_that_need_files_are_refused() -> None:

@@ -399,6 +399,11 @@ async def test_a_stored_fraud_code_the_prompts_do_not_announce_gives_way_to_thei
         assert service._usable("default", stored).fraud.code == "0#"
         off = stored.model_copy(update={"fraud": FraudSettings(code="9#", enabled=False)})
         assert service._usable("default", off).fraud.code == "9#"
+        # With its own fraud prompts in some language, those callers are told 9#: it stays
+        # (found by review: 0# made their 9# a wrong answer).
+        recorded = {m: f"sound:custom/{m}" for m in ("greeting_fraud", "code_prompt_fraud")}
+        partial = stored.model_copy(update={"prompts": {"en": recorded}})
+        assert service._usable("default", partial).fraud.code == "9#"
 
 
 async def test_a_backup_over_its_limit_is_left_out_of_the_chain(tmp_path: Path) -> None:

@@ -122,9 +122,7 @@ class Answers:
         if self.dropped_fraud(r.past, ""):
             return Next(Verdict.FRAUD)
         if r.dropped:  # a fraud code begun in dropped keys is carried into this entry
-            lead = r.dropped.rsplit("#", 1)[-1]
-            start = "" if "#" in r.dropped or not r.not_heard else self.fraud_started
-            self.fraud_started = self.fraud_start(start, lead)
+            self.fraud_started = self._start_in(r.dropped, r.not_heard)
         # Heard whole (else asked again below): what was lost before is answered for.
         was_lost, self.lost_start = self.lost_start, False
         if self.fraud_only and not r.deaf:
@@ -143,7 +141,7 @@ class Answers:
         entry = r.entry
         # After a retry prompt heard whole, a key answers it: nothing is carried.
         carried = self.fraud_started if r.not_heard else ""
-        if self.fraud_code is not None and self.fraud_code in (entry, carried + entry):
+        if self._reports_fraud(entry, carried):
             return Next(Verdict.FRAUD)
         # After the start of the fraud code, a bare '#' is not a yes: it may be the end of a
         # fraud report that did not match (a code such as "99#"). The person is asked again.
@@ -193,9 +191,7 @@ class Answers:
         guess past calls.attempts)."""
         if self.ends_in_fraud(dropped, not_heard=True):
             return Next(Verdict.FRAUD)
-        lead = dropped.rsplit("#", 1)[-1]
-        start = "" if "#" in dropped else self.fraud_started
-        if not self.fraud_only and self.fraud_start(start, lead):
+        if not self.fraud_only and self._start_in(dropped, not_heard=True):
             self.fraud_only = True
             return Next(Verdict.ASK_AGAIN, retry=True, guard=True, dropped=dropped)
         return Next(Verdict.DENY)
@@ -205,8 +201,7 @@ class Answers:
         carried while the prompt was not heard whole), or a denial."""
         if r.entry is None:
             return Next(Verdict.DENY)
-        carried = self.fraud_started if r.not_heard else ""
-        if self.fraud_code is not None and self.fraud_code in (r.entry, carried + r.entry):
+        if self._reports_fraud(r.entry, self.fraud_started if r.not_heard else ""):
             return Next(Verdict.FRAUD)
         self.wrong += 1
         return Next(
@@ -228,6 +223,17 @@ class Answers:
             return False
         runs = [run + "#" for run in dropped.split("#")[:-1]]
         return bool(runs) and (self.fraud_code in runs or start + runs[0] == self.fraud_code)
+
+    def _reports_fraud(self, entry: str, carried: str) -> bool:
+        """The entry is the fraud code, or completes the one begun (`carried`)."""
+        return self.fraud_code is not None and self.fraud_code in (entry, carried + entry)
+
+    def _start_in(self, dropped: str, not_heard: bool) -> str:
+        """The fraud code's start that keys a guard dropped end in, after the start carried
+        while the prompt was not heard whole (none past a '#' among them)."""
+        lead = dropped.rsplit("#", 1)[-1]
+        start = "" if "#" in dropped or not not_heard else self.fraud_started
+        return self.fraud_start(start, lead)
 
     def fraud_start(self, carried: str, entry: str) -> str:
         """The start of the fraud code this entry (after what was carried) makes, if any."""

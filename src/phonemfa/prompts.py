@@ -691,6 +691,26 @@ _ASTERISK_EXTENSIONS = (
 )
 
 
+def _heard(
+    catalog: PromptCatalog, messages: Iterable[MessageType]
+) -> Iterator[tuple[str, MessageType, Resolution | PromptError]]:
+    """(language, message, where it comes from) for each of `messages` a caller can hear in
+    each of the tenant's languages, once per audio (a language falling back to another's
+    prompt yields that prompt once); a message that cannot be resolved yields its error."""
+    seen: set[tuple[str, str]] = set()
+    for lang in catalog.languages:
+        for message in messages:
+            try:
+                found = catalog.resolve(message, lang)
+            except PromptError as exc:
+                yield lang, message, exc
+                continue
+            if found is None or (found.language, message) in seen:
+                continue
+            seen.add((found.language, message))
+            yield found.language, message, found
+
+
 def check_prompts(
     catalog: PromptCatalog,
     sounds_dir: Path,
@@ -703,21 +723,12 @@ def check_prompts(
     prompts that announce another code than the tenant's ``fraud_code`` (None: fraud reporting
     is off); warnings for a recording longer than LONG_PROMPT_SECONDS."""
     findings: list[Finding] = []
-    seen: set[tuple[str, str]] = set()
-    for lang in catalog.languages:
-        for message in MessageType:
-            try:
-                found = catalog.resolve(message, lang)
-            except PromptError as exc:
-                findings.append(Finding("error", catalog.tenant, lang, message, str(exc)))
-                continue
-            if found is None or (found.language, message) in seen:
-                continue
-            seen.add((found.language, message))
-            for severity, text, path in _check_one(found, sounds_dir, espeak=espeak):
-                findings.append(
-                    Finding(severity, catalog.tenant, found.language, message, text, path)
-                )
+    for lang, message, found in _heard(catalog, MessageType):
+        if isinstance(found, PromptError):
+            findings.append(Finding("error", catalog.tenant, lang, message, str(found)))
+            continue
+        for severity, text, path in _check_one(found, sounds_dir, espeak=espeak):
+            findings.append(Finding(severity, catalog.tenant, lang, message, text, path))
     return findings + unannounced_fraud_code(catalog, fraud_code)
 
 
@@ -725,26 +736,19 @@ def unannounced_fraud_code(catalog: PromptCatalog, fraud_code: str | None) -> li
     """Errors for the shipped fraud prompts a caller would hear while the tenant's fraud code
     (None: reporting off) is not the one they announce: told "press zero then pound", the
     caller's 0# would be a wrong answer and their fraud report lost (found by review: it was
-    a warning nobody saw for a code set through the API). Needs no file."""
+    a warning nobody saw for a code set through the API). Needs no file; an unresolvable
+    prompt is check_prompts' to report."""
     if fraud_code in (None, SHIPPED_FRAUD_CODE):
         return []
-    findings: list[Finding] = []
-    seen: set[tuple[str, str]] = set()
-    for lang in catalog.languages:
-        for message in FRAUD_MESSAGES:
-            try:
-                found = catalog.resolve(message, lang)
-            except PromptError:
-                continue  # check_prompts says what is wrong with it
-            if found is None or found.origin != "shipped" or (found.language, message) in seen:
-                continue
-            seen.add((found.language, message))
-            text = (
-                f"the shipped prompt announces {SHIPPED_FRAUD_CODE} but the fraud code is "
-                f"{fraud_code}: record this message, or use {SHIPPED_FRAUD_CODE}"
-            )
-            findings.append(Finding("error", catalog.tenant, found.language, message, text))
-    return findings
+    text = (
+        f"the shipped prompt announces {SHIPPED_FRAUD_CODE} but the fraud code is "
+        f"{fraud_code}: record this message, or use {SHIPPED_FRAUD_CODE}"
+    )
+    return [
+        Finding("error", catalog.tenant, lang, message, text)
+        for lang, message, found in _heard(catalog, FRAUD_MESSAGES)
+        if isinstance(found, Resolution) and found.origin == "shipped"
+    ]
 
 
 def _check_one(

@@ -347,18 +347,22 @@ class Engine:
             # A call in its closing words keeps its outcome (`stop` lets it finish), but its
             # channel went with the old Asterisk and no event will say so: told now, not
             # after its prompt's time-out (2 min holding a line; found by review).
-            closing = [
-                f for f in self.flows.values() if f.dialled and f.outcome is not None
-            ]
-            await asyncio.gather(*(f.resync() for f in closing), return_exceptions=True)
+            await self._resync_flows(
+                [f for f in self.flows.values() if f.dialled and f.outcome is not None]
+            )
             return
         self.resyncs += 1
         flows = [f for f in self.flows.values() if f.dialled]
+        await self._resync_flows(flows)
+        log.info("re-synced %d call(s) after reconnect #%d", len(flows), generation)
+
+    async def _resync_flows(self, flows: list[CallFlow]) -> None:
+        """Ask Asterisk where each of these calls stands (CallFlow.resync), together; a
+        failure is logged and the others go on."""
         results = await asyncio.gather(*(f.resync() for f in flows), return_exceptions=True)
         for flow, result in zip(flows, results, strict=True):
             if isinstance(result, BaseException):
                 log.warning("re-sync of call %s failed: %s", flow.req.call_id, result)
-        log.info("re-synced %d call(s) after reconnect #%d", len(flows), generation)
 
 
 def log_failure(task: asyncio.Task[Any]) -> None:

@@ -16,6 +16,7 @@ import logging
 import math
 import re
 import time
+from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -443,7 +444,7 @@ async def put_settings(request: web.Request) -> web.Response:
     # one PUT per tenant at a time: merged onto a copy read before a slow body, a tenant's
     # token put back the countries and limits the operator had just tightened (found by
     # review), and two PUTs undid each other.
-    async with request.app[SETTINGS_LOCKS_KEY].of(name):
+    async with request.app[SETTINGS_LOCKS_KEY][name]:
         return await _put_settings(request, name, patch)
 
 
@@ -476,17 +477,8 @@ async def _put_settings(request: web.Request, name: str, patch: dict[str, Any]) 
     return web.json_response(_tenant_view(name, settings))
 
 
-class SettingsLocks:
-    """One lock per tenant for PUT /v1/tenants/{tenant}/settings."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, asyncio.Lock] = {}
-
-    def of(self, tenant: str) -> asyncio.Lock:
-        return self._locks.setdefault(tenant, asyncio.Lock())
-
-
-SETTINGS_LOCKS_KEY = web.AppKey("settings_locks", SettingsLocks)
+# One lock per tenant for PUT /v1/tenants/{tenant}/settings.
+SETTINGS_LOCKS_KEY: web.AppKey[defaultdict[str, asyncio.Lock]] = web.AppKey("settings_locks")
 
 
 def _operator_only_changes(tenant: str, current: TenantSettings, new: TenantSettings) -> list[str]:
@@ -601,7 +593,7 @@ def build_app(service: CallService) -> web.Application:
     )
     app[SERVICE_KEY] = service
     app[TOKEN_LIMITS_KEY] = TokenLimits(config.tokens)
-    app[SETTINGS_LOCKS_KEY] = SettingsLocks()
+    app[SETTINGS_LOCKS_KEY] = defaultdict(asyncio.Lock)
     app.router.add_get("/healthz", healthz)
     app.router.add_post("/v1/calls", start_call)
     app.router.add_get("/v1/calls", list_calls)

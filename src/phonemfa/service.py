@@ -261,10 +261,9 @@ class CallService:
         longest window of any tenant's limits (a week's limit is not reset by a restart;
         found by review), a day at least (a tenant's limits may be changed to a longer
         window later)."""
-        limits = [settings.limits for settings in self.tenants.values()]
         windows = [
             rule.window
-            for lim in limits
+            for lim in (settings.limits for settings in self.tenants.values())
             for rule in (*lim.per_user, *lim.per_number, *lim.per_tenant)
         ]
         since = time.time() - max([SEED_HORIZON, *windows])
@@ -710,8 +709,8 @@ class CallService:
             # caller is told 0#, and a 0# read as a wrong answer loses the report: what they
             # are told is taken. With some recorded (a language left shipped), those callers
             # are told the tenant's code: it stays, and the others are named.
-            where = ", ".join(sorted({f"{f.language} {f.message}" for f in unheard}))
             if catalog.has_own(FRAUD_MESSAGES):
+                where = ", ".join(sorted({f"{f.language} {f.message}" for f in unheard}))
                 log.error(
                     "tenant %s: its fraud code %s is not announced by the shipped prompts "
                     "its callers hear in %s (they say %s): record them",
@@ -829,11 +828,12 @@ class CallService:
         except AriError as exc:
             log.warning("cannot list our channels: %s", exc)
             return
-        await self._entries_gone_meanwhile(set(app.get("channel_ids", [])))
+        listed = app.get("channel_ids", [])
+        await self._entries_gone_meanwhile(set(listed))
         owned = {flow.channel_id for flow in self.engine.flows.values()}
         # Dialplan entries whose call is still going (or still starting: "") are owned.
         owned |= {cid for cid, call in self._entries.items() if not call or call in self.live}
-        channels = [c for c in app.get("channel_ids", []) if c not in owned]
+        channels = [c for c in listed if c not in owned]
         # Entries whose call ended just before a previous run was killed, unanswered.
         unknown = [c for c in channels if not self._entries.get(c)]
         found: dict[str, CallRecord] = {}

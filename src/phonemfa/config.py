@@ -958,10 +958,21 @@ _YAML_HINTS = (
 )
 
 
+# PyYAML's words that quote the value itself, which may be a secret (a generated password
+# starting with '*'): said without it.
+_YAML_QUOTING = (
+    (
+        "found undefined alias",
+        "a value starting with '*' is a YAML alias, and no anchor has its name: quote the value",
+    ),
+)
+
+
 def _yaml_problem(exc: yaml.MarkedYAMLError) -> tuple[int | None, str]:
     """The line and words for a YAML syntax error: PyYAML's own, with a hint when it has
     one, and an unclosed [ or { at the line that opened it (not where the parser gave up)."""
     problem = exc.problem or exc.context or "syntax error"
+    problem = next((said for words, said in _YAML_QUOTING if words in problem), problem)
     mark = exc.problem_mark or exc.context_mark
     opened = {"while parsing a flow sequence": "[", "while parsing a flow mapping": "{"}
     if exc.context in opened and exc.context_mark is not None:
@@ -981,6 +992,13 @@ def _yaml_problem(exc: yaml.MarkedYAMLError) -> tuple[int | None, str]:
         text = mark.buffer.rstrip("\0")
         line = min(line, max(1, len(text.splitlines())))
     return line, problem
+
+
+def _tag_problem(tag: str, loader: yaml.SafeLoader) -> str:
+    short = tag.replace("tag:yaml.org,2002:", "!!")
+    if tag in loader.yaml_constructors:
+        return f"is not a valid {short} (remove the tag, or quote the value to keep it as text)"
+    return "a value starting with '!' is a YAML tag phonemfa does not read: quote the value"
 
 
 def _line(node: yaml.Node) -> int:
@@ -1029,6 +1047,17 @@ class _Walker:
             if id(node) not in self._done:
                 self._done.add(id(node))
                 node.value = self._interpolate(node, path)
+        elif isinstance(node, yaml.ScalarNode):
+            self._construct(node, path)
+
+    def _construct(self, node: yaml.ScalarNode, path: _Key) -> None:
+        """A tagged value built now, where its line and key are known: PyYAML's errors
+        quote the value (a password starting with '!') or escape as a ValueError (`!!int
+        abc`). Construction later reuses what is built here."""
+        try:
+            self.loader.construct_object(node)
+        except Exception:  # noqa: BLE001 (any constructor's error: reported, never quoted)
+            self._issue(node, path, _tag_problem(node.tag, self.loader))
 
     def _mapping(self, node: yaml.MappingNode, path: _Key) -> None:
         # PyYAML keeps the last of duplicate keys silently; in a config that hides mistakes.

@@ -922,3 +922,32 @@ def test_a_fraud_code_lost_to_a_yaml_comment_says_so(tmp_path: Path) -> None:
         f"{path}:6: tenants.default.fraud.code: is empty (in a YAML file ' #' starts a "
         'comment: quote the code, "0#")'
     )
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("*Xk9-secret", "a value starting with '*' is a YAML alias"),
+        ("!Xk9-secret", "a value starting with '!' is a YAML tag"),
+        ("!!Xk9-secret", "a value starting with '!' is a YAML tag"),
+    ],
+)
+def test_a_password_that_yaml_reads_as_syntax_is_not_echoed(
+    tmp_path: Path, value: str, says: str
+) -> None:
+    # Generated passwords start with * or ! too: PyYAML's message quoted the rest of them
+    # ("found undefined alias 'Xk9-secret'"), and serve prints it to its log (found by review).
+    path = write(tmp_path, MINIMAL.replace("secret-ari", value))
+    message = error_of(path)
+    assert "Xk9" not in message
+    assert message.startswith(f"{path}:2: ") and says in message and "quote" in message
+
+
+@pytest.mark.parametrize("value", ["!!int Xk9", "!!float Xk9", "!!timestamp Xk9"])
+def test_a_value_that_does_not_fit_its_explicit_tag_is_a_config_error(
+    tmp_path: Path, value: str
+) -> None:
+    # A ValueError from PyYAML's constructor escaped as a traceback quoting the value.
+    path = write(tmp_path, MINIMAL.replace("secret-ari", value))
+    message = error_of(path)
+    assert message.startswith(f"{path}:2: ari.password: ") and "Xk9" not in message

@@ -159,7 +159,7 @@ def _path_text(loc: Sequence[str | int]) -> str:
 
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """` (did you mean 'x'?)` for the closest of `choices`, or "" when none is close."""
-    close = difflib.get_close_matches(word, list(choices), n=1)
+    close = difflib.get_close_matches(word, [c for c in choices if c != word], n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
@@ -721,7 +721,20 @@ def _unknown_key_hint(root: str, loc: tuple[str | int, ...]) -> str:
         return f" ({word!r} belongs under {' or '.join(homes)})"
     if root not in _CONFIG_ROOTS:
         return ""  # a request body (the API's): another model's keys would mislead
-    return did_you_mean(word, _all_field_names())
+    return _file_key_hint(root, word) or did_you_mean(word, _all_field_names())
+
+
+def _file_key_hint(root: str, word: str) -> str:
+    """Where a key of the file that is out of its place belongs: "did you mean" would name
+    the very key written (a section indented under a tenant, a file setting PUT)."""
+    if word in Config.model_fields:
+        if root == "Config":
+            return f" ({word!r} is a top-level section: check this line's indentation)"
+        return f" ({word!r} is a section of the config file, not a tenant setting)"
+    in_file = [path for path, model in _sections("Config") if word in model.model_fields]
+    if in_file:  # only a TenantSettings root gets here: the file's own were homes above
+        return f" ({word!r} is a setting of the config file, under {' or '.join(in_file)})"
+    return ""
 
 
 # The models whose unknown keys may be any config key misplaced (a file, tenant settings).

@@ -951,3 +951,26 @@ def test_a_value_that_does_not_fit_its_explicit_tag_is_a_config_error(
     path = write(tmp_path, MINIMAL.replace("secret-ari", value))
     message = error_of(path)
     assert message.startswith(f"{path}:2: ari.password: ") and "Xk9" not in message
+
+
+def test_a_section_indented_under_a_tenant_is_not_hinted_as_itself(tmp_path: Path) -> None:
+    # "tenants.default.logging: unknown key (did you mean 'logging'?)": the hint named the
+    # very key written, when the section had slipped under a tenant (found by review).
+    path = write(tmp_path, MINIMAL.replace("default: {}", "default:\n    logging: {}"))
+    assert error_of(path) == (
+        f"{path}:7: tenants.default.logging: unknown key "
+        "('logging' is a top-level section: check this line's indentation)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("key", "hint"),
+    [
+        ("tenants", "('tenants' is a section of the config file, not a tenant setting)"),
+        ("endpoint", "('endpoint' is a setting of the config file, under trunk)"),
+    ],
+)
+def test_a_file_setting_put_through_the_api_is_named_as_one(key: str, hint: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        TenantSettings.model_validate({key: 5})
+    assert format_errors(info.value) == [f"{key}: unknown key {hint}"]

@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 from typing import Any, TextIO
+from urllib.parse import urlsplit
 
 from phonemfa.app_owner import AppTaken
 from phonemfa.calls import CallRefused
@@ -68,6 +69,17 @@ def _given(value: str) -> str:
     return value
 
 
+def server_url(value: str) -> str:
+    """--server: the service's base URL. Without a scheme ("localhost:8080") aiohttp only
+    echoes the URL back, and nothing was sent: say what is wrong instead."""
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise argparse.ArgumentTypeError(
+            "must be an http:// or https:// URL, e.g. http://127.0.0.1:8080"
+        )
+    return value.strip()
+
+
 def _user(value: str) -> str:
     if not canonical_user(value):  # as the API refuses it: no user, out of reach of blocks
         raise argparse.ArgumentTypeError("has no visible characters")
@@ -86,7 +98,9 @@ def add_call_command(sub: Any) -> None:
     p.add_argument("number", metavar="NUMBER")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--config", "-c", metavar="FILE", help="run the call in this process")
-    where.add_argument("--server", "-s", metavar="URL", help="a running phonemfa service")
+    where.add_argument(
+        "--server", "-s", metavar="URL", type=server_url, help="a running phonemfa service"
+    )
     p.add_argument("--token", help="with --server: API bearer token (or PHONEMFA_TOKEN)")
     p.add_argument("--user", "-u", type=_user, help="the user being verified (for the record)")
     p.add_argument("--tenant", "-t", default=DEFAULT_TENANT)

@@ -18,6 +18,7 @@ from phonemfa.cli_call import (
     EXIT_REFUSED,
     end_on_sigterm,
     exit_code,
+    server_url,
     stdout_gone,
 )
 from phonemfa.outcomes import TERMINAL
@@ -155,12 +156,12 @@ def _print_timeline(call: dict[str, Any], shown: int) -> int:
 
 def add_calls_command(sub: Any) -> None:
     p = sub.add_parser("calls", help="list or show calls of a running service")
-    p.add_argument("--server", "-s", default="http://127.0.0.1:8080")
+    p.add_argument("--server", "-s", type=server_url, default="http://127.0.0.1:8080")
     p.add_argument("--token", help="API bearer token (or PHONEMFA_TOKEN)")
     # The same options after the action too (`calls list --token T`), as `call` takes them;
     # SUPPRESS keeps an action's parser from resetting what was given before it.
     connection = argparse.ArgumentParser(add_help=False)
-    connection.add_argument("--server", "-s", default=argparse.SUPPRESS)
+    connection.add_argument("--server", "-s", type=server_url, default=argparse.SUPPRESS)
     connection.add_argument("--token", default=argparse.SUPPRESS, help="as before ACTION")
     actions = p.add_subparsers(dest="calls_action", metavar="ACTION", required=True)
     ls = actions.add_parser("list", help="newest first", parents=[connection])

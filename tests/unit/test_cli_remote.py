@@ -61,6 +61,22 @@ def test_call_refuses_an_empty_option_instead_of_leaving_it_out(
     assert f"argument {option}" in err and why in err
 
 
+@pytest.mark.parametrize("server", ["localhost:8080", "127.0.0.1:8080", "ftp://h", "http://"])
+@pytest.mark.parametrize(
+    "argv", [["call", "+1 425 555 0100", "--token", "T"], ["calls", "list", "--token", "T"]]
+)
+def test_a_server_that_is_not_an_http_url_is_refused_as_such(
+    capsys: pytest.CaptureFixture[str], argv: list[str], server: str
+) -> None:
+    # `--server localhost:8080` read "cannot reach localhost:8080/v1/calls: localhost:8080/
+    # v1/calls; a call may have started all the same": nothing was sent (found by review).
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args([*argv, "--server", server])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --server/-s: must be an http:// or https:// URL" in err
+
+
 # --- the command line as a shell runs it: Ctrl-C, a closed pipe --------------------------------
 # A stand-in for the service's API on loopback; `phonemfa` runs in a process of its own, so
 # that the signal and the pipe are real (found by a walk through the README: each printed a

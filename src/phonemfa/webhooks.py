@@ -242,7 +242,7 @@ class WebhookSender:
         except TimeoutError:
             return self._failed(d, f"no answer from {where} in {self.timeout:g}s")
         except (aiohttp.ClientError, OSError) as exc:
-            return self._failed(d, f"{where}: {type(exc).__name__}: {exc}"[:200])
+            return self._failed(d, f"{where}: {type(exc).__name__}: {_error_text(exc)}"[:200])
         if 200 <= status < 300:
             log.debug("webhook %s delivered to %s (attempt %d)", d.call_id, where, d.attempts + 1)
             return _Result(time.time(), delivered=True)
@@ -278,6 +278,14 @@ def _where(url: str) -> str:
         return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
     except ValueError:
         return "(invalid URL)"
+
+
+def _error_text(exc: BaseException) -> str:
+    """An error's text without the URL: aiohttp's ClientResponseError (an answer it could
+    not parse) quotes it whole, and its path or query may hold a receiver's secret."""
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return f"{exc.status}, {exc.message}"
+    return str(exc)
 
 
 def _retry_after(value: str | None) -> float | None:

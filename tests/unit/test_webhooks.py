@@ -480,3 +480,27 @@ async def test_an_outbox_read_older_than_a_result_does_not_resend(
     use.set()
     await asyncio.sleep(0.05)
     assert len(receiver.requests) == 1
+
+
+async def test_a_malformed_answer_logs_no_url_path(
+    store: Store, senders: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # aiohttp's ClientResponseError (an answer it cannot parse) quotes the whole URL, query
+    # included, and the error went to the log and last_error as it read (found by review).
+    async def garbled(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(100)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: abc\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(garbled, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    caplog.set_level(logging.DEBUG, logger="phonemfa.webhooks")
+    sender = senders(max_attempts=1)
+    await finished(store, "c1", f"http://127.0.0.1:{port}/hook/hunter2?token=swordfish")
+    sender.notify()
+    w = await settled(store, "c1")
+    server.close()
+    assert w.last_error is not None and f"127.0.0.1:{port}" in w.last_error
+    for secret in ("hunter2", "swordfish"):
+        assert secret not in caplog.text and secret not in w.last_error

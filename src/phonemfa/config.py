@@ -176,6 +176,10 @@ def _message(err: Any, root: str, loc: tuple[str | int, ...]) -> str:
         return "must not be empty" if low == 1 else f"needs at least {low} entries"
     if err["type"] == "missing":
         return "required key is missing"
+    if err["type"] == "tuple_type":  # lists are tuples here (frozen); a file has lists
+        return "Input should be a list"
+    if err["type"] == "value_error":  # a validator's ValueError, without "Value error, "
+        return str(err["ctx"]["error"])
     return str(err["msg"])
 
 

@@ -974,3 +974,28 @@ def test_a_file_setting_put_through_the_api_is_named_as_one(key: str, hint: str)
     with pytest.raises(ValidationError) as info:
         TenantSettings.model_validate({key: 5})
     assert format_errors(info.value) == [f"{key}: unknown key {hint}"]
+
+
+def test_a_single_value_where_a_list_goes_says_list_not_tuple(tmp_path: Path) -> None:
+    # "Input should be a valid tuple": a YAML or JSON author never wrote a tuple.
+    path = write(tmp_path, MINIMAL.replace("default: {}", "default: {allowed_countries: US}"))
+    assert error_of(path) == f"{path}:6: tenants.default.allowed_countries: Input should be a list"
+    with pytest.raises(ValidationError) as info:
+        TenantSettings.model_validate({"limits": {"per_user": {"count": 5, "window": 60}}})
+    assert format_errors(info.value) == ["limits.per_user: Input should be a list"]
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"user": "\u200b"}, "user: has no visible characters"),
+        ({"callback_url": "ftp://x"}, "callback_url: must be an http:// or https:// URL"),
+    ],
+)
+def test_a_request_field_error_has_no_python_prefix(body: dict[str, str], expected: str) -> None:
+    # A ValueError in a validator read "user: Value error, has no visible characters".
+    from phonemfa.api import StartCallBody
+
+    with pytest.raises(ValidationError) as info:
+        StartCallBody.model_validate({"phone": "+14255550100", **body})
+    assert format_errors(info.value) == [expected]

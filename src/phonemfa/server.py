@@ -66,6 +66,17 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
     uvloop.run(main)
 
 
+async def _listen(runner: web.AppRunner, config: Config) -> None:
+    """Serve the API at api.listen; an address that cannot be had names that field (a host
+    that does not resolve said only "Name or service not known")."""
+    site = web.TCPSite(runner, config.api.host, config.api.port, reuse_address=True)
+    try:
+        await site.start()
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        raise StartupError("api.listen", f"cannot listen on {config.api.listen}: {why}") from exc
+
+
 async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
     # Before the database is opened (and migrated) or any call in it settled.
     lock = hold_serve_lock(config.storage.path)
@@ -80,8 +91,7 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
             await service.start(leave_cli_calls=cli_running)
         runner = web.AppRunner(build_app(service), access_log=None, handle_signals=False)
         await runner.setup()
-        site = web.TCPSite(runner, config.api.host, config.api.port, reuse_address=True)
-        await site.start()
+        await _listen(runner, config)
         log.info(
             "phonemfa listening on http://%s:%d (ARI %s, app %s; event loop: %s)",
             config.api.host,

@@ -4,6 +4,7 @@ naming its field (not a traceback), before any connection to Asterisk."""
 from __future__ import annotations
 
 import logging
+import socket
 import subprocess
 import sys
 import threading
@@ -161,3 +162,29 @@ def test_no_cli_call_starts_while_a_service_settles(tmp_path: Path) -> None:
         assert not held.wait(0.3)  # it waits for the settling to end
     assert held.wait(10)
     waiting.join()
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield s.getsockname()[1]
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "no-such-host.invalid"])
+def test_an_address_serve_cannot_listen_on_names_api_listen(
+    host: str, taken_port: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Read "cannot serve: [Errno -2] Name or service not known": no field, not even the name.
+    listen = f"{host}:{taken_port}"
+    config = tmp_path / "phonemfa.yaml"
+    config.write_text(
+        f"storage: {{path: {tmp_path / 'db.sqlite'}}}\ntenants: {{default: {{}}}}\n"
+        "ari: {password: x, url: 'http://127.0.0.1:1', app: listen-test}\n"
+        f"api: {{tokens: [t], listen: '{listen}'}}\n"
+    )
+    code, err = run(capsys, "serve", "--config", str(config))
+    assert code == 1 and "Traceback" not in err
+    refusal = [line for line in err.splitlines() if "cannot serve" in line]
+    assert refusal and f"cannot serve: api.listen: cannot listen on {listen}: " in refusal[0]

@@ -341,6 +341,16 @@ class ApiToken(_Model):
     limits: tuple[RateLimit, ...] = (RateLimit(count=1000, window=60),)
     """Calls this token may start per window (429 past it); [] for none."""
 
+    @field_validator("tenants")
+    @classmethod
+    def _some_tenant(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        # [] would be a token for nobody, every request a 403: not what anyone means.
+        if value == ():
+            raise _fail(
+                "list at least one tenant, or leave tenants out for a token for every tenant"
+            )
+        return value
+
 
 def _token_shorthand(value: Any) -> Any:
     # "tokens: [abc]" is the short form of "tokens: [{token: abc}]".

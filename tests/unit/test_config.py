@@ -999,3 +999,13 @@ def test_a_request_field_error_has_no_python_prefix(body: dict[str, str], expect
     with pytest.raises(ValidationError) as info:
         StartCallBody.model_validate({"phone": "+14255550100", **body})
     assert format_errors(info.value) == [expected]
+
+
+def test_a_token_limited_to_no_tenant_is_refused(tmp_path: Path) -> None:
+    # `tenants: []` was taken: a token that may act for nobody, every request a 403; an
+    # administrator who meant "no limit" leaves the key out (found by review).
+    path = write(tmp_path, MINIMAL.replace("[secret-token]", "[{token: t, tenants: []}]"))
+    assert error_of(path) == (
+        f"{path}:4: api.tokens[0].tenants: list at least one tenant, or leave tenants out "
+        "for a token for every tenant"
+    )

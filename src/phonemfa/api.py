@@ -18,6 +18,7 @@ import re
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from aiohttp import web
@@ -386,19 +387,23 @@ async def list_calls(request: web.Request) -> web.Response:
 
 
 def _since(raw: str | None) -> float | None:
-    """`since`: epoch seconds or ISO-8601."""
+    """`since`: epoch seconds or ISO-8601; a time without an offset is UTC, as every time
+    the API gives (not the server's local time)."""
     if raw is None:
         return None
     try:
-        return float(raw)
+        seconds = float(raw)
     except ValueError:
         pass
-    from datetime import datetime
-
+    else:
+        if not math.isfinite(seconds):  # nan listed nothing, silently (found by review)
+            raise _Invalid("since: ISO-8601 time or epoch seconds, a finite number")
+        return seconds
     try:
-        return datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
+        at = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
         raise _Invalid("since: ISO-8601 time or epoch seconds") from None
+    return (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp()
 
 
 def _tenant_view(name: str, settings: TenantSettings) -> dict[str, Any]:

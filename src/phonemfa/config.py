@@ -420,6 +420,15 @@ def _split_listen(value: str) -> tuple[str, int]:
 class StorageSettings(_Model):
     path: Path = Path("/var/lib/phonemfa/phonemfa.db")
 
+    @field_validator("path", mode="before")
+    @classmethod
+    def _named(cls, value: Any) -> Any:
+        # "" is Path("."): the database would be the working directory, which serve finds
+        # out only after it has put its lock file beside it (found by review).
+        if isinstance(value, str) and not value.strip():
+            raise _fail("must name the database file, e.g. /var/lib/phonemfa/phonemfa.db")
+        return value
+
 
 class LoggingSettings(_Model):
     format: Literal["text", "json"] = "text"

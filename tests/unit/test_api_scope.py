@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from phonemfa.api import build_app
+from phonemfa.api import _since, build_app
 from phonemfa.config import Config
 from phonemfa.service import CallService
 from phonemfa.store import Store, StoreUnavailable
@@ -238,3 +239,24 @@ async def test_a_fraud_code_the_prompts_do_not_announce_is_refused(
         assert "announces 0#" in answer["message"]
     status, answer = await put(client, {"fraud": {"code": "9#", "enabled": False}}, ALL)
     assert status == 200  # no fraud option offered: nothing announced
+
+
+@pytest.mark.parametrize("since", ["nan", "inf", "-Infinity", "1e400"])
+async def test_a_since_that_is_no_time_is_a_400(client: TestClient[Any, Any], since: str) -> None:
+    # Found by review: nan listed nothing at all, as if there were no calls.
+    resp = await client.get("/v1/calls", params={"since": since}, headers=ALL)
+    assert resp.status == 400
+    assert (await resp.json())["fields"][0]["field"] == "since"
+
+
+def test_a_since_without_an_offset_is_utc_whatever_the_server_s_zone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Every time the API gives is UTC; a client that drops the Z means UTC too.
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        assert _since("2026-12-07T00:00:00") == _since("2026-12-07T00:00:00Z") == 1796601600.0
+    finally:
+        monkeypatch.undo()
+        time.tzset()

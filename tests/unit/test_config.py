@@ -1009,3 +1009,14 @@ def test_a_token_limited_to_no_tenant_is_refused(tmp_path: Path) -> None:
         f"{path}:4: api.tokens[0].tenants: list at least one tenant, or leave tenants out "
         "for a token for every tenant"
     )
+
+
+def test_an_empty_storage_path_is_refused_at_its_line(tmp_path: Path) -> None:
+    # "" was Path("."): accepted by check-config, refused by serve only after it had put
+    # its lock file in the working directory (found by review).
+    path = write(tmp_path, MINIMAL + 'storage:\n  path: ""\n')
+    line = MINIMAL.count("\n") + 2
+    assert error_of(path) == (
+        f"{path}:{line}: storage.path: must name the database file, "
+        "e.g. /var/lib/phonemfa/phonemfa.db"
+    )

@@ -824,7 +824,9 @@ class CallService:
         """Hang up channels of ours that no call owns (left by a previous run, or by calls
         that ended while we were away); let go of dialplan entries we no longer serve."""
         try:
-            app = await self.engine.ari.get_application()
+            # Asked again when Asterisk times it out: else nothing is swept until the next
+            # connect, and a callee or dialplan caller waits on the line (found by review).
+            app = await self._asking_again(self.engine.ari.get_application)
         except AriError as exc:
             log.warning("cannot list our channels: %s", exc)
             return

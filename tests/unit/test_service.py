@@ -683,3 +683,30 @@ async def test_an_entry_whose_call_cannot_start_for_a_bug_still_gets_an_answer(
         assert ("set", "entry-1", "PHONEMFA_OUTCOME", "failed") in ari.requests
         assert ("set", "entry-1", "PHONEMFA_REASON", "internal_error") in ari.requests
         assert ari.requests[-1] == ("continue", "entry-1") and "entry-1" not in service._entries
+
+
+async def test_a_connect_sweep_asks_again_for_our_channels_when_asterisk_times_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by review: one timed-out GET /applications at connect skipped the whole sweep
+    # for that connection: the previous run's callee stayed on the line (until its
+    # TIMEOUT(absolute), minutes) and a dialplan caller whose call was settled at start-up
+    # waited in Stasis, in silence, for its answer.
+    monkeypatch.setattr(service_module, "REQUEST_RETRY_PAUSES", (0.01, 0.01))
+    call = record("c1", origin="dialplan", origin_channel="entry-1")  # left in progress
+    async with _entries_served(tmp_path, ["entry-1", "callee"], calls=(call,)) as (service, ari):
+        monkeypatch.setattr(type(service.engine), "connected", property(lambda _: True))
+        listed = ari.get_application
+        timeouts = [1]
+
+        async def loaded() -> dict[str, Any]:
+            if timeouts[0]:
+                timeouts[0] -= 1
+                raise AriUnavailable("GET", "/applications/phonemfa", 0, "timed out")
+            return await listed()
+
+        ari.get_application = loaded  # type: ignore[method-assign]
+        await service._on_connected(1, False)
+        assert ("hangup", "callee") in ari.requests
+        assert ("set", "entry-1", "PHONEMFA_OUTCOME", "interrupted") in ari.requests
+        assert ("continue", "entry-1") in ari.requests

@@ -57,6 +57,9 @@ STASIS_START_TIMEOUT = 10.0
 # to take trunk.queue_timeout from.
 ASTERISK_WAIT = 60.0
 HANGUP_TIMEOUT = 5.0
+# A hang-up Asterisk did not answer (a loaded Asterisk times requests out) is asked this many
+# times in all while connected; disconnected, the next connect's sweep hangs the channel up.
+HANGUP_TRIES = 3
 # Asterisk hangs our channel up itself this long after calls.max_duration (TIMEOUT(absolute)
 # set at its creation): a process killed mid-call (the service, or a `phonemfa call` that no
 # next start settles) leaves no callee on the line with silence for good. Past max_duration
@@ -1139,19 +1142,34 @@ class CallFlow:
         try:
             if not self.dialled:  # ended while waiting for a line: nothing to hang up
                 return
-            if self.gone is None:
-                with contextlib.suppress(AriError):
-                    await self.ari.hangup(self.channel_id)
-                deadline = self._loop.time() + HANGUP_TIMEOUT
-                while self.gone is None and self.in_stasis:
-                    if not await self.mailbox.wait(deadline):
-                        break
-                    event = self.mailbox.get_nowait()
-                    if event.type == "ChannelDestroyed":
-                        self.gone = HungUp(event.cause)
+            for tries_left in reversed(range(HANGUP_TRIES)):
+                if self.gone is not None or await self._hang_up() or not tries_left:
+                    break
+                if self._connection() is None:  # the next connect's sweep hangs it up
+                    break
             self._step("hung_up", cause=self.gone.cause if self.gone else None)
         finally:
             self.router.remove_channel(self.channel_id)
+
+    async def _hang_up(self) -> bool:
+        """Ask Asterisk to hang up our channel and wait (HANGUP_TIMEOUT) until it is gone.
+        False when Asterisk did not answer the request: not asked again, the callee would
+        stay on the line until the channel's TIMEOUT(absolute) (found by review)."""
+        answered = True
+        try:
+            await self.ari.hangup(self.channel_id)
+        except AriUnavailable:
+            answered = False
+        except AriError:
+            pass
+        deadline = self._loop.time() + HANGUP_TIMEOUT
+        while self.gone is None and self.in_stasis:
+            if not await self.mailbox.wait(deadline):
+                break
+            event = self.mailbox.get_nowait()
+            if event.type == "ChannelDestroyed":
+                self.gone = HungUp(event.cause)
+        return answered
 
     # --- helpers -----------------------------------------------------------------
     def _step(self, event: str, **details: Any) -> None:

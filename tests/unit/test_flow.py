@@ -955,6 +955,32 @@ async def test_asterisk_ends_the_channel_itself_if_nobody_is_left_to(phone: str)
     assert fake.variables["TIMEOUT(absolute)"] == str(lifetime)
 
 
+class _HangupTimesOut(FakeAsterisk):
+    """A loaded Asterisk: the first hang-up request times out and is not carried out."""
+
+    timeouts = 1
+
+    async def hangup(self, channel_id: str, reason: str = "normal") -> bool:
+        if self.timeouts:
+            self.timeouts -= 1
+            self.requests.append(("hangup_timed_out", reason))
+            raise AriUnavailable("DELETE", "/channels", 0, "timed out")
+        return await super().hangup(channel_id, reason)
+
+
+async def test_a_hang_up_asterisk_did_not_answer_is_asked_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Found by review: the request was asked once; timed out, the callee stayed on the line
+    # after the closing words until the channel's TIMEOUT(absolute), minutes later, while
+    # its line was already given to the next call.
+    monkeypatch.setattr(flow_module, "HANGUP_TIMEOUT", 0.05)
+    got, _, fake, rec = await run(MOBILE, on("prompting", "#"), fake_class=_HangupTimesOut)
+    assert got is Outcome.APPROVED
+    assert fake.sent("hangup_timed_out") and fake.sent("hangup")  # asked again: gone
+    assert rec.timeline[-1] == ("hung_up", {"cause": 16})
+
+
 @pytest.mark.usefixtures("quick_voicemail")
 async def test_a_voicemail_greeting_is_reported_as_no_answer() -> None:
     got, reason, fake, rec = await run(MOBILE, talks(0.01, None), settings=vm_tenant())

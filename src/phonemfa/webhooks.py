@@ -117,12 +117,16 @@ class WebhookSender:
         self._wake.set()
 
     async def stop(self, grace: float = 5.0) -> None:
-        """Stop sending; deliveries under way get `grace` seconds to finish, then are
-        cancelled (they stay pending and are sent on the next start)."""
+        """Stop sending, after one last look at the outbox: a call ended by the shutdown
+        itself has its webhook sent now, not at a next start that may never come. Deliveries
+        under way get `grace` seconds to finish, then are cancelled (they stay pending and
+        are sent on the next start)."""
         self._stopping = True
         self._wake.set()
         if self._task is not None:
             await self._task
+            with contextlib.suppress(StoreUnavailable):
+                await self._dispatch()
         tasks = list(self._inflight.values())
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=grace)

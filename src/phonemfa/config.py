@@ -65,6 +65,7 @@ __all__ = [
     "TenantSettings",
     "TrunkSettings",
     "UnknownTenantError",
+    "config_line",
     "field_errors",
     "format_errors",
     "is_secret_path",
@@ -888,6 +889,17 @@ def load_config(
 
 
 _Key = tuple[Any, ...]
+
+
+def config_line(path: str | os.PathLike[str], loc: Sequence[str | int]) -> int | None:
+    """The line of `loc` (its deepest part written in the file) in a config file that
+    loads: for a problem found after loading, such as a tenant's prompts (check-config)."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+        _, lines = _read_yaml(text, os.fspath(path), os.environ, secrets=False)
+    except (OSError, UnicodeDecodeError, ConfigError):
+        return None
+    return _line_of(loc, lines)
 
 
 def _line_of(loc: Sequence[str | int], lines: Mapping[_Key, int]) -> int | None:

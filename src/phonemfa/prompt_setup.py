@@ -76,12 +76,20 @@ def shipped_prompts(sounds_dir: Path | None) -> Shipped:
 
 def check_config_prompts(config: Config) -> None:
     """What prepare_prompts refuses from the config file alone, reading and writing no file
-    (check-config): without sounds.dir, the tenants that need files installed. With it, what
-    serve checks is on disk: `phonemfa prompts check` reads it."""
+    (check-config): a fraud code the shipped prompts do not announce and, without
+    sounds.dir, the tenants that need files installed. With sounds.dir, what serve checks
+    is on disk: `phonemfa prompts check` reads it."""
+    shipped = shipped_prompts(None)
+    catalogs = {n: PromptCatalog.for_tenant(n, t, shipped) for n, t in config.tenants.items()}
     if config.sounds.dir is None:
-        shipped = shipped_prompts(None)
-        catalogs = {n: PromptCatalog.for_tenant(n, t, shipped) for n, t in config.tenants.items()}
         refuse_without_sounds_dir(catalogs, config.tenants)
+    errors = [
+        f
+        for name, catalog in catalogs.items()
+        for f in unannounced_fraud_code(catalog, fraud_code_of(config.tenants[name]))
+    ]
+    if errors:  # with sounds.dir too: it needs no file (found by review)
+        raise PromptSetupError(errors)
 
 
 def prepare_prompts(

@@ -391,6 +391,9 @@ class Finding:
     message: str
     text: str
     path: str | None = None
+    # The tenant setting at fault when it is not the prompt itself (`fraud.code`): where a
+    # config file is known, its line is shown (`check-config`).
+    field: str | None = None
 
     def __str__(self) -> str:
         where = f" ({self.path})" if self.path else ""
@@ -741,11 +744,11 @@ def unannounced_fraud_code(catalog: PromptCatalog, fraud_code: str | None) -> li
     if fraud_code in (None, SHIPPED_FRAUD_CODE):
         return []
     text = (
-        f"the shipped prompt announces {SHIPPED_FRAUD_CODE} but the fraud code is "
-        f"{fraud_code}: record this message, or use {SHIPPED_FRAUD_CODE}"
+        f"the shipped prompt announces {SHIPPED_FRAUD_CODE} but fraud.code is "
+        f"{fraud_code}: record this message, or set fraud.code to {SHIPPED_FRAUD_CODE}"
     )
     return [
-        Finding("error", catalog.tenant, lang, message, text)
+        Finding("error", catalog.tenant, lang, message, text, field="fraud.code")
         for lang, message, found in _heard(catalog, FRAUD_MESSAGES)
         if isinstance(found, Resolution) and found.origin == "shipped"
     ]

@@ -241,3 +241,27 @@ def test_check_config_reads_no_prompt_file(
 def test_no_command_prints_help(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys)
     assert code == 0 and "parse" in out and "check-config" in out
+
+
+@pytest.mark.parametrize("sounds_dir", [False, True])
+def test_check_config_refuses_an_unannounced_fraud_code_at_its_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, sounds_dir: bool
+) -> None:
+    """What serve refuses from the file alone, with sounds.dir set too (found by review:
+    check-config said valid, serve would not start), at the line of fraud.code."""
+    path = tmp_path / "phonemfa.yaml"
+    sounds = f"sounds: {{dir: {tmp_path}}}\n" if sounds_dir else ""
+    path.write_text(
+        f"ari: {{password: x}}\napi: {{tokens: [t]}}\n{sounds}tenants:\n"
+        "  default: {}\n  acme:\n    fraud:\n      code: '9#'\n"
+    )
+    line = 8 if sounds_dir else 7
+    code, out, err = run(capsys, "check-config", "--config", str(path))
+    assert code == 1 and out == ""
+    problems = err.splitlines()[1:]
+    assert len(problems) == 4  # greeting_fraud and code_prompt_fraud, in en and fr
+    assert all(p.startswith(f"  {path}:{line}: error: tenant 'acme', language ") for p in problems)
+    assert all(
+        p.endswith("but fraud.code is 9#: record this message, or set fraud.code to 0#")
+        for p in problems
+    )

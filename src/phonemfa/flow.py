@@ -737,9 +737,11 @@ class CallFlow:
             self._deaf = self._deaf_since(connection)
             if self._deaf or not answers.last_silence:
                 return None
-            # About to end the call: keys before the mark were pressed in time.
+            # About to end the call: keys before the mark were pressed in time. Keys heard
+            # before a mark that did not come back are still read (deaf): a "0#" among them
+            # is a fraud report (found by review: it was thrown away with the silence).
             self._deaf = not await self._events_still_come(connection)
-            if self._deaf or not self.keys:
+            if not self.keys:
                 return None
         while True:
             while "#" not in self.keys and len(self.keys) < MAX_ENTRY:
@@ -747,7 +749,7 @@ class CallFlow:
                     break
             if "#" in self.keys or len(self.keys) >= MAX_ENTRY or not answers.last_entry:
                 break
-            if self._deaf_since(connection):
+            if self._deaf or self._deaf_since(connection):
                 break
             count = len(self.keys)
             if not await self._events_still_come(connection):

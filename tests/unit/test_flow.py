@@ -2700,3 +2700,27 @@ async def test_a_hang_up_racing_the_greeting_request_is_a_hang_up_not_a_failure(
     got, reason, _, rec = await run(MOBILE, fake_class=LeavesAsTheGreetingIsAsked)
     assert (got, reason) == (Outcome.DENIED, "hung_up")
     assert rec.count("answered") == 1
+
+
+# --- found by the safety review --------------------------------------------------------------
+async def test_a_fraud_code_heard_before_a_mark_lost_to_a_reconnect_stands() -> None:
+    # The last silence's mark is sent; "0#" reaches us, then the websocket drops and the mark
+    # comes back on the next connection. The read is deaf, but its "0#" was heard whole: it
+    # was thrown away with the silence, the person was asked again and the call ended no_input.
+    connection = Connection()
+
+    class DropsAfterTheKeys(InFlight):
+        async def user_event(
+            self, name: str, variables: dict[str, str], channel_id: str | None = None
+        ) -> None:
+            if self.in_flight:
+                connection.drop()  # after the keys it emits, before the mark
+                self.later(0.005, connection.back)
+            await super().user_event(name, variables, channel_id)
+
+    flow, fake, rec = _bare_flow(fake_class=DropsAfterTheKeys)
+    flow.connection = connection
+    flow.asterisk_ready = connection.ready
+    fake.in_flight = "0#"  # at the mark of the last silence
+    got = await asyncio.wait_for(flow.run(), 10)
+    assert got is Outcome.FRAUD_REPORTED, (got, flow.reason)

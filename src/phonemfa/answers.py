@@ -181,17 +181,23 @@ class Answers:
             dropped=r.past,
         )
 
-    def after_tail(self, dropped: str) -> Next:
+    def after_tail(self, dropped: str, deaf: bool = False) -> Next:
         """After the last wrong entry's tail (LAST_TAIL), with the keys dropped since the
         read: "1#0#" typed at once reports fraud at the last attempt as at the others. A tail
         that ends in the fraud code's start ("1#", "0", a pause to find '#') gets one prompt
         more for the code's end (found by review: the '#' came during the denial and the
         report was lost); the tail is kept for it. That prompt is no attempt more: what is
         read there reports fraud or denies (a number-matching code guessed there would be a
-        guess past calls.attempts)."""
+        guess past calls.attempts). A tail across a loss of ARI's events (`deaf`) may have
+        lost a fraud code: the same prompt more, after the events are back (EVENTS_LOST)."""
         if self.ends_in_fraud(dropped, not_heard=True):
             return Next(Verdict.FRAUD)
-        if not self.fraud_only and self._start_in(dropped, not_heard=True):
+        if self.fraud_only or self.fraud_code is None:
+            return Next(Verdict.DENY)
+        if deaf:
+            self.fraud_only = True
+            return Next(Verdict.EVENTS_LOST, retry=True, guard=True, dropped=dropped)
+        if self._start_in(dropped, not_heard=True):
             self.fraud_only = True
             return Next(Verdict.ASK_AGAIN, retry=True, guard=True, dropped=dropped)
         return Next(Verdict.DENY)

@@ -629,9 +629,11 @@ class CallFlow:
                 if verdict is Verdict.EVENTS_LOST:
                     await self._events_lost("prompting")
                 elif verdict is Verdict.LAST_TAIL:
-                    await self._read_tail()
-                    then = answers.after_tail(self._dropped)
+                    deaf = await self._read_tail()
+                    then = answers.after_tail(self._dropped, deaf)
                     self._dropped, verdict = then.dropped, then.verdict
+                    if verdict is Verdict.EVENTS_LOST:
+                        await self._events_lost("tail")
                 if verdict in _CLOSINGS:
                     outcome, reason, words = _CLOSINGS[verdict]
                     if verdict is Verdict.NO_INPUT and self._voicemail:
@@ -660,14 +662,25 @@ class CallFlow:
         elif then.step is not None:
             self._step(then.step, count=then.count)
 
-    async def _read_tail(self) -> None:
+    async def _read_tail(self) -> bool:
         """After the last wrong entry: its tail (keys still on their way, dropped as they
-        come into `_dropped`) until a pause of inter_digit_timeout, at most ten of them."""
+        come into `_dropped`) until a pause of inter_digit_timeout, at most ten of them.
+        True when ARI's events may have been lost meanwhile, and the tail's keys with them:
+        the wrong entry would end the call, so, as before a silence does, our mark must come
+        back (found by review: a "0#" lost there ended the call denied)."""
+        connection = self._connection()
         self._prompt_not_heard = True  # the tail follows the entry (a hang-up)
         self._keys_ignored_until = self._loop.time() + self.calls.inter_digit_timeout
         cap = self._loop.time() + self.calls.inter_digit_timeout * 10
         while (end := min(self._keys_ignored_until, cap)) > self._loop.time():
             await self._wait_for(lambda: False, end - self._loop.time())
+        if self._deaf_since(connection):
+            return True
+        held, self._keys_ignored_until = self._keys_ignored_until, math.inf
+        try:  # keys that come before the mark are the tail's too
+            return not await self._events_still_come(connection)
+        finally:
+            self._keys_ignored_until = held
 
     async def _events_still_come(self, connection: int | None) -> bool:
         """Before a silence or a wrong entry ends the call: do this channel's events still

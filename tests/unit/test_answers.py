@@ -218,3 +218,20 @@ def test_no_fraud_start_is_carried_past_a_prompt_heard_whole_across_a_loss() -> 
     # yes either until a prompt is heard whole.
     then = a.read(during("#"))
     assert (then.verdict, then.step) == (Verdict.ASK_AGAIN, "not_taken")
+
+
+def test_a_last_tail_across_a_loss_of_events_gets_the_prompt_for_the_fraud_code_alone() -> None:
+    # Its "0#" may be lost with the events: asked again once, where only "0#" is no denial.
+    a = answers(attempts=1)
+    assert a.read(heard("1#")).verdict is Verdict.LAST_TAIL
+    again = a.after_tail("", deaf=True)
+    assert (again.verdict, again.retry, again.guard) == (Verdict.EVENTS_LOST, True, True)
+    assert a.read(during("#")).verdict is Verdict.DENY
+    a = answers(attempts=1)
+    a.read(heard("1#"))
+    a.after_tail("", deaf=True)
+    assert a.read(heard("0#")).verdict is Verdict.FRAUD
+    # Without fraud reporting there is nothing to ask for.
+    a = answers(fraud=None, attempts=1)
+    a.read(heard("1#"))
+    assert a.after_tail("", deaf=True).verdict is Verdict.DENY

@@ -2724,3 +2724,49 @@ async def test_a_fraud_code_heard_before_a_mark_lost_to_a_reconnect_stands() -> 
     fake.in_flight = "0#"  # at the mark of the last silence
     got = await asyncio.wait_for(flow.run(), 10)
     assert got is Outcome.FRAUD_REPORTED, (got, flow.reason)
+
+
+@pytest.mark.parametrize("half_open", [False, True])
+async def test_a_fraud_code_lost_in_the_last_attempt_s_tail_is_asked_for_again(
+    half_open: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # "1#" at the last attempt, then "0#" at once (its tail), lost with ARI's events: a drop
+    # noticed during the tail, or a websocket dead without a close (its mark never comes
+    # back). Any other read across a loss asks again; this one denied the call at once, the
+    # fraud report lost. Now one prompt more, for the fraud code alone.
+    monkeypatch.setattr(flow_module, "MARK_WAIT", 0.05)
+    connection = Connection()
+    settings = tenant(calls={**TINY, "attempts": 1})
+
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "prompting" and rec.count("prompting") == 1:
+            fake.press("1#")
+        elif event == "wrong_input":  # the "0#" typed now is lost
+            if half_open:
+                fake.half_open = True
+            else:
+                connection.blip(fake)
+        elif event == "prompting":
+            fake.half_open = False
+            fake.press("0#")
+
+    got, reason, _, rec = await run(MOBILE, script, settings=settings, connection=connection)
+    assert got is Outcome.FRAUD_REPORTED, (got, reason, _r4_dump(rec))
+    assert rec.count("events_lost") == 1
+
+
+async def test_after_a_loss_in_the_last_tail_a_pound_still_denies() -> None:
+    # The prompt more after that loss is for the fraud code alone: a '#' there is no yes.
+    connection = Connection()
+    settings = tenant(calls={**TINY, "attempts": 1})
+
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "prompting" and rec.count("prompting") == 1:
+            fake.press("1#")
+        elif event == "wrong_input":
+            connection.blip(fake)
+        elif event == "prompting":
+            fake.press("#")
+
+    got, reason, _, rec = await run(MOBILE, script, settings=settings, connection=connection)
+    assert (got, reason) == (Outcome.DENIED, "wrong_input"), _r4_dump(rec)

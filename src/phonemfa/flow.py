@@ -168,6 +168,14 @@ class CallRequest:
     """The legs that may follow when `plan`'s does not reach the person (fallback.py)."""
 
 
+def _asterisk_seconds(event: Event) -> float | None:
+    """When Asterisk stamped `event`, in seconds of its clock; None if unstamped."""
+    try:
+        return datetime.fromisoformat(event.timestamp).timestamp()
+    except ValueError:
+        return None
+
+
 def asterisk_going(event: Event) -> bool:
     """A ChannelHangupRequest that Asterisk's own shutdown made (soft, with its cause)."""
     return bool(event.data.get("soft")) and bool(event.cause & SOFTHANGUP_ASTERISK_GOING)
@@ -282,6 +290,10 @@ class CallFlow:
         self._mark: str | None = None  # the mark we wait for (_events_still_come), and
         self._mark_seen = False  # whether it came
         self._playback_state: str | None = None  # how the last playback ended, if said
+        # When the last playback ended by Asterisk's clock, and whether a key handled since
+        # went down before that (`_handle`): it came during the prompt.
+        self._playback_ended_at: float | None = None
+        self._down_in_prompt = False
         direct = self.req.plan.mode is DialMode.DIRECT
         self._voicemail_mode = self.calls.voicemail_detection if direct else "off"
         self._answered_at: float | None = None  # loop time
@@ -725,15 +737,26 @@ class CallFlow:
         self.keys.clear()
         seen = self._keys_seen
         connection = self._connection()
+        self._prompt_not_heard = True  # until it has played to its end (read on a hang-up)
+        try:
+            return await self._read(answers, prompt, connection, seen)
+        finally:
+            # A key that went down as the prompt ended, told of once released after it.
+            self._prompt_not_heard = self._prompt_not_heard or self._down_in_prompt
+
+    async def _read(
+        self, answers: Answers, prompt: Prompt, connection: int | None, seen: int
+    ) -> str | None:
+        """The body of `_ask`: play the prompt, then read the entry."""
         not_heard: bool | None = None  # known once a key came during it, or it ended
 
         def dropped_report() -> bool:
             if not_heard is None and self._keys_seen == seen:
                 return False  # it may yet be heard whole (found by review)
             # Still playing, with a key during it: it will not have been heard whole.
-            return answers.ends_in_fraud(self._dropped, True if not_heard is None else not_heard)
+            unheard = not_heard is None or not_heard or self._down_in_prompt
+            return answers.ends_in_fraud(self._dropped, unheard)
 
-        self._prompt_not_heard = True  # until it has played to its end (read on a hang-up)
         ended_by_itself = await self._play(
             prompt, stop_on=lambda: bool(self.keys) or dropped_report()
         )
@@ -793,6 +816,7 @@ class CallFlow:
         """Play and wait for the end, or stop it as soon as `stop_on()` holds (a key).
         Asterisk does not stop playbacks on DTMF by itself (DESIGN §8). True when it played
         to its end by itself (not stopped, not failed, not lost)."""
+        self._playback_ended_at, self._down_in_prompt = None, False
         guard = self._next_prompt_guard
         if guard is not None:
             # Keys received before this prompt is asked for answer an earlier one: drop them
@@ -867,6 +891,14 @@ class CallFlow:
             self._handle(mailbox.get_nowait())
 
     # --- events ----------------------------------------------------------------
+    def _note_down(self, event: Event, held: float) -> None:
+        """A key that went down before the last playback ended (both by Asterisk's clock)
+        came during that prompt, though told of after its end: "0", a pause, then '#' as
+        the retry prompt ends is the fraud code, not a yes to a prompt heard whole."""
+        ended, at = self._playback_ended_at, _asterisk_seconds(event)
+        if ended is not None and at is not None and at - held < ended:
+            self._down_in_prompt = True
+
     def _pressed(self, event: Event, now: float) -> float:
         """When Asterisk got `event`, on our loop's clock, at the latest: its timestamp plus
         the smallest lag of the call's recent events (`now` if unstamped). A key guard judges
@@ -877,9 +909,8 @@ class CallFlow:
         pressed only if Asterisk's clock went back (by less than KEY_LATE_LIMIT, within
         KEY_LAG_WINDOW), and then by at most that much: a key that counts may be dropped
         then, never the other way round."""
-        try:
-            at = datetime.fromisoformat(event.timestamp).timestamp()
-        except ValueError:
+        at = _asterisk_seconds(event)
+        if at is None:
             return now
         lag = now - at
         lags = self._lags
@@ -904,7 +935,9 @@ class CallFlow:
             shown = "*" if self._masking_keys and digit != "#" else digit
             # Pressed in a guard and released after it is still pressed in it: the second
             # '#' of a "##" held through the greeting's guard would approve (found by review).
-            down = pressed - min(event.duration_ms / 1000, KEY_HELD_LIMIT)
+            held = min(event.duration_ms / 1000, KEY_HELD_LIMIT)
+            down = pressed - held
+            self._note_down(event, held)
             if self._next_prompt_guard is not None or down < self._keys_ignored_until:
                 tail_end = now + self.calls.inter_digit_timeout
                 self._keys_ignored_until = max(self._keys_ignored_until, tail_end)
@@ -926,6 +959,7 @@ class CallFlow:
         elif kind == "PlaybackFinished":
             if event.playback_id == self.playback_id:
                 self.playback_over = True
+                self._playback_ended_at = _asterisk_seconds(event)
                 state = event.playback.get("state")
                 self._playback_state = state
                 # A prompt the far end hung up on ends "failed": not a broken prompt, and the

@@ -2770,3 +2770,26 @@ async def test_after_a_loss_in_the_last_tail_a_pound_still_denies() -> None:
 
     got, reason, _, rec = await run(MOBILE, script, settings=settings, connection=connection)
     assert (got, reason) == (Outcome.DENIED, "wrong_input"), _r4_dump(rec)
+
+
+@pytest.mark.parametrize(
+    ("down_before_end", "expected"), [(True, Outcome.FRAUD_REPORTED), (False, Outcome.APPROVED)]
+)
+async def test_a_pound_down_during_the_retry_prompt_and_up_after_it_completes_the_fraud_code(
+    down_before_end: bool, expected: Outcome
+) -> None:
+    # "0", a pause (a wrong entry, the fraud code begun), then '#' pressed as the retry prompt
+    # ends. ARI tells of a key when it is released: down during the prompt and up just after
+    # it, the '#' read as an answer to a prompt heard whole, and approved a fraud report.
+    # A key is judged by when it went down, as the guards do.
+    held_ms = 80 if down_before_end else 5
+
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "prompting" and rec.count("prompting") == 1:
+            fake.press("0")
+        elif event == "prompting" and rec.count("prompting") == 2:
+            pound = {"digit": "#", "duration_ms": held_ms}
+            fake.later(PROMPT_SECONDS + 0.03, lambda: fake.emit("ChannelDtmfReceived", **pound))
+
+    got, reason, _, rec = await run(MOBILE, script)
+    assert got is expected, (got, reason, _r4_dump(rec))

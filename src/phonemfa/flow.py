@@ -140,6 +140,12 @@ EVENT_TYPES = frozenset(
 )
 
 
+def _shown_media(media: Any) -> Any:
+    """A media as the timeline shows it: spoken digits (the operator prompt's extension)
+    masked, as the number is."""
+    return DIGITS_MASKED if isinstance(media, str) and media.startswith("digits:") else media
+
+
 class Observer(Protocol):
     """Where a call reports its progress: the service's store, or the CLI's screen."""
 
@@ -581,7 +587,7 @@ class CallFlow:
             connection = self._connection()
             self.keys.clear()
             # The spoken extension (operator prompt) is masked as the number is.
-            media = [DIGITS_MASKED if m.startswith("digits:") else m for m in prompt.media]
+            media = [_shown_media(m) for m in prompt.media]
             self._step(name, attempt=attempt, media=media, language=prompt.language)
             await self._play(prompt, stop_on=lambda: "#" in self.keys)
             pound = "#" in self.keys or await self._wait_key("#", pause)
@@ -965,7 +971,9 @@ class CallFlow:
                 # A prompt the far end hung up on ends "failed": not a broken prompt, and the
                 # hang-up is on the timeline already (found by an administrator's read).
                 if state != "done" and not self._hangup_requested:
-                    self._step("playback_" + str(state), media=event.playback.get("media_uri"))
+                    # Asterisk names the media it stopped at: the extension's digits, maybe.
+                    media = _shown_media(event.playback.get("media_uri"))
+                    self._step("playback_" + str(state), media=media)
         elif kind == "StasisStart":
             self.in_stasis = True
             self._set_state(event.channel_state, event.timestamp)

@@ -895,6 +895,32 @@ async def test_a_failed_playback_is_in_the_timeline() -> None:
     assert rec.count("playback_failed") >= 1
 
 
+class SpokenDigitsFail(FakeAsterisk):
+    """Asterisk cannot say the operator prompt's digits: the playback ends failed there, and
+    its PlaybackFinished names the media it stopped at (`digits:5678`)."""
+
+    async def play(
+        self, channel_id: str, playback_id: str, media: Any, lang: str | None = None
+    ) -> dict[str, Any]:
+        digits = [m for m in media if m.startswith("digits:")]
+        if not digits:
+            return await super().play(channel_id, playback_id, media, lang)
+        self.requests.append(("play", list(media)))
+        self.playing = None
+        playback = {"id": playback_id, "state": "failed", "media_uri": digits[0]}
+        self.later(0.001, lambda: self.emit("PlaybackFinished", playback=playback))
+        return {"id": playback_id}
+
+
+async def test_a_failed_playback_of_the_spoken_extension_keeps_it_masked() -> None:
+    # The timeline masks the operator prompt's digits (README); its failed playback, which
+    # names the media it stopped at, showed them.
+    _, _, _, rec = await run(OPERATOR, fake_class=SpokenDigitsFail)
+    failed = [d for n, d in rec.timeline if n == "playback_failed"]
+    assert failed and all(d["media"] == "digits:***" for d in failed), failed
+    assert "5678" not in repr(rec.timeline)
+
+
 async def test_a_prompt_cut_by_a_hang_up_is_not_a_failed_playback() -> None:
     # Asterisk reports the hang-up request, then the playback it ended as "failed".
     def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:

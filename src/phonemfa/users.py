@@ -3,8 +3,8 @@
 The per-user velocity limits and the block after a fraud report hold for a user, not for a
 spelling: an identity system that passes the login as typed ("Alice", "ALICE", "alice" with a
 zero-width space) must not get a fresh limit, or a call past the block, for each. Ids are
-compared after Unicode NFKC normalisation and case folding, without invisible format
-characters, and stored that way.
+compared after Unicode NFKC normalisation and case folding, without invisible format and
+control characters, and stored that way.
 """
 
 from __future__ import annotations
@@ -20,9 +20,15 @@ _IGNORABLE = (
 )  # fmt: skip
 
 
+# ASCII's control characters (C0 and DEL): the API refuses C0 only, DEL would pass.
+_ASCII_CONTROLS = dict.fromkeys([*range(0x20), 0x7F])
+
+
 def _visible(c: str) -> bool:
     code = ord(c)
-    if unicodedata.category(c) == "Cf":  # zero-width spaces and joiners, bidi marks...
+    # Format characters (zero-width spaces and joiners, bidi marks...) and control ones
+    # (DEL, the C1 range): nothing shows, so "alice" plus one of them is alice.
+    if unicodedata.category(c) in ("Cf", "Cc"):
         return False
     return not any(low <= code <= high for low, high in _IGNORABLE)
 
@@ -32,7 +38,7 @@ def canonical_user(user: str) -> str:
     if user.isascii():
         # Most ids. ASCII is its own NFKC form, has no format or ignorable character, and
         # folds case as it lowers: the general path gives the same, 20 times slower.
-        return user.lower().strip()
+        return user.translate(_ASCII_CONTROLS).lower().strip()
     return _canonical_unicode(user)
 
 

@@ -21,6 +21,9 @@ from phonemfa.users import _canonical_unicode, canonical_user
         "ａｌｉｃｅ",  # full-width
         "alic\ufe0fe",  # a variation selector (not a format character)
         "al\u034fice",  # the combining grapheme joiner
+        "alice\x7f",  # DEL: a control character the API's C0 check lets through
+        "ali\x80ce",  # C1 controls: as invisible
+        "ali\x85ce",
     ],
 )
 def test_every_spelling_of_a_user_is_one_user(spelling: str) -> None:

@@ -18,7 +18,7 @@ import dataclasses
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -261,16 +261,23 @@ class CallService:
         longest window of any tenant's limits (a week's limit is not reset by a restart;
         found by review), a day at least (a tenant's limits may be changed to a longer
         window later)."""
+        self.guard.seed(await self._placed_calls(self.tenants.values()))
+
+    async def _placed_calls(
+        self, tenants: Iterable[TenantSettings], tenant: str | None = None
+    ) -> list[PastCall]:
+        """The calls placed (of `tenant`, or of all) within the longest window of these
+        settings' limits, a day at least."""
         windows = [
             rule.window
-            for lim in (settings.limits for settings in self.tenants.values())
+            for lim in (settings.limits for settings in tenants)
             for rule in (*lim.per_user, *lim.per_number, *lim.per_tenant)
         ]
         since = time.time() - max([SEED_HORIZON, *windows])
-        self.guard.seed(
-            PastCall(tenant, user, number, at, backups)
-            for tenant, user, number, at, backups in await self.store.recent_calls(since)
-        )
+        return [
+            PastCall(name, user, number, at, backups)
+            for name, user, number, at, backups in await self.store.recent_calls(since, tenant)
+        ]
 
     async def shutdown(self, grace: float | None = None) -> None:
         """Stop taking calls, let calls in progress finish within the grace period, then end
@@ -751,7 +758,16 @@ class CallService:
         else:  # sox and espeak-ng: blocking
             await asyncio.to_thread(prepare_tenant_prompts, catalog, settings, sounds)
         await self.store.put_tenant_settings(name, settings_json(settings))
+        placed: list[PastCall] = []
+        old = self.tenants.get(name)
+        if old is not None and old.limits != settings.limits:
+            # New limits start with no count (the guard's were kept for the old rules): they
+            # count the calls already placed, or tightening them during toll fraud would hand
+            # out a fresh allowance (found by review). Read while the old limits still guard;
+            # no await between the swap and the seed.
+            placed = await self._placed_calls([settings], name)
         self._set_tenant(name, settings)
+        self.guard.seed(placed)
         log.info("tenant %s settings changed", name)
 
     def _fraud_block(self, record: CallRecord) -> tuple[str, str, str] | None:

@@ -984,19 +984,21 @@ class Store:
         return [_call(row) for row in rows]
 
     async def recent_calls(
-        self, since: float
+        self, since: float, tenant: str | None = None
     ) -> list[tuple[str, str | None, str, float, tuple[str, ...]]]:
         """(tenant, user, phone_hash, created_at, backup_hashes) of the calls placed since
-        `since`. A call refused by the policy (no number key: nothing was dialled) is not one:
-        it never counted for the velocity limits, and must not after a restart (found by
-        review: anyone naming a user could lock them out with refused calls)."""
-        rows = await self._read(
-            lambda c: c.execute(
-                "SELECT tenant, user, phone_hash, created_at, backup_hashes FROM calls"
-                " WHERE created_at >= ? AND phone_hash != '' ORDER BY created_at",
-                (since,),
-            ).fetchall()
+        `since` (of `tenant` only, when given). A call refused by the policy (no number key:
+        nothing was dialled) is not one: it never counted for the velocity limits, and must
+        not after a restart (found by review: anyone naming a user could lock them out with
+        refused calls)."""
+        sql = (
+            "SELECT tenant, user, phone_hash, created_at, backup_hashes FROM calls"
+            " WHERE created_at >= ? AND phone_hash != ''"
+            + ("" if tenant is None else " AND tenant = ?")
+            + " ORDER BY created_at"
         )
+        args = (since,) if tenant is None else (since, tenant)
+        rows = await self._read(lambda c: c.execute(sql, args).fetchall())
         return [(t, u, h, at, _strings(b)) for t, u, h, at, b in rows]
 
     async def count_calls(self) -> dict[str, int]:

@@ -20,7 +20,13 @@ from phonemfa.ari import AriNotFound, AriUnavailable, Event
 from phonemfa.config import Config, FraudSettings, Limits
 from phonemfa.numbers import parse_number
 from phonemfa.outcomes import Outcome
-from phonemfa.service import CallService, LiveCall, ServiceUnavailable, StartCall
+from phonemfa.service import (
+    CallService,
+    LiveCall,
+    RateLimited,
+    ServiceUnavailable,
+    StartCall,
+)
 from phonemfa.store import CallRecord, Store, StoreUnavailable, TimelineEntry
 from phonemfa.tollfraud import RefusalCode
 from tests.unit.test_store import record
@@ -385,6 +391,22 @@ async def test_after_a_restart_refused_calls_lock_nobody_out_and_long_windows_st
         assert restarted.guard.check("default", parse_number("+1 425 555 0140"), "bob", now) is None
         refusal = restarted.guard.check("default", parse_number("+1 425 555 0130"), "dan", now)
         assert refusal is not None and refusal.code is RefusalCode.RATE_LIMITED_NUMBER
+
+
+async def test_limits_changed_at_run_time_still_count_the_calls_already_placed(
+    tmp_path: Path,
+) -> None:
+    # An operator who tightens the limits (toll fraud under way) must not hand out a fresh
+    # allowance: the new limits count the calls already placed, as after a restart.
+    async with _taking_calls(tmp_path) as (service, _):
+        for i in range(3):
+            await service.start_call(StartCall(phone=f"+1 425 555 01{i}0", user="alice"))
+        three = Limits.model_validate({"per_user": [{"count": 3, "window": 300}]})
+        tighter = service.tenants["default"].model_copy(update={"limits": three})
+        await service.update_tenant("default", tighter)
+        with pytest.raises(RateLimited) as refused:
+            await service.start_call(StartCall(phone="+1 425 555 0190", user="alice"))
+        assert refused.value.code == RefusalCode.RATE_LIMITED_USER.value
 
 
 async def test_a_stored_fraud_code_the_prompts_do_not_announce_gives_way_to_theirs(

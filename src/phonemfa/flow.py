@@ -76,6 +76,8 @@ MAX_EVENTS_LOST = 3
 MARK_EVENT = "phonemfa_mark"
 MARK_WAIT = 3.0
 DIGITS_MASKED = f"digits:{EXTENSION_MASK}"
+# Fewer digits than this is an internal line (an extension), not a phone number.
+MIN_NUMBER_DIGITS = 7
 # How far a channel has got, for re-sync snapshots that may be older than the events seen.
 _STATE_ORDER = {"Ring": 1, "Ringing": 1, "Up": 2}
 # A soft hang-up request carries Asterisk's reason as flags: shutting down, or the Stasis
@@ -986,7 +988,7 @@ class CallFlow:
         elif kind == "ChannelCallerId":
             number = str(event.channel.get("caller", {}).get("number", ""))
             if self._is_transfer_hint(number):
-                self._step("caller_id_changed", number=mask_text(number))
+                self._step("caller_id_changed", number=self._masked_caller(number))
         elif kind == "ChannelTalkingStarted":
             self._step("talking_started")
             self._talk_started(now)
@@ -1073,10 +1075,19 @@ class CallFlow:
         dialled = self.req.plan.number
         significant = dialled.digits[len(str(dialled.country_code)) :]  # without +1, +33...
         # In any format: E.164, national (0 1 23...), international (00 33 1 23..., 011 1...).
-        same = len(digits) >= 7 and (
+        same = len(digits) >= MIN_NUMBER_DIGITS and (
             dialled.digits.endswith(digits) or digits.endswith(significant)
         )
         return not same
+
+    def _masked_caller(self, number: str) -> str:
+        """A caller id for the timeline. A short one is an internal line, usually the desk's
+        extension (what a transfer announces): masked whole, as extensions are everywhere;
+        mask_text would show its last two digits."""
+        digits = "".join(c for c in number if c.isdigit())
+        if len(digits) < MIN_NUMBER_DIGITS or digits == self.req.plan.extension:
+            return EXTENSION_MASK
+        return mask_text(number)
 
     def _set_state(self, state: str, asterisk_at: str = "") -> None:
         if state == self.channel_state:

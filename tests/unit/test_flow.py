@@ -878,7 +878,29 @@ async def test_only_a_caller_id_of_another_line_after_the_answer_is_a_transfer_h
     got, _, _, rec = await run("+1 425 555 0120 x@5678", script)
     assert got is Outcome.APPROVED
     hints = [d for n, d in rec.timeline if n == "caller_id_changed"]
-    assert hints == [{"number": "*******78"}], hints
+    # The desk's extension is masked whole, as everywhere else on the timeline.
+    assert hints == [{"number": "***"}], hints
+
+
+async def test_a_caller_id_naming_the_desk_does_not_show_its_extension() -> None:
+    def caller(fake: FakeAsterisk, number: str) -> None:
+        channel = {"id": fake.channel, "state": "Up", "caller": {"number": number}}
+        fake.emit("ChannelCallerId", channel=channel)
+
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "operator_prompt" and rec.count("operator_prompt") == 1:
+            caller(fake, "5678")  # the desk, by its extension
+            caller(fake, "85678")  # an internal number: a site code and the extension
+            caller(fake, "+1 206 555 0199")  # another line, a phone number: masked as one
+            fake.press("#")
+        elif event == "prompting":
+            fake.press("#")
+
+    got, _, _, rec = await run("+1 425 555 0120 x@5678", script)
+    assert got is Outcome.APPROVED
+    hints = [d["number"] for n, d in rec.timeline if n == "caller_id_changed"]
+    assert hints == ["***", "***", "*******99"], hints
+    assert "78" not in repr(hints)
 
 
 async def test_operator_hanging_up_before_the_greeting() -> None:

@@ -176,6 +176,8 @@ _EXT_MARKER = re.compile(r";ext=|(?:extension|extn|ext)[.:]?|x", re.IGNORECASE |
 _MAIN_CHARS = re.compile(r"[0-9+ .\-()/]*")
 _MAIN_PLUS_POSITION = re.compile(r"[( ]*\+[0-9 .\-()/]*")
 _TEL_VISUAL = re.compile(r"[-.()]")
+# Another marker, then what could be an extension: "#5678", ",,5678", "poste 1234".
+_OTHER_MARKER = re.compile(r"([^\d\s]+)\s*[0-9]+\s*")
 # Copy-paste from documents brings odd spaces and dashes; treat them as plain ones.
 _NORMALISE = str.maketrans(
     {
@@ -238,11 +240,23 @@ def _split_extension(s: str) -> tuple[str, str | None]:
     if ok.end() < len(main):
         bad = main[ok.end()]
         if any(c.isdigit() for c in main[: ok.end()]):
-            raise NumberError("trailing_garbage", f"unexpected {bad!r} after the number")
+            raise NumberError("trailing_garbage", _after_number(main[ok.end() :]))
         raise NumberError("not_a_number", f"unexpected {bad!r}")
     if "+" in main and (main.count("+") > 1 or not _MAIN_PLUS_POSITION.fullmatch(main)):
         raise NumberError("not_a_number", "'+' may only start the number")
     return main, ext_text
+
+
+def _after_number(rest: str) -> str:
+    """Why `rest` cannot follow the number. Digits after another marker (a dialler's pause or
+    key, "poste") are an extension written otherwise: say how to write it."""
+    m = _OTHER_MARKER.fullmatch(rest)
+    if m is None:
+        return f"unexpected {rest[0]!r} after the number"
+    return (
+        f"{m.group(1)!r} does not mark an extension: write it after x, as in "
+        "425-555-1234x5678 (pauses before it belong to the dial profile)"
+    )
 
 
 def _split_tel_uri(body: str) -> tuple[str, str | None]:

@@ -172,6 +172,28 @@ def test_refused(text: str, region: str | None, code: str) -> None:
     assert str(info.value).startswith(f"{code}: ")
 
 
+@pytest.mark.parametrize(
+    ("text", "marker"),
+    [
+        ("425-555-1234#5678", "#"),
+        ("425-555-1234,5678", ","),
+        ("425-555-1234,,5678", ",,"),
+        ("425-555-1234;5678", ";"),
+        ("425-555-1234w5678", "w"),
+        ("425-555-1234 p 5678", "p"),
+        ("01 23 45 67 89 poste 1234", "poste"),
+    ],
+)
+def test_another_extension_marker_is_refused_saying_to_write_x(text: str, marker: str) -> None:
+    # Dialler pauses and keys, or a marker in another language, before the extension: the
+    # message must say how to write it, not only that a character is unexpected.
+    with pytest.raises(NumberError) as info:
+        parse_number(text, "FR" if "poste" in text else "US")
+    assert info.value.code == "trailing_garbage"
+    assert f"{marker!r}" in info.value.message
+    assert "x5678" in info.value.message  # the form to use
+
+
 def test_bad_region_is_a_value_error_not_a_number_error() -> None:
     with pytest.raises(ValueError) as info:
         parse_number("425 555 1234", "XX")

@@ -332,7 +332,8 @@ def _parse_main(main: str, region: str | None, extension: str | None, forced: bo
     lib_type = phonenumbers.number_type(parsed)
     if lib_type == phonenumbers.PhoneNumberType.UNKNOWN:
         where = phonenumbers.region_code_for_country_code(country_code)
-        raise NumberError("invalid_for_region", f"not a valid number for {where} (+{country_code})")
+        message = f"not a valid number for {where} (+{country_code})"
+        raise NumberError("invalid_for_region", message + _abroad_hint(main))
     country = phonenumbers.region_code_for_number(parsed) or NON_GEOGRAPHIC
     return PhoneNumber(
         e164=phonenumbers.format_number(parsed, PhoneNumberFormat.E164),
@@ -343,6 +344,15 @@ def _parse_main(main: str, region: str | None, extension: str | None, forced: bo
         extension=extension,
         operator_forced=forced,
     )
+
+
+def _abroad_hint(main: str) -> str:
+    """Read without a '+', a number is the tenant region's: one of another country written as
+    at home ("01 23 45 67 89") or with another country's way out ("0033...") is not valid
+    there, and only its country code says which it is."""
+    if "+" in main:
+        return ""
+    return "; a number of another country needs + and its country code (+33 1 23 45 67 89)"
 
 
 def _from_lib_error(exc: NumberParseException, main: str, region: str | None) -> NumberError:
@@ -356,5 +366,6 @@ def _from_lib_error(exc: NumberParseException, main: str, region: str | None) ->
         NumberParseException.TOO_SHORT_AFTER_IDD,
         NumberParseException.TOO_LONG,
     ):
-        return NumberError("invalid_for_region", "too short or too long for its country")
+        message = "too short or too long for its country"
+        return NumberError("invalid_for_region", message + _abroad_hint(main))
     return NumberError("not_a_number", "does not look like a phone number")

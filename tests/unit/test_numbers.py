@@ -194,6 +194,30 @@ def test_another_extension_marker_is_refused_saying_to_write_x(text: str, marker
     assert "x5678" in info.value.message  # the form to use
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "0033 1 23 45 67 89",  # 00 is not how the US dials abroad (011)
+        "01 23 45 67 89",  # a French number written as in France
+        "0044 20 7946 0000 x 123",
+    ],
+)
+def test_a_number_of_another_country_without_plus_says_to_write_it(text: str) -> None:
+    # Read in the tenant's region (US), it is not a valid US number: the message must say
+    # how to write it, not only that it is not a US number.
+    with pytest.raises(NumberError) as info:
+        parse_number(text, "US")
+    assert info.value.code == "invalid_for_region"
+    assert "not a valid number for US (+1)" in info.value.message
+    assert "country code" in info.value.message
+
+
+def test_a_number_with_its_country_code_gets_no_hint_about_it() -> None:
+    with pytest.raises(NumberError) as info:
+        parse_number("+1 425 555 12345", "US")
+    assert "country code" not in info.value.message
+
+
 def test_bad_region_is_a_value_error_not_a_number_error() -> None:
     with pytest.raises(ValueError) as info:
         parse_number("425 555 1234", "XX")

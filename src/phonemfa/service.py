@@ -878,6 +878,7 @@ class CallService:
         and may approve, for a caller nobody waits for (found by review); an entry whose
         call has ended is forgotten. Asterisk lists a channel in our app only just after
         its StasisStart: one not listed is asked for."""
+
         async def check(channel_id: str, call_id: str) -> None:
             try:
                 await self.engine.ari.get_channel(channel_id)

@@ -415,9 +415,7 @@ async def test_a_stored_fraud_code_the_prompts_do_not_announce_gives_way_to_thei
     # Settings saved before such a code was refused: the callers are told 0#, so 0# it is
     # (a 0# read as a wrong answer would lose their fraud report).
     async with _taking_calls(tmp_path) as (service, _):
-        stored = service.tenants["default"].model_copy(
-            update={"fraud": FraudSettings(code="9#")}
-        )
+        stored = service.tenants["default"].model_copy(update={"fraud": FraudSettings(code="9#")})
         assert service._usable("default", stored).fraud.code == "0#"
         off = stored.model_copy(update={"fraud": FraudSettings(code="9#", enabled=False)})
         assert service._usable("default", off).fraud.code == "9#"

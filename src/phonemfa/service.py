@@ -220,7 +220,9 @@ class CallService:
         self.metrics = Metrics()
         lines = self.engine.lines
         self.metrics.calls_waiting.set_function(lambda: lines.waiting)
-        self.webhooks = WebhookSender(store, self._webhook_secret)
+        self.webhooks = WebhookSender(
+            store, self._webhook_secret, callback_hosts=config.api.callback_hosts
+        )
         self.live: dict[str, LiveCall] = {}
         self.accepting = False
         self._entries: dict[str, str] = {}  # dialplan entry channel -> its call id

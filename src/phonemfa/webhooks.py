@@ -87,9 +87,13 @@ class WebhookSender:
         base_delay: float = 1.0,
         max_delay: float = 600.0,
         concurrency: int = CONCURRENCY,
+        callback_hosts: tuple[str, ...] | None = None,
     ) -> None:
         self.store = store
         self.secrets = secrets
+        # api.callback_hosts as this process has it: a delivery queued before the list was
+        # narrowed (a restart with another config) is held to it too.
+        self.callback_hosts = callback_hosts
         self.session_factory = session_factory
         self.timeout = timeout
         self.max_attempts = max_attempts
@@ -121,6 +125,8 @@ class WebhookSender:
         itself has its webhook sent now, not at a next start that may never come. Deliveries
         under way get `grace` seconds to finish, then are cancelled (they stay pending and
         are sent on the next start)."""
+        if self._stopping:  # stopped already: its session is closed
+            return
         self._stopping = True
         self._wake.set()
         if self._task is not None:
@@ -227,8 +233,9 @@ class WebhookSender:
         }
         # A name's addresses are checked as it connects (GuardedResolver); aiohttp connects
         # to an address given as such without asking a resolver, so it is checked here (a
-        # delivery queued before the API refused such URLs).
-        if (why := callback_refused(d.url, None)) is not None:
+        # delivery queued before the API refused such URLs, or before api.callback_hosts
+        # left its host out: found by review).
+        if (why := callback_refused(d.url, self.callback_hosts)) is not None:
             return self._give_up(d, f"refused callback address: {why}")
         assert self._session is not None
         try:

@@ -305,6 +305,24 @@ async def test_a_refused_address_queued_before_the_api_checked_is_never_connecte
     assert w.last_error is not None and "refused callback address" in w.last_error
 
 
+async def test_a_host_left_out_of_callback_hosts_since_it_was_queued_is_given_up_on(
+    store: Store, receiver: Receiver, senders: Any
+) -> None:
+    # Queued while the host was allowed; the service restarted with a narrower list (found
+    # by review: it was still sent, and retried up to max_attempts).
+    sender = senders(callback_hosts=("hooks.example.com",))
+    await finished(store, "c1", receiver.url("/hook"))
+    sender.notify()
+    w = await settled(store, "c1")
+    assert w.given_up_at is not None and w.attempts == 1 and receiver.requests == []
+    assert w.last_error is not None and "not one of api.callback_hosts" in w.last_error
+    await sender.stop()
+    allowed = senders(callback_hosts=("127.0.0.1",))
+    await finished(store, "c2", receiver.url("/hook"))
+    allowed.notify()
+    assert (await settled(store, "c2")).delivered_at is not None
+
+
 async def test_timeouts_are_retried(store: Store, receiver: Receiver, senders: Any) -> None:
     receiver.script["/hook"] = [receiver.held, 200]
     sender = senders(timeout=0.2)

@@ -161,9 +161,14 @@ def mask(number: PhoneNumber | str) -> str:
 
 
 def mask_text(text: str) -> str:
-    """Mask raw input for logs: only its last two digits survive."""
-    digits = re.sub(r"\D", "", text)
-    return f"{_MASK_STARS}{digits[-2:]}" if digits else "<no digits>"
+    """Mask raw input for logs: only the last two digits of its number survive, and an
+    extension is masked whole as a parsed number's is (its last two digits were the
+    number's: found by review)."""
+    marker = _EXT_MARKER.search(text)
+    number = text if marker is None else text[: marker.start()]
+    digits = re.sub(r"\D", "", number)
+    masked = f"{_MASK_STARS}{digits[-2:]}" if digits else "<no digits>"
+    return masked if marker is None else f"{masked}x{EXTENSION_MASK}"
 
 
 # --- parsing ---------------------------------------------------------------

@@ -229,7 +229,9 @@ def test_mask_hides_all_but_country_and_last_two_digits() -> None:
     assert n.mask() == mask(n) == "+1*******34x@***"
     assert "5678" not in n.mask() and "555" not in n.mask()
     assert mask(parse_number("+33 1 23 45 67 89")) == "+33*******89"
-    assert mask_text("425-555-1234x5678") == "*******78"
+    assert mask_text("425-555-1234x5678") == "*******34x***"
+    assert mask_text("425-555-1234 ext. 5678") == "*******34x***"
+    assert mask_text("+1 425 555 1234") == "*******34"
     assert mask("garbage") == "<no digits>"
 
 

@@ -468,7 +468,9 @@ class DialProfile(_Model):
     add_prefix: str = Field(default="", pattern=_hint(r"^[0-9+*#]{0,10}$", "up to 10 of 0-9 + * #"))
     pre_delay: float = Field(default=2.0, ge=0, le=30)
     dtmf_duration_ms: int = Field(default=100, ge=20, le=2000)
-    dtmf_gap_ms: int = Field(default=100, ge=0, le=5000)
+    dtmf_gap_ms: int = Field(default=100, ge=1, le=5000)
+    """Silence between tones. Not 0: Asterisk sends 0 as its default, 100 ms (found by
+    review: "0 ms gaps" was said, and the flow's wait for the digits fell short)."""
     extension_prefix: str = Field(default="", pattern=_DTMF)
     """DTMF before the extension digits; `w` waits 0.5 s, `W` 1 s."""
     extension_suffix: str = Field(default="", pattern=_DTMF)

@@ -1020,3 +1020,12 @@ def test_an_empty_storage_path_is_refused_at_its_line(tmp_path: Path) -> None:
         f"{path}:{line}: storage.path: must name the database file, "
         "e.g. /var/lib/phonemfa/phonemfa.db"
     )
+
+
+def test_a_dtmf_gap_of_zero_is_refused_asterisk_would_send_100_ms(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, MINIMAL + "dial_profiles:\n  - {name: p, match: ['+1'], dtmf_gap_ms: 0}\n"
+    )
+    assert error_of(path).endswith(
+        "dial_profiles[0].dtmf_gap_ms: Input should be greater than or equal to 1"
+    )

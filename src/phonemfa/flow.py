@@ -1237,6 +1237,8 @@ class CallFlow:
             event = self.mailbox.get_nowait()
             if event.type == "ChannelDestroyed":
                 self.gone = HungUp(event.cause)
+            elif event.type == RESYNC_EVENT:  # Asterisk restarted: its ChannelDestroyed
+                self._resynced(event)  # never comes (found by review)
         return answered
 
     # --- helpers -----------------------------------------------------------------

@@ -26,6 +26,7 @@ from phonemfa.ari import (
     Event,
     EventRouter,
 )
+from phonemfa.ari.models import synthetic
 from phonemfa.config import Config, DialProfile, TenantSettings
 from phonemfa.engine import Engine
 from phonemfa.flow import CallFlow, CallRequest, Stopped
@@ -1027,6 +1028,30 @@ async def test_a_hang_up_asterisk_did_not_answer_is_asked_again(
     assert got is Outcome.APPROVED
     assert fake.sent("hangup_timed_out") and fake.sent("hangup")  # asked again: gone
     assert rec.timeline[-1] == ("hung_up", {"cause": 16})
+
+
+class _RestartsAtTheHangUp(FakeAsterisk):
+    """Asterisk restarts as it is asked to hang up: no ChannelDestroyed ever comes; the
+    engine's re-sync after the reconnect says the channel is gone."""
+
+    async def hangup(self, channel_id: str, reason: str = "normal") -> bool:
+        self.requests.append(("hangup", reason))
+        self.gone = True  # with the Asterisk that went away
+        gone = synthetic(flow_module.RESYNC_EVENT, channel_id, gone=True)
+        self.later(0, lambda: self.router.route(gone))
+        return True
+
+
+async def test_a_channel_the_re_sync_says_gone_ends_the_hang_up_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Found by review: the wait for the hang-up heeded ChannelDestroyed only, so a call in
+    # its closing words when Asterisk restarted held its line HANGUP_TIMEOUT more.
+    monkeypatch.setattr(flow_module, "HANGUP_TIMEOUT", 1.0)
+    got, _, fake, rec = await run(MOBILE, on("prompting", "#"), fake_class=_RestartsAtTheHangUp)
+    assert got is Outcome.APPROVED
+    assert fake.sent("hangup") == ["normal"]  # gone: not asked again
+    assert rec.timeline[-1] == ("hung_up", {"cause": 0})  # not None: the wait's end
 
 
 @pytest.mark.usefixtures("quick_voicemail")

@@ -792,14 +792,25 @@ def _check_one(
 
 
 def _sound_exists(sounds_dir: Path, name: str, language: str) -> bool:
-    """Whether Asterisk finds sound ``name`` for ``language`` (it also tries no language and
-    English), in any format it plays."""
-    for lang in (language, "", DEFAULT_LANGUAGE):
+    """Whether Asterisk finds sound ``name`` for ``language``, in any format it plays."""
+    for lang in _asterisk_folders(language):
         base = sounds_dir / lang / name
         for ext in _ASTERISK_EXTENSIONS:
             if _exists(Path(f"{base}{ext}"), sounds_dir):
                 return True
     return False
+
+
+def _asterisk_folders(language: str) -> list[str]:
+    """The language folders Asterisk looks for a sound in, in its order (file.c
+    fileexists_core): the language in its spelling, cut at each ``_`` (``fr_CA``, ``fr``), no
+    language, English. Not ``fr-ca``: a sound there is never played (found by review)."""
+    folders = []
+    lang = asterisk_language(language)
+    while lang:
+        folders.append(lang)
+        lang = lang.rpartition("_")[0]
+    return list(dict.fromkeys([*folders, "", DEFAULT_LANGUAGE]))
 
 
 def _exists(path: Path, sounds_dir: Path) -> bool:

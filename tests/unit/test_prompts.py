@@ -420,6 +420,24 @@ def test_check_finds_sounds_behind_chroot_symlinks(sounds: Path, tmp_path: Path)
     assert check_prompts(catalog, sounds_dir) == []
 
 
+@pytest.mark.parametrize("folder", ["fr_CA", "fr"])
+def test_check_finds_a_regional_sound_where_asterisk_does(sounds: Path, folder: str) -> None:
+    # A call in fr-CA plays with lang fr_CA: Asterisk looks in fr_CA/, then fr/ (it strips at
+    # '_'), then no language, then en/. The check looked in fr-ca/ (no such folder for
+    # Asterisk) and skipped fr/: it refused to start for a sound Asterisk plays.
+    write_wav(sounds / folder / "custom" / "bonjour.wav", 8000)
+    catalog = PromptCatalog(SHIPPED, custom={"fr-CA": {"greeting": "sound:custom/bonjour"}})
+    assert catalog.get(MessageType.GREETING, "fr-CA").language == "fr_CA"
+    assert check_prompts(catalog, sounds) == []
+
+
+def test_check_does_not_find_a_sound_in_a_folder_asterisk_never_reads(sounds: Path) -> None:
+    write_wav(sounds / "fr-ca" / "custom" / "bonjour.wav", 8000)  # Asterisk reads fr_CA/
+    catalog = PromptCatalog(SHIPPED, custom={"fr-CA": {"greeting": "sound:custom/bonjour"}})
+    [finding] = check_prompts(catalog, sounds)
+    assert "'custom/bonjour' not found" in finding.text
+
+
 # --- make prompts: the wordings and the manifest ----------------------------------------------
 
 

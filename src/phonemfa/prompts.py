@@ -779,8 +779,19 @@ def _check_one(
     elif source.kind == "media":
         # recording: media live in Asterisk's spool, which we cannot see: not checked.
         name = source.value.removeprefix("sound:")
-        if source.value.startswith("sound:") and not _sound_exists(sounds_dir, name, lang):
+        if not source.value.startswith("sound:"):
+            return []
+        files = _find_sound(sounds_dir, name, lang)
+        if not files:
             return [("error", f"Asterisk sound {name!r} not found", str(sounds_dir / name))]
+        # Asterisk fails a WAV of another rate or channels silently at call time (DESIGN 8).
+        for path, real in files:
+            wav_rate = _WAV_RATES.get(path.suffix)
+            try:
+                if wav_rate is not None:
+                    wav_duration(real, wav_rate)
+            except AudioError as exc:
+                return [("error", f"Asterisk cannot play this sound file: {exc}", str(path))]
     elif espeak:
         if shutil.which("espeak-ng") is None:
             text = "espeak-ng is not installed: cannot speak the organisation name (record it)"
@@ -791,14 +802,24 @@ def _check_one(
     return []
 
 
-def _sound_exists(sounds_dir: Path, name: str, language: str) -> bool:
-    """Whether Asterisk finds sound ``name`` for ``language``, in any format it plays."""
+# The WAV files Asterisk's format_wav reads, and the only rate it takes in each.
+_WAV_RATES = dict(OUTPUTS)
+
+
+def _find_sound(sounds_dir: Path, name: str, language: str) -> list[tuple[Path, Path]]:
+    """The files of sound ``name`` Asterisk chooses from for ``language``: every format in
+    the first language folder that has one; each as (path, path to read it by). Empty when
+    Asterisk finds none."""
     for lang in _asterisk_folders(language):
         base = sounds_dir / lang / name
-        for ext in _ASTERISK_EXTENSIONS:
-            if _exists(Path(f"{base}{ext}"), sounds_dir):
-                return True
-    return False
+        found = [
+            (path, real)
+            for ext in _ASTERISK_EXTENSIONS
+            if (real := _located(path := Path(f"{base}{ext}"), sounds_dir)) is not None
+        ]
+        if found:
+            return found
+    return []
 
 
 def _asterisk_folders(language: str) -> list[str]:
@@ -813,13 +834,16 @@ def _asterisk_folders(language: str) -> list[str]:
     return list(dict.fromkeys([*folders, "", DEFAULT_LANGUAGE]))
 
 
-def _exists(path: Path, sounds_dir: Path) -> bool:
-    """``path.exists()``, also when the sounds folder is inside a chroot (the sandbox): there
-    ``en -> /etc/alternatives/...`` means ``<root>/etc/alternatives/...``; each ancestor of the
-    sounds folder is tried as that root."""
+def _located(path: Path, sounds_dir: Path) -> Path | None:
+    """``path`` if it exists, also when the sounds folder is inside a chroot (the sandbox):
+    there ``en -> /etc/alternatives/...`` means ``<root>/etc/alternatives/...``; each ancestor
+    of the sounds folder is tried as that root. None when it exists nowhere."""
     if path.exists():
-        return True
-    return any(_rerooted(path, root).exists() for root in sounds_dir.parents if root != root.parent)
+        return path
+    for root in sounds_dir.parents:
+        if root != root.parent and (real := _rerooted(path, root)).exists():
+            return real
+    return None
 
 
 def _rerooted(path: Path, root: Path) -> Path:

@@ -438,6 +438,25 @@ def test_check_does_not_find_a_sound_in_a_folder_asterisk_never_reads(sounds: Pa
     assert "'custom/bonjour' not found" in finding.text
 
 
+@pytest.mark.parametrize(
+    ("name", "rate", "channels"),
+    [("hello.wav", 22050, 1), ("hello.wav", 8000, 2), ("hello.wav16", 8000, 1)],
+)
+def test_check_refuses_a_sound_wav_asterisk_cannot_play(
+    sounds: Path, name: str, rate: int, channels: int
+) -> None:
+    # Asterisk's format_wav plays only mono 16-bit, 8 kHz as .wav and 16 kHz as .wav16; any
+    # other fails silently at call time (DESIGN 8): the check said the sound was fine.
+    path = sounds / "en" / "custom" / name
+    path.parent.mkdir(parents=True)
+    sox("-n", "-r", str(rate), "-c", str(channels), "-b", "16", "-t", "wav", str(path),
+        "synth", "0.2", "sine", "300")  # fmt: skip
+    catalog = PromptCatalog(SHIPPED, custom={"en": {"goodbye": "sound:custom/hello"}})
+    [finding] = check_prompts(catalog, sounds)
+    assert (finding.severity, finding.message, finding.path) == ("error", "goodbye", str(path))
+    assert "Asterisk cannot play" in finding.text
+
+
 # --- make prompts: the wordings and the manifest ----------------------------------------------
 
 

@@ -413,7 +413,7 @@ FRAUD_MESSAGES = (MessageType.GREETING_FRAUD, MessageType.CODE_PROMPT_FRAUD)
 # --------------------------------------------------------------------------------------------
 
 # Bump when the conversion below changes, so every converted recording is redone.
-CONVERSION_VERSION = "1"
+CONVERSION_VERSION = "2"  # 2: a recording with no sound is refused, not converted
 # Rates Asterisk's format_wav reads: .wav is 8 kHz, .wav16 16 kHz; both mono 16-bit.
 OUTPUTS = ((".wav", 8000), (".wav16", 16000))
 # Leading/trailing silence is cut, then this much is put back: prompts chain without gaps.
@@ -528,12 +528,16 @@ def convert(src: Path, dest: Path, *, trim: bool = True) -> None:
     effects = []
     if trim:
         # silence/reverse twice: cut both ends; -50 dB only takes true silence.
-        cut = ["silence", "1", "0.02", "-50d"]
+        cut = ["silence", "1", "0.02", _QUIET]
         effects += [*cut, "reverse", *cut, "reverse", "pad", str(PAD_SECONDS), str(PAD_SECONDS)]
     with tempfile.TemporaryDirectory(prefix="phonemfa-convert-") as tmp:
         mono = Path(tmp) / "mono.wav"  # float: no rounding before the gain
         _run([*_SOX, *_input_type(src), str(src), *_MONO_FLOAT, str(mono), *effects])
         gain = _gain_db(mono)
+        if gain is None:  # converted, it would play as silence (found by review)
+            raise AudioError(
+                f"{src}: no sound in it (empty, silent, or nothing louder than {_QUIET[:-1]} dBFS)"
+            )
         for suffix, rate in OUTPUTS:
             out = Path(tmp) / f"out{suffix}"
             _run(
@@ -556,6 +560,8 @@ def convert(src: Path, dest: Path, *, trim: bool = True) -> None:
             os.replace(staged, dest.with_name(dest.name + suffix))
 
 
+# Trimmed as silence at each end: anything quieter.
+_QUIET = "-50d"
 # -D: no dither, -R: repeatable; the same input gives the same bytes.
 _SOX = ["sox", "-D", "-R", "-V1"]
 _MONO_FLOAT = ["-t", "wav", "-c", "1", "-e", "floating-point", "-b", "32"]
@@ -579,7 +585,8 @@ TARGET_RMS_DB = -19.0
 PEAK_CEILING_DB = -1.5
 
 
-def _gain_db(path: Path) -> float:
+def _gain_db(path: Path) -> float | None:
+    """The gain that brings `path` to TARGET_RMS_DB; None when it holds only silence."""
     levels = {}
     for line in _run(["sox", str(path), "-n", "stats"]).stderr.decode().splitlines():
         name, _, value = line.rpartition(" ")
@@ -589,7 +596,7 @@ def _gain_db(path: Path) -> float:
     except (KeyError, ValueError):
         return 0.0
     if rms == float("-inf"):
-        return 0.0  # silence: nothing to scale
+        return None  # silence: nothing to scale
     return min(TARGET_RMS_DB - rms, PEAK_CEILING_DB - peak)
 
 

@@ -296,6 +296,17 @@ def test_import_recording_converts_only_changed_content(tmp_path: Path) -> None:
     assert import_recording(src, dest, "success") is True
 
 
+@pytest.mark.parametrize("effect", [["trim", "0", "0"], ["vol", "0"], ["gain", "-70"]])
+def test_a_recording_with_no_sound_is_refused(tmp_path: Path, effect: list[str]) -> None:
+    # Empty, silent (a muted microphone), or under the trim threshold: each was converted to
+    # 0.3 s of silence and accepted, and callers heard nothing where the prompt should be.
+    src = tmp_path / "rec.wav"
+    sox("-n", "-r", "44100", "-b", "16", str(src), "synth", "1", "sine", "300", *effect)
+    with pytest.raises(prompts.AudioError, match="no sound"):
+        import_recording(src, tmp_path / "custom", "greeting")
+    assert not (tmp_path / "custom" / "greeting.wav").exists()
+
+
 def test_synthesize_organization_name(tmp_path: Path) -> None:
     voice, _ = pick_voice("fr")
     assert synthesize("Ici Contoso.", voice, tmp_path, "organization_name") is True

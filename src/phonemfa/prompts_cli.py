@@ -21,8 +21,10 @@ from phonemfa.prompts import (
     PromptCatalog,
     PromptError,
     check_prompts,
+    greeting_message,
     import_tenant_prompts,
     load_shipped,
+    normalize_language,
 )
 
 EXIT_OK = 0
@@ -113,14 +115,21 @@ def _run_show(args: argparse.Namespace) -> int:
         catalogs = list(_catalogs(args, config, sounds_dir))
     except _Stop as exc:
         return _stop("show", exc)
+    try:
+        only = normalize_language(args.language) if args.language else None
+    except PromptError as exc:
+        return _stop("show", exc)
     for catalog in catalogs:
-        default = config.tenants[catalog.tenant].language
+        tenant = config.tenants[catalog.tenant]
+        # The language its calls are made in by default, as the flow picks it: the config's
+        # fr-CA is the catalog's fr-ca, or fr when the tenant has no fr-CA prompt of its own.
+        greeting = greeting_message(fraud=tenant.fraud.enabled, code=False)
+        default, fell_back = catalog.language_for(None, tenant.language, greeting)
+        mark = f" (default, for {tenant.language})" if fell_back else " (default)"
         for lang in catalog.languages:
-            if args.language and lang != args.language.lower():
+            if only is not None and lang != only:
                 continue
-            print(
-                f"tenant {catalog.tenant!r}, language {lang}" + (" (default)" * (lang == default))
-            )
+            print(f"tenant {catalog.tenant!r}, language {lang}" + mark * (lang == default))
             for message in MessageType:
                 found = catalog.resolve(message, lang)
                 if found is None:

@@ -555,6 +555,26 @@ def test_prompts_commands_need_no_secret(
     assert "prompts check: ok" in capsys.readouterr().out
 
 
+def test_prompts_show_marks_a_regional_default_and_takes_any_spelling(
+    sounds: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The config spells fr-CA, the catalog fr-ca: "(default)" was never shown, and
+    # --language fr_CA (the spelling the catalog accepts) showed nothing, exiting 0.
+    config = tmp_path / "phonemfa.yaml"
+    config.write_text(
+        f"ari: {{password: x}}\napi: {{tokens: [t]}}\nsounds: {{dir: {sounds}}}\n"
+        "tenants:\n  acme:\n    language: fr-CA\n"
+        "    prompts: {fr-CA: {success: 'sound:phonemfa/fr/success'}}\n"
+        "  quebec: {language: fr-CA}\n"
+    )
+    assert run_prompts_cli("prompts", "show", "-c", str(config), "--language", "fr_CA") == 0
+    out = capsys.readouterr().out
+    assert "tenant 'acme', language fr-ca (default)\n" in out
+    assert "  success                sound:phonemfa/fr/success  [custom]" in out
+    assert run_prompts_cli("prompts", "show", "-c", str(config), "-t", "quebec") == 0
+    assert "tenant 'quebec', language fr (default)\n" in capsys.readouterr().out
+
+
 # --- service start: prompt_setup -------------------------------------------------------------
 
 

@@ -98,8 +98,9 @@ class Answers:
 
     @property
     def last_silence(self) -> bool:
-        """A silence in the next read ends the call."""
-        return self.silent + 1 >= self.no_input_prompts
+        """A silence in the next read ends the call (at the prompt more after the last
+        attempt's tail, any silence denies)."""
+        return self.fraud_only or self.silent + 1 >= self.no_input_prompts
 
     @property
     def last_entry(self) -> bool:

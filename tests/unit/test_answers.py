@@ -162,6 +162,7 @@ def test_a_tail_ending_in_the_fraud_code_s_start_gets_one_prompt_more() -> None:
         True,
         "0",
     )
+    assert a.last_silence  # a silence there denies: checked with a mark as the last one
     assert a.read(during("#", dropped=then.dropped)).verdict is Verdict.FRAUD
     # That prompt is for the code's end only, no attempt more: a '#' after it was heard
     # whole, another entry, a silence, all deny.

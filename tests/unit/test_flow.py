@@ -2866,3 +2866,25 @@ async def test_a_pound_down_during_the_retry_prompt_and_up_after_it_completes_th
 
     got, reason, _, rec = await run(MOBILE, script)
     assert got is expected, (got, reason, _r4_dump(rec))
+
+
+# --- found by the review of the day's changes ------------------------------------------------
+async def test_a_silence_at_the_prompt_more_after_a_lost_tail_is_checked_with_a_mark(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The last attempt's tail lost with a websocket dead without a close (its mark did not
+    # come back) gets one prompt more for the fraud code; the websocket is still dead (its
+    # heartbeat has not noticed yet), so the "0#" typed there is lost too. A silence there
+    # ends the call as a last silence does: it was denied with no mark sent, the fraud report
+    # lost. It must be checked as any silence that ends the call.
+    monkeypatch.setattr(flow_module, "MARK_WAIT", 0.05)
+    settings = tenant(calls={**TINY, "attempts": 1})
+
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "prompting" and rec.count("prompting") == 1:
+            fake.press("1#")
+        elif event == "wrong_input":
+            fake.half_open = True  # from now on: the "0#" typed is lost, and so are marks
+
+    got, reason, _, rec = await run(MOBILE, script, settings=settings)
+    assert (got, reason) == (Outcome.INTERRUPTED, "asterisk_unavailable"), _r4_dump(rec)

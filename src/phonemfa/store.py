@@ -256,6 +256,9 @@ MIGRATIONS: list[Migration] = [
         "ALTER TABLE calls ADD COLUMN backup_phones TEXT",
         "ALTER TABLE calls ADD COLUMN backup_hashes TEXT",
     ),
+    # v6: v4 again, as user ids lost their control characters (DEL, C1) too: a block stored
+    # with one would block nobody, and could not be lifted.
+    _canonical_users,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

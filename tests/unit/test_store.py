@@ -679,6 +679,37 @@ async def test_a_v3_database_gets_its_users_in_one_spelling(tmp_path: Path) -> N
         await s.close()
 
 
+async def test_a_v5_database_gets_users_with_control_characters_in_one_spelling(
+    tmp_path: Path,
+) -> None:
+    # canonical_user drops control characters (DEL, C1) since schema v5: a block stored for
+    # "alice\x7f" before then blocked nobody after it (a call for that spelling is alice's
+    # now), nor could it be lifted; and its calls were no longer alice's for the limits.
+    path = tmp_path / "v5.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    assert migrate(conn, target=5) == 5
+    for call_id, user in (("a", "alice\x7f"), ("b", "ali\x85ce"), ("c", "alice")):
+        conn.execute(
+            "INSERT INTO calls (id, tenant, user, phone_masked, phone_hash, mode, language,"
+            " status, outcome, origin, created_at, updated_at) VALUES"
+            " (?, 'default', ?, '+1***', 'h', 'direct', 'en', 'approved', 'approved', 'api', 1, 1)",
+            (call_id, user),
+        )
+    conn.execute(
+        "INSERT INTO blocks (tenant, user, reason, call_id, created_at)"
+        " VALUES ('default', 'alice\x7f', 'fraud_reported', 'a', 1)"
+    )
+    conn.close()
+
+    s = await Store.open(path)
+    try:
+        records, _ = await s.list_calls(user="alice")
+        assert sorted(r.id for r in records) == ["a", "b", "c"]
+        assert [b["user"] for b in await s.all_blocks()] == ["alice"]
+    finally:
+        await s.close()
+
+
 async def test_a_newer_database_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "future.db"
     (await Store.open(path)).healthy  # noqa: B018 - create it

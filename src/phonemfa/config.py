@@ -1138,7 +1138,11 @@ class _Walker:
     def _key(self, key_node: yaml.Node, path: _Key) -> Any:
         if not isinstance(key_node, yaml.ScalarNode):
             raise ConfigError.one(self.name, _line(key_node), "keys must be plain names", path)
-        return self.loader.construct_object(key_node)
+        try:
+            return self.loader.construct_object(key_node)
+        except Exception:  # noqa: BLE001 (as a value's: reported, never quoted)
+            problem = _tag_problem(key_node.tag, self.loader)
+            raise ConfigError.one(self.name, _line(key_node), problem, path) from None
 
     def _interpolate(self, node: yaml.ScalarNode, path: _Key) -> str:
         def replace(m: re.Match[str]) -> str:

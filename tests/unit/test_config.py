@@ -953,6 +953,18 @@ def test_a_value_that_does_not_fit_its_explicit_tag_is_a_config_error(
     assert message.startswith(f"{path}:2: ari.password: ") and "Xk9" not in message
 
 
+@pytest.mark.parametrize("key", ["!!int Xk9", "!!float Xk9", "!!timestamp Xk9", "!Xk9"])
+def test_a_key_that_does_not_fit_its_explicit_tag_is_a_config_error(
+    tmp_path: Path, key: str
+) -> None:
+    # As a value's (above), a key's tag was built by PyYAML where the walker read the key:
+    # '!!int Xk9: 1' escaped as a traceback (ValueError) quoting it, '!!timestamp' as an
+    # AttributeError.
+    path = write(tmp_path, MINIMAL.replace("password: secret-ari", f"{key}: 1"))
+    message = error_of(path)
+    assert message.startswith(f"{path}:2: ") and "Xk9" not in message, message
+
+
 def test_a_section_indented_under_a_tenant_is_not_hinted_as_itself(tmp_path: Path) -> None:
     # "tenants.default.logging: unknown key (did you mean 'logging'?)": the hint named the
     # very key written, when the section had slipped under a tenant (found by review).

@@ -161,14 +161,19 @@ def mask(number: PhoneNumber | str) -> str:
 
 
 def mask_text(text: str) -> str:
-    """Mask raw input for logs: only the last two digits of its number survive, and an
-    extension is masked whole as a parsed number's is (its last two digits were the
-    number's: found by review)."""
-    marker = _EXT_MARKER.search(text)
-    number = text if marker is None else text[: marker.start()]
-    digits = re.sub(r"\D", "", number)
-    masked = f"{_MASK_STARS}{digits[-2:]}" if digits else "<no digits>"
-    return masked if marker is None else f"{masked}x{EXTENSION_MASK}"
+    """Mask raw input for logs: only the last two digits of its number survive, and digits
+    after it (an extension however marked: x, ext, ',,', '#', poste) are masked whole, as a
+    parsed number's extension is (they were its last two digits: found by review)."""
+    number = _MASKED_NUMBER.match(text)
+    if number is None:
+        return "<no digits>"
+    digits = re.sub(r"\D", "", number.group())
+    rest = any(c.isdigit() for c in text[number.end() :])
+    return f"{_MASK_STARS}{digits[-2:]}" + (f"x{EXTENSION_MASK}" if rest else "")
+
+
+# The number in raw text: up to its first digit, then what a number is written with.
+_MASKED_NUMBER = re.compile(r"[^0-9]*[0-9][0-9+ .\-()/]*")
 
 
 # --- parsing ---------------------------------------------------------------

@@ -232,6 +232,9 @@ def test_mask_hides_all_but_country_and_last_two_digits() -> None:
     assert mask_text("425-555-1234x5678") == "*******34x***"
     assert mask_text("425-555-1234 ext. 5678") == "*******34x***"
     assert mask_text("+1 425 555 1234") == "*******34"
+    for other in ("425-555-1234,,5678", "425-555-1234#5678", "+33 1 23 45 67 34 poste 5678"):
+        assert mask_text(other) == "*******34x***", other
+    assert mask_text("tel:+14255551234;ext=5678") == "*******34x***"
     assert mask("garbage") == "<no digits>"
 
 

@@ -1221,8 +1221,9 @@ class CallFlow:
 
     async def _hang_up(self) -> bool:
         """Ask Asterisk to hang up our channel and wait (HANGUP_TIMEOUT) until it is gone.
-        False when Asterisk did not answer the request: not asked again, the callee would
-        stay on the line until the channel's TIMEOUT(absolute) (found by review)."""
+        False when Asterisk did not answer the request (a loaded one times it out): `_finish`
+        asks again, or the callee would stay on the line until the channel's
+        TIMEOUT(absolute) (found by review)."""
         answered = True
         try:
             await self.ari.hangup(self.channel_id)

@@ -82,7 +82,8 @@ def check_config_prompts(config: Config) -> None:
     shipped = shipped_prompts(None)
     catalogs = {n: PromptCatalog.for_tenant(n, t, shipped) for n, t in config.tenants.items()}
     if config.sounds.dir is None:
-        refuse_without_sounds_dir(catalogs, config.tenants)
+        refuse_without_sounds_dir(catalogs, config.tenants)  # the fraud code's check too
+        return
     errors = [
         f
         for name, catalog in catalogs.items()

@@ -131,8 +131,12 @@ class WebhookSender:
         self._wake.set()
         if self._task is not None:
             await self._task
-            with contextlib.suppress(StoreUnavailable):
+            try:
                 await self._dispatch()
+            except StoreUnavailable:
+                pass  # sent at the next start
+            except Exception:  # as in _run: the rest of the shutdown must go on
+                log.exception("webhooks: unexpected error")
         tasks = list(self._inflight.values())
         if tasks:
             _, pending = await asyncio.wait(tasks, timeout=grace)

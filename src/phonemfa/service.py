@@ -752,7 +752,8 @@ class CallService:
 
     async def update_tenant(self, name: str, settings: TenantSettings) -> None:
         """New settings for a tenant: their prompts installed (or PromptSetupError, nothing
-        changed), persisted, then used from the next call on."""
+        changed), persisted, then used from the next call on. One update per tenant at a
+        time (the API's per-tenant lock): two at once would seed its counts twice."""
         catalog = PromptCatalog.for_tenant(name, settings, self.engine.shipped)
         sounds = self.config.sounds.dir
         if sounds is None:

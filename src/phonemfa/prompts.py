@@ -535,9 +535,7 @@ def convert(src: Path, dest: Path, *, trim: bool = True) -> None:
         _run([*_SOX, *_input_type(src), str(src), *_MONO_FLOAT, str(mono), *effects])
         gain = _gain_db(mono)
         if gain is None:  # converted, it would play as silence (found by review)
-            raise AudioError(
-                f"{src}: no sound in it (empty, silent, or nothing louder than {_QUIET[:-1]} dBFS)"
-            )
+            raise AudioError(f"{src}: {_NO_SOUND}")
         for suffix, rate in OUTPUTS:
             out = Path(tmp) / f"out{suffix}"
             _run(
@@ -561,7 +559,24 @@ def convert(src: Path, dest: Path, *, trim: bool = True) -> None:
 
 
 # Trimmed as silence at each end: anything quieter.
-_QUIET = "-50d"
+QUIET_DB = -50.0
+_QUIET = f"{QUIET_DB:g}d"
+_NO_SOUND = f"no sound in it (empty, silent, or nothing louder than {QUIET_DB:g} dBFS)"
+
+
+def has_sound(path: Path) -> bool:
+    """Whether anything in ``path`` is louder than QUIET_DB: else its conversion trims it to
+    silence. True when sox does not say (the conversion then finds out)."""
+    out = _run(["sox", *_input_type(path), str(path), "-n", "stats"]).stderr.decode()
+    for line in out.splitlines():
+        if line.startswith("Pk lev dB"):
+            try:
+                return float(line.split()[3]) > QUIET_DB  # overall: the first column
+            except (IndexError, ValueError):
+                return True
+    return True
+
+
 # -D: no dither, -R: repeatable; the same input gives the same bytes.
 _SOX = ["sox", "-D", "-R", "-V1"]
 _MONO_FLOAT = ["-t", "wav", "-c", "1", "-e", "floating-point", "-b", "32"]
@@ -778,8 +793,11 @@ def _check_one(
             return [("error", "recording not found", source.value)]
         try:
             seconds = probe(Path(source.value))
+            silent = seconds == 0 or not has_sound(Path(source.value))
         except AudioError as exc:
             return [("error", str(exc), source.value)]
+        if silent:  # refused here, before any conversion: a PUT refused changes nothing
+            return [("error", _NO_SOUND, source.value)]
         if seconds > LONG_PROMPT_SECONDS:
             limit = f"over {LONG_PROMPT_SECONDS:.0f} s"
             return [("warning", f"recording lasts {seconds:.1f} s ({limit})", source.value)]

@@ -593,6 +593,25 @@ def catalogs_of(config: Config, shipped: Shipped = SHIPPED) -> dict[str, PromptC
     return {n: PromptCatalog.for_tenant(n, t, shipped) for n, t in config.tenants.items()}
 
 
+@pytest.mark.parametrize("effect", [["trim", "0", "0"], ["vol", "0"], ["gain", "-70"]])
+def test_a_recording_with_no_sound_is_refused_before_anything_is_converted(
+    sounds: Path, tmp_path: Path, effect: list[str]
+) -> None:
+    # Found by review: refused only while converting, after the tenant's other recordings
+    # had replaced what callers hear: a settings PUT refused, and yet heard.
+    good, silent = tmp_path / "good.wav", tmp_path / "silent.wav"
+    sox("-n", "-r", "8000", str(good), "synth", "0.5", "sine", "440")
+    sox("-n", "-r", "8000", "-c", "2", str(silent), "synth", "0.5", "sine", "440", *effect)
+    acme = {"prompts": {"en": {"greeting": str(good), "denied": str(silent)}}}
+    config = setup_config(sounds, acme=acme)
+    with pytest.raises(PromptSetupError) as info:
+        prepare_prompts(config, catalogs_of(config))
+    [finding] = info.value.findings
+    assert (finding.message, finding.path) == ("denied", str(silent))
+    assert "no sound in it" in finding.text
+    assert not (sounds / "phonemfa-custom").exists()  # the greeting was not converted
+
+
 def test_prepare_prompts_converts_recordings_and_speaks_the_name(
     sounds: Path, tmp_path: Path
 ) -> None:

@@ -230,6 +230,11 @@ def _run_check_config(args: argparse.Namespace) -> int:
         print(f"{args.config}: `phonemfa serve` would not start:{problems}", file=sys.stderr)
         return EXIT_CONFIG
     print(f"# {args.config}: valid. Effective configuration, secrets shown as ***")
+    if DEFAULT_TENANT not in config.tenants:  # valid, but easy to miss (found by review)
+        print(
+            f"# No tenant is named {DEFAULT_TENANT!r}: every API request, dialplan entry and "
+            "`phonemfa call` must name its tenant"
+        )
     if config.sounds.dir is not None:
         print(
             "# Prompts are checked in sounds.dir at start: `phonemfa prompts check` checks them now"

@@ -265,3 +265,15 @@ def test_check_config_refuses_an_unannounced_fraud_code_at_its_line(
         p.endswith("but fraud.code is 9#: record this message, or set fraud.code to 0#")
         for p in problems
     )
+
+
+def test_check_config_says_when_requests_must_name_their_tenant(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "phonemfa.yaml"
+    path.write_text("ari: {password: x}\napi: {tokens: [t]}\ntenants:\n  acme: {}\n")
+    code, out, _ = run(capsys, "check-config", "--config", str(path))
+    assert code == 0
+    assert "# No tenant is named 'default': every API request, dialplan entry" in out
+    path.write_text("ari: {password: x}\napi: {tokens: [t]}\ntenants:\n  default: {}\n")
+    assert "No tenant is named" not in run(capsys, "check-config", "--config", str(path))[1]

@@ -84,13 +84,8 @@ def check_config_prompts(config: Config) -> None:
     if config.sounds.dir is None:
         refuse_without_sounds_dir(catalogs, config.tenants)  # the fraud code's check too
         return
-    errors = [
-        f
-        for name, catalog in catalogs.items()
-        for f in unannounced_fraud_code(catalog, fraud_code_of(config.tenants[name]))
-    ]
-    if errors:  # with sounds.dir too: it needs no file (found by review)
-        raise PromptSetupError(errors)
+    if errors := _unannounced_fraud_codes(catalogs, config.tenants):
+        raise PromptSetupError(errors)  # with sounds.dir too: it needs no file (found by review)
 
 
 def prepare_prompts(
@@ -170,14 +165,21 @@ def refuse_without_sounds_dir(
         for lang, message, source in catalog.materialized()
     ]
     errors += [f for catalog in catalogs.values() for f in unspoken_names(catalog)]
-    errors += [
+    errors += _unannounced_fraud_codes(catalogs, tenants)
+    if errors:
+        raise PromptSetupError(errors)
+
+
+def _unannounced_fraud_codes(
+    catalogs: Mapping[str, PromptCatalog], tenants: Mapping[str, TenantSettings]
+) -> list[Finding]:
+    """unannounced_fraud_code for each tenant of `tenants` with a catalog."""
+    return [
         f
         for name, catalog in catalogs.items()
         if name in tenants
         for f in unannounced_fraud_code(catalog, fraud_code_of(tenants[name]))
     ]
-    if errors:
-        raise PromptSetupError(errors)
 
 
 def unspoken_names(catalog: PromptCatalog) -> list[Finding]:

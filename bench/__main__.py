@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from bench.baseline_proto import DEFAULT_LOOP, LOOPS
+from bench.phonemfa_target import ASKS, DEFAULT_ASK
 from bench.plan import MAX_CALLS, SCENARIOS
 from bench.sandbox import REPO, asterisk_ready, sandbox_lock, sandbox_up
 from bench.suite import TARGETS, Options, render, run_bench
@@ -80,6 +81,13 @@ def main() -> int:
         help="the baselines' event loop: asyncio's own (default, as a minimal script and "
         "aioari's examples run) or uvloop (phonemfa's), to compare code on the same loop",
     )
+    parser.add_argument(
+        "--ask",
+        choices=ASKS,
+        default=DEFAULT_ASK,
+        help="how the client asks phonemfa for the outcome: POST /v1/calls?wait= (default, "
+        "one request per call) or the POST and then GET /v1/calls/{id}?wait=",
+    )
     parser.add_argument("--strict", action="store_true", help="a missed target fails the run")
     args = parser.parse_args()  # fmt: skip
     scenarios = [s for s in args.scenarios.split(",") if s]
@@ -103,6 +111,7 @@ def main() -> int:
             phonemfa_src=args.phonemfa_src,
             max_calls=args.max_calls,
             baseline_loop=args.baseline_loop,
+            ask=args.ask,
         )
         data = asyncio.run(run_bench(scenarios, targets, workdir, options))
     args.out.mkdir(parents=True, exist_ok=True)

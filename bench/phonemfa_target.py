@@ -1,11 +1,13 @@
 """phonemfa as the benchmark sees it: a real `phonemfa serve` process, driven through its HTTP
-API on loopback the way an identity system would (POST the call, then GET ?wait= until the
-outcome).
+API on loopback the way an identity system would: by default one `POST /v1/calls?wait=` per
+call that answers with the outcome (a RADIUS server or a login page waiting for it), or with
+`--ask get` a POST and then `GET ?wait=` until the outcome (a client that stores the call's id
+between requests).
 
-"Visible in the API" is measured where it matters, at a client: every call has a GET ?wait=
-outstanding before its '#' is pressed, and the outcome is visible when that GET answers with
-it. (`?wait=` is answered once the outcome is committed: `CallService._finish` sets `done`
-after the store's commit.)
+"Visible in the API" is measured where it matters, at a client: every call has a request with
+?wait= outstanding before its '#' is pressed, and the outcome is visible when that request
+answers with it. (`?wait=` is answered once the outcome is committed: `CallService._finish`
+sets `done` after the store's commit.)
 """
 
 from __future__ import annotations
@@ -48,7 +50,10 @@ CALLS = {
     "max_duration": 60,
 }
 QUEUE_TIMEOUT = 90
-# GET ?wait= holds this long at most, the API's limit, as an identity system waiting for an
+# How the client asks for the outcome: in the POST itself, or in a GET after it.
+ASKS = ("post", "get")
+DEFAULT_ASK = "post"
+# ?wait= holds this long at most, the API's limit, as an identity system waiting for an
 # outcome would ask (a call queued for a line can wait longer; the caller asks again).
 WAIT = 60
 
@@ -192,13 +197,15 @@ class PhonemfaProcess:
 class ApiDriver:
     """Places the bench's calls through the API and reads what a client sees."""
 
-    def __init__(self, url: str, *, connections: int = 1000) -> None:
+    def __init__(self, url: str, *, connections: int = 1000, ask: str = DEFAULT_ASK) -> None:
         self.url = url
+        self.ask = ask
         self.run_id = ""
         self.call_ids: list[str] = []
         self.new_run()
         self.headers = {"Authorization": f"Bearer {TOKEN}"}
-        # One connection per call in flight at most (each holds a GET ?wait=), kept alive.
+        # One connection per call in flight at most (each holds a request with ?wait=), kept
+        # alive.
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=connections),
             timeout=aiohttp.ClientTimeout(total=WAIT + 30),
@@ -225,8 +232,9 @@ class ApiDriver:
             "user": f"{self.run_id}-{call.index}",
         }
         result.t_request = time.time()
+        params = {"wait": str(WAIT)} if self.ask == "post" else None
         async with self.session.post(
-            f"{self.url}/v1/calls", json=body, headers=self.headers
+            f"{self.url}/v1/calls", json=body, headers=self.headers, params=params
         ) as resp:
             seen = time.time()
             view = await resp.json()

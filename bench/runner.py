@@ -22,7 +22,7 @@ from typing import IO, Any
 from bench import cprofile_run, procstat
 from bench.baseline_proto import DEFAULT_LOOP, warmup_plan
 from bench.pacing import InFlight, run_plan
-from bench.phonemfa_target import QUEUE_TIMEOUT, ApiDriver, PhonemfaProcess
+from bench.phonemfa_target import DEFAULT_ASK, QUEUE_TIMEOUT, ApiDriver, PhonemfaProcess
 from bench.plan import MAX_CALLS, CallResult, Scenario
 from bench.sandbox import ARI_PASSWORD, ARI_URL, ARI_USER, REPO, wait_no_channels
 
@@ -126,6 +126,7 @@ async def run_phonemfa(
     src: Path | None = None,
     cprofile: bool = False,
     max_calls: int = MAX_CALLS,
+    ask: str = DEFAULT_ASK,
 ) -> TargetRun:
     run = TargetRun("phonemfa", scenario.name)
     stats = folder / "cprofile.pstats" if cprofile else None
@@ -134,7 +135,8 @@ async def run_phonemfa(
     run.extra["loop"] = service.event_loop()
     if src is None and run.extra["loop"] != "uvloop":  # what the bench reports it on
         run.problems.append(f"phonemfa serve ran on {run.extra['loop']}, not uvloop")
-    driver = ApiDriver(service.url)
+    run.extra["ask"] = ask
+    driver = ApiDriver(service.url, ask=ask)
     try:
         warm = await run_plan(warmup_plan(warmup), driver.place, call_timeout=CALL_TIMEOUT)
         _check_warmup(run, warm)

@@ -18,6 +18,7 @@ from typing import Any
 
 from bench import report
 from bench.baseline_proto import DEFAULT_LOOP
+from bench.phonemfa_target import DEFAULT_ASK
 from bench.plan import MAX_CALLS, SCENARIOS
 from bench.runner import PEER_PYTHON, WARMUP_CALLS, TargetRun, run_baseline, run_phonemfa
 from bench.sandbox import REPO, wait_no_channels
@@ -37,6 +38,7 @@ class Options:
     phonemfa_src: Path | None = None  # run phonemfa from another source tree
     max_calls: int = MAX_CALLS  # phonemfa's trunk.max_calls, and the baselines' own limit
     baseline_loop: str = DEFAULT_LOOP  # the baselines' event loop (phonemfa's is uvloop)
+    ask: str = DEFAULT_ASK  # the client asks for phonemfa's outcome in the POST, or a GET after
 
 
 async def run_bench(
@@ -53,6 +55,7 @@ async def run_bench(
         "started_at": time.time(),
         "machine": machine(),
         "baseline_loop": options.baseline_loop,
+        "ask": options.ask,
         "scenarios": {},
     }
     if options.baseline_loop != DEFAULT_LOOP:
@@ -81,6 +84,7 @@ async def run_bench(
                     options.phonemfa_src,
                     options.cprofile,
                     options.max_calls,
+                    options.ask,
                 )
             else:
                 run = await run_baseline(

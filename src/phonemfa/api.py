@@ -235,6 +235,11 @@ async def start_call(request: web.Request) -> web.Response:
     service = _service(request)
     token = _token(request)
     try:
+        # Checked before the call exists: a bad ?wait= must not leave a call behind it.
+        wait_s = _float_param(request, "wait", 0, MAX_WAIT)
+    except _Invalid as exc:
+        return _invalid(str(exc))
+    try:
         body = StartCallBody.model_validate(await _json_body(request))
     except _Invalid as exc:
         return error(400, "invalid_json", str(exc))
@@ -287,6 +292,10 @@ async def start_call(request: web.Request) -> web.Response:
         resp = error(503, exc.reason, exc.message)
         resp.headers["Retry-After"] = "5"
         return resp
+    if wait_s and record.outcome is None:
+        # One request for a client that waits for the outcome anyway (a RADIUS server, a
+        # login page): the call is on record and dialled whatever happens to this request.
+        record = await service.wait_call(record.id, wait_s) or record
     view = call_view(record)
     resp = web.json_response(view, status=201)
     resp.headers["Location"] = f"/v1/calls/{record.id}"

@@ -104,6 +104,14 @@ def _err(description: str) -> dict[str, Any]:
 
 
 _CALL_ID = {"name": "call_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _wait_param(description: str) -> dict[str, Any]:
+    # 60: api.MAX_WAIT (api imports this module)
+    schema = {"type": "number", "minimum": 0, "maximum": 60}
+    return {"name": "wait", "in": "query", "description": description, "schema": schema}
+
+
 _TENANT = {"name": "tenant", "in": "path", "required": True, "schema": {"type": "string"}}
 _USER = {"name": "user", "in": "path", "required": True, "schema": {"type": "string"}}
 _AUTH = {"401": _err("no bearer token"), "403": _err("wrong token, or another tenant's")}
@@ -198,9 +206,15 @@ def openapi_document() -> dict[str, Any]:
                     "description": "A number that cannot be dialled: 400. A policy refusal "
                     "(blocked user, country or number type refused): 201 with outcome "
                     "`blocked` and the reason. A velocity limit: 429 with Retry-After.",
+                    "parameters": [
+                        _wait_param(
+                            "hold the answer up to this many seconds until the call ends (the "
+                            "call is placed whatever becomes of this request)"
+                        )
+                    ],
                     "requestBody": {"required": True, **_json("StartCallBody")},
                     "responses": {
-                        "201": _json("Call", "the call (queued), or blocked"),
+                        "201": _json("Call", "the call (queued), or blocked, or ended (wait)"),
                         "400": _err("invalid body or number"),
                         **_AUTH,
                         "413": _err("body too large"),
@@ -247,14 +261,7 @@ def openapi_document() -> dict[str, Any]:
                 "parameters": [_CALL_ID],
                 "get": {
                     "summary": "A call and its timeline",
-                    "parameters": [
-                        {
-                            "name": "wait",
-                            "in": "query",
-                            "description": "hold up to this many seconds until the call ends",
-                            "schema": {"type": "number", "minimum": 0, "maximum": 60},
-                        }
-                    ],
+                    "parameters": [_wait_param("hold up to this many seconds until the call ends")],
                     "responses": {
                         "200": _json("Call", "the call"),
                         "400": _err("bad parameter"),

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -224,6 +225,22 @@ async def test_wait_and_paging_parameters_are_checked(api: CheckedApi) -> None:
     assert status == 400 and answer["fields"][0]["field"] == "cursor"
     status, _ = await api.request("GET", "/v1/calls/00000000-0000-0000-0000-000000000000")
     assert status == 404
+
+
+async def test_a_start_that_waits_answers_with_the_outcome(api: CheckedApi) -> None:
+    before = time.time()
+    status, answer = await api.request("POST", "/v1/calls?wait=61", json={"phone": "+14255550150"})
+    assert status == 400 and answer["fields"][0]["field"] == "wait"
+    _, page = await api.request("GET", f"/v1/calls?since={before}")
+    assert page["calls"] == []  # refused before any call was placed
+    # The bot at 0170 presses '#' at the greeting: the one request sees the call through.
+    status, call = await api.request("POST", "/v1/calls?wait=60", json={"phone": "+14255550170"})
+    assert status == 201 and call["outcome"] == "approved", call
+    assert api.last_headers["Location"] == f"/v1/calls/{call['id']}"
+    # A wait shorter than the call: the call as it stands, still going.
+    status, call = await api.request("POST", "/v1/calls?wait=0.2", json={"phone": "+14255550170"})
+    assert status == 201 and call["outcome"] is None
+    assert (await api.wait(call["id"]))["outcome"] == "approved"
 
 
 async def test_blocks_of_unknown_users(api: CheckedApi) -> None:

@@ -234,8 +234,11 @@ async def healthz(request: web.Request) -> web.Response:
 async def start_call(request: web.Request) -> web.Response:
     service = _service(request)
     token = _token(request)
+    # Checked before the call exists: a bad or misspelt ?wait= must not leave a call behind it
+    # (a misspelt one would answer at once, while the client thinks it waits for the outcome).
+    if unknown := set(request.query) - {"wait"}:
+        return _invalid(f"{sorted(unknown)[0]}: unknown parameter")
     try:
-        # Checked before the call exists: a bad ?wait= must not leave a call behind it.
         wait_s = _float_param(request, "wait", 0, MAX_WAIT)
     except _Invalid as exc:
         return _invalid(str(exc))

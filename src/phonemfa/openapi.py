@@ -215,7 +215,7 @@ def openapi_document() -> dict[str, Any]:
                     "requestBody": {"required": True, **_json("StartCallBody")},
                     "responses": {
                         "201": _json("Call", "the call (queued), or blocked, or ended (wait)"),
-                        "400": _err("invalid body or number"),
+                        "400": _err("invalid body, number or query parameter"),
                         **_AUTH,
                         "413": _err("body too large"),
                         "415": _err("not application/json"),

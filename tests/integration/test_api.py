@@ -231,6 +231,8 @@ async def test_a_start_that_waits_answers_with_the_outcome(api: CheckedApi) -> N
     before = time.time()
     status, answer = await api.request("POST", "/v1/calls?wait=61", json={"phone": "+14255550150"})
     assert status == 400 and answer["fields"][0]["field"] == "wait"
+    status, answer = await api.request("POST", "/v1/calls?wiat=60", json={"phone": "+14255550150"})
+    assert status == 400 and answer["fields"][0]["field"] == "wiat"
     _, page = await api.request("GET", f"/v1/calls?since={before}")
     assert page["calls"] == []  # refused before any call was placed
     # The bot at 0170 presses '#' at the greeting: the one request sees the call through.

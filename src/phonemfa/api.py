@@ -298,7 +298,13 @@ async def start_call(request: web.Request) -> web.Response:
     if wait_s and record.outcome is None:
         # One request for a client that waits for the outcome anyway (a RADIUS server, a
         # login page): the call is on record and dialled whatever happens to this request.
-        record = await service.wait_call(record.id, wait_s) or record
+        try:
+            record = await service.wait_call(record.id, wait_s) or record
+        except StoreUnavailable as exc:
+            # The call is placed: a 503 would say it was not, and a client that tries again
+            # calls the person twice. The call as this process knows it (its outcome is set
+            # on this record in memory too).
+            log.warning("call %s: cannot read it back after ?wait=: %s", record.id, exc)
     view = call_view(record)
     resp = web.json_response(view, status=201)
     resp.headers["Location"] = f"/v1/calls/{record.id}"

@@ -19,7 +19,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from phonemfa.api import _since, build_app
 from phonemfa.config import Config
 from phonemfa.service import CallService
-from phonemfa.store import Store, StoreUnavailable
+from phonemfa.store import CallRecord, Store, StoreUnavailable
+from tests.unit.test_store import record
 
 ALL = {"Authorization": "Bearer operator-token"}
 ACME = {"Authorization": "Bearer acme-token"}
@@ -260,3 +261,26 @@ def test_a_since_without_an_offset_is_utc_whatever_the_server_s_zone(
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+async def test_a_start_that_waits_answers_201_even_when_the_store_cannot_be_read_back(
+    client: TestClient[Any, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by review: POST ?wait= placed the call, then read it back from the store at the
+    # end of the wait; a read failure there answered 503 store_unavailable, which says no call
+    # was placed (a client trying again would call the person twice).
+    placed = record("placed-1")
+
+    async def start_call(self: CallService, req: Any) -> CallRecord:
+        return placed
+
+    async def failing(*args: Any, **kwargs: Any) -> Any:
+        raise StoreUnavailable("disk I/O error")
+
+    monkeypatch.setattr(CallService, "start_call", start_call)
+    monkeypatch.setattr(Store, "get_call", failing)
+    resp = await client.post("/v1/calls?wait=0.05", json={"phone": "+14255550170"}, headers=ALL)
+    view = await resp.json()
+    assert resp.status == 201, view
+    assert view["id"] == "placed-1" and view["outcome"] is None
+    assert resp.headers["Location"] == "/v1/calls/placed-1"

@@ -656,12 +656,17 @@ class CallService:
 
     async def wait_call(self, call_id: str, timeout: float) -> CallRecord | None:
         """The call once terminal, or as it stands when `timeout` runs out."""
+        await self.wait_done(call_id, timeout)
+        return await self.get_call(call_id)
+
+    async def wait_done(self, call_id: str, timeout: float) -> None:
+        """Until the call in progress has its outcome committed (set on its record, the one
+        start_call returned), or `timeout` runs out."""
         live = self.live.get(call_id)
         if live is not None and not live.done.is_set():
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):  # no task of its own, unlike wait_for
                     await live.done.wait()
-        return await self.get_call(call_id)
 
     async def cancel_call(self, call_id: str, wait: float = 10) -> CallRecord | None:
         """Hang up a call in progress (`cancelled`); None when it is not in progress."""

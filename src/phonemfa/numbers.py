@@ -23,6 +23,7 @@ from enum import StrEnum
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberFormat, PhoneNumberType
+from phonenumbers import PhoneNumber as PhoneNumberLib
 
 __all__ = [
     "MAX_EXTENSION_DIGITS",
@@ -97,6 +98,18 @@ _TYPE_FROM_LIB: dict[int, NumberType] = {
 # phonenumbers' region for the non-geographic services (+800 freephone, +870 and +881
 # satellite phones, +882/+883 international networks, +979 premium rate...).
 NON_GEOGRAPHIC = "001"
+
+# Regions whose numbers are dialled in each other as national ones, with the same trunk
+# prefix but their own country codes: France and its overseas departments ("0692 12 34 56"
+# dialled in Paris reaches a mobile in Réunion, +262 692 12 34 56). A number written
+# nationally that is not valid in the tenant's region is read in the others of its group.
+# Saint-Pierre-et-Miquelon (+508) is not in it: its national numbers are written otherwise.
+_SHARED_NATIONAL_PLANS = (("FR", "RE", "YT", "GP", "MQ", "GF", "BL", "MF"),)
+_NATIONAL_NEIGHBOURS = {
+    region: tuple(other for other in group if other != region)
+    for group in _SHARED_NATIONAL_PLANS
+    for region in group
+}
 
 
 @dataclass(frozen=True)
@@ -340,6 +353,9 @@ def _parse_main(main: str, region: str | None, extension: str | None, forced: bo
     # `is_valid_number`, which matches the number against its region's type patterns as
     # `number_type` does. Asking only `number_type` does that work once instead of twice.
     lib_type = phonenumbers.number_type(parsed)
+    if lib_type == phonenumbers.PhoneNumberType.UNKNOWN and region is not None:
+        if (neighbour := _national_neighbour(main, region)) is not None:
+            parsed, lib_type, country_code = neighbour
     if lib_type == phonenumbers.PhoneNumberType.UNKNOWN:
         where = phonenumbers.region_code_for_country_code(country_code)
         message = f"not a valid number for {where} (+{country_code})"
@@ -354,6 +370,23 @@ def _parse_main(main: str, region: str | None, extension: str | None, forced: bo
         extension=extension,
         operator_forced=forced,
     )
+
+
+def _national_neighbour(main: str, region: str) -> tuple[PhoneNumberLib, int, int] | None:
+    """`main`, not valid in `region`, read as a national number of a region sharing its
+    national dialling plan (_SHARED_NATIONAL_PLANS): the first where it is valid (parsed,
+    its type, its country code), or None."""
+    if "+" in main:
+        return None
+    for other in _NATIONAL_NEIGHBOURS.get(region, ()):
+        try:
+            parsed = phonenumbers.parse(main, other)
+        except NumberParseException:
+            continue
+        lib_type = phonenumbers.number_type(parsed)
+        if lib_type != phonenumbers.PhoneNumberType.UNKNOWN and parsed.country_code:
+            return parsed, lib_type, parsed.country_code
+    return None
 
 
 def _abroad_hint(main: str) -> str:

@@ -52,6 +52,13 @@ ACCEPTED = [
     ("0033 1 23 45 67 89", "FR", "+33123456789", "FR", None, False),
     ("011 33 1 23 45 67 89", "US", "+33123456789", "FR", None, False),
     ("+33 6 12 34 56 78", "US", "+33612345678", "FR", None, False),
+    # France's overseas departments share its national plan: written as in France, each
+    # with its own country code, and back.
+    ("0692 12 34 56", "FR", "+262692123456", "RE", None, False),
+    ("0694 20 12 34 x@12", "FR", "+594694201234", "GF", "12", True),
+    ("0696 20 12 34", "FR", "+596696201234", "MQ", None, False),
+    ("01 23 45 67 89", "RE", "+33123456789", "FR", None, False),
+    ("0692 12 34 56", "GP", "+262692123456", "RE", None, False),
     # United Kingdom.
     ("+44 20 7946 0000 x 123", None, "+442079460000", "GB", "123", False),
     ("+44 (0)20 7946 0000 x 123", None, "+442079460000", "GB", "123", False),
@@ -132,6 +139,10 @@ REFUSED = [
     ("+1 425 555 12345", None, "invalid_for_region"),
     ("+33 1 23 45", None, "invalid_for_region"),
     ("01 23 45 67 89", "US", "invalid_for_region"),
+    # An overseas number is national in France only: with +33, or in another country, no.
+    ("+33 692 12 34 56", "FR", "invalid_for_region"),
+    ("0692 12 34 56", "US", "invalid_for_region"),
+    ("0692 12 34 5", "FR", "invalid_for_region"),
     ("+44 20 7946 000", None, "invalid_for_region"),
     ("+49 900 12345678", None, "invalid_for_region"),
     # Extensions must be 1-10 digits.

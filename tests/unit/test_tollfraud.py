@@ -88,6 +88,16 @@ def test_country_allow_list() -> None:
     assert check_destination(fr, tenant(allowed_countries=["*"])) is None
 
 
+def test_an_overseas_number_written_as_in_france_is_its_own_country_to_allow() -> None:
+    # Read as Réunion's (+262), not refused as a bad French number: the allow-list decides,
+    # and its message names the country to add.
+    reunion = parse_number("0692 12 34 56", "FR")
+    refusal = check_destination(reunion, tenant(region="FR"))
+    assert refusal is not None and refusal.code is RefusalCode.COUNTRY_NOT_ALLOWED
+    assert "RE" in refusal.message
+    assert check_destination(reunion, tenant(region="FR", allowed_countries=["FR", "RE"])) is None
+
+
 @pytest.mark.parametrize(
     "text", ["+881 612345678", "+870 301234567", "+882 3421234", "+883 510012345", "+800 12345678"]
 )

@@ -1,6 +1,6 @@
 """`python -m bench` (`make bench`): phonemfa against the machine's limit and two baselines.
 
-    python -m bench                          every scenario, every target (about 15 minutes)
+    python -m bench                          every scenario, every target (about 16 minutes)
     python -m bench --scenarios burst --targets phonemfa,floor
     python -m bench --json                   the JSON report on stdout instead of the table
     python -m bench --baseline-loop uvloop   the baselines on phonemfa's event loop too

@@ -82,14 +82,21 @@ class HealthView(BaseModel):
     model_config = ConfigDict(title="Health")
     status: Literal["ok"]
     ari_connected: bool
-    ari_problem: str | None = Field(
-        description="why ARI is not connected: the last connection error, or another "
-        "connection having taken over the ARI app (then no calls until restarted)"
-    )
     store: Literal["ok", "unavailable"]
     accepting_calls: bool
-    calls_in_progress: int
-    calls_waiting_for_line: int
+    # The details: only with a token for every tenant.
+    ari_problem: str | None = Field(
+        default=None,
+        description="why ARI is not connected: the last connection error, or another "
+        "connection having taken over the ARI app (then no calls until restarted); with a "
+        "token for every tenant only",
+    )
+    calls_in_progress: int | None = Field(
+        default=None, description="every tenant's; with a token for every tenant only"
+    )
+    calls_waiting_for_line: int | None = Field(
+        default=None, description="every tenant's; with a token for every tenant only"
+    )
 
 
 def _json(ref: str, description: str = "") -> dict[str, Any]:
@@ -196,8 +203,14 @@ def openapi_document() -> dict[str, Any]:
             "/healthz": {
                 "get": {
                     "summary": "Liveness, ARI connection and store health (no token needed)",
-                    "security": [],
-                    "responses": {"200": _json("Health", "the service is up")},
+                    "description": "Without a token: up, ARI connected, store, accepting "
+                    "calls. With a token for every tenant, also why ARI is not connected and "
+                    "the calls in progress and waiting for a line. A wrong token: 403.",
+                    "security": [{}, {"bearer": []}],
+                    "responses": {
+                        "200": _json("Health", "the service is up"),
+                        "403": _err("a wrong token (none at all is fine)"),
+                    },
                 }
             },
             "/v1/calls": {

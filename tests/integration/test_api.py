@@ -88,8 +88,18 @@ async def test_tokens_are_required_and_checked(api: CheckedApi) -> None:
     for path in ("/metrics", "/v1/openapi.json", "/v1/tenants/default/settings"):
         status, _ = await api.request("GET", path, token="")
         assert status == 401, path
-    status, _ = await api.request("GET", "/healthz", token="")
-    assert status == 200
+    # /healthz: up or not for anyone; the details (ARI's address in its problem, every
+    # tenant's calls) for a token for every tenant only; a wrong token is refused.
+    details = {"ari_problem", "calls_in_progress", "calls_waiting_for_line"}
+    short = {"status", "ari_connected", "store", "accepting_calls"}
+    status, body = await api.request("GET", "/healthz", token="")
+    assert status == 200 and set(body) == short, body
+    status, body = await api.request("GET", "/healthz", token=TENANT_TOKEN)
+    assert status == 200 and set(body) == short, body
+    status, body = await api.request("GET", "/healthz")
+    assert status == 200 and set(body) == short | details, body
+    status, _ = await api.request("GET", "/healthz", token="not-" + TOKEN)
+    assert status == 403
 
 
 @pytest.mark.parametrize(

@@ -99,17 +99,31 @@ _TYPE_FROM_LIB: dict[int, NumberType] = {
 # satellite phones, +882/+883 international networks, +979 premium rate...).
 NON_GEOGRAPHIC = "001"
 
-# Regions whose numbers are dialled in each other as national ones, with the same trunk
-# prefix but their own country codes: France and its overseas departments ("0692 12 34 56"
-# dialled in Paris reaches a mobile in Réunion, +262 692 12 34 56). A number written
-# nationally that is not valid in the tenant's region is read in the others of its group.
+# France's national plan is shared by its overseas departments, each with its own country
+# code: "0692 12 34 56" dialled in Paris reaches a mobile in Réunion, +262 692 12 34 56.
 # Saint-Pierre-et-Miquelon (+508) is not in it: its national numbers are written otherwise.
-_SHARED_NATIONAL_PLANS = (("FR", "RE", "YT", "GP", "MQ", "GF", "BL", "MF"),)
-_NATIONAL_NEIGHBOURS = {
-    region: tuple(other for other in group if other != region)
-    for group in _SHARED_NATIONAL_PLANS
-    for region in group
-}
+_MAINLAND = "FR"
+_OVERSEAS = ("RE", "YT", "GP", "MQ", "GF", "BL", "MF")
+# FR's metadata also takes some of their lines as its own (0596 30..., 0263..., 0269...):
+# a fixed or mobile line of exactly one of them is theirs, whatever FR says. Their special
+# ranges (08.., 09..) overlap the mainland's and each other's, and stay FR's.
+_LINE_TYPES = frozenset(
+    {PhoneNumberType.FIXED_LINE, PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR_MOBILE}
+)
+_OVERSEAS_LINES = tuple(
+    (
+        region,
+        re.compile(
+            "|".join(
+                f"(?:{desc.national_number_pattern})"
+                for desc in (meta.fixed_line, meta.mobile)
+                if desc is not None and desc.national_number_pattern
+            )
+        ),
+    )
+    for region in _OVERSEAS
+    if (meta := phonenumbers.PhoneMetadata.metadata_for_region(region)) is not None
+)
 
 
 @dataclass(frozen=True)
@@ -353,10 +367,9 @@ def _parse_main(main: str, region: str | None, extension: str | None, forced: bo
     # `is_valid_number`, which matches the number against its region's type patterns as
     # `number_type` does. Asking only `number_type` does that work once instead of twice.
     lib_type = phonenumbers.number_type(parsed)
-    if lib_type == phonenumbers.PhoneNumberType.UNKNOWN and region is not None:
-        if (neighbour := _national_neighbour(main, region)) is not None:
-            parsed, lib_type, country_code = neighbour
-    if lib_type == phonenumbers.PhoneNumberType.UNKNOWN:
+    if (shared := _shared_plan_reading(main, region, lib_type)) is not None:
+        parsed, lib_type, country_code = shared
+    if lib_type == PhoneNumberType.UNKNOWN:
         where = phonenumbers.region_code_for_country_code(country_code)
         message = f"not a valid number for {where} (+{country_code})"
         raise NumberError("invalid_for_region", message + _abroad_hint(main))
@@ -372,21 +385,47 @@ def _parse_main(main: str, region: str | None, extension: str | None, forced: bo
     )
 
 
-def _national_neighbour(main: str, region: str) -> tuple[PhoneNumberLib, int, int] | None:
-    """`main`, not valid in `region`, read as a national number of a region sharing its
-    national dialling plan (_SHARED_NATIONAL_PLANS): the first where it is valid (parsed,
-    its type, its country code), or None."""
-    if "+" in main:
+def _shared_plan_reading(
+    main: str, region: str | None, own_type: int
+) -> tuple[PhoneNumberLib, int, int] | None:
+    """`main`, written nationally in a region of France's plan, as the number of another of
+    its regions (parsed, its type, its country code), or None to keep the tenant region's
+    reading (`own_type`). An overseas reading wins when it is the only one: over FR's when
+    it is a fixed or mobile line, over an invalid reading in any case; FR's reading comes
+    last, for an overseas tenant's number valid nowhere overseas."""
+    overseas_tenant = region in _OVERSEAS
+    valid = own_type != PhoneNumberType.UNKNOWN
+    if not (region == _MAINLAND or overseas_tenant) or (overseas_tenant and valid):
         return None
-    for other in _NATIONAL_NEIGHBOURS.get(region, ()):
-        try:
-            parsed = phonenumbers.parse(main, other)
-        except NumberParseException:
+    digits = "".join(c for c in main if c.isdigit())
+    if "+" in main or not digits.startswith("0") or digits.startswith("00"):
+        return None  # with its country code, or dialled abroad: read as written
+    nsn = digits[1:]
+    found: dict[str, tuple[PhoneNumberLib, int, int]] = {}
+    for other, lines in _OVERSEAS_LINES:
+        # A valid FR reading is only overridden by a line: look no further than the patterns.
+        if other == region or (valid and not lines.fullmatch(nsn)):
             continue
-        lib_type = phonenumbers.number_type(parsed)
-        if lib_type != phonenumbers.PhoneNumberType.UNKNOWN and parsed.country_code:
-            return parsed, lib_type, parsed.country_code
-    return None
+        reading = _valid_reading(main, other)
+        if reading is not None and (not valid or reading[1] in _LINE_TYPES):
+            e164 = phonenumbers.format_number(reading[0], PhoneNumberFormat.E164)
+            found.setdefault(e164, reading)
+    if len(found) == 1:
+        return next(iter(found.values()))
+    if overseas_tenant and not found:
+        return _valid_reading(main, _MAINLAND)
+    return None  # several overseas readings: only its country code can say which
+
+
+def _valid_reading(main: str, region: str) -> tuple[PhoneNumberLib, int, int] | None:
+    try:
+        parsed = phonenumbers.parse(main, region)
+    except NumberParseException:
+        return None
+    lib_type = phonenumbers.number_type(parsed)
+    if lib_type == PhoneNumberType.UNKNOWN or not parsed.country_code:
+        return None
+    return parsed, lib_type, parsed.country_code
 
 
 def _abroad_hint(main: str) -> str:

@@ -59,6 +59,19 @@ ACCEPTED = [
     ("0696 20 12 34", "FR", "+596696201234", "MQ", None, False),
     ("01 23 45 67 89", "RE", "+33123456789", "FR", None, False),
     ("0692 12 34 56", "GP", "+262692123456", "RE", None, False),
+    # Their fixed lines that FR's metadata would also take as its own are theirs.
+    ("0596 30 12 34", "FR", "+596596301234", "MQ", None, False),
+    ("0269 60 12 34", "FR", "+262269601234", "YT", None, False),
+    ("0263 12 34 56", "FR", "+262263123456", "RE", None, False),
+    ("0596 30 12 34", "RE", "+596596301234", "MQ", None, False),
+    # Special ranges shared with the mainland (toll-free, shared cost, VoIP) stay FR's...
+    ("0800 12 34 56", "FR", "+33800123456", "FR", None, False),
+    ("0884 12 34 56", "FR", "+33884123456", "FR", None, False),
+    ("0976 01 23 45", "FR", "+33976012345", "FR", None, False),
+    # ... and a number written with its country code, or dialled abroad, is read as written.
+    ("+33 596 30 12 34", "FR", "+33596301234", "FR", None, False),
+    ("0033 596 30 12 34", "FR", "+33596301234", "FR", None, False),
+    ("0976 01 23 45", "GP", "+590976012345", "GP", None, False),
     # United Kingdom.
     ("+44 20 7946 0000 x 123", None, "+442079460000", "GB", "123", False),
     ("+44 (0)20 7946 0000 x 123", None, "+442079460000", "GB", "123", False),

@@ -1,7 +1,8 @@
 """The HTTP API (DESIGN §7), on aiohttp.
 
 Every request but /healthz carries `Authorization: Bearer <token>`: 401 without one, 403 with
-a wrong one (compared in constant time against every configured token). A token may be limited
+a wrong one (compared in constant time against every configured token); /healthz answers
+anyone, and shows its details to a token for every tenant. A token may be limited
 to some tenants: it cannot start, read, list or cancel another tenant's calls (those read as
 404, so it cannot even learn they exist). Bodies are validated by pydantic models; a bad field
 gets a 400 naming it; bodies over `api.max_body_bytes` get 413.
@@ -119,11 +120,13 @@ def _auth_middleware(tokens: tuple[ApiToken, ...]) -> Any:
     async def auth(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        if request.path == "/healthz" and "Authorization" not in request.headers:
-            return await handler(request)  # its short form: what a load balancer needs
         header = request.headers.get("Authorization", "")
         scheme, _, given = header.partition(" ")
         if scheme.lower() != "bearer" or not given.strip():
+            if request.path == "/healthz":
+                # Its short form for anyone, whatever a probe or its proxy sends (none, an
+                # empty header, its own Basic credentials): what a load balancer needs.
+                return await handler(request)
             resp = error(401, "unauthorized", "send Authorization: Bearer <token>")
             resp.headers["WWW-Authenticate"] = 'Bearer realm="phonemfa"'
             return resp

@@ -84,18 +84,18 @@ class HealthView(BaseModel):
     ari_connected: bool
     store: Literal["ok", "unavailable"]
     accepting_calls: bool
-    # The details: only with a token for every tenant.
+    # The details: absent but for a token for every tenant.
     ari_problem: str | None = Field(
         default=None,
-        description="why ARI is not connected: the last connection error, or another "
-        "connection having taken over the ARI app (then no calls until restarted); with a "
-        "token for every tenant only",
+        description="why ARI is not connected (null when it is): the last connection error, "
+        "or another connection having taken over the ARI app (then no calls until "
+        "restarted); absent but for a token for every tenant",
     )
-    calls_in_progress: int | None = Field(
-        default=None, description="every tenant's; with a token for every tenant only"
+    calls_in_progress: int = Field(
+        default=0, description="every tenant's; absent but for a token for every tenant"
     )
-    calls_waiting_for_line: int | None = Field(
-        default=None, description="every tenant's; with a token for every tenant only"
+    calls_waiting_for_line: int = Field(
+        default=0, description="every tenant's; absent but for a token for every tenant"
     )
 
 
@@ -203,13 +203,14 @@ def openapi_document() -> dict[str, Any]:
             "/healthz": {
                 "get": {
                     "summary": "Liveness, ARI connection and store health (no token needed)",
-                    "description": "Without a token: up, ARI connected, store, accepting "
-                    "calls. With a token for every tenant, also why ARI is not connected and "
-                    "the calls in progress and waiting for a line. A wrong token: 403.",
+                    "description": "For anyone (no token, or any header but a bearer "
+                    "token): up, ARI connected, store, accepting calls. With a token for every "
+                    "tenant, also why ARI is not connected and the calls in progress and "
+                    "waiting for a line. A wrong bearer token: 403.",
                     "security": [{}, {"bearer": []}],
                     "responses": {
                         "200": _json("Health", "the service is up"),
-                        "403": _err("a wrong token (none at all is fine)"),
+                        "403": _err("a wrong bearer token (none at all is fine)"),
                     },
                 }
             },

@@ -1,7 +1,7 @@
 """What a token limited to some tenants (a tenant's own identity system) may do beyond its
 tenants' calls: change their settings, but not what protects whoever pays for the trunk;
-not read metrics that name every tenant. Also: a body nested too deeply is a 400, and so is a
-status filter that no call can have."""
+not read metrics that name every tenant, nor the details of /healthz. Also: a body nested
+too deeply is a 400, and so is a status filter that no call can have."""
 
 from __future__ import annotations
 
@@ -102,6 +102,34 @@ async def test_metrics_are_for_a_token_for_every_tenant(client: TestClient[Any, 
     assert resp.status == 403
     resp = await client.get("/metrics", headers=ALL)
     assert resp.status == 200 and "phonemfa_calls_in_progress" in await resp.text()
+
+
+SHORT_HEALTH = {"status", "ari_connected", "store", "accepting_calls"}
+HEALTH_DETAILS = {"ari_problem", "calls_in_progress", "calls_waiting_for_line"}
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "keys"),
+    [
+        ({}, 200, SHORT_HEALTH),
+        # What a probe or the proxy in front of it may send: still the short form, not a 401.
+        ({"Authorization": ""}, 200, SHORT_HEALTH),
+        ({"Authorization": "Bearer "}, 200, SHORT_HEALTH),
+        ({"Authorization": "Basic cHJvYmU6cHJvYmU="}, 200, SHORT_HEALTH),
+        (ACME, 200, SHORT_HEALTH),  # ARI's address and every tenant's calls are not its own
+        (ALL, 200, SHORT_HEALTH | HEALTH_DETAILS),
+        ({"Authorization": "Bearer not-a-token"}, 403, None),
+    ],
+)
+async def test_health_details_are_for_a_token_for_every_tenant(
+    client: TestClient[Any, Any], headers: dict[str, str], status: int, keys: set[str] | None
+) -> None:
+    resp = await client.get("/healthz", headers=headers)
+    assert resp.status == status
+    if keys is not None:
+        body = await resp.json()
+        assert set(body) == keys, body
+        assert body["status"] == "ok" and body["ari_connected"] is False  # never started
 
 
 async def test_json_nested_too_deeply_is_a_bad_request(client: TestClient[Any, Any]) -> None:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bench.history import RESULTS, table
+from bench.history import RESULTS, row, table
 
 
 def _target(cpu: float, calls: int, *, lost: int = 0, p99: float | None = None) -> dict[str, Any]:
@@ -64,7 +64,15 @@ def test_one_row_per_report_oldest_first_with_ratios_and_marks(tmp_path: Path) -
     assert [c.strip() for c in older.strip("|").split("|")][3:6] == ["-", "-", "9.00 ms, -, -"]
 
 
-def test_every_committed_report_reads() -> None:
-    # The committed reports are the history: each must still read, whatever version wrote it.
+def test_every_report_reads_and_history_md_says_what_they_say() -> None:
+    # The kept reports are the history: each must still read, whatever version wrote it, and
+    # each row of bench/HISTORY.md must be what its report makes (a report of a local run,
+    # not kept, may be missing there).
     lines = table(RESULTS).splitlines()
     assert len(lines) == 2 + len(list(RESULTS.glob("bench-*.json")))
+    history = (RESULTS.parent / "HISTORY.md").read_text().splitlines()
+    rows = [line for line in history if line.startswith("| 20")]
+    assert len(rows) >= 25  # the reports kept when this test was written
+    for line in rows:
+        name = line.split("`")[1]
+        assert line == row(RESULTS / f"bench-{name}.json"), "paste `python -m bench.history`"

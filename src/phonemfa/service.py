@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from phonemfa.ari import AriError, AriNotFound, AriUnavailable, Event
+from phonemfa.ari import AriError, AriNotFound, AriUnavailable, Channel, Event
 from phonemfa.calls import CallRefused, prepare_call
 from phonemfa.config import Config, TenantSettings, UnknownTenantError
 from phonemfa.engine import Engine, log_failure
@@ -176,6 +176,20 @@ def _entry_view(entry: TimelineEntry) -> dict[str, Any]:
     view: dict[str, Any] = {"at": iso(entry.at), "event": entry.event}
     view.update((k, v) for k, v in entry.details.items() if k not in view)
     return view
+
+
+def entry_args(channel: Channel, app: str) -> list[str] | None:
+    """The arguments after `verify` of a channel that is a dialplan entry of `app`
+    (`Stasis(APP,verify,NUMBER[,USER[,TENANT]])`, as Asterisk shows where it is in the
+    dialplan), as StasisStart would have given them; None for any other channel."""
+    dialplan = channel.get("dialplan")
+    if dialplan is None or dialplan.get("app_name", "").lower() != "stasis":
+        return None
+    name, _, rest = dialplan.get("app_data", "").partition(",")
+    kind, _, args = rest.partition(",")
+    if name != app or kind != DIALPLAN_ENTRY:
+        return None
+    return args.split(",") if args else []
 
 
 class _Observer:
@@ -877,6 +891,15 @@ class CallService:
             if record is not None:  # an entry whose call ended: give the dialplan its answer
                 await self._release_entry(record)
                 continue
+            args = await self._entry_args(channel_id)
+            if args is not None:
+                # An entry whose StasisStart we never heard (sent on a connection that died
+                # unnoticed, or to a run killed before its call was on record): nothing was
+                # dialled for it, and its caller still waits. Cut off, the dialplan would
+                # get no answer at all (found by review).
+                log.info("a dialplan entry we had not heard of: its verification starts now")
+                self._start_entry(channel_id, args)
+                continue
             if await self._hangup_quietly(channel_id):
                 log.info("hung up a channel no call owns (left by an earlier run)")
 
@@ -925,11 +948,24 @@ class CallService:
             return
         args = event.args
         if args and args[0] == DIALPLAN_ENTRY:
-            # Known from now on, so a hang-up before its call is set up is not missed.
-            self._entries[event.channel_id] = ""
-            self._spawn(self._dialplan_entry(event.channel_id, args[1:]))
+            self._start_entry(event.channel_id, args[1:])
         else:  # a channel of ours nobody owns (e.g. a previous run's): not ours to keep
             self._spawn(self._hangup_quietly(event.channel_id))
+
+    def _start_entry(self, channel_id: str, args: list[str]) -> None:
+        if channel_id in self._entries:  # heard of twice: its StasisStart and a connect's sweep
+            return
+        # Known from now on, so a hang-up before its call is set up is not missed.
+        self._entries[channel_id] = ""
+        self._spawn(self._dialplan_entry(channel_id, args))
+
+    async def _entry_args(self, channel_id: str) -> list[str] | None:
+        """`entry_args` of a channel in our app; None also for one Asterisk no longer knows."""
+        try:
+            channel = await self.engine.ari.get_channel(channel_id)
+        except AriError:
+            return None
+        return entry_args(channel, self.config.ari.app)
 
     async def _dialplan_entry(self, channel_id: str, args: list[str]) -> None:
         number = args[0] if args else ""

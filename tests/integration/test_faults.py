@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -366,6 +367,49 @@ async def test_a_dialplan_entry_waiting_when_phonemfa_is_killed_gets_its_answer(
         await ring.wait_disconnected()
         await no_channels_of_ours(ari)
     finally:
+        await proc.stop()
+
+
+async def test_a_dialplan_entry_whose_stasisstart_was_lost_is_verified_by_the_next_run(
+    tmp_path: Path, ari: RawAri, session: aiohttp.ClientSession
+) -> None:
+    """An entry that reached Stasis while the service could not hear it (its StasisStart
+    sent to a frozen process, then killed with it) is neither cut off nor left waiting: the
+    next run finds it in its app, sees from its dialplan that it asks for a verification,
+    and places that call; the dialplan gets the outcome."""
+    proc = faults_service(tmp_path)
+    try:
+        await proc.start()
+        await ari.set_global_var("PHONEMFA_TEST_ENTRY_OUTCOME", "")
+        assert proc.proc is not None
+        proc.proc.send_signal(signal.SIGSTOP)  # still connected: Asterisk sends it the event
+        verify_user = user()
+        await ari.request(
+            "POST",
+            "/channels",
+            json={
+                "endpoint": "Local/+14255550170@phonemfa-test-entry",
+                "app": ari.app,  # ;1 just waits in the test's own app
+                "variables": {"__APP": APP, "__VERIFY_USER": verify_user},
+            },
+        )
+        async with asyncio.timeout(10):
+            while not (await ari.request("GET", f"/applications/{APP}"))["channel_ids"]:
+                await asyncio.sleep(0.1)
+        proc.kill()
+        await proc.start()
+        async with asyncio.timeout(30):
+            while not await ari.global_var("PHONEMFA_TEST_ENTRY_OUTCOME"):
+                await asyncio.sleep(0.2)
+        assert await ari.global_var("PHONEMFA_TEST_ENTRY_OUTCOME") == "approved"
+        api = Api(session, proc.url)
+        _, page = await api.request("GET", f"/v1/calls?user={verify_user}")
+        assert [(c["origin"], c["outcome"]) for c in page["calls"]] == [("dialplan", "approved")]
+        await no_channels_of_ours(ari)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            if proc.proc is not None:
+                proc.proc.send_signal(signal.SIGCONT)
         await proc.stop()
 
 

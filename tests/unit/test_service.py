@@ -730,3 +730,42 @@ async def test_a_connect_sweep_asks_again_for_our_channels_when_asterisk_times_o
         assert ("hangup", "callee") in ari.requests
         assert ("set", "entry-1", "PHONEMFA_OUTCOME", "interrupted") in ari.requests
         assert ("continue", "entry-1") in ari.requests
+
+
+def _in_dialplan(app_name: str, app_data: str) -> Any:
+    return {
+        "id": "c1",
+        "dialplan": {"context": "c", "exten": "s", "priority": 1, "app_name": app_name}
+        | ({"app_data": app_data} if app_data else {}),
+    }
+
+
+@pytest.mark.parametrize(
+    ("app_name", "app_data", "args"),
+    [
+        (
+            "Stasis",
+            "phonemfa,verify,+14255550170,alice,default",
+            ["+14255550170", "alice", "default"],
+        ),
+        ("Stasis", "phonemfa,verify,+14255550170", ["+14255550170"]),
+        ("Stasis", "phonemfa,verify,+14255550170,,ops", ["+14255550170", "", "ops"]),
+        ("Stasis", "phonemfa,verify", []),
+        # Our own outbound legs: made in the app, not asking for a verification.
+        ("Stasis", "phonemfa,call,5d1c0c1e-44b2-4c4e-9d8c-5f3b2a1e0f00", None),
+        # Another application's entry, or a prefix of ours.
+        ("Stasis", "phonemfa-other,verify,+14255550170", None),
+        ("Stasis", "phonemfaX,verify,+14255550170", None),
+        ("Stasis", "", None),
+        ("Wait", "30", None),
+        ("AppDial", "(Outgoing Line)", None),
+    ],
+)
+def test_a_dialplan_entry_is_known_by_where_it_is_in_the_dialplan(
+    app_name: str, app_data: str, args: list[str] | None
+) -> None:
+    assert service_module.entry_args(_in_dialplan(app_name, app_data), "phonemfa") == args
+
+
+def test_a_channel_asterisk_shows_no_dialplan_for_is_no_entry() -> None:
+    assert service_module.entry_args({"id": "c1"}, "phonemfa") is None

@@ -15,6 +15,17 @@ class CallerId(TypedDict):
     number: str
 
 
+class ChannelDialplan(TypedDict):
+    """Where a channel is in the dialplan; `app_name`/`app_data` the application it runs
+    (`Stasis`, `phonemfa,verify,NUMBER,...` for a dialplan entry)."""
+
+    context: str
+    exten: str
+    priority: int
+    app_name: NotRequired[str]
+    app_data: NotRequired[str]
+
+
 class Channel(TypedDict):
     id: str
     name: str
@@ -23,6 +34,7 @@ class Channel(TypedDict):
     connected: CallerId
     language: NotRequired[str]
     creationtime: NotRequired[str]
+    dialplan: NotRequired[ChannelDialplan]
 
 
 class Playback(TypedDict):

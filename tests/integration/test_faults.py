@@ -346,15 +346,7 @@ async def test_a_dialplan_entry_waiting_when_phonemfa_is_killed_gets_its_answer(
     try:
         await proc.start()
         await ari.set_global_var("PHONEMFA_TEST_ENTRY_OUTCOME", "")
-        await ari.request(
-            "POST",
-            "/channels",
-            json={
-                "endpoint": "Local/+14255550100@phonemfa-test-entry",
-                "app": ari.app,
-                "variables": {"__APP": APP, "__VERIFY_USER": user()},
-            },
-        )
+        await ari.enter_verify("+14255550100", APP, user())
         ring = await mobile.next_call()
         ring.answer()
         await ring.wait_media()
@@ -384,15 +376,7 @@ async def test_a_dialplan_entry_whose_stasisstart_was_lost_is_verified_by_the_ne
         assert proc.proc is not None
         proc.proc.send_signal(signal.SIGSTOP)  # still connected: Asterisk sends it the event
         verify_user = user()
-        await ari.request(
-            "POST",
-            "/channels",
-            json={
-                "endpoint": "Local/+14255550170@phonemfa-test-entry",
-                "app": ari.app,  # ;1 just waits in the test's own app
-                "variables": {"__APP": APP, "__VERIFY_USER": verify_user},
-            },
-        )
+        await ari.enter_verify("+14255550170", APP, verify_user)
         async with asyncio.timeout(10):
             while not (await ari.request("GET", f"/applications/{APP}"))["channel_ids"]:
                 await asyncio.sleep(0.1)

@@ -85,15 +85,7 @@ async def test_a_blocked_user_is_refused_on_the_dialplan_path_too(
     fraud = await api.start_call("+1 425 555 0171", user=user)
     assert (await api.wait(fraud["id"]))["outcome"] == "fraud_reported"
     await ari.set_global_var("PHONEMFA_LAST_OUTCOME", "")
-    await ari.request(
-        "POST",
-        "/channels",
-        json={
-            "endpoint": "Local/+14255550170@phonemfa-test-entry",
-            "app": ari.app,  # ;1 just waits in the test's own app
-            "variables": {"__APP": APP, "__VERIFY_USER": user},
-        },
-    )
+    await ari.enter_verify("+14255550170", APP, user)
     async with asyncio.timeout(20):
         while True:
             _, page = await api.request("GET", f"/v1/calls?user={user}")

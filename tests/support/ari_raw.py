@@ -96,6 +96,19 @@ class RawAri:
         with contextlib.suppress(AssertionError):  # already gone
             await self.request("DELETE", f"/channels/{cid}")
 
+    async def enter_verify(self, number: str, app: str, user: str) -> None:
+        """A caller entering `Stasis(app,verify,number,user,default)` (extensions.conf's
+        phonemfa-test-entry); the Local channel's other half waits in this client's app."""
+        await self.request(
+            "POST",
+            "/channels",
+            json={
+                "endpoint": f"Local/{number}@phonemfa-test-entry",
+                "app": self.app,
+                "variables": {"__APP": app, "__VERIFY_USER": user},
+            },
+        )
+
     async def global_var(self, name: str) -> str:
         out = await self.request("GET", "/asterisk/variable", params={"variable": name})
         return str(out["value"])

@@ -166,9 +166,14 @@ class Answers:
             return Next(Verdict.ASK_AGAIN, guard=True, step="not_taken", dropped=r.past)
         self.wrong += 1
         self.fraud_started = self.fraud_start(carried, entry)
-        # The start of a fraud code at the last attempt gets one prompt more, for its end
-        # ("0", a pause to find '#', then '#'); found by review.
-        last = self.wrong >= self.attempts + (1 if self.fraud_started else 0)
+        last = self.wrong >= self.attempts
+        if last and self.fraud_started:
+            # The start of a fraud code at the last attempt gets one prompt more, for its end
+            # ("0", a pause to find '#', then '#'); found by review. As after the last tail,
+            # that prompt is no attempt more: a '#' there, once heard whole, is no yes (found
+            # by review: it approved after calls.attempts wrong entries).
+            self.fraud_only = True
+            last = False
         # Keys until the retry prompt has played a moment are the tail of the wrong entry
         # (say the '#' of "0#" held up past the inter-digit time-out by a loaded PBX), which
         # as a new entry would approve: the guard drops them, and they are read as above.
@@ -204,15 +209,26 @@ class Answers:
         return Next(Verdict.DENY)
 
     def _after_the_last(self, r: Read) -> Next:
-        """A read at the prompt `after_tail` gave: the fraud code's end (with the start
-        carried while the prompt was not heard whole), or a denial."""
+        """A read at the prompt more after the last attempt: the fraud code's end (with the
+        start carried while the prompt was not heard whole), or a denial. An entry that is
+        itself the code's start ("0", a pause to find '#') has its tail read first, as at
+        the last attempt: the '#' that follows is the report (`after_tail`)."""
         if r.entry is None:
             return Next(Verdict.DENY)
-        if self._reports_fraud(r.entry, self.fraud_started if r.not_heard else ""):
+        carried = self.fraud_started if r.not_heard else ""
+        if self._reports_fraud(r.entry, carried):
             return Next(Verdict.FRAUD)
         self.wrong += 1
+        self.fraud_started = self.fraud_start(carried, r.entry)
+        tail = bool(self.fraud_started)
         return Next(
-            Verdict.DENY, step="wrong_input", count=self.wrong, counted=True, dropped=r.past
+            Verdict.LAST_TAIL if tail else Verdict.DENY,
+            retry=tail,
+            guard=tail,
+            step="wrong_input",
+            count=self.wrong,
+            counted=True,
+            dropped=r.past,
         )
 
     def ends_in_fraud(self, dropped: str, not_heard: bool) -> bool:

@@ -207,7 +207,42 @@ def test_a_fraud_start_at_the_last_attempt_gets_one_prompt_more() -> None:
     a.read(heard("2#"))
     a.read(heard("0"))
     assert a.ends_in_fraud("#", not_heard=True)
-    assert not a.ends_in_fraud("#", not_heard=False)  # after a prompt heard whole: a yes
+    assert not a.ends_in_fraud("#", not_heard=False)  # no fraud report after a prompt heard whole
+
+
+def test_the_prompt_more_after_a_last_fraud_start_is_no_attempt_more() -> None:
+    # "1#", "2#", then "0" and a pause: the prompt more is for the code's end alone. Heard
+    # whole, a '#' there is no yes (it approved after three wrong entries), nor is the
+    # expected code with number matching; a silence denies.
+    for last in (heard("#"), heard("5#"), during("5#"), heard(None)):
+        a = answers()
+        a.read(heard("1#"))
+        a.read(heard("2#"))
+        assert a.read(heard("0")).verdict is Verdict.ASK_AGAIN
+        assert a.last_silence
+        assert a.read(last).verdict is Verdict.DENY, last
+    a = answers(code="42")
+    a.read(heard("1#"))
+    a.read(heard("2#"))
+    a.read(heard("0"))
+    assert a.read(heard("42#")).verdict is Verdict.DENY
+    # The code's end, or the whole code, still reports fraud there.
+    for last in (during("#"), heard("0#"), during("0#")):
+        a = answers()
+        a.read(heard("1#"))
+        a.read(heard("2#"))
+        a.read(heard("0"))
+        assert a.read(last).verdict is Verdict.FRAUD, last
+    # With one attempt, the same.
+    a = answers(attempts=1)
+    assert a.read(heard("0")).verdict is Verdict.ASK_AGAIN
+    assert a.read(heard("#")).verdict is Verdict.DENY
+    # The code's start again there ("0", a pause): its tail is read, never a yes.
+    for tail, verdict in (("#", Verdict.FRAUD), ("", Verdict.DENY), ("5#", Verdict.DENY)):
+        a = answers(attempts=1)
+        a.read(heard("0"))
+        assert a.read(heard("0")).verdict is Verdict.LAST_TAIL
+        assert a.after_tail(tail).verdict is verdict, tail
 
 
 def test_no_fraud_start_is_carried_past_a_prompt_heard_whole_across_a_loss() -> None:

@@ -292,6 +292,7 @@ class CallFlow:
         self._prompt_not_heard = False
         self._keys_seen = 0  # every key received, counted even when dropped
         self._dropped = ""  # keys a guard dropped since the last read
+        self._unread = ""  # keys of a read the call's end cut short (_ask)
         self._past_entry = ""  # keys after the last entry's '#' (_ask)
         self._deaf = False  # the last entry or silence (_ask) spanned a loss of ARI's events
         self._events_lost_count = 0  # losses of ARI's events in a row (_events_lost)
@@ -667,7 +668,11 @@ class CallFlow:
             # The call ends otherwise (a hang-up, a lasting loss, a request Asterisk failed,
             # such as stopping the prompt): a fraud code dropped by a guard and not yet
             # looked at is still a fraud report (found by review).
-            if answers.ends_in_fraud(self._dropped, self._prompt_not_heard):
+            # So are the keys of a read it cut short (found by review).
+            not_heard = self._prompt_not_heard
+            if answers.ends_in_fraud(self._dropped, not_heard) or answers.ends_in_fraud(
+                self._unread, not_heard
+            ):
                 self._decide(Outcome.FRAUD_REPORTED, None)
             raise
 
@@ -748,6 +753,11 @@ class CallFlow:
         self._prompt_not_heard = True  # until it has played to its end (read on a hang-up)
         try:
             return await self._read(answers, prompt, connection, seen)
+        except BaseException:
+            # The call ended before the keys were read: say, a '#' that came while our mark
+            # was on its way, then the hang-up. Pressed in time, they are looked at then.
+            self._unread = "".join(self.keys)
+            raise
         finally:
             # A key that went down as the prompt ended, told of once released after it.
             self._prompt_not_heard = self._prompt_not_heard or self._down_in_prompt

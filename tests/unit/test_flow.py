@@ -1934,6 +1934,53 @@ class InFlight(FakeAsterisk):
         await super().user_event(name, variables, channel_id)
 
 
+class HangsUpBeforeTheMark(InFlight):
+    """As InFlight, but the person hangs up as the keys go: our mark never comes back."""
+
+    async def user_event(
+        self, name: str, variables: dict[str, str], channel_id: str | None = None
+    ) -> None:
+        keys, self.in_flight = self.in_flight, ""
+        for key in keys:
+            self.emit("ChannelDtmfReceived", digit=key)
+        self.requests.append(("user_event", name))
+        self.later(0.005, lambda: self.destroy(16))
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"), [("0#", "fraud"), ("#", "hung_up"), ("5#", "hung_up")]
+)
+async def test_a_fraud_code_before_the_mark_stands_when_the_person_hangs_up(
+    keys: str, expected: str
+) -> None:
+    # Found by review: at the mark of the last silence "0#" came, then the hang-up, before
+    # the mark: the keys were never read and the call ended denied. Pressed in time, a
+    # fraud code among them is a fraud report; anything else is a hang-up, never a yes.
+    flow, fake, rec = _bare_flow(fake_class=HangsUpBeforeTheMark)
+    fake.in_flight = keys
+    got = await asyncio.wait_for(flow.run(), 10)
+    if expected == "fraud":
+        assert got is Outcome.FRAUD_REPORTED, (got, flow.reason)
+    else:
+        assert (got, flow.reason) == (Outcome.DENIED, "hung_up")
+
+
+async def test_a_fraud_code_finished_before_the_mark_of_a_last_entry_stands() -> None:
+    # Found by review: "0", a pause past the inter-digit time-out at the last attempt (our
+    # mark goes), the '#' comes before it, then the hang-up: denied instead of a report.
+    settings = tenant(calls={**TINY, "attempts": 1})
+    flow, fake, rec = _bare_flow(settings, fake_class=HangsUpBeforeTheMark)
+
+    def script(event: str, details: dict[str, Any]) -> None:
+        if event == "prompting":
+            fake.press("0")
+            fake.in_flight = "#"
+
+    rec.on_step = script
+    got = await asyncio.wait_for(flow.run(), 10)
+    assert got is Outcome.FRAUD_REPORTED, (got, flow.reason)
+
+
 async def test_keys_that_arrive_before_the_mark_are_not_a_silence() -> None:
     flow, fake, rec = _bare_flow(fake_class=InFlight)
     fake.in_flight = "0#"  # at the mark of the last silence

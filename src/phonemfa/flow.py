@@ -271,6 +271,8 @@ class CallFlow:
         self.in_stasis = False
         # Asterisk was asked for our channel: before that there is nothing to hang up or ask about.
         self.dialled = False
+        self._created = False  # Asterisk answered that it made our channel
+        self._lost_before_stasis = False  # made, then gone before it reached our app (resync)
         self.rung = False  # the channel was dialled: the phone may ring
         self.gone: HungUp | None = None
         self.playback_id: str | None = None
@@ -494,6 +496,7 @@ class CallFlow:
         elif self._voicemail_mode != "off":
             variables["TALK_DETECT(set)"] = str(VOICEMAIL_SILENCE_MS)
         self.dialled = True
+        self._created = self._lost_before_stasis = False
         try:
             await self.ari.create_channel(
                 plan.dial_string,
@@ -512,7 +515,23 @@ class CallFlow:
             self.dialled = False  # no channel was made
             self._step("dial_refused", reason="asterisk_stopping")
             raise _Refused from None
-        await self._wait(lambda: self.in_stasis, STASIS_START_TIMEOUT, "no StasisStart")
+        self._created = True
+        await self._wait(
+            lambda: self.in_stasis or self._lost_before_stasis,
+            STASIS_START_TIMEOUT,
+            "no StasisStart",
+        )
+        if not self.in_stasis:
+            # Made, then gone before our app had it, while the websocket was down: Asterisk
+            # could not give it to an app that was inactive for that moment, and hung it up.
+            # Nothing was dialled: the same as a refusal, it is made again once Asterisk is
+            # back (found by review: it ended `failed`, no_StasisStart). Within the call's
+            # time for waiting, as its other waits before the dial.
+            self.dialled = False
+            self._step("dial_refused", reason="channel_lost_before_stasis")
+            if self._loop.time() >= self._wait_until:
+                raise Stopped(Outcome.INTERRUPTED, "asterisk_unavailable")
+            raise _Refused
         self.rung = True
         await self.ari.dial(self.channel_id, self.req.dial_timeout)
         # Answered, or ChannelDestroyed with the network's cause (busy, no answer...).
@@ -1114,6 +1133,9 @@ class CallFlow:
         if event.data.get("gone"):
             self.gone = HungUp(0, lost=True)
             return
+        if event.data.get("lost_before_stasis"):
+            self._lost_before_stasis = True
+            return
         self.in_stasis = True
         # The snapshot was taken before events the websocket may already have delivered
         # (the answer, say): it can move the call forward, never back.
@@ -1129,13 +1151,17 @@ class CallFlow:
         websocket was down). Runs in the reconnect hook's task, not the flow's. What it finds
         goes to the leg it asked about: a chain's next leg has a mailbox of its own."""
         channel_id, mailbox = self.channel_id, self.mailbox
+        created = self._created  # before asking: a channel made after the GET is not lost
         data: dict[str, Any] = {}
         try:
             channel = await self.ari.get_channel(channel_id)
         except AriNotFound:
-            if not self.in_stasis:
+            if self.in_stasis:
+                data["gone"] = True
+            elif created:
+                data["lost_before_stasis"] = True
+            else:
                 return  # not created yet: nothing was missed
-            data["gone"] = True
         else:
             data["channel"] = channel
             playback = self.playback_id

@@ -1634,6 +1634,50 @@ async def test_a_channel_refused_by_a_stopping_asterisk_waits_and_is_dialled_aft
     assert [event for event, _ in rec.timeline].count("answered") == 1
 
 
+class DropsBeforeStasis(FakeAsterisk):
+    """Makes the first channel, then, our app being inactive for that moment (its websocket
+    going), hangs it up before StasisStart: no event of it ever reaches us."""
+
+    drops = 1
+
+    async def create_channel(self, endpoint: str, channel_id: str, **kw: Any) -> dict[str, Any]:
+        if self.drops > 0:
+            self.drops -= 1
+            self.requests.append(("dropped", endpoint))
+            self.gone = True
+            return {"id": channel_id}
+        return await super().create_channel(endpoint, channel_id, **kw)
+
+
+@pytest.mark.parametrize("queue_timeout", [5, 0])
+async def test_a_channel_lost_before_stasisstart_is_made_again_after_the_reconnect(
+    queue_timeout: float,
+) -> None:
+    # Found by review: it waited for a StasisStart that could not come and ended `failed`
+    # (no_StasisStart). Nothing was dialled: it is made again, as after a refusal; past the
+    # call's time for waiting, it ends as for any outage before the dial.
+    flow, fake, rec = _bare_flow(
+        fake_class=DropsBeforeStasis, lines=Lines(1, queue_timeout=queue_timeout)
+    )
+    rec.on_step = lambda event, details: _approve(fake, event)
+    task = asyncio.create_task(flow.run())
+    for _ in range(100):
+        if fake.requests:
+            break
+        await asyncio.sleep(0.01)
+    assert fake.requests[0][0] == "dropped"
+    await flow.resync()  # the reconnect's re-sync: the channel is not found
+    got = await asyncio.wait_for(task, 5)
+    steps = [event for event, _ in rec.timeline]
+    assert "dial_refused" in steps and "hung_up" not in steps[: steps.index("dial_refused")]
+    if queue_timeout:
+        assert got is Outcome.APPROVED, (got, flow.reason)
+        assert [r[0] for r in fake.requests][:3] == ["dropped", "create", "dial"]
+    else:
+        assert (got, flow.reason) == (Outcome.INTERRUPTED, "asterisk_unavailable")
+        assert [r[0] for r in fake.requests] == ["dropped"]
+
+
 async def test_a_call_stopped_while_asking_whether_asterisk_is_stopping_is_never_dialled() -> None:
     flow, fake, rec = _bare_flow(fake_class=RefusingAsterisk, lines=Lines(1, queue_timeout=5))
     asking = asyncio.Event()

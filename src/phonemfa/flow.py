@@ -1246,12 +1246,21 @@ class CallFlow:
         try:
             if not self.dialled:  # ended while waiting for a line: nothing to hang up
                 return
+            answered = False
             for tries_left in reversed(range(HANGUP_TRIES)):
-                if self.gone is not None or await self._hang_up() or not tries_left:
+                if self.gone is not None:
+                    break
+                answered = await self._hang_up()
+                if answered or not tries_left:
                     break
                 if self._connection() is None:  # the next connect's sweep hangs it up
                     break
-            self._step("hung_up", cause=self.gone.cause if self.gone else None)
+            details: dict[str, Any] = {"cause": self.gone.cause if self.gone else None}
+            if self.gone is None and not answered:
+                # Asterisk never took our hang-up: the channel ends by the next connect's
+                # sweep, or by its TIMEOUT(absolute). The timeline says so (found by review).
+                details["unconfirmed"] = True
+            self._step("hung_up", **details)
         finally:
             self.router.remove_channel(self.channel_id)
 

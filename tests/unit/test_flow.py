@@ -1030,6 +1030,23 @@ async def test_a_hang_up_asterisk_did_not_answer_is_asked_again(
     assert rec.timeline[-1] == ("hung_up", {"cause": 16})
 
 
+async def test_a_hang_up_asterisk_never_answered_is_not_claimed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Found by review: after HANGUP_TRIES unanswered requests the timeline said `hung_up`
+    # as if Asterisk had let the channel go; it ends only by its TIMEOUT(absolute).
+    monkeypatch.setattr(flow_module, "HANGUP_TIMEOUT", 0.05)
+
+    class NeverHangsUp(_HangupTimesOut):
+        timeouts = flow_module.HANGUP_TRIES
+
+    flow, fake, rec = _bare_flow(fake_class=NeverHangsUp)  # `run` checks nothing is left up
+    rec.on_step = lambda event, details: _approve(fake, event)
+    assert await asyncio.wait_for(flow.run(), 5) is Outcome.APPROVED
+    assert len(fake.sent("hangup_timed_out")) == flow_module.HANGUP_TRIES
+    assert rec.timeline[-1] == ("hung_up", {"cause": None, "unconfirmed": True})
+
+
 class _RestartsAtTheHangUp(FakeAsterisk):
     """Asterisk restarts as it is asked to hang up: no ChannelDestroyed ever comes; the
     engine's re-sync after the reconnect says the channel is gone."""

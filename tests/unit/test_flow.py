@@ -2008,6 +2008,22 @@ class HangsUpBeforeTheMark(InFlight):
         self.later(0.005, lambda: self.destroy(16))
 
 
+async def _only_attempt(
+    pressed: str, in_flight: str, fake_class: type[InFlight] = InFlight
+) -> tuple[Outcome, CallFlow, Recorder]:
+    """The call's only attempt: `pressed` at the greeting, ended by the inter-digit time-out
+    (our mark goes), and `in_flight` reaching us before the mark."""
+    flow, fake, rec = _bare_flow(tenant(calls={**TINY, "attempts": 1}), fake_class=fake_class)
+
+    def script(event: str, details: dict[str, Any]) -> None:
+        if event == "prompting":
+            fake.press(pressed)
+            fake.in_flight = in_flight
+
+    rec.on_step = script
+    return await asyncio.wait_for(flow.run(), 10), flow, rec
+
+
 @pytest.mark.parametrize(
     ("keys", "expected"), [("0#", "fraud"), ("#", "hung_up"), ("5#", "hung_up")]
 )
@@ -2029,16 +2045,7 @@ async def test_a_fraud_code_before_the_mark_stands_when_the_person_hangs_up(
 async def test_a_fraud_code_finished_before_the_mark_of_a_last_entry_stands() -> None:
     # Found by review: "0", a pause past the inter-digit time-out at the last attempt (our
     # mark goes), the '#' comes before it, then the hang-up: denied instead of a report.
-    settings = tenant(calls={**TINY, "attempts": 1})
-    flow, fake, rec = _bare_flow(settings, fake_class=HangsUpBeforeTheMark)
-
-    def script(event: str, details: dict[str, Any]) -> None:
-        if event == "prompting":
-            fake.press("0")
-            fake.in_flight = "#"
-
-    rec.on_step = script
-    got = await asyncio.wait_for(flow.run(), 10)
+    got, flow, _ = await _only_attempt("0", "#", HangsUpBeforeTheMark)
     assert got is Outcome.FRAUD_REPORTED, (got, flow.reason)
 
 
@@ -2052,16 +2059,8 @@ async def test_keys_that_arrive_before_the_mark_are_not_a_silence() -> None:
 
 
 async def test_a_pound_that_arrives_before_the_mark_completes_the_last_entry() -> None:
-    settings = tenant(calls={**TINY, "attempts": 1})
-    flow, fake, rec = _bare_flow(settings, fake_class=InFlight)
-
-    def script(event: str, details: dict[str, Any]) -> None:
-        if event == "prompting":
-            fake.press("0")  # ended by the inter-digit time-out
-            fake.in_flight = "#"  # the '#' of "0#", held up, reaches us before the mark
-
-    rec.on_step = script
-    got = await asyncio.wait_for(flow.run(), 10)
+    # "0" ended by the inter-digit time-out; the '#' of "0#", held up, before the mark.
+    got, flow, _ = await _only_attempt("0", "#")
     assert got is Outcome.FRAUD_REPORTED, (got, flow.reason)
 
 
@@ -2439,16 +2438,7 @@ async def test_keys_after_the_pound_before_the_mark_are_not_thrown_away() -> Non
     # Last attempt: "5" ends at the inter-digit time-out; "#0#" (its '#', then the fraud
     # code) reaches us before the mark. The entry is "5#"; "0#" is thrown away: denied.
     # At an earlier attempt the same keys are the tail, dropped, and report fraud.
-    settings = tenant(calls={**TINY, "attempts": 1})
-    flow, fake, rec = _bare_flow(settings, fake_class=InFlight)
-
-    def script(event: str, details: dict[str, Any]) -> None:
-        if event == "prompting":
-            fake.press("5")
-            fake.in_flight = "#0#"
-
-    rec.on_step = script
-    got = await asyncio.wait_for(flow.run(), 10)
+    got, flow, rec = await _only_attempt("5", "#0#")
     assert got is Outcome.FRAUD_REPORTED, (got, flow.reason, _r4_dump(rec))
 
 

@@ -352,10 +352,8 @@ async def test_a_dialplan_entry_waiting_when_phonemfa_is_killed_gets_its_answer(
         await ring.wait_media()
         proc.kill()
         await proc.start()
-        async with asyncio.timeout(15):
-            while not await ari.global_var("PHONEMFA_TEST_ENTRY_OUTCOME"):
-                await asyncio.sleep(0.2)
-        assert await ari.global_var("PHONEMFA_TEST_ENTRY_OUTCOME") == "interrupted"
+        outcome = await ari.global_var_once_set("PHONEMFA_TEST_ENTRY_OUTCOME", 15)
+        assert outcome == "interrupted"
         await ring.wait_disconnected()
         await no_channels_of_ours(ari)
     finally:
@@ -382,10 +380,8 @@ async def test_a_dialplan_entry_whose_stasisstart_was_lost_is_verified_by_the_ne
                 await asyncio.sleep(0.1)
         proc.kill()
         await proc.start()
-        async with asyncio.timeout(30):
-            while not await ari.global_var("PHONEMFA_TEST_ENTRY_OUTCOME"):
-                await asyncio.sleep(0.2)
-        assert await ari.global_var("PHONEMFA_TEST_ENTRY_OUTCOME") == "approved"
+        outcome = await ari.global_var_once_set("PHONEMFA_TEST_ENTRY_OUTCOME", 30)
+        assert outcome == "approved"
         api = Api(session, proc.url)
         _, page = await api.request("GET", f"/v1/calls?user={verify_user}")
         assert [(c["origin"], c["outcome"]) for c in page["calls"]] == [("dialplan", "approved")]

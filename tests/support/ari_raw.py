@@ -113,6 +113,14 @@ class RawAri:
         out = await self.request("GET", "/asterisk/variable", params={"variable": name})
         return str(out["value"])
 
+    async def global_var_once_set(self, name: str, timeout: float) -> str:
+        """The global variable's value as soon as it is not empty (TimeoutError after
+        `timeout`)."""
+        async with asyncio.timeout(timeout):
+            while not (value := await self.global_var(name)):
+                await asyncio.sleep(0.2)
+        return value
+
     async def set_global_var(self, name: str, value: str) -> None:
         await self.request("POST", "/asterisk/variable", params={"variable": name, "value": value})
 

@@ -1986,12 +1986,15 @@ class InFlight(FakeAsterisk):
 
     in_flight = ""
 
-    async def user_event(
-        self, name: str, variables: dict[str, str], channel_id: str | None = None
-    ) -> None:
+    def send_in_flight(self) -> None:
         keys, self.in_flight = self.in_flight, ""
         for key in keys:
             self.emit("ChannelDtmfReceived", digit=key)
+
+    async def user_event(
+        self, name: str, variables: dict[str, str], channel_id: str | None = None
+    ) -> None:
+        self.send_in_flight()
         await super().user_event(name, variables, channel_id)
 
 
@@ -2001,9 +2004,7 @@ class HangsUpBeforeTheMark(InFlight):
     async def user_event(
         self, name: str, variables: dict[str, str], channel_id: str | None = None
     ) -> None:
-        keys, self.in_flight = self.in_flight, ""
-        for key in keys:
-            self.emit("ChannelDtmfReceived", digit=key)
+        self.send_in_flight()
         self.requests.append(("user_event", name))
         self.later(0.005, lambda: self.destroy(16))
 

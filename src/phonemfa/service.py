@@ -182,14 +182,48 @@ def entry_args(channel: Channel, app: str) -> list[str] | None:
     """The arguments after `verify` of a channel that is a dialplan entry of `app`
     (`Stasis(APP,verify,NUMBER[,USER[,TENANT]])`, as Asterisk shows where it is in the
     dialplan), as StasisStart would have given them; None for any other channel."""
+    parts = stasis_args(channel, app)
+    if parts is None or parts[:1] != [DIALPLAN_ENTRY]:
+        return None
+    return parts[1:]
+
+
+def stasis_args(channel: Channel, app: str) -> list[str] | None:
+    """The arguments of a channel in `app` (`Stasis(APP,ARGS...)`, as Asterisk shows where it
+    is in the dialplan: our outbound legs' too), or None for a channel that is not in it."""
     dialplan = channel.get("dialplan")
     if dialplan is None or dialplan.get("app_name", "").lower() != "stasis":
         return None
-    name, _, rest = dialplan.get("app_data", "").partition(",")
-    kind, _, args = rest.partition(",")
-    if name != app or kind != DIALPLAN_ENTRY:
-        return None
-    return args.split(",") if args else []
+    name, *args = _app_args(dialplan.get("app_data", ""))
+    return args if name == app else None
+
+
+def _app_args(data: str) -> list[str]:
+    """A dialplan application's arguments as Asterisk splits them for it (and for
+    StasisStart's `args`: ast_app_separate_args): no split at a comma in quotes or in
+    parentheses; quotes are dropped, a backslash keeps the next character as it is."""
+    args: list[str] = []
+    current: list[str] = []
+    quoted = escaped = False
+    depth = 0
+    for c in data:
+        if escaped:
+            current.append(c)
+            escaped = False
+        elif c == "\\":
+            escaped = True
+        elif c == '"':
+            quoted = not quoted
+        elif c == "," and not quoted and depth == 0:
+            args.append("".join(current))
+            current = []
+        else:
+            if c == "(":
+                depth += 1
+            elif c == ")" and depth > 0:
+                depth -= 1
+            current.append(c)
+    return [*args, "".join(current)]
 
 
 class _Observer:
@@ -891,7 +925,15 @@ class CallService:
             if record is not None:  # an entry whose call ended: give the dialplan its answer
                 await self._release_entry(record)
                 continue
-            args = await self._entry_args(channel_id)
+            try:
+                channel = await self.engine.ari.get_channel(channel_id)
+            except AriError:
+                continue  # gone since the list was read, or not known now: the next connect
+            if stasis_args(channel, self.config.ari.app) is None:
+                # Gone on in the dialplan since the list was read (say, an entry refused):
+                # no longer ours to hang up (found by review).
+                continue
+            args = entry_args(channel, self.config.ari.app)
             if args is not None:
                 # An entry whose StasisStart we never heard (sent on a connection that died
                 # unnoticed, or to a run killed before its call was on record): nothing was
@@ -958,14 +1000,6 @@ class CallService:
         # Known from now on, so a hang-up before its call is set up is not missed.
         self._entries[channel_id] = ""
         self._spawn(self._dialplan_entry(channel_id, args))
-
-    async def _entry_args(self, channel_id: str) -> list[str] | None:
-        """`entry_args` of a channel in our app; None also for one Asterisk no longer knows."""
-        try:
-            channel = await self.engine.ari.get_channel(channel_id)
-        except AriError:
-            return None
-        return entry_args(channel, self.config.ari.app)
 
     async def _dialplan_entry(self, channel_id: str, args: list[str]) -> None:
         number = args[0] if args else ""

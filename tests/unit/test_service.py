@@ -471,6 +471,8 @@ class _EntryAri:
         self.channels = channels
         self.timeouts = timeouts
         self.requests: list[tuple[str, ...]] = []
+        # Where Asterisk shows each channel (app, data); by default an outbound leg of ours.
+        self.dialplan: dict[str, tuple[str, str]] = {}
 
     async def set_variable(self, channel_id: str, name: str, value: str) -> None:
         self.requests.append(("set", channel_id, name, value))
@@ -488,7 +490,8 @@ class _EntryAri:
         self.requests.append(("get", channel_id))
         if channel_id not in self.channels:
             raise AriNotFound("GET", f"/channels/{channel_id}", 404, "Channel not found")
-        return {"id": channel_id}
+        app_name, app_data = self.dialplan.get(channel_id, ("Stasis", "phonemfa,call,c0"))
+        return _in_dialplan(app_name, app_data) | {"id": channel_id}
 
     async def hangup(self, channel_id: str) -> bool:
         self.requests.append(("hangup", channel_id))
@@ -582,12 +585,16 @@ async def test_an_entry_whose_call_ended_before_a_kill_gets_its_answer(tmp_path:
         "c1", origin="dialplan", origin_channel="entry-1", outcome="fraud_reported",
         created_at=time.time() - 60,
     )  # fmt: skip
-    async with _entries_served(tmp_path, ["entry-1", "stray"], calls=(call,)) as (service, ari):
+    channels = ["entry-1", "stray", "gone-on"]
+    async with _entries_served(tmp_path, channels, calls=(call,)) as (service, ari):
+        # Listed in our app, then gone on in the dialplan before we looked at it.
+        ari.dialplan["gone-on"] = ("Set", "PHONEMFA_OUTCOME=failed")
         await service._on_connected(1, False)
         assert ("set", "entry-1", "PHONEMFA_OUTCOME", "fraud_reported") in ari.requests
         assert ("continue", "entry-1") in ari.requests
         assert ("hangup", "entry-1") not in ari.requests
         assert ("hangup", "stray") in ari.requests  # no call of ours asked for it
+        assert ("hangup", "gone-on") not in ari.requests  # no longer in our app
 
 
 @pytest.mark.parametrize("still_there", [False, True])
@@ -751,6 +758,13 @@ def _in_dialplan(app_name: str, app_data: str) -> Any:
         ("Stasis", "phonemfa,verify,+14255550170", ["+14255550170"]),
         ("Stasis", "phonemfa,verify,+14255550170,,ops", ["+14255550170", "", "ops"]),
         ("Stasis", "phonemfa,verify", []),
+        # As Asterisk splits them for StasisStart: quotes, a backslash, parentheses.
+        (
+            "Stasis",
+            'phonemfa,verify,"+1 425 555 0170",al\\,ice,"a,b"',
+            ["+1 425 555 0170", "al,ice", "a,b"],
+        ),
+        ("Stasis", "phonemfa,verify,+14255550170,f(a,b)", ["+14255550170", "f(a,b)"]),
         # Our own outbound legs: made in the app, not asking for a verification.
         ("Stasis", "phonemfa,call,5d1c0c1e-44b2-4c4e-9d8c-5f3b2a1e0f00", None),
         # Another application's entry, or a prefix of ours.
@@ -769,3 +783,19 @@ def test_a_dialplan_entry_is_known_by_where_it_is_in_the_dialplan(
 
 def test_a_channel_asterisk_shows_no_dialplan_for_is_no_entry() -> None:
     assert service_module.entry_args({"id": "c1"}, "phonemfa") is None
+
+
+def test_a_channel_is_in_our_app_while_asterisk_shows_it_in_stasis_with_our_app() -> None:
+    # What the connect sweep may hang up: our outbound legs (Asterisk shows the app's
+    # arguments for them too) and entries; not a channel that went on in the dialplan since
+    # the app's channels were listed, nor one of another app (found by review).
+    leg = _in_dialplan("Stasis", "phonemfa,call,5d1c0c1e")
+    assert service_module.stasis_args(leg, "phonemfa") == ["call", "5d1c0c1e"]
+    entry = _in_dialplan("Stasis", "phonemfa,verify,+14255550170")
+    assert service_module.stasis_args(entry, "phonemfa") == ["verify", "+14255550170"]
+    assert (
+        service_module.stasis_args(_in_dialplan("Set", "PHONEMFA_OUTCOME=failed"), "phonemfa")
+        is None
+    )
+    assert service_module.stasis_args(_in_dialplan("Stasis", "other,call,x"), "phonemfa") is None
+    assert service_module.stasis_args({"id": "c1"}, "phonemfa") is None

@@ -210,9 +210,10 @@ class Answers:
 
     def _after_the_last(self, r: Read) -> Next:
         """A read at the prompt more after the last attempt: the fraud code's end (with the
-        start carried while the prompt was not heard whole), or a denial. An entry that is
-        itself the code's start ("0", a pause to find '#') has its tail read first, as at
-        the last attempt: the '#' that follows is the report (`after_tail`)."""
+        start carried while the prompt was not heard whole), or a denial. Any other entry
+        has its tail read first, as at the last attempt (`after_tail`): "5#0#" typed at
+        once reports fraud there too (found by review: the "0#" came during the denial),
+        and so does the '#' after an entry that is itself the code's start ("0", a pause)."""
         if r.entry is None:
             return Next(Verdict.DENY)
         carried = self.fraud_started if r.not_heard else ""
@@ -220,11 +221,10 @@ class Answers:
             return Next(Verdict.FRAUD)
         self.wrong += 1
         self.fraud_started = self.fraud_start(carried, r.entry)
-        tail = bool(self.fraud_started)
         return Next(
-            Verdict.LAST_TAIL if tail else Verdict.DENY,
-            retry=tail,
-            guard=tail,
+            Verdict.LAST_TAIL,
+            retry=True,
+            guard=True,
             step="wrong_input",
             count=self.wrong,
             counted=True,

@@ -687,11 +687,10 @@ class CallFlow:
             # The call ends otherwise (a hang-up, a lasting loss, a request Asterisk failed,
             # such as stopping the prompt): a fraud code dropped by a guard and not yet
             # looked at is still a fraud report (found by review).
-            # So are the keys of a read it cut short (found by review).
-            not_heard = self._prompt_not_heard
-            if answers.ends_in_fraud(self._dropped, not_heard) or answers.ends_in_fraud(
-                self._unread, not_heard
-            ):
+            # So are the keys of a read it cut short (found by review), after the dropped
+            # ones, as a read takes them: a "0" dropped and a '#' cut short make "0#" (found
+            # by review: looked at apart, neither was a report).
+            if answers.ends_in_fraud(self._dropped + self._unread, self._prompt_not_heard):
                 self._decide(Outcome.FRAUD_REPORTED, None)
             raise
 
@@ -1133,8 +1132,11 @@ class CallFlow:
         if event.data.get("gone"):
             self.gone = HungUp(0, lost=True)
             return
-        if event.data.get("lost_before_stasis"):
-            self._lost_before_stasis = True
+        if lost := event.data.get("lost_before_stasis"):
+            # About the channel of the attempt it asked about: a second re-sync's 404 for
+            # a channel already made again is stale (found by review: it took the new
+            # channel for lost, and its next create clashed with the same id).
+            self._lost_before_stasis = lost == self._attempts
             return
         self.in_stasis = True
         # The snapshot was taken before events the websocket may already have delivered
@@ -1151,7 +1153,8 @@ class CallFlow:
         websocket was down). Runs in the reconnect hook's task, not the flow's. What it finds
         goes to the leg it asked about: a chain's next leg has a mailbox of its own."""
         channel_id, mailbox = self.channel_id, self.mailbox
-        created = self._created  # before asking: a channel made after the GET is not lost
+        # Before asking: a channel made after the GET is not lost.
+        created, attempt = self._created, self._attempts
         data: dict[str, Any] = {}
         try:
             channel = await self.ari.get_channel(channel_id)
@@ -1159,7 +1162,7 @@ class CallFlow:
             if self.in_stasis:
                 data["gone"] = True
             elif created:
-                data["lost_before_stasis"] = True
+                data["lost_before_stasis"] = attempt
             else:
                 return  # not created yet: nothing was missed
         else:

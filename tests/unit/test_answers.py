@@ -165,12 +165,12 @@ def test_a_tail_ending_in_the_fraud_code_s_start_gets_one_prompt_more() -> None:
     assert a.last_silence  # a silence there denies: checked with a mark as the last one
     assert a.read(during("#", dropped=then.dropped)).verdict is Verdict.FRAUD
     # That prompt is for the code's end only, no attempt more: a '#' after it was heard
-    # whole, another entry, a silence, all deny.
+    # whole, another entry (once its tail is read), a silence, all deny.
     for read in (heard("#"), during("5#"), heard(None)):
         a = answers(attempts=1)
         a.read(heard("3#"))
         then = a.read(replace(read, dropped=a.after_tail("4#0").dropped))
-        assert then.verdict is Verdict.DENY, read
+        assert then.verdict is (Verdict.DENY if read.entry is None else Verdict.LAST_TAIL), read
         assert a.after_tail("0").verdict is Verdict.DENY  # once
     # With number matching, no guess of the code past calls.attempts (found by review).
     a = answers(code="42", attempts=3)
@@ -179,7 +179,8 @@ def test_a_tail_ending_in_the_fraud_code_s_start_gets_one_prompt_more() -> None:
     assert a.read(heard("13#")).verdict is Verdict.LAST_TAIL
     then = a.after_tail("0")
     assert then.verdict is Verdict.ASK_AGAIN
-    assert a.read(heard("42#", dropped=then.dropped)).verdict is Verdict.DENY
+    assert a.read(heard("42#", dropped=then.dropped)).verdict is Verdict.LAST_TAIL
+    assert a.after_tail("").verdict is Verdict.DENY
     # ... but the fraud report it is there for stands.
     a = answers(code="42", attempts=1)
     a.read(heard("13#"))
@@ -213,19 +214,27 @@ def test_a_fraud_start_at_the_last_attempt_gets_one_prompt_more() -> None:
 def test_the_prompt_more_after_a_last_fraud_start_is_no_attempt_more() -> None:
     # "1#", "2#", then "0" and a pause: the prompt more is for the code's end alone. Heard
     # whole, a '#' there is no yes (it approved after three wrong entries), nor is the
-    # expected code with number matching; a silence denies.
-    for last in (heard("#"), heard("5#"), during("5#"), heard(None)):
+    # expected code with number matching: their tail is read, then the call is denied. A
+    # silence denies at once.
+    for last in (heard("#"), heard("5#"), during("5#")):
         a = answers()
         a.read(heard("1#"))
         a.read(heard("2#"))
         assert a.read(heard("0")).verdict is Verdict.ASK_AGAIN
         assert a.last_silence
-        assert a.read(last).verdict is Verdict.DENY, last
+        assert a.read(last).verdict is Verdict.LAST_TAIL, last
+        assert a.after_tail("").verdict is Verdict.DENY, last
+    a = answers()
+    a.read(heard("1#"))
+    a.read(heard("2#"))
+    a.read(heard("0"))
+    assert a.read(heard(None)).verdict is Verdict.DENY
     a = answers(code="42")
     a.read(heard("1#"))
     a.read(heard("2#"))
     a.read(heard("0"))
-    assert a.read(heard("42#")).verdict is Verdict.DENY
+    assert a.read(heard("42#")).verdict is Verdict.LAST_TAIL
+    assert a.after_tail("").verdict is Verdict.DENY
     # The code's end, or the whole code, still reports fraud there.
     for last in (during("#"), heard("0#"), during("0#")):
         a = answers()
@@ -233,10 +242,19 @@ def test_the_prompt_more_after_a_last_fraud_start_is_no_attempt_more() -> None:
         a.read(heard("2#"))
         a.read(heard("0"))
         assert a.read(last).verdict is Verdict.FRAUD, last
+    # "5#0#" typed at once there: the "0#" still on its way is the tail of "5#", read before
+    # the denial as at the last attempt (found by review: it came during the denial).
+    a = answers()
+    a.read(heard("1#"))
+    a.read(heard("2#"))
+    a.read(heard("0"))
+    assert a.read(heard("5#")).verdict is Verdict.LAST_TAIL
+    assert a.after_tail("0#").verdict is Verdict.FRAUD
     # With one attempt, the same.
     a = answers(attempts=1)
     assert a.read(heard("0")).verdict is Verdict.ASK_AGAIN
-    assert a.read(heard("#")).verdict is Verdict.DENY
+    assert a.read(heard("#")).verdict is Verdict.LAST_TAIL
+    assert a.after_tail("").verdict is Verdict.DENY
     # The code's start again there ("0", a pause): its tail is read, never a yes.
     for tail, verdict in (("#", Verdict.FRAUD), ("", Verdict.DENY), ("5#", Verdict.DENY)):
         a = answers(attempts=1)
@@ -262,7 +280,8 @@ def test_a_last_tail_across_a_loss_of_events_gets_the_prompt_for_the_fraud_code_
     assert a.read(heard("1#")).verdict is Verdict.LAST_TAIL
     again = a.after_tail("", deaf=True)
     assert (again.verdict, again.retry, again.guard) == (Verdict.EVENTS_LOST, True, True)
-    assert a.read(during("#")).verdict is Verdict.DENY
+    assert a.read(during("#")).verdict is Verdict.LAST_TAIL
+    assert a.after_tail("").verdict is Verdict.DENY
     a = answers(attempts=1)
     a.read(heard("1#"))
     a.after_tail("", deaf=True)

@@ -1666,13 +1666,10 @@ class DropsBeforeStasis(FakeAsterisk):
         return await super().create_channel(endpoint, channel_id, **kw)
 
 
-@pytest.mark.parametrize("queue_timeout", [5, 0])
-async def test_a_channel_lost_before_stasisstart_is_made_again_after_the_reconnect(
+async def _dropped_before_stasis(
     queue_timeout: float,
-) -> None:
-    # Found by review: it waited for a StasisStart that could not come and ended `failed`
-    # (no_StasisStart). Nothing was dialled: it is made again, as after a refusal; past the
-    # call's time for waiting, it ends as for any outage before the dial.
+) -> tuple[CallFlow, FakeAsterisk, Recorder, asyncio.Task[Outcome]]:
+    """A call (approved once reached) whose first channel Asterisk has just dropped."""
     flow, fake, rec = _bare_flow(
         fake_class=DropsBeforeStasis, lines=Lines(1, queue_timeout=queue_timeout)
     )
@@ -1683,6 +1680,17 @@ async def test_a_channel_lost_before_stasisstart_is_made_again_after_the_reconne
             break
         await asyncio.sleep(0.01)
     assert fake.requests[0][0] == "dropped"
+    return flow, fake, rec, task
+
+
+@pytest.mark.parametrize("queue_timeout", [5, 0])
+async def test_a_channel_lost_before_stasisstart_is_made_again_after_the_reconnect(
+    queue_timeout: float,
+) -> None:
+    # Found by review: it waited for a StasisStart that could not come and ended `failed`
+    # (no_StasisStart). Nothing was dialled: it is made again, as after a refusal; past the
+    # call's time for waiting, it ends as for any outage before the dial.
+    flow, fake, rec, task = await _dropped_before_stasis(queue_timeout)
     await flow.resync()  # the reconnect's re-sync: the channel is not found
     got = await asyncio.wait_for(task, 5)
     steps = [event for event, _ in rec.timeline]
@@ -1693,6 +1701,17 @@ async def test_a_channel_lost_before_stasisstart_is_made_again_after_the_reconne
     else:
         assert (got, flow.reason) == (Outcome.INTERRUPTED, "asterisk_unavailable")
         assert [r[0] for r in fake.requests] == ["dropped"]
+
+
+async def test_a_second_resync_about_a_lost_channel_leaves_the_one_made_again() -> None:
+    # Found by review: two reconnects close together, both re-syncs not finding the lost
+    # channel; the second, read once the channel was made again, took the new one for lost.
+    flow, fake, rec, task = await _dropped_before_stasis(queue_timeout=5)
+    await asyncio.gather(flow.resync(), flow.resync())
+    got = await asyncio.wait_for(task, 5)
+    assert got is Outcome.APPROVED, (got, flow.reason)
+    assert [r[0] for r in fake.requests][:3] == ["dropped", "create", "dial"]
+    assert [event for event, _ in rec.timeline].count("dial_refused") == 1
 
 
 async def test_a_call_stopped_while_asking_whether_asterisk_is_stopping_is_never_dialled() -> None:
@@ -2048,6 +2067,26 @@ async def test_a_fraud_code_finished_before_the_mark_of_a_last_entry_stands() ->
     # mark goes), the '#' comes before it, then the hang-up: denied instead of a report.
     got, flow, _ = await _only_attempt("0", "#", HangsUpBeforeTheMark)
     assert got is Outcome.FRAUD_REPORTED, (got, flow.reason)
+
+
+async def test_a_fraud_code_split_between_a_guard_and_the_mark_stands_on_a_hang_up() -> None:
+    # Found by review: a silence, a wrong "1#", then "0" inside the retry prompt's guard
+    # (dropped), the prompt heard to its end, no key: the last silence sends our mark; the
+    # '#' comes before it, then the hang-up. Looked at apart, neither "0" nor "#" reported.
+    calls = {**TINY, "retry_key_guard": 0.2, "inter_digit_timeout": 0.2, "first_digit_timeout": 0.3}
+    flow, fake, rec = _bare_flow(tenant(calls=calls), fake_class=HangsUpBeforeTheMark)
+
+    def script(event: str, details: dict[str, Any]) -> None:
+        if event == "prompting" and rec.count("prompting") == 2:
+            fake.press("1#")
+        elif event == "wrong_input":
+            fake.later(0.05, lambda: fake.emit("ChannelDtmfReceived", digit="0"))
+            fake.in_flight = "#"
+
+    rec.on_step = script
+    got = await asyncio.wait_for(flow.run(), 10)
+    assert got is Outcome.FRAUD_REPORTED, (got, flow.reason, rec.timeline)
+    assert (rec.count("no_input"), rec.count("wrong_input")) == (1, 1)
 
 
 async def test_keys_that_arrive_before_the_mark_are_not_a_silence() -> None:
@@ -2543,9 +2582,12 @@ async def test_a_fraud_code_split_by_a_pause_after_the_last_wrong_entry_is_not_l
     assert (got, reason) == (Outcome.FRAUD_REPORTED, None), _r4_dump(rec)
 
 
-async def test_a_wrong_entry_after_the_extra_prompt_is_denied() -> None:
+@pytest.mark.parametrize(("tail", "expected"), [("0", "denied"), ("0#", "fraud_reported")])
+async def test_an_entry_at_the_extra_prompt_has_its_tail_read(tail: str, expected: str) -> None:
     # The extra prompt is for the fraud code's end, no attempt more, and given once: "1#",
-    # "0" (its tail), then "5#" and "0" again: denied at once.
+    # "0" (its tail), then "5#" there. Its tail is read as at the last attempt: "0" again
+    # denies; "0#" (typed at once with "5#", after the read of "5#" ended) reports fraud
+    # (found by review: the call was denied at once, the "0#" coming during the denial).
     calls = {
         **TINY,
         "attempts": 1,
@@ -2556,14 +2598,17 @@ async def test_a_wrong_entry_after_the_extra_prompt_is_denied() -> None:
 
     def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
         if event == "wrong_input":
-            fake.later(0.05, lambda: fake.emit("ChannelDtmfReceived", digit="0"))
+            keys = "0" if details.get("count") == 1 else tail
+            fake.later(0.05, lambda: fake.press(keys))
         elif event == "prompting" and rec.count("prompting") == 1:
             fake.press("1#")
         elif event == "prompting":  # after the retry guard
             fake.later(0.3, lambda: fake.press("5#"))
 
     got, reason, _, rec = await run(MOBILE, script, settings=tenant(calls=calls))
-    assert (got, reason) == (Outcome.DENIED, "wrong_input"), _r4_dump(rec)
+    assert got.value == expected, _r4_dump(rec)
+    if got is Outcome.DENIED:
+        assert reason == "wrong_input"
     assert (rec.count("wrong_input"), rec.count("prompting")) == (2, 2)
 
 

@@ -39,6 +39,7 @@ from phonemfa.messages import MessageType
 from phonemfa.metrics import CONTENT_TYPE
 from phonemfa.numbers import NumberError
 from phonemfa.openapi import openapi_document
+from phonemfa.outcomes import Outcome
 from phonemfa.prompt_setup import PromptSetupError
 from phonemfa.prompts import CUSTOM_PREFIX, Finding
 from phonemfa.service import (
@@ -375,8 +376,17 @@ async def cancel_call(request: web.Request) -> web.Response:
         return error(404, "not_found", "no such call")
     if record.outcome is not None:
         return error(409, "not_in_progress", f"the call already ended: {record.outcome}")
-    ended = await service.cancel_call(call_id)
-    return web.json_response(call_view(ended or record))
+    await service.cancel_call(call_id)
+    # Read again: the call may have ended otherwise meanwhile (an approval decided just
+    # before the cancel, being committed): a 200 then would say it was cancelled (found by
+    # review).
+    ended = await service.get_call(call_id) or record
+    if ended.outcome is None:  # not ended within the wait (a failing store): ask again
+        return web.json_response(call_view(ended), status=202)
+    if ended.outcome != Outcome.CANCELLED:
+        message = f"the call ended before it could be cancelled: {ended.outcome}"
+        return error(409, "not_in_progress", message)
+    return web.json_response(call_view(ended))
 
 
 async def list_calls(request: web.Request) -> web.Response:

@@ -287,9 +287,12 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "Cancel (hang up) a call in progress",
                     "responses": {
                         "200": _json("Call", "the call, cancelled"),
+                        "202": _json(
+                            "Call", "asked to end, not ended within 10 s: GET it for how it ends"
+                        ),
                         **_AUTH,
                         "404": _err("no such call"),
-                        "409": _err("the call already ended"),
+                        "409": _err("the call already ended, or ended otherwise meanwhile"),
                     },
                 },
             },

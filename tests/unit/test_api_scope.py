@@ -1,7 +1,8 @@
 """What a token limited to some tenants (a tenant's own identity system) may do beyond its
 tenants' calls: change their settings, but not what protects whoever pays for the trunk;
 not read metrics that name every tenant, nor the details of /healthz. Also: a body nested
-too deeply is a 400, and so is a status filter that no call can have."""
+too deeply is a 400, and so is a status filter that no call can have. And a cancel that
+comes as the call ends otherwise is not answered as if it had cancelled it."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from phonemfa.api import _since, build_app
+from phonemfa.api import SERVICE_KEY, _since, build_app
 from phonemfa.config import Config
 from phonemfa.service import CallService
 from phonemfa.store import CallRecord, Store, StoreUnavailable
@@ -312,3 +313,35 @@ async def test_a_start_that_waits_answers_201_even_when_the_store_cannot_be_read
     assert resp.status == 201, view
     assert view["id"] == "placed-1" and view["outcome"] is None
     assert resp.headers["Location"] == "/v1/calls/placed-1"
+
+
+@pytest.mark.parametrize(
+    ("ended", "status"),
+    [("cancelled", 200), ("approved", 409), (None, 202)],
+)
+async def test_a_cancel_says_how_the_call_really_ended(
+    client: TestClient[Any, Any], monkeypatch: pytest.MonkeyPatch, ended: str | None, status: int
+) -> None:
+    # Found by review: an approval decided just before the DELETE, then committed while it
+    # waited, was answered 200 (the answer to a cancel that worked). In progress when the
+    # DELETE came, the call is read again once the cancel has been asked.
+    service = client.server.app[SERVICE_KEY]
+    reads = iter([record("c1"), record("c1", outcome=ended, status=ended or "prompting")])
+    asked: list[str] = []
+
+    async def get_call(call_id: str) -> CallRecord | None:
+        return next(reads)
+
+    async def cancel_call(call_id: str, wait: float = 10) -> CallRecord | None:
+        asked.append(call_id)
+        return None
+
+    monkeypatch.setattr(service, "get_call", get_call)
+    monkeypatch.setattr(service, "cancel_call", cancel_call)
+    resp = await client.delete("/v1/calls/c1", headers=ALL)
+    body = await resp.json()
+    assert (resp.status, asked) == (status, ["c1"]), body
+    if status == 409:
+        assert body["error"] == "not_in_progress" and "approved" in body["message"]
+    else:
+        assert body["outcome"] == ended

@@ -174,6 +174,26 @@ async def test_fraud_blocks_the_user_until_unblocked(api: Api) -> None:
     assert (await api.wait(again["id"]))["outcome"] == "approved"
 
 
+async def test_a_fraud_report_ends_the_user_s_other_call_in_progress(
+    api: Api, phones: SoftphoneNetwork
+) -> None:
+    # An MFA-fatigue attack: two sign-ins, two calls; the user reports fraud on one. The
+    # other, still at its greeting, ends blocked and hung up: it can no longer be approved
+    # (found by review: only new calls were refused).
+    mobile = await phones.register("mobile")
+    other = await api.start_call("+1 425 555 0100", user="fatigue-victim")
+    ring = await mobile.next_call()
+    ring.answer()
+    await api.until_status(other["id"], "prompting")
+    fraud = await api.start_call(BOT_FRAUD, user="fatigue-victim")
+    assert (await api.wait(fraud["id"]))["outcome"] == "fraud_reported"
+    ended = await api.wait(other["id"])
+    assert (ended["outcome"], ended["reason"]) == ("blocked", "user_blocked"), ended
+    await ring.wait_disconnected(timeout=15)
+    status, _ = await api.request("DELETE", "/v1/users/fatigue-victim/block")
+    assert status == 204
+
+
 async def test_metrics_and_health(api: Api) -> None:
     status, health = await api.request("GET", "/healthz", token="")
     assert status == 200 and health["ari_connected"] is True

@@ -799,3 +799,63 @@ def test_a_channel_is_in_our_app_while_asterisk_shows_it_in_stasis_with_our_app(
     )
     assert service_module.stasis_args(_in_dialplan("Stasis", "other,call,x"), "phonemfa") is None
     assert service_module.stasis_args({"id": "c1"}, "phonemfa") is None
+
+
+class _StopRecorder:
+    """A flow as `CallService._stop_calls_of` sees it: asked to stop, or not."""
+
+    def __init__(self, stopped: list[tuple[str, Outcome, str]], call_id: str) -> None:
+        self.stopped, self.call_id = stopped, call_id
+
+    def stop(self, outcome: Outcome, reason: str) -> None:
+        self.stopped.append((self.call_id, outcome, reason))
+
+
+async def test_a_block_ends_only_that_user_s_undecided_calls(tmp_path: Path) -> None:
+    # The user's other call at its greeting ends blocked; not the one that reported fraud,
+    # not one already ended, not the same user id in another tenant, not another user.
+    store = await Store.open(tmp_path / "phonemfa.db")
+    try:
+        service = CallService(_config(tmp_path / "phonemfa.db"), store)
+        calls = {
+            "reporting": record("reporting", user="alice"),
+            "greeting": record("greeting", user="alice"),
+            "ended": record("ended", user="alice"),
+            "acme": record("acme", user="alice", tenant="acme"),
+            "bob": record("bob", user="bob"),
+        }
+        stopped: list[tuple[str, Outcome, str]] = []
+        for call_id, call in calls.items():
+            service.live[call_id] = LiveCall(call)
+            service.engine.flows[call_id] = _StopRecorder(stopped, call_id)  # type: ignore[assignment]
+        service.live["ended"].done.set()
+        service._block_in_memory("default", "Alice", "fraud_reported", "reporting")
+        assert stopped == [("greeting", Outcome.BLOCKED, RefusalCode.USER_BLOCKED.value)]
+        assert service.guard.is_blocked("default", "alice")
+    finally:
+        await store.close()
+
+
+async def test_an_entry_being_answered_is_left_alone_by_a_connect_sweep(tmp_path: Path) -> None:
+    # Found by review: a refused entry (no record) is out of the entries while its answer is
+    # given; a connect's sweep meanwhile found it still in Stasis(...,verify,...) and started
+    # its verification again, ringing the user for a caller about to leave.
+    async with _entries_served(tmp_path, ["entry-1"]) as (service, ari):
+        ari.dialplan["entry-1"] = ("Stasis", "phonemfa,verify,+14255550170")
+        taken = asyncio.Event()
+        set_variable = ari.set_variable
+
+        async def slow(channel_id: str, name: str, value: str) -> None:
+            await taken.wait()
+            await set_variable(channel_id, name, value)
+
+        ari.set_variable = slow  # type: ignore[method-assign]
+        answer = asyncio.create_task(
+            service._continue_entry("entry-1", "failed", "", "invalid_number")
+        )
+        await asyncio.sleep(0)  # the answer is on its way
+        await service._on_connected(1, False)
+        assert ("get", "entry-1") not in ari.requests and not service.live
+        taken.set()
+        await asyncio.wait_for(answer, 5)
+        assert ari.requests[-1] == ("continue", "entry-1")

@@ -14,6 +14,7 @@ import logging
 import signal
 import sys
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -23,9 +24,14 @@ from phonemfa.api import build_app
 from phonemfa.app_owner import AppTaken
 from phonemfa.config import Config, ConfigError, load_config
 from phonemfa.prompt_setup import PromptSetupError
+from phonemfa.service import CallService
 from phonemfa.startup import StartupError, cli_calls_running, hold_serve_lock, open_service
+from phonemfa.store import StoreUnavailable
 
 log = logging.getLogger("phonemfa.server")
+
+# How often a running service looks for calls left in progress by a killed `phonemfa call`.
+CLI_SWEEP = 10.0
 
 
 def add_serve_command(sub: Any) -> None:
@@ -86,6 +92,7 @@ async def serve(
     service = await open_service(config, holding=lock)
     store = service.store
     runner: web.AppRunner | None = None
+    sweeper: asyncio.Task[None] | None = None
     served = False
     try:
         # start() first: the API must not answer before the stored tenant settings and
@@ -110,6 +117,7 @@ async def serve(
             config.ari.app,
             type(asyncio.get_running_loop()).__module__.partition(".")[0],  # uvloop, asyncio
         )
+        sweeper = asyncio.create_task(_settle_dead_cli_calls(service, config.storage.path))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -121,6 +129,8 @@ async def serve(
         log.info("stopping: no new calls; draining calls in progress")
         await service.shutdown()
     finally:
+        if sweeper is not None:
+            sweeper.cancel()
         if not served:  # refused to start: close what start() opened (ARI, webhooks)
             await service.webhooks.stop()
             await service.engine.stop()
@@ -130,3 +140,17 @@ async def serve(
         lock.close()
         if served:
             log.info("stopped")
+
+
+async def _settle_dead_cli_calls(service: CallService, database: Path) -> None:
+    """A `phonemfa call --config` killed mid-call leaves its call in progress on record: a
+    starting service settles it, and a running one does every CLI_SWEEP seconds while no
+    CLI call runs on its database (startup.cli_calls_running)."""
+    while True:
+        await asyncio.sleep(CLI_SWEEP)
+        try:
+            with cli_calls_running(database) as running:
+                if not running:
+                    await service.settle_dead_cli_calls()
+        except (StartupError, StoreUnavailable) as exc:  # the lock file, the store: next time
+            log.warning("cannot look for calls of a phonemfa call that ended: %s", exc)

@@ -905,14 +905,32 @@ class CallService:
             r for r in await self.store.in_flight() if not (leave_cli_calls and r.origin == "cli")
         ]
         for record in left:
-            # With its timeline: the webhook sent for it is the record as it ends.
-            record = await self.store.get_call(record.id) or record
-            live = LiveCall(record)
-            await self._finish(live, Outcome.INTERRUPTED, "service_restarted")
+            await self._settle(record, "service_restarted")
             if record.origin_channel:
                 self._entries[record.origin_channel] = record.id
         if left:
             log.warning("%d call(s) left in progress by the previous run: interrupted", len(left))
+
+    async def settle_dead_cli_calls(self) -> int:
+        """Calls of a `phonemfa call --config` no longer running (killed: else it settles its
+        own) end `interrupted` (`cli_ended`) and their channel is hung up (in the CLI's own
+        ARI app: no sweep of ours would; Asterisk would end it only at calls.max_duration).
+        Only while no CLI runs on this database: the caller holds
+        startup.cli_calls_running. How many there were."""
+        left = [r for r in await self.store.in_flight(origin="cli") if r.id not in self.live]
+        for record in left:
+            await self._settle(record, "cli_ended")
+            if record.channel_id:  # not waited for: the caller holds the CLIs' lock
+                self._spawn(self._hangup_quietly(record.channel_id))
+        if left:
+            log.warning("%d call(s) of a phonemfa call that ended: interrupted", len(left))
+        return len(left)
+
+    async def _settle(self, record: CallRecord, reason: str) -> None:
+        """A call another process left in progress ends `interrupted` now."""
+        # With its timeline: the webhook sent for it is the record as it ends.
+        record = await self.store.get_call(record.id) or record
+        await self._finish(LiveCall(record), Outcome.INTERRUPTED, reason)
 
     async def _on_connected(self, generation: int, restarted: bool) -> None:
         """Hang up channels of ours that no call owns (left by a previous run, or by calls

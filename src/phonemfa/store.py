@@ -977,11 +977,15 @@ class Store:
         more = len(rows) > limit
         return page, _encode_cursor(page[-1].created_at, page[-1].id) if more else None
 
-    async def in_flight(self) -> list[CallRecord]:
-        """Calls without an outcome, oldest first (to reconcile with Asterisk at start-up)."""
+    async def in_flight(self, origin: str | None = None) -> list[CallRecord]:
+        """Calls without an outcome (placed from `origin` only, when given), oldest first
+        (to reconcile with Asterisk at start-up)."""
+        where, args = ("AND origin = ?", (origin,)) if origin is not None else ("", ())
         rows = await self._read(
             lambda c: c.execute(
-                f"SELECT {_CALL_COLUMNS} FROM calls WHERE outcome IS NULL ORDER BY created_at"
+                f"SELECT {_CALL_COLUMNS} FROM calls WHERE outcome IS NULL {where} "
+                "ORDER BY created_at",
+                args,
             ).fetchall()
         )
         return [_call(row) for row in rows]

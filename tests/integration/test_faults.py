@@ -22,6 +22,7 @@ import aiohttp
 import pytest
 
 import phonemfa.flow as flow_module
+import phonemfa.server as server_module
 from phonemfa.engine import ARI_EVENTS
 from tests.conftest import REPO, SANDBOX_SH, Sandbox
 from tests.support.ari_raw import RawAri, raw_ari
@@ -508,6 +509,21 @@ async def test_an_outcome_the_full_disk_kept_off_record_is_said_at_shutdown(
     assert "fraud_reported" in said[0] and "no block" in said[0], said
 
 
+def cli_call(config_path: Path, *, output: bool = False) -> subprocess.Popen[str]:
+    """`phonemfa call --config` to the mobile softphone, as a process of its own; with
+    `output`, its stdout and stderr are pipes to read."""
+    where = subprocess.PIPE if output else subprocess.DEVNULL
+    return subprocess.Popen(  # noqa: ASYNC220 (Popen does not wait)
+        [sys.executable, "-m", "phonemfa", "call", "+1 425 555 0100", "--user", user()]
+        + ["--config", str(config_path)],
+        stdout=where,
+        stderr=where,
+        text=True,
+        env={"TEST_ARI_PASSWORD": ARI_PASSWORD, "PATH": "/usr/bin:/bin"},
+        cwd=REPO,
+    )
+
+
 async def test_a_cli_call_in_progress_is_left_to_it_by_a_starting_service(
     tmp_path: Path, session: aiohttp.ClientSession, phones: SoftphoneNetwork
 ) -> None:
@@ -516,15 +532,7 @@ async def test_a_cli_call_in_progress_is_left_to_it_by_a_starting_service(
     `interrupted` while the person was still listening, and their `#` then approved nothing."""
     mobile = await phones.register("mobile")
     proc = faults_service(tmp_path)  # its config and database; not started yet
-    cli = subprocess.Popen(  # noqa: ASYNC220 (Popen does not wait)
-        [sys.executable, "-m", "phonemfa", "call", "+1 425 555 0100", "--user", user()]
-        + ["--config", str(proc.config_path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={"TEST_ARI_PASSWORD": ARI_PASSWORD, "PATH": "/usr/bin:/bin"},
-        cwd=REPO,
-    )
+    cli = cli_call(proc.config_path, output=True)
     try:
         ring = await mobile.next_call()
         ring.answer()
@@ -556,14 +564,7 @@ async def test_a_callee_is_not_left_on_the_line_by_a_killed_phonemfa(
     tenant = config["tenants"]["default"]
     config["tenants"]["default"] = {**tenant, "calls": {**tenant["calls"], "max_duration": 10}}
     proc = ServiceProcess(tmp_path, config)  # its config file; never started
-    cli = subprocess.Popen(  # noqa: ASYNC220 (Popen does not wait)
-        [sys.executable, "-m", "phonemfa", "call", "+1 425 555 0100", "--user", user()]
-        + ["--config", str(proc.config_path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env={"TEST_ARI_PASSWORD": ARI_PASSWORD, "PATH": "/usr/bin:/bin"},
-        cwd=REPO,
-    )
+    cli = cli_call(proc.config_path)
     try:
         ring = await mobile.next_call()
         made = time.monotonic()
@@ -580,6 +581,41 @@ async def test_a_callee_is_not_left_on_the_line_by_a_killed_phonemfa(
         if cli.poll() is None:
             cli.kill()
             cli.wait(10)
+
+
+async def test_a_running_service_settles_a_killed_cli_call_and_hangs_it_up(
+    tmp_path: Path, session: aiohttp.ClientSession, phones: SoftphoneNetwork
+) -> None:
+    """A `phonemfa call --config` killed mid-call beside a running service: its record stayed
+    in progress until the service's next start, and its callee heard silence until
+    max_duration. The service now settles it within server.CLI_SWEEP once no CLI runs, and
+    hangs up its channel."""
+    mobile = await phones.register("mobile")
+    proc = faults_service(tmp_path)
+    await proc.start()
+    cli = cli_call(proc.config_path, output=True)
+    try:
+        assert cli.stdout is not None
+        first = await asyncio.to_thread(cli.stdout.readline)  # "call <id>  <number>  mode=..."
+        call_id = first.split()[1]
+        ring = await mobile.next_call()
+        ring.answer()
+        await ring.wait_media()
+        cli.kill()
+        cli.wait(10)
+        api = Api(session, proc.url)
+        async with asyncio.timeout(server_module.CLI_SWEEP + 15):
+            while (ended := (await api.request("GET", f"/v1/calls/{call_id}"))[1])[
+                "outcome"
+            ] is None:
+                await asyncio.sleep(0.5)
+        assert (ended["outcome"], ended["reason"]) == ("interrupted", "cli_ended"), ended
+        await ring.wait_disconnected(timeout=10)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+            cli.wait(10)
+        await proc.stop()
 
 
 # --- a second phonemfa on the same ARI app ----------------------------------------------------

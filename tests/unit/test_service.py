@@ -859,3 +859,27 @@ async def test_an_entry_being_answered_is_left_alone_by_a_connect_sweep(tmp_path
         taken.set()
         await asyncio.wait_for(answer, 5)
         assert ari.requests[-1] == ("continue", "entry-1")
+
+
+async def test_a_running_service_settles_the_calls_of_a_killed_cli(tmp_path: Path) -> None:
+    # A `phonemfa call --config` killed mid-call left its call in progress: once no CLI runs
+    # (the caller's lock), the running service ends it and hangs its channel up, which is in
+    # the CLI's own ARI app, out of our sweeps' reach. Calls of other origins are not its.
+    db = tmp_path / "phonemfa.db"
+    store = await Store.open(db)
+    try:
+        await store.create_call(record("cli-1", origin="cli", channel_id="ch-1"))
+        await store.create_call(record("api-1", origin="api", channel_id="ch-2"))
+        service = CallService(_config(db), store)
+        ari = _EntryAri(["ch-1", "ch-2"])
+        service.engine.ari = ari  # type: ignore[assignment]
+        assert await service.settle_dead_cli_calls() == 1
+        await service._drain_background()
+        ended = await store.get_call("cli-1")
+        assert ended is not None and (ended.outcome, ended.reason) == ("interrupted", "cli_ended")
+        assert ari.requests == [("hangup", "ch-1")]
+        still = await store.get_call("api-1")
+        assert still is not None and still.outcome is None
+        assert await service.settle_dead_cli_calls() == 0  # once
+    finally:
+        await store.close()

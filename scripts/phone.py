@@ -11,8 +11,9 @@ operator, transfers the call.
     .venv/bin/python scripts/phone.py operator --transfer 5678   # the office's operator
                                                               # (run a desk 5678 beside it)
 
-Then call the phone's number (README: "A first call", "The sandbox"). Not while `make test`
-runs: the tests register the same phones.
+Then call the phone's number (README: "A first call", "The sandbox"). It holds the sandbox's
+lock while it runs, as test sessions and the bench do (they register the same phones): it
+waits for one that runs, and one started meanwhile waits for it.
 """
 
 from __future__ import annotations
@@ -20,8 +21,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import fcntl
+import os
 import sys
 from pathlib import Path
+from typing import IO
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -29,6 +33,21 @@ from tests.support.softphone import SoftphoneError, softphone_network  # noqa: E
 
 REGISTRAR = "127.0.0.2:5060"  # the simulated phone network (asterisk/etc/pjsip.conf)
 PASSWORD = "sandbox"
+# The lock test sessions (tests/conftest.py) and the bench (bench/sandbox.py) hold.
+LOCK = Path(os.environ.get("PHONEMFA_SANDBOX", "/var/tmp/phonemfa-sandbox")) / "tests.lock"
+
+
+def hold_sandbox(user: str) -> IO[str]:
+    """The sandbox's lock, held until this process ends: a test run registering the same
+    phone would take its calls, silently (found by trying the README as a new user)."""
+    LOCK.parent.mkdir(parents=True, exist_ok=True)
+    handle = LOCK.open("w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"{user}: a test run or the bench is using the sandbox ({LOCK}): waiting", flush=True)
+        fcntl.flock(handle, fcntl.LOCK_EX)
+    return handle
 
 
 def parse_args() -> argparse.Namespace:
@@ -75,6 +94,7 @@ async def answer(args: argparse.Namespace) -> None:
 
 def main() -> int:
     args = parse_args()
+    hold_sandbox(args.user)  # let go with the process
     try:
         asyncio.run(answer(args))
     except SoftphoneError as exc:

@@ -477,7 +477,7 @@ class CallService:
             "call %s started: tenant=%s user=%s number=%s mode=%s origin=%s",
             call_id,
             req.tenant,
-            req.user,
+            req.user or "-",  # no user given
             record.phone_masked,
             record.mode,
             req.origin,
@@ -598,7 +598,9 @@ class CallService:
             raise ServiceUnavailable("store_unavailable", "the call store cannot write") from None
         finally:
             self.live.pop(call_id, None)
-        log.info("call %s blocked: %s (tenant=%s user=%s)", call_id, code, req.tenant, req.user)
+        log.info(
+            "call %s blocked: %s (tenant=%s user=%s)", call_id, code, req.tenant, req.user or "-"
+        )
         return record
 
     async def _run(self, live: LiveCall, flow: Any) -> None:

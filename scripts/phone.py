@@ -94,7 +94,7 @@ async def answer(args: argparse.Namespace) -> None:
 
 def main() -> int:
     args = parse_args()
-    hold_sandbox(args.user)  # let go with the process
+    lock = hold_sandbox(args.user)  # kept: a file closed lets its lock go
     try:
         asyncio.run(answer(args))
     except SoftphoneError as exc:
@@ -102,6 +102,8 @@ def main() -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    finally:
+        lock.close()
     return 0
 
 

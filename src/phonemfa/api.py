@@ -376,11 +376,14 @@ async def cancel_call(request: web.Request) -> web.Response:
         return error(404, "not_found", "no such call")
     if record.outcome is not None:
         return error(409, "not_in_progress", f"the call already ended: {record.outcome}")
-    await service.cancel_call(call_id)
+    asked = await service.cancel_call(call_id)
     # Read again: the call may have ended otherwise meanwhile (an approval decided just
     # before the cancel, being committed): a 200 then would say it was cancelled (found by
     # review).
     ended = await service.get_call(call_id) or record
+    if ended.outcome is None and asked is None:  # in progress, but not here
+        message = "the call is run by a `phonemfa call --config` process: stop it there"
+        return error(409, "not_cancellable_here", message)
     if ended.outcome is None:  # not ended within the wait (a failing store): ask again
         return web.json_response(call_view(ended), status=202)
     if ended.outcome != Outcome.CANCELLED:

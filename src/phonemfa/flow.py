@@ -689,8 +689,12 @@ class CallFlow:
             # looked at is still a fraud report (found by review).
             # So are the keys of a read it cut short (found by review), after the dropped
             # ones, as a read takes them: a "0" dropped and a '#' cut short make "0#" (found
-            # by review: looked at apart, neither was a report).
-            if answers.ends_in_fraud(self._dropped + self._unread, self._prompt_not_heard):
+            # by review: looked at apart, neither was a report); and on their own, as a read
+            # takes them after a dropped "3" that begins nothing: "3", then "0#".
+            dropped, unread, not_heard = self._dropped, self._unread, self._prompt_not_heard
+            if answers.ends_in_fraud(dropped + unread, not_heard) or answers.ends_in_fraud(
+                unread, not_heard
+            ):
                 self._decide(Outcome.FRAUD_REPORTED, None)
             raise
 
@@ -1136,7 +1140,8 @@ class CallFlow:
             # About the channel of the attempt it asked about: a second re-sync's 404 for
             # a channel already made again is stale (found by review: it took the new
             # channel for lost, and its next create clashed with the same id).
-            self._lost_before_stasis = lost == self._attempts
+            if lost == self._attempts:
+                self._lost_before_stasis = True
             return
         self.in_stasis = True
         # The snapshot was taken before events the websocket may already have delivered

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
@@ -126,6 +127,9 @@ async def serve(
             ready.set()
         served = True
         await stop.wait()
+        sweeper.cancel()  # before the engine and the store go: it uses both
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
         log.info("stopping: no new calls; draining calls in progress")
         await service.shutdown()
     finally:
@@ -150,7 +154,11 @@ async def _settle_dead_cli_calls(service: CallService, database: Path) -> None:
         await asyncio.sleep(CLI_SWEEP)
         try:
             with cli_calls_running(database) as running:
-                if not running:
+                # Only the store's reading and writing under the lock, a CLI waits for it:
+                # while the store cannot write, nothing is settled (next time).
+                if not running and service.store.healthy:
                     await service.settle_dead_cli_calls()
-        except (StartupError, StoreUnavailable) as exc:  # the lock file, the store: next time
+        except (StartupError, StoreUnavailable, OSError) as exc:  # next time
             log.warning("cannot look for calls of a phonemfa call that ended: %s", exc)
+        except Exception:  # a bug: said, and the sweeps go on
+            log.exception("looking for calls of a phonemfa call that ended failed")

@@ -232,6 +232,9 @@ class _Observer:
     def __init__(self, service: CallService, live: LiveCall) -> None:
         self.service = service
         self.live = live
+        # The channel the flow dials now (each leg of a chain has its own), put on record at
+        # each `dialing`: a process that settles the call later can hang it up.
+        self.channel: Callable[[], str] | None = None
 
     def step(self, event: str, details: dict[str, Any]) -> None:
         now = time.time()
@@ -245,7 +248,10 @@ class _Observer:
             return
         if event in STATUS_STEPS:
             record.status = event
-            store.set_status(record.id, event, now)
+            channel = None
+            if event == "dialing" and self.channel is not None:
+                channel = record.channel_id = self.channel()
+            store.set_status(record.id, event, now, channel)
         elif event in QUEUED_STEPS and record.status != "queued":
             record.status = "queued"
             store.set_status(record.id, "queued", now)
@@ -461,7 +467,9 @@ class CallService:
                 return Outcome.BLOCKED, RefusalCode.USER_BLOCKED.value
             return None
 
-        flow = self.engine.flow(request, _Observer(self, live), next_leg_refused=blocked_meanwhile)
+        observer = _Observer(self, live)
+        flow = self.engine.flow(request, observer, next_leg_refused=blocked_meanwhile)
+        observer.channel = lambda: flow.channel_id
         record.channel_id = flow.channel_id  # known before dialling: start-up clean-up needs it
         self.live[call_id] = live
         try:
@@ -544,7 +552,9 @@ class CallService:
             if self.guard.unblocks == unblocks:  # else a block read may be lifted: read again
                 break
         for block in blocks:
-            self.guard.block_user(block["tenant"], block["user"])
+            if not self.guard.is_blocked(block["tenant"], block["user"]):
+                self.guard.block_user(block["tenant"], block["user"])
+                self._stop_calls_of(block["tenant"], block["user"], "")  # as for our own
         self._blocks_seen = stamp
 
     def _new_record(
@@ -723,7 +733,8 @@ class CallService:
                     await live.done.wait()
 
     async def cancel_call(self, call_id: str, wait: float = 10) -> CallRecord | None:
-        """Hang up a call in progress (`cancelled`); None when it is not in progress."""
+        """Hang up a call in progress (`cancelled`); None when it is not in progress here
+        (ended, or run by a `phonemfa call --config` process on our store)."""
         live = self.live.get(call_id)
         if live is None or live.done.is_set():
             return None
@@ -915,8 +926,9 @@ class CallService:
 
     async def settle_dead_cli_calls(self) -> int:
         """Calls of a `phonemfa call --config` no longer running (killed: else it settles its
-        own) end `interrupted` (`cli_ended`) and their channel is hung up (in the CLI's own
-        ARI app: no sweep of ours would; Asterisk would end it only at calls.max_duration).
+        own) end `interrupted` (`cli_ended`) and the channel of their last leg is hung up (in
+        the CLI's own ARI app: no sweep of ours would; Asterisk would end it only at
+        calls.max_duration).
         Only while no CLI runs on this database: the caller holds
         startup.cli_calls_running. How many there were."""
         left = [r for r in await self.store.in_flight(origin="cli") if r.id not in self.live]

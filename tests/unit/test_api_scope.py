@@ -316,17 +316,27 @@ async def test_a_start_that_waits_answers_201_even_when_the_store_cannot_be_read
 
 
 @pytest.mark.parametrize(
-    ("ended", "status"),
-    [("cancelled", 200), ("approved", 409), (None, 202)],
+    ("ended", "here", "status"),
+    [
+        ("cancelled", True, 200),
+        ("approved", True, 409),
+        (None, True, 202),
+        (None, False, 409),  # run by a `phonemfa call --config` process
+    ],
 )
 async def test_a_cancel_says_how_the_call_really_ended(
-    client: TestClient[Any, Any], monkeypatch: pytest.MonkeyPatch, ended: str | None, status: int
+    client: TestClient[Any, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    ended: str | None,
+    here: bool,
+    status: int,
 ) -> None:
     # Found by review: an approval decided just before the DELETE, then committed while it
     # waited, was answered 200 (the answer to a cancel that worked). In progress when the
     # DELETE came, the call is read again once the cancel has been asked.
     service = client.server.app[SERVICE_KEY]
-    reads = iter([record("c1"), record("c1", outcome=ended, status=ended or "prompting")])
+    after = record("c1", outcome=ended, status=ended or "prompting")
+    reads = iter([record("c1"), after])
     asked: list[str] = []
 
     async def get_call(call_id: str) -> CallRecord | None:
@@ -334,14 +344,16 @@ async def test_a_cancel_says_how_the_call_really_ended(
 
     async def cancel_call(call_id: str, wait: float = 10) -> CallRecord | None:
         asked.append(call_id)
-        return None
+        return after if here else None
 
     monkeypatch.setattr(service, "get_call", get_call)
     monkeypatch.setattr(service, "cancel_call", cancel_call)
     resp = await client.delete("/v1/calls/c1", headers=ALL)
     body = await resp.json()
     assert (resp.status, asked) == (status, ["c1"]), body
-    if status == 409:
+    if status == 409 and ended:
         assert body["error"] == "not_in_progress" and "approved" in body["message"]
+    elif status == 409:
+        assert body["error"] == "not_cancellable_here"
     else:
         assert body["outcome"] == ended

@@ -2069,10 +2069,14 @@ async def test_a_fraud_code_finished_before_the_mark_of_a_last_entry_stands() ->
     assert got is Outcome.FRAUD_REPORTED, (got, flow.reason)
 
 
-async def test_a_fraud_code_split_between_a_guard_and_the_mark_stands_on_a_hang_up() -> None:
+@pytest.mark.parametrize(("dropped", "in_flight"), [("0", "#"), ("3", "0#")])
+async def test_a_fraud_code_split_between_a_guard_and_the_mark_stands_on_a_hang_up(
+    dropped: str, in_flight: str
+) -> None:
     # Found by review: a silence, a wrong "1#", then "0" inside the retry prompt's guard
     # (dropped), the prompt heard to its end, no key: the last silence sends our mark; the
     # '#' comes before it, then the hang-up. Looked at apart, neither "0" nor "#" reported.
+    # And a dropped "3" that begins nothing does not hide the "0#" after it (as one, "30#").
     calls = {**TINY, "retry_key_guard": 0.2, "inter_digit_timeout": 0.2, "first_digit_timeout": 0.3}
     flow, fake, rec = _bare_flow(tenant(calls=calls), fake_class=HangsUpBeforeTheMark)
 
@@ -2080,8 +2084,8 @@ async def test_a_fraud_code_split_between_a_guard_and_the_mark_stands_on_a_hang_
         if event == "prompting" and rec.count("prompting") == 2:
             fake.press("1#")
         elif event == "wrong_input":
-            fake.later(0.05, lambda: fake.emit("ChannelDtmfReceived", digit="0"))
-            fake.in_flight = "#"
+            fake.later(0.05, lambda: fake.emit("ChannelDtmfReceived", digit=dropped))
+            fake.in_flight = in_flight
 
     rec.on_step = script
     got = await asyncio.wait_for(flow.run(), 10)

@@ -883,3 +883,22 @@ async def test_a_running_service_settles_the_calls_of_a_killed_cli(tmp_path: Pat
         assert await service.settle_dead_cli_calls() == 0  # once
     finally:
         await store.close()
+
+
+async def test_the_channel_of_each_leg_is_put_on_record_as_it_is_dialled(tmp_path: Path) -> None:
+    # Found by review: only the first leg's channel was on record, and a killed CLI's call
+    # on its backup number was settled without its channel being hung up.
+    store = await Store.open(tmp_path / "phonemfa.db")
+    try:
+        service = CallService(_config(tmp_path / "phonemfa.db"), store)
+        call = record("c1", channel_id="leg-1")
+        await store.create_call(call)
+        observer = service_module._Observer(service, LiveCall(call))
+        observer.channel = lambda: "leg-2"
+        observer.step("dialing", {"mode": "direct"})
+        await store.flush()
+        stored = await store.get_call("c1")
+        assert stored is not None and (stored.status, stored.channel_id) == ("dialing", "leg-2")
+        assert call.channel_id == "leg-2"
+    finally:
+        await store.close()

@@ -174,17 +174,22 @@ class Answers:
             # by review: it approved after calls.attempts wrong entries).
             self.fraud_only = True
             last = False
-        # Keys until the retry prompt has played a moment are the tail of the wrong entry
-        # (say the '#' of "0#" held up past the inter-digit time-out by a loaded PBX), which
-        # as a new entry would approve: the guard drops them, and they are read as above.
+        return self._wrong_entry(Verdict.LAST_TAIL if last else Verdict.ASK_AGAIN, r.past)
+
+    def _wrong_entry(self, verdict: Verdict, past: str) -> Next:
+        """A wrong entry (counted, on the timeline): asked again, or its tail read first.
+        Keys until the retry prompt has played a moment are the tail of the wrong entry
+        (say the '#' of "0#" held up past the inter-digit time-out by a loaded PBX), which
+        as a new entry would approve: the guard drops them, and they are read as `read`
+        and `after_tail` read dropped keys."""
         return Next(
-            Verdict.LAST_TAIL if last else Verdict.ASK_AGAIN,
+            verdict,
             retry=True,
             guard=True,
             step="wrong_input",
             count=self.wrong,
             counted=True,
-            dropped=r.past,
+            dropped=past,
         )
 
     def after_tail(self, dropped: str, deaf: bool = False) -> Next:
@@ -221,15 +226,7 @@ class Answers:
             return Next(Verdict.FRAUD)
         self.wrong += 1
         self.fraud_started = self.fraud_start(carried, r.entry)
-        return Next(
-            Verdict.LAST_TAIL,
-            retry=True,
-            guard=True,
-            step="wrong_input",
-            count=self.wrong,
-            counted=True,
-            dropped=r.past,
-        )
+        return self._wrong_entry(Verdict.LAST_TAIL, r.past)
 
     def ends_in_fraud(self, dropped: str, not_heard: bool) -> bool:
         """Do the keys a guard dropped since the last read hold a fraud report? A fraud

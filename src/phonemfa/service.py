@@ -178,19 +178,11 @@ def _entry_view(entry: TimelineEntry) -> dict[str, Any]:
     return view
 
 
-def entry_args(channel: Channel, app: str) -> list[str] | None:
-    """The arguments after `verify` of a channel that is a dialplan entry of `app`
-    (`Stasis(APP,verify,NUMBER[,USER[,TENANT]])`, as Asterisk shows where it is in the
-    dialplan), as StasisStart would have given them; None for any other channel."""
-    parts = stasis_args(channel, app)
-    if parts is None or parts[:1] != [DIALPLAN_ENTRY]:
-        return None
-    return parts[1:]
-
-
 def stasis_args(channel: Channel, app: str) -> list[str] | None:
     """The arguments of a channel in `app` (`Stasis(APP,ARGS...)`, as Asterisk shows where it
-    is in the dialplan: our outbound legs' too), or None for a channel that is not in it."""
+    is in the dialplan: our outbound legs' too, and a dialplan entry's,
+    `verify,NUMBER[,USER[,TENANT]]`, as its StasisStart gave them), or None for a channel that
+    is not in it."""
     dialplan = channel.get("dialplan")
     if dialplan is None or dialplan.get("app_name", "").lower() != "stasis":
         return None
@@ -986,18 +978,18 @@ class CallService:
                 channel = await self.engine.ari.get_channel(channel_id)
             except AriError:
                 continue  # gone since the list was read, or not known now: the next connect
-            if stasis_args(channel, self.config.ari.app) is None:
+            args = stasis_args(channel, self.config.ari.app)
+            if args is None:
                 # Gone on in the dialplan since the list was read (say, an entry refused):
                 # no longer ours to hang up (found by review).
                 continue
-            args = entry_args(channel, self.config.ari.app)
-            if args is not None:
+            if args[:1] == [DIALPLAN_ENTRY]:
                 # An entry whose StasisStart we never heard (sent on a connection that died
                 # unnoticed, or to a run killed before its call was on record): nothing was
                 # dialled for it, and its caller still waits. Cut off, the dialplan would
                 # get no answer at all (found by review).
                 log.info("a dialplan entry we had not heard of: its verification starts now")
-                self._start_entry(channel_id, args)
+                self._start_entry(channel_id, args[1:])
                 continue
             if await self._hangup_quietly(channel_id):
                 log.info("hung up a channel no call owns (left by an earlier run)")

@@ -31,8 +31,9 @@ ARI_PASSWORD = os.environ.get("PHONEMFA_ARI_PASSWORD", "phonemfa-sandbox-secret"
 
 
 @contextlib.contextmanager
-def sandbox_lock(*, held: bool = False) -> Iterator[None]:
-    """Hold the sandbox lock for the block (waiting for a test session to finish first)."""
+def sandbox_lock(*, held: bool = False, who: str = "bench") -> Iterator[None]:
+    """Hold the sandbox lock for the block (waiting for a test session to finish first,
+    and saying so as `who`). The bench and scripts/phone.py take it as test sessions do."""
     if held:
         yield
         return
@@ -42,7 +43,7 @@ def sandbox_lock(*, held: bool = False) -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            print("bench: waiting for the sandbox lock (a test session runs)", file=sys.stderr)
+            print(f"{who}: waiting for the sandbox lock (a test session runs)", file=sys.stderr)
             fcntl.flock(handle, fcntl.LOCK_EX)
         yield
     finally:

@@ -21,33 +21,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import fcntl
-import os
 import sys
 from pathlib import Path
-from typing import IO
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.sandbox import sandbox_lock  # noqa: E402
 from tests.support.softphone import SoftphoneError, softphone_network  # noqa: E402
 
 REGISTRAR = "127.0.0.2:5060"  # the simulated phone network (asterisk/etc/pjsip.conf)
 PASSWORD = "sandbox"
-# The lock test sessions (tests/conftest.py) and the bench (bench/sandbox.py) hold.
-LOCK = Path(os.environ.get("PHONEMFA_SANDBOX", "/var/tmp/phonemfa-sandbox")) / "tests.lock"
-
-
-def hold_sandbox(user: str) -> IO[str]:
-    """The sandbox's lock, held until this process ends: a test run registering the same
-    phone would take its calls, silently (found by trying the README as a new user)."""
-    LOCK.parent.mkdir(parents=True, exist_ok=True)
-    handle = LOCK.open("w")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        print(f"{user}: a test run or the bench is using the sandbox ({LOCK}): waiting", flush=True)
-        fcntl.flock(handle, fcntl.LOCK_EX)
-    return handle
 
 
 def parse_args() -> argparse.Namespace:
@@ -94,16 +77,16 @@ async def answer(args: argparse.Namespace) -> None:
 
 def main() -> int:
     args = parse_args()
-    lock = hold_sandbox(args.user)  # kept: a file closed lets its lock go
     try:
-        asyncio.run(answer(args))
+        # A test run registering the same phone would take its calls, silently (found by
+        # trying the README as a new user): the sandbox's lock, as the tests and the bench.
+        with sandbox_lock(who=args.user):
+            asyncio.run(answer(args))
     except SoftphoneError as exc:
         print(f"phone.py: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
-    finally:
-        lock.close()
     return 0
 
 

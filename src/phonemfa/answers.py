@@ -235,6 +235,16 @@ class Answers:
         before the next read (a hang-up, a stop, the last wrong entry)."""
         return self.dropped_fraud(dropped, self.fraud_started if not_heard else "")
 
+    def cut_short_in_fraud(self, dropped: str, unread: str, not_heard: bool) -> bool:
+        """The call ends before the next read: do the keys a guard dropped and those of a
+        read it cut short (`unread`) report fraud? Read as a read takes them: the unread
+        after the dropped ones, so a "0" dropped and a '#' cut short make "0#" (found by
+        review: looked at apart, neither was a report); and the unread on their own, as a
+        read takes them after a dropped "3" that begins nothing: "3", then "0#"."""
+        return self.ends_in_fraud(dropped + unread, not_heard) or self.ends_in_fraud(
+            unread, not_heard
+        )
+
     def dropped_fraud(self, dropped: str, start: str) -> bool:
         """Keys a guard dropped, read as entries (each up to its '#'), report fraud: one is
         the fraud code, or the first completes the fraud code begun in `start`. Read as one

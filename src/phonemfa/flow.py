@@ -685,16 +685,9 @@ class CallFlow:
                     self._next_prompt_guard = self.calls.retry_key_guard
         except (HungUp, Stopped, asyncio.CancelledError, AriError):
             # The call ends otherwise (a hang-up, a lasting loss, a request Asterisk failed,
-            # such as stopping the prompt): a fraud code dropped by a guard and not yet
-            # looked at is still a fraud report (found by review).
-            # So are the keys of a read it cut short (found by review), after the dropped
-            # ones, as a read takes them: a "0" dropped and a '#' cut short make "0#" (found
-            # by review: looked at apart, neither was a report); and on their own, as a read
-            # takes them after a dropped "3" that begins nothing: "3", then "0#".
-            dropped, unread, not_heard = self._dropped, self._unread, self._prompt_not_heard
-            if answers.ends_in_fraud(dropped + unread, not_heard) or answers.ends_in_fraud(
-                unread, not_heard
-            ):
+            # such as stopping the prompt): a fraud code among the keys a guard dropped, or
+            # a read cut short, is still a fraud report (found by review).
+            if answers.cut_short_in_fraud(self._dropped, self._unread, self._prompt_not_heard):
                 self._decide(Outcome.FRAUD_REPORTED, None)
             raise
 

@@ -290,3 +290,16 @@ def test_a_last_tail_across_a_loss_of_events_gets_the_prompt_for_the_fraud_code_
     a = answers(fraud=None, attempts=1)
     a.read(heard("1#"))
     assert a.after_tail("", deaf=True).verdict is Verdict.DENY
+
+
+def test_a_read_cut_short_reports_fraud_with_the_dropped_keys_or_on_its_own() -> None:
+    a = answers()
+    # A "0" a guard dropped and a '#' of a read the hang-up cut short: "0#" together.
+    assert a.cut_short_in_fraud("0", "#", not_heard=False)
+    assert not a.ends_in_fraud("0", not_heard=False) and not a.ends_in_fraud("#", False)
+    # A dropped "3" begins nothing: the unread "0#" is read on its own, as a read would.
+    assert not a.ends_in_fraud("30#", not_heard=False)
+    assert a.cut_short_in_fraud("3", "0#", not_heard=False)
+    assert not a.cut_short_in_fraud("3", "#", not_heard=False)
+    assert not a.cut_short_in_fraud("", "", not_heard=True)
+    assert not answers(fraud=None).cut_short_in_fraud("0", "#", not_heard=True)

@@ -42,7 +42,7 @@ integration: install asterisk-up $(PEER_VENV)/.installed
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests bench scripts
 	$(BIN)/mypy src
 
 # Shipped voice prompts (asterisk/sounds, not committed): remade only when the wordings or the

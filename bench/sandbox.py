@@ -31,20 +31,26 @@ ARI_PASSWORD = os.environ.get("PHONEMFA_ARI_PASSWORD", "phonemfa-sandbox-secret"
 
 
 @contextlib.contextmanager
-def sandbox_lock(*, held: bool = False, who: str = "bench") -> Iterator[None]:
-    """Hold the sandbox lock for the block (waiting for a test session to finish first,
-    and saying so as `who`). The bench and scripts/phone.py take it as test sessions do."""
+def sandbox_lock(*, held: bool = False, who: str = "bench", shared: bool = False) -> Iterator[None]:
+    """Hold the sandbox lock for the block (waiting for its holder to finish first, and
+    saying so as `who`). The bench takes it alone, as test sessions do; scripts/phone.py
+    takes it `shared`, so that several phones (an operator and the desk it transfers to)
+    run side by side while no test session or bench does."""
     if held:
         yield
         return
     LOCK_FILE.parent.mkdir(parents=True, exist_ok=True)
     handle: IO[str] = LOCK_FILE.open("w")
+    mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
     try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, mode | fcntl.LOCK_NB)
         except BlockingIOError:
-            print(f"{who}: waiting for the sandbox lock (a test session runs)", file=sys.stderr)
-            fcntl.flock(handle, fcntl.LOCK_EX)
+            holder = (
+                "a test session or the bench" if shared else "a test session, the bench or a phone"
+            )
+            print(f"{who}: waiting for the sandbox lock ({holder} runs)", file=sys.stderr)
+            fcntl.flock(handle, mode)
         yield
     finally:
         handle.close()  # releases the lock

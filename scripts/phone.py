@@ -11,9 +11,10 @@ operator, transfers the call.
     .venv/bin/python scripts/phone.py operator --transfer 5678   # the office's operator
                                                               # (run a desk 5678 beside it)
 
-Then call the phone's number (README: "A first call", "The sandbox"). It holds the sandbox's
-lock while it runs, as test sessions and the bench do (they register the same phones): it
-waits for one that runs, and one started meanwhile waits for it.
+Then call the phone's number (README: "A first call", "The sandbox"). It shares the sandbox's
+lock with other phones while it runs (test sessions and the bench register the same phones,
+and hold the lock alone): it waits for a test session or bench that runs, and one started
+meanwhile waits for it.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def main() -> int:
     try:
         # A test run registering the same phone would take its calls, silently (found by
         # trying the README as a new user): the sandbox's lock, as the tests and the bench.
-        with sandbox_lock(who=args.user):
+        with sandbox_lock(who=args.user, shared=True):
             asyncio.run(answer(args))
     except SoftphoneError as exc:
         print(f"phone.py: {exc}", file=sys.stderr)

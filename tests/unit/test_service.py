@@ -597,6 +597,22 @@ async def test_an_entry_whose_call_ended_before_a_kill_gets_its_answer(tmp_path:
         assert ("hangup", "gone-on") not in ari.requests  # no longer in our app
 
 
+async def test_a_sweep_starts_an_entry_we_never_heard_of_with_its_own_arguments(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Its StasisStart was lost: the sweep starts its verification with the arguments after
+    # `verify` (number, user, tenant); an outbound leg nobody owns is no entry: hung up.
+    channels = ["lost-entry", "stray"]
+    async with _entries_served(tmp_path, channels) as (service, ari):
+        ari.dialplan["lost-entry"] = ("Stasis", "phonemfa,verify,+14255550170,alice,default")
+        started: list[tuple[str, list[str]]] = []
+        monkeypatch.setattr(service, "_start_entry", lambda c, args: started.append((c, args)))
+        await service._on_connected(1, False)
+        assert started == [("lost-entry", ["+14255550170", "alice", "default"])]
+        assert ("hangup", "lost-entry") not in ari.requests
+        assert ("hangup", "stray") in ari.requests
+
+
 @pytest.mark.parametrize("still_there", [False, True])
 async def test_an_entry_that_hung_up_while_we_were_away_cancels_its_call(
     tmp_path: Path, still_there: bool

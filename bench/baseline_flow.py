@@ -40,7 +40,9 @@ from bench.plan import (
 SOUNDS = "sound:phonemfa/en/"
 GREETING = SOUNDS + "greeting_fraud"
 EXTENSION_PROMPT = SOUNDS + "extension_prompt"
-OPERATOR_PROMPT = SOUNDS + "operator_transfer,digits:{}," + SOUNDS + "operator_after_digits"
+# The extension said digit by digit from Asterisk's own sounds, as phonemfa plays it: a stop
+# while Asterisk says `digits:5678` is ignored (phonemfa.prompts.Prompt.playable).
+OPERATOR_PROMPT = SOUNDS + "operator_transfer,{}," + SOUNDS + "operator_after_digits"
 CLOSING = {APPROVED: SOUNDS + "success", FRAUD: SOUNDS + "fraud_confirmation"}
 WAIT = 30.0  # any one wait; the bots act within a few seconds
 # The event types `Call.apply` acts on. Each baseline has Asterisk send it only these, as
@@ -129,7 +131,8 @@ async def verify_call(
         if kind.mode != DIRECT:  # until the '#' that says the person is there
             prompt = EXTENSION_PROMPT
             if kind.mode == OPERATOR:
-                prompt = OPERATOR_PROMPT.format(kind.extension)
+                digits = ",".join(f"sound:digits/{d}" for d in kind.extension)
+                prompt = OPERATOR_PROMPT.format(digits)
             await _play(ops, call, channel_id, prompt, lambda: "#" in call.keys)
             await call.until(lambda: "#" in call.keys)
             cut = call.keys.index("#") + 1

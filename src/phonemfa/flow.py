@@ -143,9 +143,10 @@ EVENT_TYPES = frozenset(
 
 
 def _shown_media(media: Any) -> Any:
-    """A media as the timeline shows it: spoken digits (the operator prompt's extension)
-    masked, as the number is."""
-    return DIGITS_MASKED if isinstance(media, str) and media.startswith("digits:") else media
+    """A media as the timeline shows it: spoken digits (the operator prompt's extension,
+    `digits:5678` or one of the `sound:digits/5` it is played as) masked, as the number is."""
+    spoken = isinstance(media, str) and media.startswith(("digits:", "sound:digits/"))
+    return DIGITS_MASKED if spoken else media
 
 
 class Observer(Protocol):
@@ -862,7 +863,7 @@ class CallFlow:
         self.router.add_playback(playback_id, self.mailbox)
         try:
             await self._on_channel(
-                self.ari.play(self.channel_id, playback_id, prompt.media, lang=prompt.language)
+                self.ari.play(self.channel_id, playback_id, prompt.playable, lang=prompt.language)
             )
             if guard is not None:
                 self._next_prompt_guard = None

@@ -113,10 +113,10 @@ def asterisk_language(tag: str) -> str:
 
 @dataclass(frozen=True)
 class Prompt:
-    """What to pass to ARI ``POST /channels/{id}/play``: ``media`` (in order) and ``lang``.
+    """What to play: ``media`` (in order, as the timeline shows them) and ``lang``.
 
-    ``language`` is the call's language in Asterisk's spelling; Asterisk speaks ``digits:``
-    media in it.
+    ``language`` is the call's language in Asterisk's spelling; the digits of ``digits:``
+    media are spoken from Asterisk's sounds in it (fr/digits/5, ...).
     """
 
     media: tuple[str, ...]
@@ -126,6 +126,24 @@ class Prompt:
         if other.language != self.language:
             raise PromptError(f"cannot join {self.language} and {other.language} prompts")
         return Prompt(self.media + other.media, self.language)
+
+    @property
+    def playable(self) -> tuple[str, ...]:
+        """The media for ARI ``POST /channels/{id}/play``: ``digits:5678`` as
+        ``sound:digits/5`` ... ``sound:digits/8``, the files Asterisk's own ``digits:`` says.
+        Asterisk 22 ignores a stop while it says ``digits:`` (204, then the digits and the
+        rest of the list play on, verified on the sandbox): a '#' during the operator
+        prompt's extension left its last words playing and the greeting queued behind them,
+        unheard when its keys were read (found by trying the operator example)."""
+        if not any(m.startswith("digits:") for m in self.media):
+            return self.media
+        played: list[str] = []
+        for m in self.media:
+            if m.startswith("digits:"):
+                played.extend(f"sound:digits/{d}" for d in m.removeprefix("digits:"))
+            else:
+                played.append(m)
+        return tuple(played)
 
 
 SourceKind = Literal["file", "media", "speech"]

@@ -29,7 +29,14 @@ from phonemfa.engine import Engine
 from phonemfa.messages import MessageType
 from phonemfa.outcomes import Outcome
 from phonemfa.prompt_setup import PromptSetupError
-from phonemfa.prompts import CUSTOM_PREFIX, PAD_SECONDS, wav_duration
+from phonemfa.prompts import (
+    CUSTOM_PREFIX,
+    PAD_SECONDS,
+    Prompt,
+    PromptCatalog,
+    Shipped,
+    wav_duration,
+)
 from tests.conftest import Sandbox
 from tests.support.ari_raw import Event, RawAri
 from tests.support.flows import (
@@ -169,6 +176,12 @@ def core_digits_seconds(lang: str, digits: str) -> float:
     )
 
 
+def _operator_prompt(lang: str, extension: str) -> Prompt:
+    """The operator prompt as a call plays it, from the shipped prompts."""
+    every = frozenset(m.value for m in MessageType)
+    return PromptCatalog(Shipped(messages={lang: every})).operator_prompt(lang, extension)
+
+
 # --- the shipped prompts ----------------------------------------------------------------------
 
 
@@ -198,23 +211,51 @@ async def test_the_french_operator_prompt_says_the_digits_in_french(
 ) -> None:
     manifest = installed_manifest()["prompts"]["fr"]
     cid = await answered_channel(ari, LISTENER)
-    media = [
-        "sound:phonemfa/fr/operator_transfer",
-        "digits:5678",
-        "sound:phonemfa/fr/operator_after_digits",
-    ]
+    media = list(_operator_prompt("fr", "5678").playable)
     events = await play(ari, cid, media, "fr")
     assert {e["playback"]["language"] for e in events} == {"fr"}
     segments = playback_segments(events)
     assert [m for m, _, _ in segments] == media
-    assert [s for _, s, _ in segments] == ["continuing", "continuing", "done"]
-    (_, _, before), (_, _, digits), (_, _, after) = segments
+    assert [s for _, s, _ in segments] == ["continuing"] * 5 + ["done"]
+    (_, _, before), *spoken, (_, _, after) = segments
     assert played_whole(before, manifest["operator_transfer"]["duration"]), before
     assert played_whole(after, manifest["operator_after_digits"]["duration"]), after
     # Asterisk spoke fr/digits/5..8 (June), not the English fallback (Allison): 2.7 s vs 3.3 s.
     french, english = core_digits_seconds("fr", "5678"), core_digits_seconds("en", "5678")
     assert english > played_whole_at_most(french) and french < english
+    digits = sum(seconds for _, _, seconds in spoken)
     assert played_whole(digits, french), (digits, french, english)
+
+
+@pytest.mark.parametrize("spoken_as", ["digits", "playable"])
+async def test_a_stop_while_the_extension_is_spoken_ends_the_operator_prompt(
+    asterisk: Sandbox, ari: RawAri, spoken_as: str
+) -> None:
+    # Found by trying the operator example: a '#' while Asterisk said `digits:5678` stopped
+    # nothing (ARI answered 204, the digits and the prompt's last words played on, and the
+    # greeting waited behind them). Said as the digits' own sounds, the stop ends it there.
+    prompt = _operator_prompt("en", "5678")
+    media = list(prompt.media if spoken_as == "digits" else prompt.playable)
+    cid = await answered_channel(ari, LISTENER)
+    pid = str(uuid.uuid4())
+    params = {"media": ",".join(media), "lang": "en"}
+    await ari.request("POST", f"/channels/{cid}/play/{pid}", params=params)
+    digit = "digits:5678" if spoken_as == "digits" else "sound:digits/6"
+    await ari.wait_for(
+        "PlaybackStarted", where=lambda e: e["playback"]["media_uri"] == digit, timeout=20
+    )
+    await ari.request("DELETE", f"/playbacks/{pid}")
+    await ari.wait_for("PlaybackFinished", where=lambda e: e["playback"]["id"] == pid, timeout=20)
+    started = [
+        e["playback"]["media_uri"]
+        for e in ari.events
+        if e["type"] == "PlaybackStarted" and e["playback"]["id"] == pid
+    ]
+    last_words = "sound:phonemfa/en/operator_after_digits"
+    if spoken_as == "digits":  # Asterisk's own behaviour, which `Prompt.playable` works around
+        assert last_words in started, started
+    else:
+        assert started[-1] == digit and last_words not in started, started
 
 
 @pytest.mark.parametrize("lang", LANGUAGES)

@@ -847,9 +847,9 @@ async def test_operator_mode_asks_for_a_transfer_and_sends_no_dtmf() -> None:
     got, _, fake, rec = await run("+1 425 555 0120 x@5678", script)
     assert got is Outcome.APPROVED
     assert fake.sent("dtmf") == []
-    assert fake.sent("play")[0] == [
+    assert fake.sent("play")[0] == [  # digit by digit: Asterisk does not stop `digits:`
         "sound:phonemfa/en/operator_transfer",
-        "digits:5678",
+        *(f"sound:digits/{d}" for d in "5678"),
         "sound:phonemfa/en/operator_after_digits",
     ]
     # The timeline masks the extension, as the number is masked.
@@ -920,12 +920,12 @@ async def test_a_failed_playback_is_in_the_timeline() -> None:
 
 class SpokenDigitsFail(FakeAsterisk):
     """Asterisk cannot say the operator prompt's digits: the playback ends failed there, and
-    its PlaybackFinished names the media it stopped at (`digits:5678`)."""
+    its PlaybackFinished names the media it stopped at (`sound:digits/5`)."""
 
     async def play(
         self, channel_id: str, playback_id: str, media: Any, lang: str | None = None
     ) -> dict[str, Any]:
-        digits = [m for m in media if m.startswith("digits:")]
+        digits = [m for m in media if m.startswith("sound:digits/")]
         if not digits:
             return await super().play(channel_id, playback_id, media, lang)
         self.requests.append(("play", list(media)))

@@ -191,6 +191,17 @@ def test_operator_prompt_reads_the_extension_digit_by_digit() -> None:
         ),
         "fr",  # ARI's `lang`: Asterisk speaks the digits from fr/digits/
     )
+    # Played as the digits' own sounds: Asterisk does not stop `digits:` media.
+    assert prompt.playable == (
+        "sound:phonemfa/fr/operator_transfer",
+        "sound:digits/5",
+        "sound:digits/6",
+        "sound:digits/7",
+        "sound:digits/8",
+        "sound:phonemfa/fr/operator_after_digits",
+    )
+    greeting = PromptCatalog(SHIPPED).get("greeting", "en")
+    assert greeting.playable == greeting.media
 
 
 @pytest.mark.parametrize("extension", ["", "56w78", "12#", "５６"])

@@ -207,7 +207,8 @@ class AriClient:
         *,
         lang: str | None = None,
     ) -> Playback:
-        """Play a media list (`sound:...`, `digits:...`) as one playback we can stop."""
+        """Play a media list as one playback we can stop (`sound:...`: Asterisk does not stop
+        `digits:` media, `Prompt.playable`)."""
         # One comma-separated value: ARI keeps only the last of repeated `media` parameters.
         params: list[tuple[str, str]] = [("media", ",".join(media))]
         if lang:

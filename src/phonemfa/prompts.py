@@ -135,8 +135,6 @@ class Prompt:
         rest of the list play on, verified on the sandbox): a '#' during the operator
         prompt's extension left its last words playing and the greeting queued behind them,
         unheard when its keys were read (found by trying the operator example)."""
-        if not any(m.startswith("digits:") for m in self.media):
-            return self.media
         played: list[str] = []
         for m in self.media:
             if m.startswith("digits:"):

@@ -6,7 +6,7 @@ It never skips: an integration test without Asterisk is a failure, in CI and loc
 
 from __future__ import annotations
 
-import fcntl
+import contextlib
 import logging
 import os
 import subprocess
@@ -21,6 +21,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from bench.sandbox import sandbox_lock
 from phonemfa.engine import Engine
 from tests.support import log_audit
 from tests.support.ari_raw import RawAri, raw_ari
@@ -75,15 +76,12 @@ class Sandbox:
 
 def _lock_sandbox() -> None:
     """One test session at a time on the shared sandbox (softphones would steal each other's
-    registrations): wait for the lock, hold it until this process ends."""
-    path = Path(os.environ.get("PHONEMFA_SANDBOX", "/var/tmp/phonemfa-sandbox")) / "tests.lock"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = path.open("w")
-    fcntl.flock(handle, fcntl.LOCK_EX)
-    _HELD.append(handle)
+    registrations): wait for the lock (the bench's and phone.py's), hold it until this
+    process ends."""
+    _HELD.enter_context(sandbox_lock(who="tests"))
 
 
-_HELD: list[object] = []
+_HELD = contextlib.ExitStack()  # never closed: the lock goes with the process
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bench.sandbox import sandbox_lock
+from bench.sandbox import sandbox_lock, sandbox_up
 from phonemfa.engine import Engine
 from tests.support import log_audit
 from tests.support.ari_raw import RawAri, raw_ari
@@ -90,14 +90,13 @@ def asterisk() -> Sandbox:
     _lock_sandbox()
     sandbox = Sandbox()
     if not sandbox.ari_ready():
-        result = subprocess.run(
-            [str(SANDBOX_SH), "up"], capture_output=True, text=True, timeout=900
-        )
-        if result.returncode != 0 or not sandbox.ari_ready():
+        try:
+            sandbox_up()
+        except RuntimeError as exc:
+            pytest.fail(f"the sandbox Asterisk is not available: {exc}", pytrace=False)
+        if not sandbox.ari_ready():
             pytest.fail(
-                "the sandbox Asterisk is not available and `asterisk/sandbox.sh up` failed:\n"
-                + result.stdout
-                + result.stderr,
+                "the sandbox Asterisk is up but its ARI does not answer at " + sandbox.ari_url,
                 pytrace=False,
             )
     return sandbox

@@ -30,7 +30,8 @@ RESULTS = REPO / "bench" / "results"
 
 
 # Each call in flight holds a socket in the client and one in phonemfa (about 2000 of each at
-# 50 calls/s): more than a 1024 default allows. phonemfa serve inherits the limit.
+# 50 calls/s): more than a 1024 default allows. phonemfa serve raises its own limit; the
+# baselines inherit this one.
 OPEN_FILES = 16384
 
 

@@ -26,7 +26,14 @@ from phonemfa.app_owner import AppTaken
 from phonemfa.config import Config, ConfigError, load_config
 from phonemfa.prompt_setup import PromptSetupError
 from phonemfa.service import CallService
-from phonemfa.startup import StartupError, cli_calls_running, hold_serve_lock, open_service
+from phonemfa.startup import (
+    OPEN_FILES_ENOUGH,
+    StartupError,
+    cli_calls_running,
+    hold_serve_lock,
+    open_service,
+    raise_open_files_limit,
+)
 from phonemfa.store import StoreUnavailable
 
 log = logging.getLogger("phonemfa.server")
@@ -53,6 +60,13 @@ def run_serve_command(args: argparse.Namespace) -> int:
         print(f"phonemfa serve: {exc}", file=sys.stderr)
         return 1
     logsetup.configure(config.logging.level, config.logging.format)
+    open_files = raise_open_files_limit()
+    if open_files < OPEN_FILES_ENOUGH:
+        log.warning(
+            "open files limited to %d: API clients and ARI requests beyond that many"
+            " are refused; raise it (systemd: LimitNOFILE=65536)",
+            open_files,
+        )
     try:
         _run(serve(config, freeze_heap=True))
     except (OSError, PromptSetupError, StartupError, AppTaken) as exc:  # e.g. port taken

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import resource
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -16,7 +17,21 @@ from phonemfa.prompts import AudioError
 from phonemfa.service import CallService
 from phonemfa.store import Store, StoreUnavailable
 
-__all__ = ["StartupError", "cli_calls_running", "hold_cli_lock", "hold_serve_lock", "open_service"]
+__all__ = [
+    "StartupError",
+    "cli_calls_running",
+    "hold_cli_lock",
+    "hold_serve_lock",
+    "open_service",
+    "raise_open_files_limit",
+]
+
+# Beyond this many open files a process gains nothing here (and Linux refuses more than
+# fs.nr_open, 1048576 by default).
+OPEN_FILES_CAP = 1 << 20
+# Below this, say so at start: each API client waiting for an outcome holds a socket, and so
+# does each ARI request in flight.
+OPEN_FILES_ENOUGH = 4096
 
 _SHIPPED_HINT = "run `make prompts`; install asterisk/sounds as <sounds.dir>/phonemfa"
 
@@ -48,6 +63,24 @@ async def open_service(config: Config, *, holding: IO[str] | None = None) -> Cal
             holding.close()
         raise
     return CallService(config, store, engine)
+
+
+def raise_open_files_limit() -> int:
+    """Raise this process's soft limit of open files to its hard limit, and return it.
+    Service managers start processes at 1024 (systemd's default soft limit, with a hard
+    one of 524288): at about a thousand clients waiting for outcomes, the API would drop
+    connections and the ARI requests of calls in progress would fail ("Too many open
+    files"), interrupting them. Raising the soft limit is what the hard one is for (Go's
+    runtime does the same at start); epoll, which asyncio and uvloop use, has no limit of
+    its own."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = OPEN_FILES_CAP if hard == resource.RLIM_INFINITY else min(hard, OPEN_FILES_CAP)
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return soft
+    with contextlib.suppress(ValueError, OSError):  # beyond fs.nr_open: keep what we have
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        return wanted
+    return soft
 
 
 def hold_serve_lock(database: Path) -> IO[str]:

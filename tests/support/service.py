@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -85,15 +86,32 @@ class ServiceProcess:
         self.url = f"http://{host}:{port}"
         STARTED.append(self)
 
-    async def start(self, timeout: float = 30, *, ari: bool = True) -> None:
-        """Start `phonemfa serve` and wait until it answers (and is connected to ARI)."""
+    async def start(
+        self,
+        timeout: float = 30,
+        *,
+        ari: bool = True,
+        open_files: int | None = None,
+        open_files_hard: int | None = None,
+    ) -> None:
+        """Start `phonemfa serve` and wait until it answers (and is connected to ARI).
+        `open_files`, `open_files_hard`: the limits it starts with (systemd's default soft
+        limit is 1024), instead of this process's."""
         env = {**os.environ, "TEST_ARI_PASSWORD": ARI_PASSWORD}
         log = self.log_path.open("ab")
+
+        def limit_open_files() -> None:  # in the child, before exec
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            hard = hard if open_files_hard is None else open_files_hard
+            soft = min(soft, hard) if open_files is None else open_files
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
         self.proc = subprocess.Popen(  # noqa: ASYNC220 (Popen does not wait)
             [sys.executable, "-m", "phonemfa", "serve", "--config", str(self.config_path)],
             stdout=log,
             stderr=log,
             env=env,
+            preexec_fn=limit_open_files,
         )
         log.close()
         await self.wait_healthy(timeout, ari=ari)

@@ -25,6 +25,7 @@ from phonemfa.config import (
 )
 from phonemfa.messages import MessageType
 from phonemfa.numbers import NumberType
+from tests.unit.test_deploy import env_file
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -55,7 +56,7 @@ def error_of(path: Path, environ: dict[str, str] | None = None) -> str:
 
 @pytest.mark.parametrize("name", ["sandbox.yaml", "phonemfa.yaml"])
 def test_examples_load(name: str) -> None:
-    environ = {"PHONEMFA_ARI_PASSWORD": "pw", "PHONEMFA_API_TOKEN": "token"}
+    environ = {name: f"secret-{name}" for name in env_file()}  # the example's ${VAR}s
     config = load_config(EXAMPLES / name, environ=environ)
     assert config.tenant().region == "US"
 

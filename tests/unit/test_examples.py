@@ -11,6 +11,7 @@ from phonemfa.cli import main
 from phonemfa.config import load_config
 from phonemfa.engine import Engine
 from phonemfa.prompt_setup import prepare_prompts
+from tests.unit.test_deploy import env_file
 from tests.unit.test_prompts import install_shipped
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
@@ -24,8 +25,8 @@ def test_there_are_examples() -> None:
 def test_example_passes_check_config_and_the_start_up_prompt_check(
     path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    for secret in ("PHONEMFA_ARI_PASSWORD", "PHONEMFA_API_TOKEN"):  # ${VAR} without default
-        monkeypatch.setenv(secret, "example-secret")
+    for secret in env_file():  # the example's ${VAR}s without a default
+        monkeypatch.setenv(secret, f"example-{secret}")  # each its own: tokens must differ
     assert main(["check-config", "--config", str(path)]) == 0, capsys.readouterr().err
     config = load_config(path)
     if config.sounds.dir is not None:  # serve reads the shipped prompts there: install them

@@ -30,15 +30,13 @@ from phonemfa.config import (
     TenantSettings,
     TrunkSettings,
     UnknownTenantError,
-    config_line,
     format_errors,
     load_config,
     redacted_dump,
 )
 from phonemfa.numbers import NumberError, PhoneNumber, parse_number
 from phonemfa.policy import DialMode, DialPlan, Wait, plan_call
-from phonemfa.prompt_setup import PromptSetupError, check_config_prompts
-from phonemfa.prompts import Finding
+from phonemfa.prompt_setup import PromptSetupError, check_config_prompts, located
 from phonemfa.prompts_cli import add_prompts_commands
 from phonemfa.server import add_serve_command
 from phonemfa.tollfraud import Refusal, check_destination
@@ -226,7 +224,7 @@ def _run_check_config(args: argparse.Namespace) -> int:
     try:  # what serve refuses at start from the file alone: say it now
         check_config_prompts(config)
     except PromptSetupError as exc:
-        problems = "".join(f"\n  {_located(f, args.config)}" for f in exc.findings)
+        problems = "".join(f"\n  {located(f, args.config)}" for f in exc.findings)
         print(f"{args.config}: `phonemfa serve` would not start:{problems}", file=sys.stderr)
         return EXIT_CONFIG
     print(f"# {args.config}: valid. Effective configuration, secrets shown as ***")
@@ -241,14 +239,6 @@ def _run_check_config(args: argparse.Namespace) -> int:
         )
     print(yaml.safe_dump(redacted_dump(config), sort_keys=False, allow_unicode=True), end="")
     return EXIT_OK
-
-
-def _located(finding: Finding, config_file: str) -> str:
-    """A finding about a tenant setting of the file (`fraud.code`) with its file:line."""
-    if finding.field is None:
-        return str(finding)
-    line = config_line(config_file, ("tenants", finding.tenant, *finding.field.split(".")))
-    return f"{config_file}:{line}: {finding}" if line is not None else str(finding)
 
 
 # --- dispatch -------------------------------------------------------------------

@@ -132,7 +132,10 @@ def run_call_command(args: argparse.Namespace) -> int:
         return EXIT_NOT_APPROVED
     try:
         return asyncio.run(_call(config, args))
-    except (OSError, PromptSetupError, StartupError, AppTaken) as exc:  # as serve refuses
+    except PromptSetupError as exc:  # as serve refuses
+        print(f"phonemfa call: {exc.located(args.config)}", file=sys.stderr)
+        return EXIT_NOT_APPROVED
+    except (OSError, StartupError, AppTaken) as exc:
         print(f"phonemfa call: {exc}", file=sys.stderr)
         return EXIT_NOT_APPROVED
     except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, SIGTERM: _call's clean-up

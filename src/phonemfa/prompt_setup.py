@@ -20,7 +20,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from phonemfa.config import Config, TenantSettings
+from phonemfa.config import Config, TenantSettings, config_line
 from phonemfa.messages import MessageType
 from phonemfa.prompts import (
     SUPPORTED_LANGUAGES,
@@ -56,13 +56,27 @@ class PromptSetupError(RuntimeError):
             dataclasses.replace(f, path=str(Path(f.path).absolute())) if f.path else f
             for f in findings
         )
-        lines = [str(f) for f in self.findings]
-        super().__init__(
-            f"{len(lines)} prompt problem(s), not starting:\n  " + "\n  ".join(lines) + f"\n{_HINT}"
-        )
+        super().__init__(self._message(str(f) for f in self.findings))
+
+    def located(self, config_file: str) -> str:
+        """The message with the file:line of each finding's setting where the file has it."""
+        return self._message(located(f, config_file) for f in self.findings)
+
+    def _message(self, lines: Iterable[str]) -> str:
+        listed = "\n  ".join(lines)
+        return f"{len(self.findings)} prompt problem(s), not starting:\n  {listed}\n{_HINT}"
 
 
 _HINT = "Fix the tenants' prompts settings; `phonemfa prompts check --config FILE` shows them."
+
+
+def located(finding: Finding, config_file: str) -> str:
+    """A finding about a tenant setting (`fraud.code`, a prompt) with the file:line where the
+    config file sets it (its tenant's line when the file does not: a stored setting)."""
+    if finding.field is None:
+        return str(finding)
+    line = config_line(config_file, ("tenants", finding.tenant, *finding.field.split(".")))
+    return f"{config_file}:{line}: {finding}" if line is not None else str(finding)
 
 
 def shipped_prompts(sounds_dir: Path | None) -> Shipped:
@@ -160,6 +174,7 @@ def refuse_without_sounds_dir(
             "sounds.dir is not set: cannot install this prompt where Asterisk plays it "
             "(set sounds.dir to Asterisk's sounds folder, or use sound:NAME media)",
             source.value if source.kind == "file" else None,
+            field=f"prompts.{lang}.{message}",
         )
         for catalog in catalogs.values()
         for lang, message, source in catalog.materialized()
@@ -196,7 +211,7 @@ def unspoken_names(catalog: PromptCatalog) -> list[Finding]:
         "or unset organization_name)"
     )
     return [
-        Finding("error", catalog.tenant, lang, org.value, text)
+        Finding("error", catalog.tenant, lang, org.value, text, field="organization_name")
         for lang in catalog.languages
         if catalog.resolve(org, lang) is None
     ]

@@ -69,7 +69,10 @@ def run_serve_command(args: argparse.Namespace) -> int:
         )
     try:
         _run(serve(config, freeze_heap=True))
-    except (OSError, PromptSetupError, StartupError, AppTaken) as exc:  # e.g. port taken
+    except PromptSetupError as exc:
+        log.error("cannot serve: %s", exc.located(args.config))
+        return 1
+    except (OSError, StartupError, AppTaken) as exc:  # e.g. port taken
         log.error("cannot serve: %s", exc)
         return 1
     return 0

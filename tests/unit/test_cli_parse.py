@@ -217,9 +217,16 @@ def test_check_config_says_what_serve_would_refuse(
     assert code == 1 and out == ""
     lines = err.splitlines()
     assert lines[0] == f"{path}: `phonemfa serve` would not start:"
-    assert "  error: tenant 'default', language en, message greeting: sounds.dir is not set" in err
+    # Each at the line of its setting.
+    assert (
+        f"  {path}:4: error: tenant 'default', language en, message greeting: sounds.dir is not"
+        in err
+    )
     assert "(/srv/hello.wav)" in err
-    assert "tenant 'acme', language en, message organization_name: sounds.dir is not set" in err
+    assert (
+        f"  {path}:5: error: tenant 'acme', language en, message organization_name: sounds.dir"
+        in err
+    )
     assert len(lines) == 4  # the recording, the name in en and in fr
 
 

@@ -81,18 +81,22 @@ def test_unusable_database_names_storage_path(
     assert f"{says}storage.path: cannot open the database {tmp_path}: " in line
 
 
-def test_call_refuses_unplayable_prompts_like_serve(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(("command", "says"), COMMANDS)
+def test_unplayable_prompts_are_refused_at_their_lines(
+    command: list[str], says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = write_config(
         tmp_path,
         f"storage: {{path: {tmp_path / 'db.sqlite'}}}\n"
-        "tenants: {default: {prompts: {en: {greeting: hello.wav}}}}\n",
+        "tenants:\n  default: {prompts: {en: {greeting: hello.wav}}}\n"
+        "  acme:\n    organization_name: Acme\n",
     )
-    code, err = run(capsys, "call", "+14255551234", "--config", config)
+    code, err = run(capsys, *command, "--config", config)
     assert code == 1 and "Traceback" not in err
-    assert err.startswith("phonemfa call: 1 prompt problem(s), not starting:")
-    assert "message greeting: sounds.dir is not set" in err
+    assert f"{says}3 prompt problem(s), not starting:" in err
+    assert f"{config}:5: error: tenant 'default', language en, message greeting: sounds" in err
+    for lang in ("en", "fr"):
+        assert f"{config}:7: error: tenant 'acme', language {lang}, message organization_" in err
 
 
 def test_one_serve_per_database(tmp_path: Path) -> None:

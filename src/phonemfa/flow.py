@@ -302,6 +302,7 @@ class CallFlow:
         self._mark: str | None = None  # the mark we wait for (_events_still_come), and
         self._mark_seen = False  # whether it came
         self._playback_state: str | None = None  # how the last playback ended, if said
+        self._prompt_failed = False  # the last prompt read (_read) failed to play
         # When the last playback ended by Asterisk's clock, and whether a key handled since
         # went down before that (`_handle`): it came during the prompt.
         self._playback_ended_at: float | None = None
@@ -675,6 +676,12 @@ class CallFlow:
                     self._dropped, verdict = then.dropped, then.verdict
                     if verdict is Verdict.EVENTS_LOST:
                         await self._events_lost("tail")
+                if self._prompt_failed and verdict is not Verdict.FRAUD:
+                    # Asterisk could not play it (a file gone or unreadable since the start):
+                    # nobody heard what a key would answer, so none may (a '#' on silence
+                    # approved; found by review), and it would fail again. A fraud code
+                    # still reports fraud: whoever pressed it knew it.
+                    raise Stopped(Outcome.FAILED, "prompt_failed")
                 if verdict in _CLOSINGS:
                     outcome, reason, words = _CLOSINGS[verdict]
                     if verdict is Verdict.NO_INPUT and self._voicemail:
@@ -794,6 +801,14 @@ class CallFlow:
         ended_by_itself = await self._play(
             prompt, stop_on=lambda: bool(self.keys) or dropped_report()
         )
+        # A hang-up's playback ends "failed" too: that is the hang-up, not the prompt.
+        self._prompt_failed = self._playback_state == "failed" and not self._hangup_requested
+        if self._prompt_failed:
+            log.error(
+                "call %s: a %s prompt could not be played: check the tenant's prompts",
+                self.req.call_id,
+                prompt.language,
+            )
         self._prompt_not_heard = not_heard = self._keys_seen != seen or not ended_by_itself
         self._greeting_played = True
         self._deaf = False

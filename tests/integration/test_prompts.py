@@ -404,6 +404,35 @@ async def test_a_tenant_recording_at_44khz_is_converted_and_played(
     print(f"custom greeting: heard {heard:.2f} s, converted prompt says {expected:.2f} s")
 
 
+async def test_a_pound_on_a_greeting_deleted_since_the_start_does_not_approve(
+    asterisk: Sandbox, phones: SoftphoneNetwork, tmp_path: Path
+) -> None:
+    """A tenant's recording removed from Asterisk's sounds after the start: Asterisk ends the
+    greeting at once, failed, and the person hears silence. A '#' then (an operator's, a
+    person pressing on) answered nothing heard: the call fails, it is not approved (found by
+    review: it approved)."""
+    tenant = f"test-{uuid.uuid4().hex[:8]}"
+    upload = tmp_path / "welcome.wav"
+    make_recording(upload, "Welcome. Press the pound key.")
+    custom = {"greeting": str(upload), "greeting_fraud": str(upload)}
+    async with custom_tenant_engine(asterisk, tenant, {"en": custom}) as engine:
+        for installed in (SANDBOX_SOUNDS / CUSTOM_PREFIX / tenant / "en").glob("greeting*"):
+            installed.unlink()
+        flows = FlowHarness(engine)
+        try:
+            mobile = await phones.register("mobile")
+            call = flows.start(MOBILE, tenant=tenant)
+            ring = await mobile.next_call()
+            ring.answer()
+            failed = await call.reached("playback_failed")
+            assert failed["media"] == f"sound:{CUSTOM_PREFIX}/{tenant}/en/greeting_fraud"
+            await ring.send_dtmf("#")
+            assert await call.finished() == (Outcome.FAILED, "prompt_failed")
+            assert call.count("entry") == 1, call.timeline
+        finally:
+            await flows.settle()
+
+
 async def test_the_engine_refuses_to_start_when_a_recording_is_missing(
     asterisk: Sandbox, tmp_path: Path
 ) -> None:

@@ -450,18 +450,29 @@ async def test_a_fraud_code_cut_twice_still_reports_fraud() -> None:
     assert (got, rec.count("wrong_input")) == (Outcome.FRAUD_REPORTED, 2)
 
 
-class MissingRetry(FakeAsterisk):
-    """The retry sound cannot be played (a missing file): Asterisk ends it at once, failed."""
+class MissingPrompt(FakeAsterisk):
+    """A prompt whose sound cannot be played (a file missing, or removed since the start):
+    Asterisk ends it at once, failed; nobody hears anything of it."""
+
+    missing = ""  # a word of its media
 
     async def play(
         self, channel_id: str, playback_id: str, media: Any, lang: str | None = None
     ) -> dict[str, Any]:
-        if "retry" not in media[0]:
+        if not any(self.missing in m for m in media):
             return await super().play(channel_id, playback_id, media, lang)
         self.requests.append(("play", list(media)))
         self.playing = playback_id
         self.later(0.001, lambda: self.finish(playback_id, "failed"))
         return {"id": playback_id}
+
+
+class MissingRetry(MissingPrompt):
+    missing = "retry"
+
+
+class MissingGreeting(MissingPrompt):
+    missing = "greeting"  # and the retry prompt, which repeats it
 
 
 async def test_a_retry_prompt_that_failed_was_not_heard_whole() -> None:
@@ -478,6 +489,50 @@ async def test_a_retry_prompt_that_failed_was_not_heard_whole() -> None:
     rec.on_step = script
     assert await asyncio.wait_for(flow.run(), 5) is Outcome.FRAUD_REPORTED
     assert rec.count("playback_failed") == 1
+
+
+def _after_failed_playback(
+    keys: str,
+) -> Callable[[FakeAsterisk, str, dict[str, Any], Recorder], None]:
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "operator_prompt":  # the desk's '#': "I am the user"
+            fake.later(0.01, lambda: fake.press("#"))
+        elif event == "playback_failed":
+            fake.later(0.03, lambda: fake.press(keys))
+
+    return script
+
+
+@pytest.mark.parametrize("phone", [MOBILE, "+1 425 555 0120 x@5678"])
+async def test_a_pound_on_a_greeting_that_could_not_play_never_approves(phone: str) -> None:
+    # Found by review: a '#' on the silence of a failed greeting approved (an operator's
+    # '#', the fraud option unheard). The call fails, and says why.
+    got, reason, fake, rec = await run(
+        phone, _after_failed_playback("#"), fake_class=MissingGreeting
+    )
+    assert (got, reason) == (Outcome.FAILED, "prompt_failed")
+    assert rec.count("playback_failed") == 1
+    assert [e for e, _ in rec.timeline][-2:] == ["entry", "hung_up"]
+    assert not any("success" in m for media in fake.sent("play") for m in media)
+
+
+async def test_a_fraud_code_on_a_greeting_that_could_not_play_still_reports_fraud() -> None:
+    got, _, _, _ = await run(MOBILE, _after_failed_playback("0#"), fake_class=MissingGreeting)
+    assert got is Outcome.FRAUD_REPORTED
+
+
+async def test_a_pound_after_a_retry_prompt_that_could_not_play_never_approves() -> None:
+    flow, fake, rec = _bare_flow(fake_class=MissingRetry)
+
+    def script(event: str, details: dict[str, Any]) -> None:
+        if event == "prompting" and rec.count("prompting") == 1:
+            fake.press("5#")
+        elif event == "playback_failed":
+            fake.later(0.03, lambda: fake.press("#"))
+
+    rec.on_step = script
+    assert await asyncio.wait_for(flow.run(), 5) is Outcome.FAILED
+    assert (flow.outcome, flow.reason) == (Outcome.FAILED, "prompt_failed")
 
 
 async def test_keys_dropped_by_the_retry_guard_still_cut_into_the_retry_prompt() -> None:

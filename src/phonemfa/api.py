@@ -356,6 +356,9 @@ TOKEN_LIMITS_KEY = web.AppKey("token_limits", TokenLimits)
 async def get_call(request: web.Request) -> web.Response:
     service = _service(request)
     call_id = request.match_info["call_id"]
+    # A misspelt `wait` would answer at once, as if the call had not ended in time.
+    if (unknown := _unknown_param(request, {"wait"})) is not None:
+        return unknown
     try:
         wait = _float_param(request, "wait", 0, MAX_WAIT)
     except _Invalid as exc:

@@ -229,6 +229,8 @@ async def test_settings_are_validated_field_by_field(api: CheckedApi) -> None:
 async def test_wait_and_paging_parameters_are_checked(api: CheckedApi) -> None:
     status, answer = await api.request("GET", "/v1/calls/whatever?wait=-1")
     assert status == 400 and answer["fields"][0]["field"] == "wait"
+    status, answer = await api.request("GET", "/v1/calls/whatever?wiat=30")  # not a wait
+    assert status == 400 and answer["fields"][0] == {"field": "wiat", "reason": "unknown parameter"}
     status, answer = await api.request("GET", "/v1/calls?limit=100000")
     assert status == 400
     status, answer = await api.request("GET", "/v1/calls?cursor=garbage")

@@ -222,11 +222,13 @@ def _run_check_config(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
     try:  # what serve refuses at start from the file alone: say it now
-        check_config_prompts(config)
+        warnings = check_config_prompts(config)
     except PromptSetupError as exc:
         problems = "".join(f"\n  {located(f, args.config)}" for f in exc.findings)
         print(f"{args.config}: `phonemfa serve` would not start:{problems}", file=sys.stderr)
         return EXIT_CONFIG
+    for warning in warnings:  # valid, but probably not what was meant
+        print(located(warning, args.config), file=sys.stderr)
     print(f"# {args.config}: valid. Effective configuration, secrets shown as ***")
     if DEFAULT_TENANT not in config.tenants:  # valid, but easy to miss (found by review)
         print(

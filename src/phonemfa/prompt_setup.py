@@ -28,6 +28,7 @@ from phonemfa.prompts import (
     PromptCatalog,
     Shipped,
     check_prompts,
+    greeting_message,
     import_tenant_prompts,
     load_shipped,
     unannounced_fraud_code,
@@ -41,6 +42,7 @@ __all__ = [
     "prepare_tenant_prompts",
     "refuse_without_sounds_dir",
     "shipped_prompts",
+    "unserved_languages",
     "unspoken_names",
 ]
 
@@ -88,18 +90,46 @@ def shipped_prompts(sounds_dir: Path | None) -> Shipped:
     return Shipped(messages={lang: messages for lang in SUPPORTED_LANGUAGES})
 
 
-def check_config_prompts(config: Config) -> None:
+def check_config_prompts(config: Config) -> list[Finding]:
     """What prepare_prompts refuses from the config file alone, reading and writing no file
     (check-config): a fraud code the shipped prompts do not announce and, without
     sounds.dir, the tenants that need files installed. With sounds.dir, what serve checks
-    is on disk: `phonemfa prompts check` reads it."""
+    is on disk: `phonemfa prompts check` reads it. Returns the warnings it can tell from
+    the file (unserved_languages)."""
     shipped = shipped_prompts(None)
     catalogs = {n: PromptCatalog.for_tenant(n, t, shipped) for n, t in config.tenants.items()}
     if config.sounds.dir is None:
         refuse_without_sounds_dir(catalogs, config.tenants)  # the fraud code's check too
-        return
-    if errors := _unannounced_fraud_codes(catalogs, config.tenants):
+    elif errors := _unannounced_fraud_codes(catalogs, config.tenants):
         raise PromptSetupError(errors)  # with sounds.dir too: it needs no file (found by review)
+    return unserved_languages(catalogs, config.tenants)
+
+
+def unserved_languages(
+    catalogs: Mapping[str, PromptCatalog], tenants: Mapping[str, TenantSettings]
+) -> list[Finding]:
+    """Warnings for the tenants whose own language (`language`) no greeting is in: each of
+    their calls is greeted in another one (a typo such as `xx-YY`, or a language whose
+    recordings are not set). Not an error: a call may ask for any language and fall back."""
+    found = []
+    for name, catalog in catalogs.items():
+        tenant = tenants.get(name)
+        if tenant is None:
+            continue
+        # The greeting of a call without a code (one with a code falls back the same way).
+        greeting = greeting_message(fraud=tenant.fraud.enabled, code=False)
+        used, fell_back = catalog.language_for(None, tenant.language, greeting)
+        if fell_back:
+            served = ", ".join(catalog.languages)
+            text = (
+                f"no greeting in {tenant.language}: every call is greeted in {used} "
+                f"(prompts exist in {served}; record them as prompts.{tenant.language}, "
+                "or correct language)"
+            )
+            found.append(
+                Finding("warning", name, tenant.language, greeting.value, text, field="language")
+            )
+    return found
 
 
 def prepare_prompts(
@@ -118,8 +148,8 @@ def prepare_prompts(
     sounds_dir = config.sounds.dir
     if sounds_dir is None:
         refuse_without_sounds_dir(catalogs, configured)
-        return []  # nothing to write, and nothing we could check
-    warnings: list[Finding] = []
+        return unserved_languages(catalogs, configured)  # nothing to write, or to check
+    warnings = unserved_languages(catalogs, configured)
     errors: list[Finding] = []
     for name, catalog in catalogs.items():
         tenant = configured.get(name)

@@ -38,6 +38,7 @@ from phonemfa.prompt_setup import (
     fraud_code_of,
     prepare_tenant_prompts,
     refuse_without_sounds_dir,
+    unserved_languages,
     unspoken_names,
 )
 from phonemfa.prompts import (
@@ -822,6 +823,8 @@ class CallService:
             refuse_without_sounds_dir({name: catalog}, {name: settings})
         else:  # sox and espeak-ng: blocking
             await asyncio.to_thread(prepare_tenant_prompts, catalog, settings, sounds)
+        for warning in unserved_languages({name: catalog}, {name: settings}):
+            log.warning("prompts: %s", warning)
         await self.store.put_tenant_settings(name, settings_json(settings))
         placed: list[PastCall] = []
         old = self.tenants.get(name)

@@ -10,6 +10,10 @@ import pytest
 import yaml
 
 from phonemfa.cli import main
+from phonemfa.config import load_config
+from phonemfa.engine import Engine
+from phonemfa.prompt_setup import prepare_prompts
+from tests.unit.test_prompts import install_shipped
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -284,3 +288,44 @@ def test_check_config_says_when_requests_must_name_their_tenant(
     assert "# No tenant is named 'default': every API request, dialplan entry" in out
     path.write_text("ari: {password: x}\napi: {tokens: [t]}\ntenants:\n  default: {}\n")
     assert "No tenant is named" not in run(capsys, "check-config", "--config", str(path))[1]
+
+
+def test_check_config_warns_of_a_tenant_language_no_greeting_is_in(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A typo in a tenant's language (xx-YY) greeted every caller in English, silently.
+    fr-CA is served in French and a language with the tenant's own greeting in its own: no
+    warning for those."""
+    path = tmp_path / "phonemfa.yaml"
+    path.write_text(
+        "ari: {password: x}\napi: {tokens: [t]}\ntenants:\n"
+        "  default: {language: xx-YY}\n"
+        "  quebec: {language: fr-CA}\n"
+        "  berlin:\n    language: de\n"
+        "    prompts: {de: {greeting_fraud: 'sound:berlin/greeting'}}\n"
+    )
+    code, out, err = run(capsys, "check-config", "--config", str(path))
+    assert code == 0 and out.startswith(f"# {path}: valid.")
+    assert err.splitlines() == [
+        f"{path}:4: warning: tenant 'default', language xx-YY, message greeting_fraud: no"
+        " greeting in xx-YY: every call is greeted in en (prompts exist in en, fr; record them"
+        " as prompts.xx-YY, or correct language)"
+    ]
+
+
+def test_serve_warns_of_a_tenant_language_no_greeting_is_in(tmp_path: Path) -> None:
+    path = tmp_path / "phonemfa.yaml"
+    path.write_text(
+        "ari: {password: x}\napi: {tokens: [t]}\ntenants:\n"
+        "  default: {language: xx-YY}\n  quebec: {language: fr-CA}\n"
+    )
+    config = load_config(path)
+    # What the engine's start logs ("prompts: warning: ..."), without sounds.dir and with.
+    for sounds in (None, install_shipped(tmp_path / "sounds")):
+        with_sounds = config.model_copy(
+            update={"sounds": config.sounds.model_copy(update={"dir": sounds})}
+        )
+        warnings = prepare_prompts(with_sounds, Engine(with_sounds).catalogs)
+        assert [(w.severity, w.tenant, w.field) for w in warnings] == [
+            ("warning", "default", "language")
+        ]

@@ -158,6 +158,10 @@ class Observer(Protocol):
     def outcome(self, outcome: Outcome, reason: str | None) -> None:
         """The call's one terminal outcome, the moment it is known."""
 
+    async def dialling(self) -> None:
+        """After the `dialing` step, before its channel is made: returns once whoever must
+        hang that channel up if this process dies knows of it (the record names it)."""
+
 
 @dataclass(frozen=True)
 class CallRequest:
@@ -497,6 +501,7 @@ class CallFlow:
             variables["TALK_DETECT(set)"] = ""
         elif self._voicemail_mode != "off":
             variables["TALK_DETECT(set)"] = str(VOICEMAIL_SILENCE_MS)
+        await self.observer.dialling()
         self.dialled = True
         self._created = self._lost_before_stasis = False
         try:

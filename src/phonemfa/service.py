@@ -252,6 +252,18 @@ class _Observer:
     def outcome(self, outcome: Outcome, reason: str | None) -> None:
         self.live.finishing = asyncio.create_task(self.service._finish(self.live, outcome, reason))
 
+    async def dialling(self) -> None:
+        """A service's own channels are found by its sweeps, in its ARI app, should it die.
+        A `phonemfa call --config` has an app of its own: the service that settles its call
+        after a kill hangs up the channel its record names, so that must be on disk before
+        the channel is made (found by review: a backup leg's, queued, was not)."""
+        if self.service._primary:
+            return
+        try:
+            await self.service.store.flush()
+        except StoreUnavailable as exc:  # dial anyway: TIMEOUT(absolute) still ends it
+            log.warning("call %s: its channel is not on record: %s", self.live.record.id, exc)
+
 
 class CallService:
     def __init__(self, config: Config, store: Store, engine: Engine | None = None) -> None:

@@ -83,6 +83,9 @@ class WatchedCall:
         self.result = (outcome, reason)
         self._changed.set()
 
+    async def dialling(self) -> None:
+        return None
+
     def events(self) -> list[str]:
         return [name for name, _ in self.timeline]
 

@@ -228,6 +228,9 @@ class Recorder:
     def outcome(self, outcome: Outcome, reason: str | None) -> None:
         self.outcomes.append((outcome, reason))
 
+    async def dialling(self) -> None:
+        pass
+
     def count(self, name: str) -> int:
         return sum(1 for n, _ in self.timeline if n == name)
 
@@ -323,6 +326,21 @@ def _bare_flow(
     request = CallRequest(call_id, plan, settings, CATALOG, "en", 5)
     flow = CallFlow(request, fake, router, recorder, lines=lines)  # type: ignore[arg-type]
     return flow, fake, recorder
+
+
+async def test_a_channel_is_made_only_once_the_observer_has_it_on_record() -> None:
+    # `phonemfa call --config`: the service settling a killed CLI's call hangs up the
+    # channel its record names (service._Observer.dialling; found by review).
+    flow, fake, rec = _bare_flow()
+    made_before: list[int] = []
+
+    async def dialling() -> None:
+        made_before.append(len(fake.sent("create")))
+
+    rec.dialling = dialling  # type: ignore[method-assign]
+    rec.on_step = lambda event, _: fake.press("#") if event == "prompting" else None
+    assert await asyncio.wait_for(flow.run(), 5) is Outcome.APPROVED
+    assert made_before == [0] and len(fake.sent("create")) == 1
 
 
 @pytest.mark.parametrize(

@@ -889,20 +889,27 @@ async def test_a_running_service_settles_the_calls_of_a_killed_cli(tmp_path: Pat
         await store.close()
 
 
-async def test_the_channel_of_each_leg_is_put_on_record_as_it_is_dialled(tmp_path: Path) -> None:
+async def test_the_channel_of_each_leg_is_put_on_record_before_it_is_dialled(
+    tmp_path: Path,
+) -> None:
     # Found by review: only the first leg's channel was on record, and a killed CLI's call
-    # on its backup number was settled without its channel being hung up.
-    store = await Store.open(tmp_path / "phonemfa.db")
+    # on its backup number was settled without its channel being hung up. Then (found by
+    # review again): it was on record only with the writer's next commit, up to 100 ms
+    # (Store.linger) after the channel was made; a CLI killed meanwhile left it unnamed.
+    database = tmp_path / "phonemfa.db"
+    store = await Store.open(database, linger=5.0)  # a commit only when asked for one
+    reader = await Store.open(database)  # what the service settling it later reads
     try:
-        service = CallService(_config(tmp_path / "phonemfa.db"), store)
-        call = record("c1", channel_id="leg-1")
+        service = CallService(_config(database), store)  # a CLI's: not the primary
+        call = record("c1", channel_id="leg-1", origin="cli")
         await store.create_call(call)
         observer = service_module._Observer(service, LiveCall(call))
         observer.channel = lambda: "leg-2"
         observer.step("dialing", {"mode": "direct"})
-        await store.flush()
-        stored = await store.get_call("c1")
+        await observer.dialling()  # what the flow awaits before it makes the channel
+        stored = await reader.get_call("c1")
         assert stored is not None and (stored.status, stored.channel_id) == ("dialing", "leg-2")
         assert call.channel_id == "leg-2"
     finally:
+        await reader.close()
         await store.close()

@@ -166,9 +166,16 @@ async def serve(
 async def _settle_dead_cli_calls(service: CallService, database: Path) -> None:
     """A `phonemfa call --config` killed mid-call leaves its call in progress on record: a
     starting service settles it, and a running one does every CLI_SWEEP seconds while no
-    CLI call runs on its database (startup.cli_calls_running)."""
+    CLI call runs on its database (startup.cli_calls_running). Each time, the blocks a CLI
+    put on record are read too (CallService.read_blocks)."""
     while True:
         await asyncio.sleep(CLI_SWEEP)
+        try:
+            await service.read_blocks()
+        except StoreUnavailable as exc:  # next time
+            log.warning("cannot read the blocks on record: %s", exc)
+        except Exception:  # a bug: said, and the sweeps go on
+            log.exception("reading the blocks on record failed")
         try:
             with cli_calls_running(database) as running:
                 # Only the store's reading and writing under the lock, a CLI waits for it:

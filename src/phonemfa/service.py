@@ -545,22 +545,27 @@ class CallService:
         stamp = self.store.blocks_stamp()
         if stamp == self._blocks_seen:
             return
+        try:
+            await self.read_blocks()
+        except StoreUnavailable:
+            self.metrics.refused("store_unavailable")
+            raise ServiceUnavailable("store_unavailable", "the call store cannot be read") from None
+        self._blocks_seen = stamp
+
+    async def read_blocks(self) -> None:
+        """Apply the blocks on record that we do not hold yet (another process's). Also
+        every CLI_SWEEP seconds (server): a `phonemfa call --config` killed between its
+        block's commit and its announcement, or that could not write the announcement,
+        would otherwise block nobody here until a restart (found by review)."""
         for _ in range(3):
             unblocks = self.guard.unblocks
-            try:
-                blocks = await self.store.all_blocks()
-            except StoreUnavailable:
-                self.metrics.refused("store_unavailable")
-                raise ServiceUnavailable(
-                    "store_unavailable", "the call store cannot be read"
-                ) from None
+            blocks = await self.store.all_blocks()
             if self.guard.unblocks == unblocks:  # else a block read may be lifted: read again
                 break
         for block in blocks:
             if not self.guard.is_blocked(block["tenant"], block["user"]):
                 self.guard.block_user(block["tenant"], block["user"])
                 self._stop_calls_of(block["tenant"], block["user"], "")  # as for our own
-        self._blocks_seen = stamp
 
     def _new_record(
         self, req: StartCall, call_id: str, masked: str, now: float, mode: str

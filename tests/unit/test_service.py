@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+import phonemfa.server as server_module
 import phonemfa.service as service_module
 from phonemfa.ari import AriNotFound, AriUnavailable, Event
 from phonemfa.config import Config, FraudSettings, Limits
@@ -887,6 +888,35 @@ async def test_a_running_service_settles_the_calls_of_a_killed_cli(tmp_path: Pat
         assert await service.settle_dead_cli_calls() == 0  # once
     finally:
         await store.close()
+
+
+async def test_a_running_service_reads_a_block_a_killed_cli_never_announced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by review: `phonemfa call --config` commits a fraud report with its block, then
+    # announces it (<database>.blocks); killed in between, or unable to write the marker,
+    # its block held nowhere but on record: the running service went on calling the user
+    # (a '#' approving) until its restart. Its sweep now reads the blocks on record.
+    monkeypatch.setattr(server_module, "CLI_SWEEP", 0.05)
+    async with _service_beside_a_cli(tmp_path) as (service, cli_store):
+        stamp = service.store.blocks_stamp()
+        await cli_store.create_call(record("cli-1", origin="cli", user="alice"))
+        block = ("default", "alice", "fraud_reported")
+        await cli_store.finish_call("cli-1", "fraud_reported", "fraud_code", 1.0, None, block)
+        assert service.store.blocks_stamp() == stamp  # never announced
+        sweeps = asyncio.create_task(
+            server_module._settle_dead_cli_calls(service, tmp_path / "phonemfa.db")
+        )
+        try:
+            async with asyncio.timeout(5):
+                while not service.guard.is_blocked("default", "alice"):
+                    await asyncio.sleep(0.01)
+        finally:
+            sweeps.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeps
+        call = await service.start_call(StartCall(phone="+1 425 555 0100", user="alice"))
+        assert (call.outcome, call.reason) == ("blocked", "user_blocked")
 
 
 async def test_the_channel_of_each_leg_is_put_on_record_before_it_is_dialled(

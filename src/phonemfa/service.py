@@ -82,6 +82,10 @@ T = TypeVar("T")
 # Velocity limits are seeded from the store at start-up at least this far back (further for
 # a tenant's longer window).
 SEED_HORIZON = 86400.0
+# An outcome the store could not write is tried again after this, then twice as long each
+# time up to 5 s, or as soon as another write succeeded (looked for every STORE_BACK_POLL).
+OUTCOME_RETRY = 0.5
+STORE_BACK_POLL = 0.1
 DIALPLAN_ENTRY = "verify"
 # How far back a dialplan entry found in Stasis at connect time is looked for among ended calls.
 ENTRY_HORIZON = 86400.0
@@ -451,6 +455,13 @@ class CallService:
                 self.metrics.refused(refusal.code.value)
                 raise RateLimited(refusal.code.value, refusal.message, refusal.retry_after or 1)
             field = "user" if refusal.code is RefusalCode.USER_BLOCKED else "phone"
+            if refusal.code is RefusalCode.USER_BLOCKED and self._block_unrecorded(
+                req.tenant, req.user
+            ):
+                # Its block is held in memory only: a refusal on record before it would
+                # outlive it, should the process die before the store takes it.
+                self.metrics.refused("store_unavailable")
+                raise ServiceUnavailable("store_unavailable", "the call store cannot write")
             return await self._blocked(
                 req, call_id, number.mask(), refusal.code.value, now, refusal.message, field
             )
@@ -645,6 +656,26 @@ class CallService:
                 log.warning("call %s: its last steps wait for the store", record.id)
             self.live.pop(record.id, None)
 
+    async def _store_back(self, delay: float) -> None:
+        """After a failed write: wait `delay`, or less once another write has succeeded (the
+        disk is back). An outcome not on record, a fraud report's block with it, must not
+        wait seconds behind writes that succeed meanwhile (found by review)."""
+        if self.store.healthy:  # our write failed, not the store: back off in full
+            await asyncio.sleep(delay)
+            return
+        deadline = time.monotonic() + delay
+        while not self.store.healthy and (left := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(STORE_BACK_POLL, left))
+
+    def _block_unrecorded(self, tenant: str, user: str | None) -> bool:
+        """A fraud report of this user's decided but not yet on record (the store failed)."""
+        return user is not None and any(
+            live.unrecorded is Outcome.FRAUD_REPORTED
+            and live.record.tenant == tenant
+            and live.record.user == user
+            for live in self.live.values()
+        )
+
     async def _finish(self, live: LiveCall, outcome: Outcome, reason: str | None) -> None:
         """Commit the outcome (with its webhook, in one transaction) and only then show it:
         nobody sees an outcome the store does not have. While the store cannot write, keep
@@ -677,7 +708,7 @@ class CallService:
         block = self._fraud_block(record) if outcome is Outcome.FRAUD_REPORTED else None
         recorded = False  # our outcome (and block) written; else the record had one already
         live.unrecorded = outcome
-        delay = 0.5
+        delay = OUTCOME_RETRY
         while True:
             try:
                 recorded = await self.store.finish_call(
@@ -700,9 +731,9 @@ class CallService:
                         webhook = None  # not written: the one on record (if any) stands
                 break
             except StoreUnavailable:
-                if delay == 0.5:
+                if delay == OUTCOME_RETRY:
                     log.error("call %s: cannot write its outcome; retrying", record.id)
-                await asyncio.sleep(delay)
+                await self._store_back(delay)
                 delay = min(delay * 2, 5.0)
         live.unrecorded = None
         if block is not None:

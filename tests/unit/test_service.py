@@ -890,6 +890,46 @@ async def test_a_running_service_settles_the_calls_of_a_killed_cli(tmp_path: Pat
         await store.close()
 
 
+async def test_a_fraud_report_the_store_failed_is_on_record_before_any_refusal_it_causes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by review: a fraud report decided while the disk failed blocks its user in
+    # memory at once, its outcome and block wait in _finish's back-off (0.5 s to 5 s). The
+    # disk back, a new call for the user was refused and that refusal committed while the
+    # block still waited: a kill then left the refusal on record and the user unblocked.
+    monkeypatch.setattr(service_module, "OUTCOME_RETRY", 60.0)  # only the disk's return
+    async with _service_beside_a_cli(tmp_path) as (service, _):
+        store = service.store
+        call = record("reporting", user="alice")
+        await store.create_call(call)
+        live = LiveCall(call)
+        service.live["reporting"] = live
+        finish_call = store.finish_call
+        failed: list[str] = []
+
+        async def failing_once(call_id: str, *args: Any) -> bool:
+            if not failed:  # as the writer says of a failed commit
+                failed.append(call_id)
+                store.healthy = False
+                raise StoreUnavailable("database write failed: disk I/O error")
+            return await finish_call(call_id, *args)
+
+        monkeypatch.setattr(store, "finish_call", failing_once)
+        finishing = asyncio.create_task(service._finish(live, Outcome.FRAUD_REPORTED, None))
+        while not failed:
+            await asyncio.sleep(0.01)
+        assert service.guard.is_blocked("default", "alice")  # in memory at once
+        with pytest.raises(ServiceUnavailable):  # no refusal on record before the block
+            await service.start_call(StartCall(phone="+1 425 555 0100", user="alice"))
+        # The disk is back: another write succeeds, and the outcome follows it at once,
+        # not after its back-off.
+        await store.create_call(record("other", user="bob"))
+        await asyncio.wait_for(finishing, 5)
+        assert await store.get_block("default", "alice") is not None
+        refused = await service.start_call(StartCall(phone="+1 425 555 0100", user="alice"))
+        assert (refused.outcome, refused.reason) == ("blocked", "user_blocked")
+
+
 async def test_a_running_service_reads_a_block_a_killed_cli_never_announced(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -750,7 +750,16 @@ class CallService:
             self.webhooks.notify()
         placed = live.task is not None  # blocked calls and a previous run's were never placed
         self.metrics.finished(record.tenant, outcome.value, now - record.created_at, placed)
-        log.info("call %s ended: %s%s", record.id, outcome, f" ({reason})" if reason else "")
+        # Who, with the outcome: the log is the trace of a fraud report's block should a power
+        # cut take its commit (docs/reliability.md).
+        log.info(
+            "call %s ended: %s%s (tenant=%s user=%s)",
+            record.id,
+            outcome,
+            f" ({reason})" if reason else "",
+            record.tenant,
+            record.user or "-",
+        )
 
     # --- reading and cancelling --------------------------------------------------------
     async def get_call(self, call_id: str) -> CallRecord | None:

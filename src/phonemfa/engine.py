@@ -169,7 +169,7 @@ class Engine:
             lines=self.lines,
             asterisk_ready=self.ready,
             asterisk_refusing=self.refused_channel,
-            connection=self._connection,
+            connection=self.connection,
             next_leg_refused=refused,
         )
         self.flows[request.call_id] = flow
@@ -210,7 +210,7 @@ class Engine:
         if event.type == "ChannelHangupRequest" and asterisk_going(event):
             self.asterisk_stopping()
 
-    def _connection(self) -> int | None:
+    def connection(self) -> int | None:
         """The event connection's number while connected, else None (CallFlow.connection)."""
         return self.events.generation if self.connected else None
 

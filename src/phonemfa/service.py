@@ -89,6 +89,10 @@ STORE_BACK_POLL = 0.1
 DIALPLAN_ENTRY = "verify"
 # How far back a dialplan entry found in Stasis at connect time is looked for among ended calls.
 ENTRY_HORIZON = 86400.0
+# The sweep of our channels Asterisk would not list at connect time: again after this, then
+# twice as long each time up to the second, while that connection lasts.
+SWEEP_RETRY = 5.0
+SWEEP_RETRY_MAX = 60.0
 # A request Asterisk did not answer (`_asking_again`) is asked again after each of these.
 REQUEST_RETRY_PAUSES = (1.0, 2.0)
 # A dialplan entry's answer Asterisk did not take (it timed out the requests while connected):
@@ -1000,14 +1004,34 @@ class CallService:
 
     async def _on_connected(self, generation: int, restarted: bool) -> None:
         """Hang up channels of ours that no call owns (left by a previous run, or by calls
-        that ended while we were away); let go of dialplan entries we no longer serve."""
+        that ended while we were away); let go of dialplan entries we no longer serve.
+        When Asterisk will not list them, again later on this connection (`_sweep_later`)."""
+        if not await self._sweep():
+            self._spawn(self._sweep_later(generation))
+
+    async def _sweep_later(self, generation: int) -> None:
+        """The sweep Asterisk refused at connect time, tried again while that connection
+        lasts: else a previous run's callee stayed on the line until its TIMEOUT(absolute),
+        and a dialplan caller waited in silence, until the next reconnect (found by review)."""
+        delay = SWEEP_RETRY
+        while True:
+            await asyncio.sleep(delay)
+            if self.engine.connection() != generation:
+                return  # that connect's own sweep runs
+            if await self._sweep():
+                log.info("swept our channels after all")
+                return
+            delay = min(delay * 2, SWEEP_RETRY_MAX)
+
+    async def _sweep(self) -> bool:
+        """`_on_connected`'s work; False when Asterisk did not list our app's channels."""
         try:
             # Asked again when Asterisk times it out: else nothing is swept until the next
             # connect, and a callee or dialplan caller waits on the line (found by review).
             app = await self._asking_again(self.engine.ari.get_application)
         except AriError as exc:
-            log.warning("cannot list our channels: %s", exc)
-            return
+            log.warning("cannot list our channels (asked again later): %s", exc)
+            return False
         listed = app.get("channel_ids", [])
         await self._entries_gone_meanwhile(set(listed))
         owned = {flow.channel_id for flow in self.engine.flows.values()}
@@ -1053,6 +1077,7 @@ class CallService:
                 continue
             if await self._hangup_quietly(channel_id):
                 log.info("hung up a channel no call owns (left by an earlier run)")
+        return True
 
     async def _entries_gone_meanwhile(self, listed: set[str]) -> None:
         """Dialplan callers who hung up while we were away (their StasisEnd lost with the

@@ -17,7 +17,7 @@ import pytest
 
 import phonemfa.server as server_module
 import phonemfa.service as service_module
-from phonemfa.ari import AriNotFound, AriUnavailable, Event
+from phonemfa.ari import AriError, AriNotFound, AriUnavailable, Event
 from phonemfa.config import Config, FraudSettings, Limits
 from phonemfa.numbers import parse_number
 from phonemfa.outcomes import Outcome
@@ -596,6 +596,36 @@ async def test_an_entry_whose_call_ended_before_a_kill_gets_its_answer(tmp_path:
         assert ("hangup", "entry-1") not in ari.requests
         assert ("hangup", "stray") in ari.requests  # no call of ours asked for it
         assert ("hangup", "gone-on") not in ari.requests  # no longer in our app
+
+
+@pytest.mark.parametrize("reconnected", [False, True])
+async def test_a_sweep_asterisk_refused_at_connect_time_is_tried_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reconnected: bool
+) -> None:
+    # Found by review: when Asterisk would not list our app's channels at connect time, a
+    # previous run's callee stayed on the line until its TIMEOUT(absolute), and a dialplan
+    # caller waited in silence, until the next reconnect. A reconnect meanwhile sweeps for
+    # itself: the retry of the connection before it stops.
+    monkeypatch.setattr(service_module, "SWEEP_RETRY", 0.01)
+    async with _entries_served(tmp_path, ["stray"]) as (service, ari):
+        answers: list[Any] = [AriError("GET", "/applications/phonemfa", 500, "Internal")]
+        listed = ari.get_application
+
+        async def get_application() -> dict[str, Any]:
+            if answers:
+                raise answers.pop()
+            return await listed()
+
+        monkeypatch.setattr(ari, "get_application", get_application)
+        monkeypatch.setattr(service.engine, "connection", lambda: 2 if reconnected else 1)
+        await service._on_connected(1, False)
+        assert ari.requests == []  # nothing swept yet
+        swept = [("get", "stray"), ("hangup", "stray")]
+        async with asyncio.timeout(2):
+            while ari.requests != swept and not reconnected:
+                await asyncio.sleep(0.01)
+        await asyncio.sleep(0.1)  # ten times the retry's pause: nothing more comes
+        assert ari.requests == ([] if reconnected else swept)
 
 
 async def test_a_sweep_starts_an_entry_we_never_heard_of_with_its_own_arguments(

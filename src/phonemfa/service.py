@@ -83,9 +83,9 @@ T = TypeVar("T")
 # a tenant's longer window).
 SEED_HORIZON = 86400.0
 # An outcome the store could not write is tried again after this, then twice as long each
-# time up to 5 s, or as soon as another write succeeded (looked for every STORE_BACK_POLL).
+# time up to 5 s. Not sooner when other writes succeed: a write that fails on its own (the
+# last space of a full disk) would fail the batches of others each time it is tried.
 OUTCOME_RETRY = 0.5
-STORE_BACK_POLL = 0.1
 DIALPLAN_ENTRY = "verify"
 # How far back a dialplan entry found in Stasis at connect time is looked for among ended calls.
 ENTRY_HORIZON = 86400.0
@@ -148,6 +148,7 @@ class LiveCall:
     finishing: asyncio.Task[None] | None = None
     # Decided, not yet on record (the store cannot write): said at shutdown if still so.
     unrecorded: Outcome | None = None
+    write_failed: bool = False  # its outcome's write failed once: it waits to be tried again
 
 
 def iso(ts: float | None) -> str | None:
@@ -296,6 +297,7 @@ class CallService:
         self._answering: set[str] = set()  # entry channels being given their answer now
         self._background: set[asyncio.Task[Any]] = set()
         self._entry_answers: set[asyncio.Task[Any]] = set()  # _answer_entry_later
+        self._sweep_retries: set[asyncio.Task[Any]] = set()  # _sweep_later
 
     # --- life cycle ------------------------------------------------------------------
     async def start(self, *, primary: bool = True, leave_cli_calls: bool = False) -> None:
@@ -400,7 +402,7 @@ class CallService:
     async def _drain_background(self) -> None:
         # Answers asked again later wait minutes between tries: the next start's sweep gives
         # them from the record (the callers wait in Stasis meanwhile).
-        for task in self._entry_answers:
+        for task in (*self._entry_answers, *self._sweep_retries):
             task.cancel()
         if self._background:
             await asyncio.wait(list(self._background), timeout=10)
@@ -660,21 +662,12 @@ class CallService:
                 log.warning("call %s: its last steps wait for the store", record.id)
             self.live.pop(record.id, None)
 
-    async def _store_back(self, delay: float) -> None:
-        """After a failed write: wait `delay`, or less once another write has succeeded (the
-        disk is back). An outcome not on record, a fraud report's block with it, must not
-        wait seconds behind writes that succeed meanwhile (found by review)."""
-        if self.store.healthy:  # our write failed, not the store: back off in full
-            await asyncio.sleep(delay)
-            return
-        deadline = time.monotonic() + delay
-        while not self.store.healthy and (left := deadline - time.monotonic()) > 0:
-            await asyncio.sleep(min(STORE_BACK_POLL, left))
-
     def _block_unrecorded(self, tenant: str, user: str | None) -> bool:
-        """A fraud report of this user's decided but not yet on record (the store failed)."""
+        """A fraud report of this user's that the store failed to write, waiting to be tried
+        again. (One being written is not: the writer takes a refusal after it, in order.)"""
         return user is not None and any(
             live.unrecorded is Outcome.FRAUD_REPORTED
+            and live.write_failed
             and live.record.tenant == tenant
             and live.record.user == user
             for live in self.live.values()
@@ -737,7 +730,8 @@ class CallService:
             except StoreUnavailable:
                 if delay == OUTCOME_RETRY:
                     log.error("call %s: cannot write its outcome; retrying", record.id)
-                await self._store_back(delay)
+                live.write_failed = True
+                await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         live.unrecorded = None
         if block is not None:
@@ -1007,7 +1001,9 @@ class CallService:
         that ended while we were away); let go of dialplan entries we no longer serve.
         When Asterisk will not list them, again later on this connection (`_sweep_later`)."""
         if not await self._sweep():
-            self._spawn(self._sweep_later(generation))
+            task = self._spawn(self._sweep_later(generation))
+            self._sweep_retries.add(task)  # a stop does not wait for it (_drain_background)
+            task.add_done_callback(self._sweep_retries.discard)
 
     async def _sweep_later(self, generation: int) -> None:
         """The sweep Asterisk refused at connect time, tried again while that connection

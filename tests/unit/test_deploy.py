@@ -73,6 +73,9 @@ def test_the_unit_serves_the_example_config_from_its_state_directory() -> None:
     config_path = Path(command[3])
     assert config_path.name == EXAMPLE.name
     assert Path(settings["EnvironmentFile"]).parent == config_path.parent
+    # The config's relative paths (recordings) are its folder's; the database is absolute.
+    assert Path(settings["WorkingDirectory"]) == config_path.parent
+    assert config.storage.path.is_absolute()
     # StateDirectory=phonemfa is /var/lib/phonemfa, the only folder the unit lets it write.
     assert config.storage.path.parent == Path("/var/lib") / settings["StateDirectory"]
     assert settings["ProtectSystem"] == "strict"

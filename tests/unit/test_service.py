@@ -628,6 +628,24 @@ async def test_a_sweep_asterisk_refused_at_connect_time_is_tried_again(
         assert ari.requests == ([] if reconnected else swept)
 
 
+async def test_a_stop_does_not_wait_for_the_sweep_tried_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by review: the retry (sleeping 5 s to a minute, on a connection still up while
+    # the service drains) held every stop 10 s, and swept once more during it.
+    async with _entries_served(tmp_path, ["stray"]) as (service, ari):
+
+        async def get_application() -> dict[str, Any]:
+            raise AriError("GET", "/applications/phonemfa", 500, "Internal")
+
+        monkeypatch.setattr(ari, "get_application", get_application)
+        monkeypatch.setattr(service.engine, "connection", lambda: 1)
+        await service._on_connected(1, False)
+        [retry] = service._sweep_retries
+        await service._drain_background()
+        assert retry.cancelled() and not service._sweep_retries and ari.requests == []
+
+
 async def test_a_sweep_starts_an_entry_we_never_heard_of_with_its_own_arguments(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -920,20 +938,24 @@ async def test_a_running_service_settles_the_calls_of_a_killed_cli(tmp_path: Pat
         await store.close()
 
 
-async def test_a_fraud_report_the_store_failed_is_on_record_before_any_refusal_it_causes(
+async def _alice_reporting(service: CallService) -> LiveCall:
+    """A call of alice's in flight on the service, about to report fraud."""
+    call = record("reporting", user="alice")
+    await service.store.create_call(call)
+    live = service.live["reporting"] = LiveCall(call)
+    return live
+
+
+async def test_no_refusal_is_on_record_before_the_fraud_report_the_store_failed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Found by review: a fraud report decided while the disk failed blocks its user in
     # memory at once, its outcome and block wait in _finish's back-off (0.5 s to 5 s). The
     # disk back, a new call for the user was refused and that refusal committed while the
     # block still waited: a kill then left the refusal on record and the user unblocked.
-    monkeypatch.setattr(service_module, "OUTCOME_RETRY", 60.0)  # only the disk's return
+    monkeypatch.setattr(service_module, "OUTCOME_RETRY", 0.3)
     async with _service_beside_a_cli(tmp_path) as (service, _):
-        store = service.store
-        call = record("reporting", user="alice")
-        await store.create_call(call)
-        live = LiveCall(call)
-        service.live["reporting"] = live
+        store, live = service.store, await _alice_reporting(service)
         finish_call = store.finish_call
         failed: list[str] = []
 
@@ -951,13 +973,35 @@ async def test_a_fraud_report_the_store_failed_is_on_record_before_any_refusal_i
         assert service.guard.is_blocked("default", "alice")  # in memory at once
         with pytest.raises(ServiceUnavailable):  # no refusal on record before the block
             await service.start_call(StartCall(phone="+1 425 555 0100", user="alice"))
-        # The disk is back: another write succeeds, and the outcome follows it at once,
-        # not after its back-off.
-        await store.create_call(record("other", user="bob"))
-        await asyncio.wait_for(finishing, 5)
+        await asyncio.wait_for(finishing, 5)  # tried again: the disk is back
         assert await store.get_block("default", "alice") is not None
         refused = await service.start_call(StartCall(phone="+1 425 555 0100", user="alice"))
         assert (refused.outcome, refused.reason) == ("blocked", "user_blocked")
+
+
+async def test_a_fraud_report_being_written_refuses_the_user_on_record(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # While its write is merely on its way (not failed), a call of the user is refused as
+    # usual, on record: the writer takes that refusal after the fraud report, in order.
+    async with _service_beside_a_cli(tmp_path) as (service, _):
+        store, live = service.store, await _alice_reporting(service)
+        finish_call = store.finish_call
+        writing, go_on = asyncio.Event(), asyncio.Event()
+
+        async def slow(call_id: str, *args: Any) -> bool:
+            if call_id == "reporting":
+                writing.set()
+                await go_on.wait()
+            return await finish_call(call_id, *args)
+
+        monkeypatch.setattr(store, "finish_call", slow)
+        finishing = asyncio.create_task(service._finish(live, Outcome.FRAUD_REPORTED, None))
+        await writing.wait()
+        refused = await service.start_call(StartCall(phone="+1 425 555 0100", user="alice"))
+        assert (refused.outcome, refused.reason) == ("blocked", "user_blocked")
+        go_on.set()
+        await finishing
 
 
 async def test_a_running_service_reads_a_block_a_killed_cli_never_announced(

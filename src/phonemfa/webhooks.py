@@ -11,6 +11,7 @@ twice, with the same `X-Phonemfa-Delivery` id to dedupe on.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import email.utils
 import hashlib
@@ -37,6 +38,12 @@ SIGNATURE_HEADER = "X-Phonemfa-Signature"
 DELIVERY_HEADER = "X-Phonemfa-Delivery"
 USER_AGENT = f"phonemfa/{__version__}"
 CONCURRENCY = 8
+# Deliveries in flight to one receiver (scheme, host, port) at most: one that times out, with
+# a backlog of a day's retries, must not hold every slot while other tenants' wait.
+PER_RECEIVER = 2
+# Due deliveries read past the free slots, so that a busy receiver's backlog (skipped) does
+# not hide other receivers' behind it.
+LOOKAHEAD = 200
 # Look at the outbox at least this often, whatever we expect to be due.
 IDLE_POLL = 60.0
 # After the store failed us, try it again this much later.
@@ -95,6 +102,7 @@ class WebhookSender:
         base_delay: float = 1.0,
         max_delay: float = MAX_DELAY,
         concurrency: int = CONCURRENCY,
+        per_receiver: int = PER_RECEIVER,
         callback_hosts: tuple[str, ...] | None = None,
     ) -> None:
         self.store = store
@@ -105,6 +113,8 @@ class WebhookSender:
         self.session_factory = session_factory
         self.timeout = timeout
         self.max_attempts = max_attempts
+        self.per_receiver = per_receiver
+        self._receivers: dict[str, str] = {}  # call id in flight -> its receiver (_where)
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.concurrency = concurrency
@@ -183,17 +193,22 @@ class WebhookSender:
         # Enough rows that, after skipping ours, every free slot can be filled.
         seen = self._endings
         limit = free + len(self._inflight) + len(self._unrecorded) + len(self._ended)
-        due = await self.store.due_webhooks(now, limit=limit)
+        due = await self.store.due_webhooks(now, limit=limit + LOOKAHEAD)
         stale = {call_id for call_id, ending in self._ended.items() if ending > seen}
         self._ended = {call_id: self._ended[call_id] for call_id in stale}
         skip = self._inflight.keys() | self._unrecorded.keys() | stale
+        busy = collections.Counter(self._receivers.values())
         for delivery in due:
             if len(self._inflight) >= self.concurrency:
                 return None
-            if delivery.call_id not in skip:
-                self._inflight[delivery.call_id] = asyncio.create_task(
-                    self._deliver(delivery), name=f"webhook-{delivery.call_id}"
-                )
+            receiver = _where(delivery.url)
+            if delivery.call_id in skip or busy[receiver] >= self.per_receiver:
+                continue
+            busy[receiver] += 1
+            self._receivers[delivery.call_id] = receiver
+            self._inflight[delivery.call_id] = asyncio.create_task(
+                self._deliver(delivery), name=f"webhook-{delivery.call_id}"
+            )
         next_at = await self.store.next_webhook_at(after=now)
         wait = IDLE_POLL if next_at is None else min(IDLE_POLL, max(0.0, next_at - time.time()))
         return min(wait, STORE_RETRY) if self._unrecorded else wait
@@ -212,6 +227,7 @@ class WebhookSender:
                 self._unrecorded[delivery.call_id] = result
         finally:
             del self._inflight[delivery.call_id]
+            self._receivers.pop(delivery.call_id, None)
             self._endings += 1
             self._ended[delivery.call_id] = self._endings
             self._wake.set()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import email.utils
 import logging
@@ -82,8 +83,8 @@ class Receiver:
         return web.Response(status=200)
 
 
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
+@contextlib.asynccontextmanager
+async def serving() -> AsyncIterator[Receiver]:
     r = Receiver()
     app = web.Application()
     app.router.add_post("/{tail:.*}", r.handle)
@@ -95,6 +96,12 @@ async def receiver() -> AsyncIterator[Receiver]:
     yield r
     r.gate.set()
     await runner.cleanup()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    async with serving() as r:
+        yield r
 
 
 @pytest.fixture
@@ -445,6 +452,27 @@ async def test_concurrency_is_bounded(store: Store, receiver: Receiver, senders:
     for i in range(5):
         assert (await settled(store, f"c{i}")).delivered_at is not None
     assert receiver.most_busy == 2 and len(receiver.requests) == 5
+
+
+async def test_a_receiver_that_hangs_holds_no_more_than_its_share(
+    store: Store, receiver: Receiver, senders: Any
+) -> None:
+    # Found by review: deliveries tried for a day share 8 slots in the order they are due;
+    # a receiver that times out, with a backlog, held them all while another tenant's
+    # receiver waited behind it (minutes to hours).
+    receiver.script["/slow"] = [receiver.held]
+    sender = senders(concurrency=3, per_receiver=2, timeout=5.0)
+    for i in range(5):  # due first
+        await finished(store, f"slow{i}", receiver.url("/slow"))
+    async with serving() as other:
+        await finished(store, "fast", other.url("/hook"))
+        sender.notify()
+        assert (await settled(store, "fast")).delivered_at is not None
+        assert receiver.busy == 2 and len(receiver.requests) == 2  # its share, still held
+    receiver.gate.set()
+    for i in range(5):
+        assert (await settled(store, f"slow{i}")).delivered_at is not None
+    assert receiver.most_busy == 2
 
 
 async def test_stop_leaves_unfinished_deliveries_pending(store: Store, receiver: Receiver) -> None:

@@ -493,19 +493,30 @@ class MissingGreeting(MissingPrompt):
     missing = "greeting"  # and the retry prompt, which repeats it
 
 
-async def test_a_retry_prompt_that_failed_was_not_heard_whole() -> None:
-    # Found by reviewing the carry: "0", pause, '#' just after a retry prompt that could not
-    # play counted as an answer to a prompt heard whole, and approved.
+@pytest.mark.parametrize(
+    ("first", "then_at", "outcome"),
+    [
+        # Found by reviewing the carry: "0", pause, '#' just after a retry prompt that could
+        # not play counted as an answer to a prompt heard whole, and approved: it is fraud.
+        ("0", "wrong_input", (Outcome.FRAUD_REPORTED, None)),
+        # Found by review: a '#' on the silence of that retry prompt answers nothing heard.
+        ("5#", "playback_failed", (Outcome.FAILED, "prompt_failed")),
+    ],
+)
+async def test_keys_after_a_retry_prompt_that_could_not_play(
+    first: str, then_at: str, outcome: tuple[Outcome, str | None]
+) -> None:
     flow, fake, rec = _bare_flow(fake_class=MissingRetry)
 
     def script(event: str, details: dict[str, Any]) -> None:
         if event == "prompting" and rec.count("prompting") == 1:
-            fake.press("0")
-        elif event == "wrong_input":
+            fake.press(first)
+        elif event == then_at:
             fake.later(0.03, lambda: fake.press("#"))
 
     rec.on_step = script
-    assert await asyncio.wait_for(flow.run(), 5) is Outcome.FRAUD_REPORTED
+    assert await asyncio.wait_for(flow.run(), 5) is outcome[0]
+    assert (flow.outcome, flow.reason) == outcome
     assert rec.count("playback_failed") == 1
 
 
@@ -537,20 +548,6 @@ async def test_a_pound_on_a_greeting_that_could_not_play_never_approves(phone: s
 async def test_a_fraud_code_on_a_greeting_that_could_not_play_still_reports_fraud() -> None:
     got, _, _, _ = await run(MOBILE, _after_failed_playback("0#"), fake_class=MissingGreeting)
     assert got is Outcome.FRAUD_REPORTED
-
-
-async def test_a_pound_after_a_retry_prompt_that_could_not_play_never_approves() -> None:
-    flow, fake, rec = _bare_flow(fake_class=MissingRetry)
-
-    def script(event: str, details: dict[str, Any]) -> None:
-        if event == "prompting" and rec.count("prompting") == 1:
-            fake.press("5#")
-        elif event == "playback_failed":
-            fake.later(0.03, lambda: fake.press("#"))
-
-    rec.on_step = script
-    assert await asyncio.wait_for(flow.run(), 5) is Outcome.FAILED
-    assert (flow.outcome, flow.reason) == (Outcome.FAILED, "prompt_failed")
 
 
 async def test_keys_dropped_by_the_retry_guard_still_cut_into_the_retry_prompt() -> None:

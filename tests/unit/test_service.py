@@ -946,6 +946,20 @@ async def _alice_reporting(service: CallService) -> LiveCall:
     return live
 
 
+def _before_the_report_is_written(
+    store: Store, monkeypatch: pytest.MonkeyPatch, first: Callable[[], Awaitable[None]]
+) -> None:
+    """`first()` runs (and may raise) before each write of that report's outcome."""
+    finish_call = store.finish_call
+
+    async def finish(call_id: str, *args: Any) -> bool:
+        if call_id == "reporting":
+            await first()
+        return await finish_call(call_id, *args)
+
+    monkeypatch.setattr(store, "finish_call", finish)
+
+
 async def test_no_refusal_is_on_record_before_the_fraud_report_the_store_failed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -956,17 +970,15 @@ async def test_no_refusal_is_on_record_before_the_fraud_report_the_store_failed(
     monkeypatch.setattr(service_module, "OUTCOME_RETRY", 0.3)
     async with _service_beside_a_cli(tmp_path) as (service, _):
         store, live = service.store, await _alice_reporting(service)
-        finish_call = store.finish_call
         failed: list[str] = []
 
-        async def failing_once(call_id: str, *args: Any) -> bool:
+        async def failing_once() -> None:
             if not failed:  # as the writer says of a failed commit
-                failed.append(call_id)
+                failed.append("reporting")
                 store.healthy = False
                 raise StoreUnavailable("database write failed: disk I/O error")
-            return await finish_call(call_id, *args)
 
-        monkeypatch.setattr(store, "finish_call", failing_once)
+        _before_the_report_is_written(store, monkeypatch, failing_once)
         finishing = asyncio.create_task(service._finish(live, Outcome.FRAUD_REPORTED, None))
         while not failed:
             await asyncio.sleep(0.01)
@@ -986,16 +998,13 @@ async def test_a_fraud_report_being_written_refuses_the_user_on_record(
     # usual, on record: the writer takes that refusal after the fraud report, in order.
     async with _service_beside_a_cli(tmp_path) as (service, _):
         store, live = service.store, await _alice_reporting(service)
-        finish_call = store.finish_call
         writing, go_on = asyncio.Event(), asyncio.Event()
 
-        async def slow(call_id: str, *args: Any) -> bool:
-            if call_id == "reporting":
-                writing.set()
-                await go_on.wait()
-            return await finish_call(call_id, *args)
+        async def slow() -> None:
+            writing.set()
+            await go_on.wait()
 
-        monkeypatch.setattr(store, "finish_call", slow)
+        _before_the_report_is_written(store, monkeypatch, slow)
         finishing = asyncio.create_task(service._finish(live, Outcome.FRAUD_REPORTED, None))
         await writing.wait()
         refused = await service.start_call(StartCall(phone="+1 425 555 0100", user="alice"))

@@ -41,8 +41,9 @@ CONCURRENCY = 8
 # Deliveries in flight to one receiver (scheme, host, port) at most: one that times out, with
 # a backlog of a day's retries, must not hold every slot while other tenants' wait.
 PER_RECEIVER = 2
-# Due deliveries read past the free slots, so that a busy receiver's backlog (skipped) does
-# not hide other receivers' behind it.
+# Due deliveries read again past the free slots when some were skipped, their receiver
+# having its share in flight, so that its backlog does not hide other receivers' behind it.
+# Only then: each row read carries its body.
 LOOKAHEAD = 200
 # Look at the outbox at least this often, whatever we expect to be due.
 IDLE_POLL = 60.0
@@ -193,22 +194,30 @@ class WebhookSender:
         # Enough rows that, after skipping ours, every free slot can be filled.
         seen = self._endings
         limit = free + len(self._inflight) + len(self._unrecorded) + len(self._ended)
-        due = await self.store.due_webhooks(now, limit=limit + LOOKAHEAD)
-        stale = {call_id for call_id, ending in self._ended.items() if ending > seen}
-        self._ended = {call_id: self._ended[call_id] for call_id in stale}
-        skip = self._inflight.keys() | self._unrecorded.keys() | stale
         busy = collections.Counter(self._receivers.values())
-        for delivery in due:
-            if len(self._inflight) >= self.concurrency:
-                return None
-            receiver = _where(delivery.url)
-            if delivery.call_id in skip or busy[receiver] >= self.per_receiver:
-                continue
-            busy[receiver] += 1
-            self._receivers[delivery.call_id] = receiver
-            self._inflight[delivery.call_id] = asyncio.create_task(
-                self._deliver(delivery), name=f"webhook-{delivery.call_id}"
-            )
+        for lookahead in (0, LOOKAHEAD):
+            due = await self.store.due_webhooks(now, limit=limit + lookahead)
+            # After the read: a delivery that ended meanwhile may be read as still due.
+            stale = {call_id for call_id, ending in self._ended.items() if ending > seen}
+            self._ended = {call_id: self._ended[call_id] for call_id in stale}
+            skip = self._inflight.keys() | self._unrecorded.keys() | stale
+            crowded = False  # a due delivery skipped for its receiver's share
+            for delivery in due:
+                if len(self._inflight) >= self.concurrency:
+                    return None
+                if delivery.call_id in skip:
+                    continue
+                receiver = _where(delivery.url)
+                if busy[receiver] >= self.per_receiver:
+                    crowded = True
+                    continue
+                busy[receiver] += 1
+                self._receivers[delivery.call_id] = receiver
+                self._inflight[delivery.call_id] = asyncio.create_task(
+                    self._deliver(delivery), name=f"webhook-{delivery.call_id}"
+                )
+            if not crowded:
+                break
         next_at = await self.store.next_webhook_at(after=now)
         wait = IDLE_POLL if next_at is None else min(IDLE_POLL, max(0.0, next_at - time.time()))
         return min(wait, STORE_RETRY) if self._unrecorded else wait

@@ -420,6 +420,9 @@ def _split_listen(value: str) -> tuple[str, int]:
 
 class StorageSettings(_Model):
     path: Path = Path("/var/lib/phonemfa/phonemfa.db")
+    # Days a decided call (its record, timeline and webhook) is kept; null: for ever. Calls
+    # within a tenant's longest rate-limit window stay whatever this says (retention.py).
+    retention_days: int | None = Field(default=90, ge=1, le=36500)
 
     @field_validator("path", mode="before")
     @classmethod

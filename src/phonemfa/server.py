@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from phonemfa import logsetup
+from phonemfa import logsetup, retention
 from phonemfa.api import build_app
 from phonemfa.app_owner import AppTaken
 from phonemfa.config import Config, ConfigError, load_config
@@ -111,6 +111,7 @@ async def serve(
     store = service.store
     runner: web.AppRunner | None = None
     sweeper: asyncio.Task[None] | None = None
+    purger: asyncio.Task[None] | None = None  # storage.retention_days
     served = False
     try:
         # start() first: the API must not answer before the stored tenant settings and
@@ -136,6 +137,12 @@ async def serve(
             type(asyncio.get_running_loop()).__module__.partition(".")[0],  # uvloop, asyncio
         )
         sweeper = asyncio.create_task(_settle_dead_cli_calls(service, config.storage.path))
+        if config.storage.retention_days is not None:
+            purger = asyncio.create_task(
+                retention.keep_for(
+                    store, config.storage.retention_days, lambda: service.tenants.values()
+                )
+            )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -144,14 +151,17 @@ async def serve(
             ready.set()
         served = True
         await stop.wait()
-        sweeper.cancel()  # before the engine and the store go: it uses both
-        with contextlib.suppress(asyncio.CancelledError):
-            await sweeper
+        for task in (sweeper, purger):  # before the engine and the store go: they use them
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         log.info("stopping: no new calls; draining calls in progress")
         await service.shutdown()
     finally:
-        if sweeper is not None:
-            sweeper.cancel()
+        for task in (sweeper, purger):
+            if task is not None:
+                task.cancel()
         if not served:  # refused to start: close what start() opened (ARI, webhooks)
             await service.webhooks.stop()
             await service.engine.stop()

@@ -7,6 +7,7 @@ are softphones or the sandbox's load bots.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -265,6 +266,41 @@ async def test_sigkill_during_a_call_then_restart_leaves_it_terminal_and_no_chan
     await hooks.wait_for(call["id"])
     await asyncio.sleep(1)
     assert len(hooks.for_call(call["id"])) == 1
+
+
+async def test_a_restart_deletes_the_calls_past_their_retention(
+    fresh_service: ServiceProcess,
+) -> None:
+    await fresh_service.start()
+    async with aiohttp.ClientSession() as session:
+        api = Api(session, fresh_service.url)
+        calls = [await api.start_call(BOT_APPROVES, user=f"u{i}") for i in range(2)]
+        for call in calls:
+            assert (await api.wait(call["id"]))["outcome"] == "approved"
+    await fresh_service.terminate()
+    # The first call as if made 91 days ago (retention_days: 90 by default).
+    db = sqlite3.connect(fresh_service.folder / "phonemfa.db")
+    with db:
+        db.execute(
+            "UPDATE calls SET created_at = created_at - 91 * 86400 WHERE id = ?", (calls[0]["id"],)
+        )
+    db.close()
+    await fresh_service.start()
+    async with aiohttp.ClientSession() as session:
+        api = Api(session, fresh_service.url)
+        async with asyncio.timeout(10):
+            while (await api.request("GET", f"/v1/calls/{calls[0]['id']}"))[0] != 404:
+                await asyncio.sleep(0.1)
+        status, kept = await api.request("GET", f"/v1/calls/{calls[1]['id']}")
+        assert status == 200 and kept["outcome"] == "approved" and kept["timeline"]
+    db = sqlite3.connect(fresh_service.folder / "phonemfa.db")
+    try:
+        rows = db.execute("SELECT count(*) FROM timeline WHERE call_id = ?", (calls[0]["id"],))
+        assert rows.fetchone()[0] == 0
+    finally:
+        db.close()
+    messages = [r.get("message", "") for r in fresh_service.log_records()]
+    assert any(m.startswith("deleted 1 decided calls created before ") for m in messages)
 
 
 async def test_the_cli_talks_to_a_running_service(service: ServiceProcess) -> None:

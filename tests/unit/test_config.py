@@ -1035,6 +1035,17 @@ def test_an_empty_storage_path_is_refused_at_its_line(tmp_path: Path) -> None:
     )
 
 
+def test_retention_is_90_days_unless_set_and_null_keeps_calls_for_ever(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, MINIMAL)).storage.retention_days == 90
+    kept = write(tmp_path, MINIMAL + "storage:\n  retention_days: null\n")
+    assert load_config(kept).storage.retention_days is None
+    path = write(tmp_path, MINIMAL + "storage:\n  retention_days: 0\n")
+    line = MINIMAL.count("\n") + 2
+    assert error_of(path) == (
+        f"{path}:{line}: storage.retention_days: Input should be greater than or equal to 1"
+    )
+
+
 def test_a_dtmf_gap_of_zero_is_refused_asterisk_would_send_100_ms(tmp_path: Path) -> None:
     path = write(
         tmp_path, MINIMAL + "dial_profiles:\n  - {name: p, match: ['+1'], dtmf_gap_ms: 0}\n"

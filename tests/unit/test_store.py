@@ -448,6 +448,48 @@ async def test_webhook_outbox(store: Store) -> None:
     assert await store.get_webhook("nope") is None
 
 
+async def kept_ids(store: Store) -> set[str]:
+    return {r.id for r in (await store.list_calls(limit=100))[0]}
+
+
+async def test_purge_deletes_old_decided_calls_whole_and_keeps_the_rest(store: Store) -> None:
+    for call_id, created in (("old", 100.0), ("old-hook-done", 110.0), ("old-hook-pending", 120.0),
+                             ("old-undecided", 130.0), ("new", 900.0)):  # fmt: skip
+        await store.create_call(record(call_id, created_at=created, timeline=[event(1, "x")]))
+        store.append_event(call_id, event(2, "y"))
+    await store.finish_call("old", "approved", None, 5.0)
+    for call_id in ("old-hook-done", "old-hook-pending", "new"):
+        await store.finish_call(call_id, "approved", None, 5.0, hook(call_id))
+    await store.webhook_delivered("old-hook-done", 6.0)
+    await store.block_user("default", "alice", "fraud_reported", "old", 5.0)
+
+    assert await store.purge_calls(before=500.0, limit=10) == 2
+    assert await kept_ids(store) == {"old-hook-pending", "old-undecided", "new"}
+    conn = sqlite3.connect(store.path)
+    try:
+        for table in ("timeline", "webhooks"):  # nothing of theirs left behind
+            rows = conn.execute(f"SELECT DISTINCT call_id FROM {table}").fetchall()
+            assert {"old", "old-hook-done"}.isdisjoint(r[0] for r in rows)
+    finally:
+        conn.close()
+    assert await store.get_block("default", "alice") is not None  # blocks stay
+
+    await store.webhook_failed("old-hook-pending", "HTTP 400", None, at=7.0)  # given up
+    assert await store.purge_calls(before=500.0, limit=10) == 1
+    assert await store.get_call("old-hook-pending") is None
+    assert await store.get_call("old-undecided") is not None
+
+
+async def test_purge_takes_the_oldest_first_and_at_most_its_limit(store: Store) -> None:
+    for i in range(5):
+        await store.create_call(record(f"c{i}", created_at=100.0 - i))
+        await store.finish_call(f"c{i}", "denied", None, 5.0)
+    assert await store.purge_calls(before=500.0, limit=2) == 2
+    assert await kept_ids(store) == {"c0", "c1", "c2"}
+    with pytest.raises(ValueError, match="limit must be 1-500"):
+        await store.purge_calls(before=500.0, limit=501)
+
+
 # --- durability ----------------------------------------------------------------------------
 
 

@@ -326,11 +326,16 @@ class TrunkSettings(_Model):
         return self.endpoint.replace("{number}", number)
 
 
+# The longest window a rate limit may have; calls are kept at least this long
+# (storage.retention_days), so that a window lengthened at run time still counts them.
+MAX_LIMIT_WINDOW_DAYS = 30
+
+
 class RateLimit(_Model):
     """At most `count` calls in any `window` seconds."""
 
     count: int = Field(ge=1, le=100_000)
-    window: int = Field(ge=1, le=30 * 86400)
+    window: int = Field(ge=1, le=MAX_LIMIT_WINDOW_DAYS * 86400)
 
 
 class ApiToken(_Model):
@@ -420,9 +425,8 @@ def _split_listen(value: str) -> tuple[str, int]:
 
 class StorageSettings(_Model):
     path: Path = Path("/var/lib/phonemfa/phonemfa.db")
-    # Days a decided call (its record, timeline and webhook) is kept; null: for ever. Calls
-    # within a tenant's longest rate-limit window stay whatever this says (retention.py).
-    retention_days: int | None = Field(default=90, ge=1, le=36500)
+    # Days a decided call (its record, timeline and webhook) is kept; null: for ever.
+    retention_days: int | None = Field(default=90, le=36500)
 
     @field_validator("path", mode="before")
     @classmethod
@@ -431,6 +435,19 @@ class StorageSettings(_Model):
         # out only after it has put its lock file beside it (found by review).
         if isinstance(value, str) and not value.strip():
             raise _fail("must name the database file, e.g. /var/lib/phonemfa/phonemfa.db")
+        return value
+
+    @field_validator("retention_days", mode="before")
+    @classmethod
+    def _whole_days(cls, value: Any) -> Any:
+        # It deletes calls: a number of days as written, not `true` or "30" made one.
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise _fail("must be a whole number of days, or null to keep calls for ever")
+        if value is not None and value < MAX_LIMIT_WINDOW_DAYS:
+            raise _fail(
+                f"must be at least {MAX_LIMIT_WINDOW_DAYS} days: a rate limit's window may be "
+                f"up to {MAX_LIMIT_WINDOW_DAYS} days and counts the calls kept"
+            )
         return value
 
 

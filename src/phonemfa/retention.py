@@ -4,8 +4,8 @@ A call's record holds the masked number, its keyed hash and the user's id: perso
 that should not outlive its use, and without an end the database grows with every call.
 `phonemfa serve` deletes decided calls older than the retention once at start and then
 every hour, a few hundred per transaction so that the calls' own writes are never held up
-for long. The calls that the velocity limits still count (a tenant's longest window, a day
-at least) stay whatever the setting says; blocks stay until they are lifted.
+for long. The retention is at least the longest window a rate limit may have (config), so
+no limit loses a call it counts; blocks stay until they are lifted.
 """
 
 from __future__ import annotations
@@ -13,47 +13,44 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
-from phonemfa.config import TenantSettings
 from phonemfa.store import Store, StoreUnavailable
-from phonemfa.tollfraud import seed_horizon
 
 log = logging.getLogger(__name__)
 
 PURGE_EVERY = 3600.0  # seconds between two purges
 PURGE_BATCH = 200  # calls per transaction
 PURGE_PAUSE = 0.1  # seconds between two transactions of one purge: other writes go between
-
-
-def cutoff(now: float, retention_days: int, tenants: Iterable[TenantSettings]) -> float:
-    """Calls created before this are past the retention and no limit counts them."""
-    return now - max(retention_days * 86400.0, seed_horizon(tenants))
+PROGRESS_EVERY = 60.0  # a long purge (a first start on years of calls) says how far it is
 
 
 async def purge(store: Store, before: float, *, pause: float = PURGE_PAUSE) -> int:
     """Delete every decided call created before `before` (see Store.purge_calls), a batch at
     a time; the number deleted."""
-    total = 0
+    total, after = 0, None
+    said = time.monotonic()
     while True:
-        n = await store.purge_calls(before, PURGE_BATCH)
+        n, after = await store.purge_calls(before, PURGE_BATCH, after)
         total += n
-        if n < PURGE_BATCH:
+        if after is None:
             return total
+        if time.monotonic() - said >= PROGRESS_EVERY:
+            log.info("deleting the calls past their retention: %d so far", total)
+            said = time.monotonic()
         await asyncio.sleep(pause)
 
 
 async def keep_for(
     store: Store,
     retention_days: int,
-    tenants: Callable[[], Iterable[TenantSettings]],
     *,
     every: float = PURGE_EVERY,
+    clock: Callable[[], float] = time.time,
 ) -> None:
-    """Purge now, then every `every` seconds, until cancelled. `tenants` gives the tenants'
-    settings of the moment (the settings API changes their limits)."""
+    """Purge now, then every `every` seconds, until cancelled."""
     while True:
-        before = cutoff(time.time(), retention_days, tenants())
+        before = clock() - retention_days * 86400.0
         try:
             n = await purge(store, before)
         except StoreUnavailable as exc:  # next time

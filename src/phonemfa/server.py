@@ -138,11 +138,7 @@ async def serve(
         )
         sweeper = asyncio.create_task(_settle_dead_cli_calls(service, config.storage.path))
         if config.storage.retention_days is not None:
-            purger = asyncio.create_task(
-                retention.keep_for(
-                    store, config.storage.retention_days, lambda: service.tenants.values()
-                )
-            )
+            purger = asyncio.create_task(retention.keep_for(store, config.storage.retention_days))
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -48,7 +48,7 @@ from phonemfa.prompts import (
     unannounced_fraud_code,
 )
 from phonemfa.store import CallRecord, Store, StoreUnavailable, TimelineEntry, WebhookDelivery
-from phonemfa.tollfraud import PastCall, RefusalCode, TollFraudGuard, seed_horizon
+from phonemfa.tollfraud import PastCall, RefusalCode, TollFraudGuard
 from phonemfa.users import canonical_user
 from phonemfa.webhooks import WebhookSender, webhook_body
 
@@ -79,6 +79,9 @@ RATE_LIMIT_CODES = frozenset(
     }
 )
 T = TypeVar("T")
+# Velocity limits are seeded from the store at start-up at least this far back (further for
+# a tenant's longer window).
+SEED_HORIZON = 86400.0
 # An outcome the store could not write is tried again after this, then twice as long each
 # time up to 5 s. Not sooner when other writes succeed: a write that fails on its own (the
 # last space of a full disk) would fail the batches of others each time it is tried.
@@ -337,7 +340,12 @@ class CallService:
     ) -> list[PastCall]:
         """The calls placed (of `tenant`, or of all) within the longest window of these
         settings' limits, a day at least."""
-        since = time.time() - seed_horizon(tenants)
+        windows = [
+            rule.window
+            for lim in (settings.limits for settings in tenants)
+            for rule in (*lim.per_user, *lim.per_number, *lim.per_tenant)
+        ]
+        since = time.time() - max([SEED_HORIZON, *windows])
         return [
             PastCall(name, user, number, at, backups)
             for name, user, number, at, backups in await self.store.recent_calls(since, tenant)

@@ -1008,33 +1008,37 @@ class Store:
         rows = await self._read(lambda c: c.execute(sql, args).fetchall())
         return [(t, u, h, at, _strings(b)) for t, u, h, at, b in rows]
 
-    async def purge_calls(self, before: float, limit: int) -> int:
-        """Delete up to `limit` decided calls created before `before`, oldest first, with
-        their timeline and their webhook; the number deleted. A call whose webhook is still
-        being tried stays until it is delivered or given up, and a call without an outcome
-        until it has one. Blocks stay: they only name their call. One transaction, as one
+    async def purge_calls(
+        self, before: float, limit: int, after: tuple[float, str] | None = None
+    ) -> tuple[int, tuple[float, str] | None]:
+        """Delete up to `limit` decided calls created before `before`, oldest first (past
+        `after`, the position a previous batch returned), with their timeline and their
+        webhook. Returns how many, and where the next batch starts (None: nothing left). A
+        call whose webhook is still being tried stays until it is delivered or given up, and
+        a call without an outcome until it has one: the next batches start past them, not
+        reading them again. Blocks stay: they only name their call. One transaction, as one
         batch of the writer: a small `limit` keeps it short beside the calls' own writes."""
+        if not 1 <= limit <= 500:  # within SQLite's limit of parameters
+            raise ValueError(f"limit must be 1-500, not {limit}")
+        start = after or (float("-inf"), "")
 
-        def run(conn: sqlite3.Connection) -> int:
-            ids = [
-                row[0]
-                for row in conn.execute(
-                    "SELECT id FROM calls WHERE created_at < ? AND outcome IS NOT NULL"
-                    " AND NOT EXISTS (SELECT 1 FROM webhooks w WHERE w.call_id = calls.id"
-                    " AND w.delivered_at IS NULL AND w.given_up_at IS NULL)"
-                    " ORDER BY created_at LIMIT ?",
-                    (before, limit),
-                )
-            ]
+        def run(conn: sqlite3.Connection) -> tuple[int, tuple[float, str] | None]:
+            rows = conn.execute(
+                "SELECT created_at, id FROM calls WHERE created_at < ? AND outcome IS NOT NULL"
+                " AND (created_at, id) > (?, ?)"
+                " AND NOT EXISTS (SELECT 1 FROM webhooks w WHERE w.call_id = calls.id"
+                " AND w.delivered_at IS NULL AND w.given_up_at IS NULL)"
+                " ORDER BY created_at, id LIMIT ?",
+                (before, *start, limit),
+            ).fetchall()
+            ids = [call_id for _, call_id in rows]
             if ids:
                 marks = _marks(len(ids))
                 conn.execute(f"DELETE FROM timeline WHERE call_id IN ({marks})", ids)
                 conn.execute(f"DELETE FROM webhooks WHERE call_id IN ({marks})", ids)
                 conn.execute(f"DELETE FROM calls WHERE id IN ({marks})", ids)
-            return len(ids)
+            return len(ids), ((rows[-1][0], rows[-1][1]) if len(rows) == limit else None)
 
-        if not 1 <= limit <= 500:  # within SQLite's limit of parameters
-            raise ValueError(f"limit must be 1-500, not {limit}")
         return await self._write("purge_calls", run, urgent=False)
 
     async def count_calls(self) -> dict[str, int]:

@@ -31,7 +31,6 @@ __all__ = [
     "SlidingWindowLimiter",
     "TollFraudGuard",
     "check_destination",
-    "seed_horizon",
 ]
 
 
@@ -132,21 +131,6 @@ class SlidingWindowLimiter:
             if self._times[oldest_key][-1] > horizon and len(self._times) <= self.max_keys:
                 break
             del self._times[oldest_key]
-
-
-# Past calls count for the velocity limits (seeded from the store at start-up, kept by its
-# retention) at least this far back, further for a tenant's longer window.
-SEED_HORIZON = 86400.0
-
-
-def seed_horizon(tenants: Iterable[TenantSettings]) -> float:
-    """Seconds of past calls these tenants' velocity limits need."""
-    windows = [
-        rule.window
-        for lim in (settings.limits for settings in tenants)
-        for rule in (*lim.per_user, *lim.per_number, *lim.per_tenant)
-    ]
-    return max([SEED_HORIZON, *windows])
 
 
 @dataclass(frozen=True)

@@ -1039,11 +1039,19 @@ def test_retention_is_90_days_unless_set_and_null_keeps_calls_for_ever(tmp_path:
     assert load_config(write(tmp_path, MINIMAL)).storage.retention_days == 90
     kept = write(tmp_path, MINIMAL + "storage:\n  retention_days: null\n")
     assert load_config(kept).storage.retention_days is None
-    path = write(tmp_path, MINIMAL + "storage:\n  retention_days: 0\n")
     line = MINIMAL.count("\n") + 2
-    assert error_of(path) == (
-        f"{path}:{line}: storage.retention_days: Input should be greater than or equal to 1"
-    )
+    for short in ("0", "29"):
+        path = write(tmp_path, MINIMAL + f"storage:\n  retention_days: {short}\n")
+        assert error_of(path) == (
+            f"{path}:{line}: storage.retention_days: must be at least 30 days: a rate "
+            "limit's window may be up to 30 days and counts the calls kept"
+        )
+    for odd in ("true", "'45'", "45.0"):  # it deletes calls: no guessing
+        path = write(tmp_path, MINIMAL + f"storage:\n  retention_days: {odd}\n")
+        assert error_of(path) == (
+            f"{path}:{line}: storage.retention_days: must be a whole number of days, or null "
+            "to keep calls for ever"
+        )
 
 
 def test_a_dtmf_gap_of_zero_is_refused_asterisk_would_send_100_ms(tmp_path: Path) -> None:

@@ -463,7 +463,7 @@ async def test_purge_deletes_old_decided_calls_whole_and_keeps_the_rest(store: S
     await store.webhook_delivered("old-hook-done", 6.0)
     await store.block_user("default", "alice", "fraud_reported", "old", 5.0)
 
-    assert await store.purge_calls(before=500.0, limit=10) == 2
+    assert await store.purge_calls(before=500.0, limit=10) == (2, None)
     assert await kept_ids(store) == {"old-hook-pending", "old-undecided", "new"}
     conn = sqlite3.connect(store.path)
     try:
@@ -475,17 +475,25 @@ async def test_purge_deletes_old_decided_calls_whole_and_keeps_the_rest(store: S
     assert await store.get_block("default", "alice") is not None  # blocks stay
 
     await store.webhook_failed("old-hook-pending", "HTTP 400", None, at=7.0)  # given up
-    assert await store.purge_calls(before=500.0, limit=10) == 1
+    assert await store.purge_calls(before=500.0, limit=10) == (1, None)
     assert await store.get_call("old-hook-pending") is None
     assert await store.get_call("old-undecided") is not None
 
 
-async def test_purge_takes_the_oldest_first_and_at_most_its_limit(store: Store) -> None:
-    for i in range(5):
+async def test_purge_takes_the_oldest_first_and_goes_on_past_what_must_stay(
+    store: Store,
+) -> None:
+    for i in range(6):
         await store.create_call(record(f"c{i}", created_at=100.0 - i))
-        await store.finish_call(f"c{i}", "denied", None, 5.0)
-    assert await store.purge_calls(before=500.0, limit=2) == 2
-    assert await kept_ids(store) == {"c0", "c1", "c2"}
+        await store.finish_call(f"c{i}", "denied", None, 5.0, hook(f"c{i}") if i == 5 else None)
+    # c5, the oldest, waits for its webhook: skipped, and the next batch starts past c3.
+    assert await store.purge_calls(before=500.0, limit=2) == (2, (97.0, "c3"))
+    assert await kept_ids(store) == {"c0", "c1", "c2", "c5"}
+    await store.webhook_delivered("c5", 6.0)  # deletable now, but behind where we are
+    assert await store.purge_calls(before=500.0, limit=2, after=(97.0, "c3")) == (2, (99.0, "c1"))
+    assert await store.purge_calls(before=500.0, limit=2, after=(99.0, "c1")) == (1, None)
+    assert await kept_ids(store) == {"c5"}  # for the next purge, which starts from the oldest
+    assert await store.purge_calls(before=500.0, limit=2) == (1, None)
     with pytest.raises(ValueError, match="limit must be 1-500"):
         await store.purge_calls(before=500.0, limit=501)
 

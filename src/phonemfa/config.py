@@ -427,6 +427,12 @@ class StorageSettings(_Model):
     path: Path = Path("/var/lib/phonemfa/phonemfa.db")
     # Days a decided call (its record, timeline and webhook) is kept; null: for ever.
     retention_days: int | None = Field(default=90, le=36500)
+    # SQLite's: "normal" syncs the WAL every second (a power cut can take the last second's
+    # commits), "full" at every commit (docs/reliability.md).
+    synchronous: Annotated[
+        Literal["normal", "full"],
+        BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v),
+    ] = "normal"
 
     @field_validator("path", mode="before")
     @classmethod

@@ -55,7 +55,7 @@ async def open_service(config: Config, *, holding: IO[str] | None = None) -> Cal
         except AudioError as exc:  # the shipped prompts' manifest, read from sounds.dir
             raise StartupError("sounds.dir", f"{exc} ({_SHIPPED_HINT})") from exc
         try:
-            store = await Store.open(config.storage.path)
+            store = await Store.open(config.storage.path, synchronous=config.storage.synchronous)
         except StoreUnavailable as exc:
             raise StartupError("storage.path", f"cannot open the database {exc}") from exc
     except BaseException:

@@ -10,10 +10,11 @@ on its own (a constraint) fails alone: its batch is run again with a savepoint p
 Reads run on a small pool of threads with their own connections (WAL: readers never wait for
 the writer).
 
-WAL with synchronous=NORMAL: a committed batch survives the process being killed (SIGKILL);
-only a power loss can take the last few batches. The writer never checkpoints the WAL (copies
-it into the database file and syncs it): a thread of its own does, every second, so that the
-copy and its fsync are never inside a commit someone waits for.
+WAL with synchronous=NORMAL (storage.synchronous): a committed batch survives the process
+being killed (SIGKILL); only a power loss can take the last few batches (none with FULL).
+The writer never checkpoints the WAL (copies it into the database file and syncs it): a
+thread of its own does, every second, so that the copy and its fsync are never inside a
+commit someone waits for.
 
 Phone numbers are never stored in clear: a record has the masked number and a keyed hash of
 the E.164 number (`number_key`).
@@ -300,7 +301,7 @@ def _connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
-def _open_writer(path: Path) -> tuple[sqlite3.Connection, bytes]:
+def _open_writer(path: Path, synchronous: str) -> tuple[sqlite3.Connection, bytes]:
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
         # The database holds the number-hash key: readable by us only (SQLite gives the
@@ -311,7 +312,9 @@ def _open_writer(path: Path) -> tuple[sqlite3.Connection, bytes]:
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise StoreUnavailable(f"{path}: cannot use WAL mode (got {mode})")
-        conn.execute("PRAGMA synchronous = NORMAL")
+        if synchronous not in ("normal", "full"):
+            raise ValueError(f"synchronous must be normal or full, not {synchronous!r}")
+        conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
         conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer's job (_Checkpointer)
         migrate(conn)
         conn.execute("BEGIN IMMEDIATE")
@@ -731,12 +734,13 @@ class Store:
         self._reader_lock = threading.Lock()
 
     @classmethod
-    async def open(cls, path: str | Path, **options: Any) -> Store:
-        """Open (creating and migrating as needed) the database at `path`.
-        Options: readers, max_batch, retry_delay, linger, checkpoint_interval."""
+    async def open(cls, path: str | Path, *, synchronous: str = "normal", **options: Any) -> Store:
+        """Open (creating and migrating as needed) the database at `path`; `synchronous`
+        "full" syncs every commit to disk (storage.synchronous). Options: readers,
+        max_batch, retry_delay, linger, checkpoint_interval."""
         path = Path(path)
         try:
-            conn, key = await asyncio.to_thread(_open_writer, path)
+            conn, key = await asyncio.to_thread(_open_writer, path, synchronous)
         except (sqlite3.Error, OSError) as exc:
             raise StoreUnavailable(f"{path}: {exc}") from exc
         return cls(path, conn, key, **options)

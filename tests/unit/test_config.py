@@ -1054,6 +1054,16 @@ def test_retention_is_90_days_unless_set_and_null_keeps_calls_for_ever(tmp_path:
         )
 
 
+def test_storage_synchronous_is_normal_or_full(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, MINIMAL)).storage.synchronous == "normal"
+    full = write(tmp_path, MINIMAL + "storage:\n  synchronous: FULL\n")
+    assert load_config(full).storage.synchronous == "full"
+    path = write(tmp_path, MINIMAL + "storage:\n  synchronous: off\n")
+    line = MINIMAL.count("\n") + 2
+    assert error_of(path).startswith(f"{path}:{line}: storage.synchronous: ")
+    assert "'normal' or 'full'" in error_of(path)
+
+
 def test_a_dtmf_gap_of_zero_is_refused_asterisk_would_send_100_ms(tmp_path: Path) -> None:
     path = write(
         tmp_path, MINIMAL + "dial_profiles:\n  - {name: p, match: ['+1'], dtmf_gap_ms: 0}\n"

@@ -14,7 +14,15 @@ from pathlib import Path
 import pytest
 
 from phonemfa.cli import main
-from phonemfa.startup import StartupError, cli_calls_running, hold_cli_lock, hold_serve_lock
+from phonemfa.config import Config
+from phonemfa.startup import (
+    StartupError,
+    cli_calls_running,
+    hold_cli_lock,
+    hold_serve_lock,
+    open_service,
+)
+from tests.unit.test_store import synchronous_of
 
 # Port 1: nothing answers there, and nothing may try before the refusal.
 BASE = "ari: {password: x, url: 'http://127.0.0.1:1'}\napi: {tokens: [t]}\n"
@@ -97,6 +105,25 @@ def test_unplayable_prompts_are_refused_at_their_lines(
     assert f"{config}:5: error: tenant 'default', language en, message greeting: sounds" in err
     for lang in ("en", "fr"):
         assert f"{config}:7: error: tenant 'acme', language {lang}, message organization_" in err
+
+
+@pytest.mark.parametrize("mode", ["normal", "full"])
+async def test_the_service_s_store_syncs_as_storage_synchronous_says(
+    tmp_path: Path, mode: str
+) -> None:
+    config = Config.model_validate(
+        {
+            "ari": {"password": "x"},
+            "api": {"tokens": ["t"]},
+            "tenants": {"default": {}},
+            "storage": {"path": str(tmp_path / "phonemfa.db"), "synchronous": mode.upper()},
+        }
+    )
+    service = await open_service(config)
+    try:
+        assert await synchronous_of(service.store) == {"normal": 1, "full": 2}[mode]
+    finally:
+        await service.store.close()
 
 
 def test_one_serve_per_database(tmp_path: Path) -> None:

@@ -569,6 +569,22 @@ async def test_committed_writes_survive_sigkill(tmp_path: Path) -> None:
         await s.close()
 
 
+async def synchronous_of(store: Store) -> int:
+    """The writer connection's setting, read in the writer's thread (1 NORMAL, 2 FULL)."""
+    return int(await store._write("probe", lambda c: c.execute("PRAGMA synchronous").fetchone()[0]))
+
+
+async def test_synchronous_is_normal_unless_full_is_asked_for(tmp_path: Path) -> None:
+    for mode, level in (("normal", 1), ("full", 2)):
+        opened = await Store.open(tmp_path / f"{mode}.db", synchronous=mode)
+        try:
+            assert await synchronous_of(opened) == level
+        finally:
+            await opened.close()
+    with pytest.raises(ValueError, match="synchronous must be normal or full"):
+        await Store.open(tmp_path / "x.db", synchronous="off")
+
+
 async def test_database_file_is_private_and_in_wal_mode(store: Store) -> None:
     assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
     conn = sqlite3.connect(store.path)

@@ -14,6 +14,7 @@ import errno
 import ipaddress
 import re
 import socket
+from urllib.parse import urlsplit
 
 import aiohttp
 import yarl
@@ -106,9 +107,33 @@ def _address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     return ipaddress.ip_address(text.partition("%")[0])  # fe80::1%eth0: the zone aside
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def receiver_of(url: str) -> str:
+    """The receiver a callback URL names, scheme://host[:port], one spelling per server
+    (the default port left out, no trailing dot): deliveries in flight are counted by it,
+    and logs name it rather than the URL, whose path or query may hold a secret."""
+    try:
+        parts = urlsplit(url)
+        scheme, host, port = parts.scheme.lower(), (parts.hostname or "").rstrip("."), parts.port
+    except ValueError:
+        return "(invalid URL)"
+    if ":" in host:
+        host = f"[{host}]"
+    default = port is None or port == _DEFAULT_PORTS.get(scheme)
+    return f"{scheme}://{host}" + ("" if default else f":{port}")
+
+
 def webhook_session() -> aiohttp.ClientSession:
     """The webhook sender's HTTP session: every connection through `GuardedResolver`."""
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=GuardedResolver()))
 
 
-__all__ = ["GuardedResolver", "address_refused", "callback_refused", "webhook_session"]
+__all__ = [
+    "GuardedResolver",
+    "address_refused",
+    "callback_refused",
+    "receiver_of",
+    "webhook_session",
+]

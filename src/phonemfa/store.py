@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from phonemfa import jsoncodec
+from phonemfa.callback_policy import receiver_of
 from phonemfa.users import canonical_user
 
 log = logging.getLogger("phonemfa.store")
@@ -160,6 +161,26 @@ def _canonical_users(conn: sqlite3.Connection) -> None:
             conn.execute("DELETE FROM blocks WHERE tenant = ? AND user = ?", (tenant, user))
 
 
+def _webhook_receivers(conn: sqlite3.Connection) -> None:
+    # Each delivery's receiver (callback_policy.receiver_of), so that the outbox can be read
+    # past the receivers that have their share in flight (webhooks.PER_RECEIVER): a receiver
+    # that hangs with a backlog hid every other receiver's deliveries due after it. Only the
+    # pending ones need it; the index serves that read without the rows' bodies.
+    conn.execute("ALTER TABLE webhooks ADD COLUMN receiver TEXT NOT NULL DEFAULT ''")
+    pending = conn.execute(
+        "SELECT call_id, url FROM webhooks WHERE delivered_at IS NULL AND given_up_at IS NULL"
+    ).fetchall()
+    conn.executemany(
+        "UPDATE webhooks SET receiver = ? WHERE call_id = ?",
+        [(receiver_of(url), call_id) for call_id, url in pending],
+    )
+    conn.execute("DROP INDEX webhooks_pending")
+    conn.execute(
+        "CREATE INDEX webhooks_pending ON webhooks (next_attempt_at, receiver)"
+        " WHERE delivered_at IS NULL AND given_up_at IS NULL"
+    )
+
+
 # Applied in order; `PRAGMA user_version` is how many have been. Never edit a released one:
 # append a new one (SQL statements, or a function for data migrations).
 MIGRATIONS: list[Migration] = [
@@ -260,6 +281,8 @@ MIGRATIONS: list[Migration] = [
     # v6: v4 again, as user ids lost their control characters (DEL, C1) too: a block stored
     # with one would block nobody, and could not be lifted.
     _canonical_users,
+    # v7: each webhook delivery's receiver, for reading the outbox past a crowded one.
+    _webhook_receivers,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -872,9 +895,9 @@ class Store:
             if webhook is not None:
                 w = webhook
                 conn.execute(
-                    f"INSERT INTO webhooks ({_WEBHOOK_COLUMNS}) VALUES ({_marks(9)})",
+                    f"INSERT INTO webhooks ({_WEBHOOK_COLUMNS}, receiver) VALUES ({_marks(10)})",
                     (w.call_id, w.tenant, w.url, w.body, w.attempts, w.next_attempt_at,
-                     w.delivered_at, w.last_error, w.given_up_at),
+                     w.delivered_at, w.last_error, w.given_up_at, receiver_of(w.url)),
                 )  # fmt: skip
             if block is not None:
                 tenant, user, why = block
@@ -1156,16 +1179,20 @@ class Store:
 
     # --- webhook outbox ---
 
-    async def due_webhooks(self, now: float, limit: int = 100) -> list[WebhookDelivery]:
-        """Pending deliveries whose next attempt is due, earliest first."""
-        rows = await self._read(
-            lambda c: c.execute(
-                f"SELECT {_WEBHOOK_COLUMNS} FROM webhooks WHERE delivered_at IS NULL"
-                " AND given_up_at IS NULL AND next_attempt_at <= ?"
-                " ORDER BY next_attempt_at LIMIT ?",
-                (now, limit),
-            ).fetchall()
+    async def due_webhooks(
+        self, now: float, limit: int = 100, but: Collection[str] = ()
+    ) -> list[WebhookDelivery]:
+        """Pending deliveries whose next attempt is due, earliest first, but those to the
+        receivers in `but` (callback_policy.receiver_of)."""
+        skipped = list(but)
+        sql = (
+            f"SELECT {_WEBHOOK_COLUMNS} FROM webhooks WHERE delivered_at IS NULL"
+            " AND given_up_at IS NULL AND next_attempt_at <= ?"
+            + (f" AND receiver NOT IN ({_marks(len(skipped))})" if skipped else "")
+            + " ORDER BY next_attempt_at LIMIT ?"
         )
+        args = (now, *skipped, limit)
+        rows = await self._read(lambda c: c.execute(sql, args).fetchall())
         return [_webhook(row) for row in rows]
 
     async def next_webhook_at(self, after: float) -> float | None:

@@ -24,12 +24,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
 
 from phonemfa import __version__
-from phonemfa.callback_policy import callback_refused, webhook_session
+from phonemfa.callback_policy import callback_refused, receiver_of, webhook_session
 from phonemfa.store import Store, StoreUnavailable, WebhookDelivery
 
 log = logging.getLogger("phonemfa.webhooks")
@@ -41,10 +40,6 @@ CONCURRENCY = 8
 # Deliveries in flight to one receiver (scheme, host, port) at most: one that times out, with
 # a backlog of a day's retries, must not hold every slot while other tenants' wait.
 PER_RECEIVER = 2
-# Due deliveries read again past the free slots when some were skipped, their receiver
-# having its share in flight, so that its backlog does not hide other receivers' behind it.
-# Only then: each row read carries its body.
-LOOKAHEAD = 200
 # Look at the outbox at least this often, whatever we expect to be due.
 IDLE_POLL = 60.0
 # After the store failed us, try it again this much later.
@@ -115,7 +110,7 @@ class WebhookSender:
         self.timeout = timeout
         self.max_attempts = max_attempts
         self.per_receiver = per_receiver
-        self._receivers: dict[str, str] = {}  # call id in flight -> its receiver (_where)
+        self._receivers: dict[str, str] = {}  # call id in flight -> its receiver (receiver_of)
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.concurrency = concurrency
@@ -188,36 +183,40 @@ class WebhookSender:
         """Start the deliveries that are due; returns how long to sleep (None: until woken)."""
         await self._record_unrecorded()
         now = time.time()
-        free = self.concurrency - len(self._inflight)
-        if free <= 0:
-            return None  # a delivery ending wakes us
-        # Enough rows that, after skipping ours, every free slot can be filled.
         seen = self._endings
-        limit = free + len(self._inflight) + len(self._unrecorded) + len(self._ended)
         busy = collections.Counter(self._receivers.values())
-        for lookahead in (0, LOOKAHEAD):
-            due = await self.store.due_webhooks(now, limit=limit + lookahead)
+        # Each read leaves out the receivers that have their share in flight, so that one
+        # receiver's backlog (a day of retries to one that hangs) hides no other's. A read
+        # that filled a receiver's share, skipping its next ones, is followed by another
+        # without it: at most one more read per receiver filled.
+        while (free := self.concurrency - len(self._inflight)) > 0:
+            crowded = {r for r, n in busy.items() if n >= self.per_receiver}
+            # Enough rows that, after skipping ours, every free slot can be filled.
+            limit = free + len(self._inflight) + len(self._unrecorded) + len(self._ended)
+            due = await self.store.due_webhooks(now, limit=limit, but=crowded)
             # After the read: a delivery that ended meanwhile may be read as still due.
             stale = {call_id for call_id, ending in self._ended.items() if ending > seen}
             self._ended = {call_id: self._ended[call_id] for call_id in stale}
             skip = self._inflight.keys() | self._unrecorded.keys() | stale
-            crowded = False  # a due delivery skipped for its receiver's share
+            filled = False  # a due delivery skipped for its receiver's share, filled here
             for delivery in due:
                 if len(self._inflight) >= self.concurrency:
-                    return None
+                    break
                 if delivery.call_id in skip:
                     continue
-                receiver = _where(delivery.url)
+                receiver = receiver_of(delivery.url)
                 if busy[receiver] >= self.per_receiver:
-                    crowded = True
+                    filled = True
                     continue
                 busy[receiver] += 1
                 self._receivers[delivery.call_id] = receiver
                 self._inflight[delivery.call_id] = asyncio.create_task(
                     self._deliver(delivery), name=f"webhook-{delivery.call_id}"
                 )
-            if not crowded:
+            if not filled:
                 break
+        if len(self._inflight) >= self.concurrency:
+            return None  # a delivery ending wakes us
         next_at = await self.store.next_webhook_at(after=now)
         wait = IDLE_POLL if next_at is None else min(IDLE_POLL, max(0.0, next_at - time.time()))
         return min(wait, STORE_RETRY) if self._unrecorded else wait
@@ -258,7 +257,7 @@ class WebhookSender:
     # --- one attempt ---
 
     async def _attempt(self, d: WebhookDelivery) -> _Result:
-        where = _where(d.url)
+        where = receiver_of(d.url)
         secret = self.secrets(d.tenant)
         if not secret:
             return self._failed(d, "no webhook secret for the tenant")
@@ -300,16 +299,18 @@ class WebhookSender:
         delay = _retry_after(retry_after) if status in _RETRY_AFTER_STATUSES else None
         return self._failed(d, error, delay)
 
-    def _failed(self, d: WebhookDelivery, error: str, delay: float | None = None) -> _Result:
-        """A failure worth another attempt, unless this was the last one."""
+    def _failed(self, d: WebhookDelivery, error: str, asked: float | None = None) -> _Result:
+        """A failure worth another attempt, unless this was the last one. `asked`: the
+        receiver's Retry-After, a wait at least that long (never shorter than the back-off:
+        a `Retry-After: 0` or a date already past by our clock would spend the 40 attempts
+        in a second; found by review)."""
         attempts = d.attempts + 1
         if attempts >= self.max_attempts:
             return self._give_up(d, f"{error} (attempt {attempts} of {self.max_attempts})")
-        if delay is None:
-            # Exponential back-off with "equal jitter": between half and all of the step.
-            step = min(self.max_delay, self.base_delay * 2.0 ** min(attempts - 1, 60))
-            delay = step / 2 + random.uniform(0, step / 2)
-        delay = min(delay, self.max_delay)
+        # Exponential back-off with "equal jitter": between half and all of the step.
+        step = min(self.max_delay, self.base_delay * 2.0 ** min(attempts - 1, 60))
+        delay = step / 2 + random.uniform(0, step / 2)
+        delay = min(max(delay, asked or 0.0), self.max_delay)
         log.info("webhook %s: %s; attempt %d in %.1fs", d.call_id, error, attempts + 1, delay)
         now = time.time()
         return _Result(now, delivered=False, error=error, next_attempt_at=now + delay)
@@ -317,15 +318,6 @@ class WebhookSender:
     def _give_up(self, d: WebhookDelivery, error: str) -> _Result:
         log.warning("webhook %s: given up: %s", d.call_id, error)
         return _Result(time.time(), delivered=False, error=error)
-
-
-def _where(url: str) -> str:
-    """scheme://host[:port] of a URL: its path or query may hold a receiver's secret."""
-    try:
-        parts = urlsplit(url)
-        return f"{parts.scheme}://{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    except ValueError:
-        return "(invalid URL)"
 
 
 def _error_text(exc: BaseException) -> str:

@@ -15,7 +15,12 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.test_utils import TestClient, TestServer
 
 from phonemfa.api import build_app
-from phonemfa.callback_policy import GuardedResolver, callback_refused, webhook_session
+from phonemfa.callback_policy import (
+    GuardedResolver,
+    callback_refused,
+    receiver_of,
+    webhook_session,
+)
 from phonemfa.config import Config, ConfigError
 from phonemfa.service import CallService
 from phonemfa.store import Store
@@ -189,3 +194,18 @@ async def test_a_name_resolving_only_to_a_refused_address_is_not_connected_to(
 
 def test_webhooks_go_out_through_the_guarded_resolver(tmp_path: Path) -> None:
     assert WebhookSender(None, lambda tenant: None).session_factory is webhook_session  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("url", "receiver"),
+    [
+        ("https://hooks.example/a?token=secret", "https://hooks.example"),
+        ("https://Hooks.Example.:443/b", "https://hooks.example"),  # one server, one share
+        ("http://hooks.example:80/c", "http://hooks.example"),
+        ("http://hooks.example:8080/c", "http://hooks.example:8080"),
+        ("https://[2001:db8::1]:8443/d", "https://[2001:db8::1]:8443"),
+        ("https://hooks.example:99999/e", "(invalid URL)"),
+    ],
+)
+def test_a_receiver_is_its_server_in_one_spelling(url: str, receiver: str) -> None:
+    assert receiver_of(url) == receiver

@@ -776,6 +776,47 @@ async def test_a_v5_database_gets_users_with_control_characters_in_one_spelling(
         await s.close()
 
 
+async def test_a_v6_database_gets_the_receiver_of_each_pending_webhook(tmp_path: Path) -> None:
+    # v7 reads the outbox past the receivers that have their share in flight (webhooks.py).
+    path = tmp_path / "v6.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    assert migrate(conn, target=6) == 6
+    rows = [
+        ("a", "https://Hooks.Example.:443/x?k=1", None),
+        ("b", "http://other:8080/y", None),
+        ("c", "https://hooks.example/z", 5.0),  # delivered
+    ]
+    for due, (call_id, url, delivered) in enumerate(rows):
+        conn.execute(
+            "INSERT INTO calls (id, tenant, phone_masked, phone_hash, mode, language, status,"
+            " outcome, origin, created_at, updated_at) VALUES"
+            " (?, 'default', '+1***', 'h', 'direct', 'en', 'approved', 'approved', 'api', 1, 1)",
+            (call_id,),
+        )
+        conn.execute(
+            "INSERT INTO webhooks (call_id, tenant, url, body, next_attempt_at, delivered_at)"
+            " VALUES (?, 'default', ?, x'7b7d', ?, ?)",
+            (call_id, url, 1.0 + due / 10, delivered),
+        )
+    conn.close()
+
+    s = await Store.open(path)
+    try:
+        assert [w.call_id for w in await s.due_webhooks(10.0)] == ["a", "b"]
+        assert [w.call_id for w in await s.due_webhooks(10.0, but={"https://hooks.example"})] == [
+            "b"
+        ]
+        await s.create_call(record("new", created_at=3.0))
+        await s.finish_call("new", "approved", None, 4.0, hook("new", next_attempt_at=3.0))
+        skipped = {"https://hooks.example", "http://other:8080"}
+        assert [w.call_id for w in await s.due_webhooks(10.0, but=skipped)] == ["new"]
+        assert [w.call_id for w in await s.due_webhooks(10.0, but={"https://idp.example"})] == [
+            "a", "b",
+        ]  # fmt: skip
+    finally:
+        await s.close()
+
+
 async def test_a_newer_database_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "future.db"
     (await Store.open(path)).healthy  # noqa: B018 - create it

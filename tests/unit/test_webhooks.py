@@ -391,6 +391,22 @@ async def test_retry_after_is_honoured(
     assert seconds - 5 < w.next_attempt_at - time.time() <= seconds
 
 
+@pytest.mark.parametrize("retry_after", ["0", "past date"])
+async def test_a_retry_after_shorter_than_the_back_off_does_not_shorten_it(
+    store: Store, receiver: Receiver, senders: Any, retry_after: str
+) -> None:
+    # Found by review: Retry-After replaced the back-off, so "0" (or a date already past by
+    # our clock) spent the 40 attempts within a second and the outcome was given up on.
+    if retry_after == "past date":
+        retry_after = email.utils.formatdate(time.time() - 5, usegmt=True)
+    receiver.script["/hook"] = [web.Response(status=503, headers={"Retry-After": retry_after})]
+    sender = senders(base_delay=20.0, max_delay=600.0)
+    await finished(store, "c1", receiver.url("/hook"))
+    sender.notify()
+    w = await attempted(store, "c1")
+    assert w.given_up_at is None and w.next_attempt_at - time.time() >= 9  # half a 20 s step
+
+
 async def test_retry_after_is_capped_at_max_delay(
     store: Store, receiver: Receiver, senders: Any
 ) -> None:
@@ -475,6 +491,24 @@ async def test_a_receiver_that_hangs_holds_no_more_than_its_share(
     assert receiver.most_busy == 2
 
 
+async def test_a_hanging_receiver_s_long_backlog_hides_no_other_receiver(
+    store: Store, receiver: Receiver, senders: Any
+) -> None:
+    # Found by review: the outbox was read in due order with 200 rows to spare; a hanging
+    # receiver's backlog of more than that (a day of retries) hid every other receiver's
+    # deliveries, due after it, for as long as it lasted.
+    receiver.script["/slow"] = [receiver.held]
+    for i in range(300):  # due first
+        await finished(store, f"slow{i}", receiver.url("/slow"))
+    sender = senders(concurrency=3, per_receiver=2, timeout=30.0)
+    await eventually(lambda: asyncio.sleep(0, receiver.busy == 2))
+    async with serving() as other:
+        await finished(store, "fast", other.url("/hook"))
+        sender.notify()
+        assert (await settled(store, "fast", timeout=2)).delivered_at is not None
+    assert receiver.busy == 2 and receiver.most_busy == 2  # its share, still held
+
+
 async def test_stop_leaves_unfinished_deliveries_pending(store: Store, receiver: Receiver) -> None:
     receiver.script["/slow"] = [receiver.held]
     sender = WebhookSender(store, {"acme": SECRET}.get, timeout=5.0)
@@ -548,8 +582,8 @@ async def test_an_outbox_read_older_than_a_result_does_not_resend(
 
     real, answered, use = store.due_webhooks, asyncio.Event(), asyncio.Event()
 
-    async def old_news(now: float, limit: int = 100) -> list[WebhookDelivery]:
-        due = await real(now, limit)
+    async def old_news(now: float, limit: int = 100, but: Any = ()) -> list[WebhookDelivery]:
+        due = await real(now, limit, but)
         answered.set()
         await use.wait()
         return due

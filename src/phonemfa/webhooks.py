@@ -189,8 +189,12 @@ class WebhookSender:
         # receiver's backlog (a day of retries to one that hangs) hides no other's. A read
         # that filled a receiver's share, skipping its next ones, is followed by another
         # without it: at most one more read per receiver filled.
+        left_out: set[str] | None = None
         while (free := self.concurrency - len(self._inflight)) > 0:
             crowded = {r for r, n in busy.items() if n >= self.per_receiver}
+            if crowded == left_out:  # a row's receiver on record is not its URL's (a bug)
+                break
+            left_out = crowded
             # Enough rows that, after skipping ours, every free slot can be filled.
             limit = free + len(self._inflight) + len(self._unrecorded) + len(self._ended)
             due = await self.store.due_webhooks(now, limit=limit, but=crowded)

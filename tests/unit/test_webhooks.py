@@ -9,6 +9,7 @@ import email.utils
 import logging
 import random
 import socket
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -507,6 +508,33 @@ async def test_a_hanging_receiver_s_long_backlog_hides_no_other_receiver(
         sender.notify()
         assert (await settled(store, "fast", timeout=2)).delivered_at is not None
     assert receiver.busy == 2 and receiver.most_busy == 2  # its share, still held
+
+
+async def test_a_receiver_on_record_unlike_its_url_s_ends_the_reads(
+    store: Store, receiver: Receiver, senders: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The read leaves out the receivers on record; were one recorded otherwise than its URL
+    # reads (a bug, a future spelling), the loop that reads past filled receivers must end.
+    receiver.script["/slow"] = [receiver.held]
+    for i in range(2):
+        await finished(store, f"slow{i}", receiver.url("/slow"))
+    conn = sqlite3.connect(store.path)
+    with conn:
+        conn.execute("UPDATE webhooks SET receiver = 'elsewhere' WHERE call_id = 'slow1'")
+    conn.close()
+    reads = 0
+    real = store.due_webhooks
+
+    async def counted(now: float, limit: int = 100, but: Any = ()) -> list[WebhookDelivery]:
+        nonlocal reads
+        reads += 1
+        return await real(now, limit, but)
+
+    monkeypatch.setattr(store, "due_webhooks", counted)
+    senders(concurrency=3, per_receiver=1, timeout=5.0)
+    await eventually(lambda: asyncio.sleep(0, receiver.busy == 1))
+    await asyncio.sleep(0.3)
+    assert receiver.busy == 1 and reads < 10
 
 
 async def test_stop_leaves_unfinished_deliveries_pending(store: Store, receiver: Receiver) -> None:

@@ -325,6 +325,8 @@ def _connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
 
 
 def _open_writer(path: Path, synchronous: str) -> tuple[sqlite3.Connection, bytes]:
+    if synchronous not in ("normal", "full"):  # before any file is made
+        raise ValueError(f"synchronous must be normal or full, not {synchronous!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
         # The database holds the number-hash key: readable by us only (SQLite gives the
@@ -335,8 +337,6 @@ def _open_writer(path: Path, synchronous: str) -> tuple[sqlite3.Connection, byte
         mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise StoreUnavailable(f"{path}: cannot use WAL mode (got {mode})")
-        if synchronous not in ("normal", "full"):
-            raise ValueError(f"synchronous must be normal or full, not {synchronous!r}")
         conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
         conn.execute("PRAGMA wal_autocheckpoint = 0")  # the checkpointer's job (_Checkpointer)
         migrate(conn)

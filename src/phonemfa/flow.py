@@ -57,6 +57,8 @@ STASIS_START_TIMEOUT = 10.0
 # to take trunk.queue_timeout from.
 ASTERISK_WAIT = 60.0
 HANGUP_TIMEOUT = 5.0
+# After a hang-up answered 404 (the channel gone already): a moment for its ChannelDestroyed.
+GONE_WAIT = 1.0
 # A hang-up Asterisk did not answer (a loaded Asterisk times requests out) is asked this many
 # times in all while connected; disconnected, the next connect's sweep hangs the channel up.
 HANGUP_TRIES = 3
@@ -124,10 +126,11 @@ _CLOSINGS = {
 }
 # The ARI events `_handle` acts on. Asterisk is told to send only these (and what the service
 # needs, see Engine): the rest of what it would send for a call (ChannelVarset, Dial,
-# ChannelDialplan, PlaybackStarted: more than half its events) costs both sides for nothing.
+# ChannelDialplan: about half its events) costs both sides for nothing.
 EVENT_TYPES = frozenset(
     {
         "StasisStart",
+        "PlaybackStarted",
         "StasisEnd",
         "ChannelStateChange",
         "ChannelDtmfReceived",
@@ -280,7 +283,8 @@ class CallFlow:
         self._lost_before_stasis = False  # made, then gone before it reached our app (resync)
         self.rung = False  # the channel was dialled: the phone may ring
         self.gone: HungUp | None = None
-        self.playback_id: str | None = None
+        self.playback_id: str | None = None  # the prompt playing, from before it is asked for
+        self.playback_created: str | None = None  # the same once Asterisk has made it (resync)
         self.playback_over = True
         self._reached_greeting = False
         # Keys that cannot answer the prompt now playing (calls.greeting_key_guard and
@@ -540,7 +544,9 @@ class CallFlow:
                 raise Stopped(Outcome.INTERRUPTED, "asterisk_unavailable")
             raise _Refused
         self.rung = True
-        await self.ari.dial(self.channel_id, self.req.dial_timeout)
+        # Hung up since its StasisStart (a stopping Asterisk's soft hang-up): a hang-up, not
+        # an `ari_error_404` (found by review).
+        await self._on_channel(self.ari.dial(self.channel_id, self.req.dial_timeout))
         # Answered, or ChannelDestroyed with the network's cause (busy, no answer...).
         await self._wait(
             lambda: self.channel_state == "Up", self.req.dial_timeout + 10, "dial never ended"
@@ -885,19 +891,32 @@ class CallFlow:
             await self._on_channel(
                 self.ari.play(self.channel_id, playback_id, prompt.playable, lang=prompt.language)
             )
-            if guard is not None:
-                self._next_prompt_guard = None
-                guard_end = self._loop.time() + guard
-                self._keys_ignored_until = max(self._keys_ignored_until, guard_end)
+            self.playback_created = playback_id
+            # A guard runs from the prompt's PlaybackStarted (`_handle`), not from Asterisk's
+            # answer to the request: that only queues it, and a loaded Asterisk may start it
+            # later than the guard lasts; a '#' before it would approve a greeting nobody
+            # heard (found by review). Until then keys are dropped.
             await self._wait_for(lambda: self.playback_over or stop_on(), PLAYBACK_TIMEOUT)
             if not self.playback_over:
                 await self.ari.stop_playback(playback_id)
                 return False
             return self._playback_state == "done"
         finally:
+            if guard is not None and self._next_prompt_guard is not None:
+                # Never heard to start (failed at once, its events lost, stopped by a key
+                # too soon to tell): the guard runs from now.
+                self._start_guard(self._loop.time())
             self.router.remove_playback(playback_id)
-            self.playback_id = None
+            self.playback_id = self.playback_created = None
             self.playback_over = True
+
+    def _start_guard(self, at: float) -> None:
+        """The prompt with a guard started at `at` (loop time, as keys are judged): keys down
+        before its guard ends are dropped."""
+        guard = self._next_prompt_guard
+        if guard is not None:
+            self._next_prompt_guard = None
+            self._keys_ignored_until = max(self._keys_ignored_until, at + guard)
 
     def _handle_queued(self) -> None:
         """Handle the events already received; raises HungUp if the channel is gone."""
@@ -918,8 +937,13 @@ class CallFlow:
         await self._wait_for(lambda: False, seconds)
 
     async def _wait(self, done: Callable[[], bool], timeout: float, what: str) -> None:
+        """For what Asterisk must tell while setting the call up (StasisStart, the answer).
+        Not told in time, and we could not hear it (no connection, or one that died unnoticed
+        and whose heartbeat has not said so yet: our mark does not come back), the call is
+        interrupted, not failed: not its fault (found by review)."""
+        connection = self._connection()
         if not await self._wait_for(done, timeout):
-            if self._connection() is None:  # we could not hear it happen: not the call's fault
+            if self._connection() is None or not await self._events_still_come(connection):
                 raise Stopped(Outcome.INTERRUPTED, "asterisk_unavailable")
             raise Stopped(Outcome.FAILED, what.replace(" ", "_"))
 
@@ -1010,6 +1034,9 @@ class CallFlow:
                 self._mark_seen = self._mark_seen or userevent.get("mark") == self._mark
             elif name == VOICEMAIL_MARK:
                 self._voicemail_checked(userevent.get("mark"), now)
+        elif kind == "PlaybackStarted":
+            if event.playback_id == self.playback_id:
+                self._start_guard(pressed)  # by Asterisk's clock, as the keys
         elif kind == "PlaybackFinished":
             if event.playback_id == self.playback_id:
                 self.playback_over = True
@@ -1172,8 +1199,11 @@ class CallFlow:
         websocket was down). Runs in the reconnect hook's task, not the flow's. What it finds
         goes to the leg it asked about: a chain's next leg has a mailbox of its own."""
         channel_id, mailbox = self.channel_id, self.mailbox
-        # Before asking: a channel made after the GET is not lost.
+        # Before asking: a channel made after the GET is not lost; nor is a playback whose
+        # request is still on its way (its GET could be answered 404 before it exists, and
+        # the prompt taken for over while it plays: found by review).
         created, attempt = self._created, self._attempts
+        playback = self.playback_created
         data: dict[str, Any] = {}
         try:
             channel = await self.ari.get_channel(channel_id)
@@ -1186,7 +1216,6 @@ class CallFlow:
                 return  # not created yet: nothing was missed
         else:
             data["channel"] = channel
-            playback = self.playback_id
             if playback is not None:
                 # Not "playback": Event reads that key as a playback object.
                 data["resync_playback"] = playback
@@ -1291,14 +1320,18 @@ class CallFlow:
         False when Asterisk did not answer the request (a loaded one times it out): `_finish`
         asks again, or the callee would stay on the line until the channel's
         TIMEOUT(absolute) (found by review)."""
-        answered = True
+        answered, wait = True, HANGUP_TIMEOUT
         try:
-            await self.ari.hangup(self.channel_id)
+            if not await self.ari.hangup(self.channel_id):
+                # Gone already (404): its ChannelDestroyed, if any, is on its way; after an
+                # Asterisk restart none comes, and the full wait held the call's line 5 s
+                # (found by review).
+                wait = GONE_WAIT
         except AriUnavailable:
             answered = False
         except AriError:
             pass
-        deadline = self._loop.time() + HANGUP_TIMEOUT
+        deadline = self._loop.time() + wait
         while self.gone is None and self.in_stasis:
             if not await self.mailbox.wait(deadline):
                 break

@@ -10,7 +10,7 @@ import asyncio
 import math
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -83,6 +83,7 @@ class FakeAsterisk:
         self.gone = False
         self.dtmf_during_playback = False
         self.fail_playbacks = False
+        self.start_delay = 0.0  # from a play request to its PlaybackStarted (a loaded Asterisk)
         self.half_open = False
         self.lost_user_events: set[str] = set()  # names never coming back
         self.variables: dict[str, str] = {}  # of the channel made
@@ -157,8 +158,15 @@ class FakeAsterisk:
         self.requests.append(("play", list(media)))
         self.playing = playback_id
         state = "failed" if self.fail_playbacks else "done"
-        self.later(PROMPT_SECONDS, lambda: self.finish(playback_id, state))
+        self.later(self.start_delay, lambda: self.start(playback_id))
+        self.later(self.start_delay + PROMPT_SECONDS, lambda: self.finish(playback_id, state))
         return {"id": playback_id}
+
+    def start(self, playback_id: str) -> None:
+        """PlaybackStarted: Asterisk took the playback from its queue (a guard starts)."""
+        if self.playing == playback_id and not self.gone:
+            target = f"channel:{self.channel}"
+            self.emit("PlaybackStarted", playback={"id": playback_id, "target_uri": target})
 
     def finish(self, playback_id: str, state: str = "done") -> None:
         if self.playing == playback_id:
@@ -690,6 +698,30 @@ async def test_a_pound_after_the_greeting_guard_approves() -> None:
     got, _, _, rec = await run(MOBILE, script, settings=tenant(calls=calls))
     assert got is Outcome.APPROVED
     assert rec.count("key_ignored") == 0
+
+
+@pytest.mark.parametrize(("key_at", "approved"), [(0.3, False), (0.8, True)])
+async def test_the_greeting_guard_runs_from_when_the_greeting_starts(
+    key_at: float, approved: bool
+) -> None:
+    # Asterisk answers a play request once the playback is queued; a loaded one starts it
+    # later. From the answer, the guard (0.2 s) was over before the greeting was heard
+    # (0.5 s), and a '#' then approved a greeting nobody heard (found by review). From its
+    # PlaybackStarted, a '#' after the guard still approves.
+    def script(fake: FakeAsterisk, event: str, details: dict[str, Any], rec: Recorder) -> None:
+        if event == "prompting" and rec.count("prompting") == 1:
+            fake.start_delay = 0.5
+            fake.later(key_at, lambda: fake.emit("ChannelDtmfReceived", digit="#"))
+        elif event == "prompting":
+            fake.start_delay = 0.0
+
+    calls = {**TINY, "greeting_key_guard": 0.2, "first_digit_timeout": 1}
+    got, reason, _, rec = await run(MOBILE, script, settings=tenant(calls=calls))
+    if approved:
+        assert got is Outcome.APPROVED and rec.count("key_ignored") == 0
+    else:
+        assert (got, reason) == (Outcome.NO_INPUT, "no_key_pressed")
+        assert rec.count("key_ignored") == 1
 
 
 def _stalled_key(fake: FakeAsterisk, delay: float, digit: str, stall: float) -> None:
@@ -1582,15 +1614,27 @@ async def test_an_operator_prompt_round_without_events_does_not_count() -> None:
     assert rec.count("events_lost") == 1
 
 
-async def test_a_wait_we_could_not_hear_end_is_interrupted_not_failed() -> None:
+async def test_a_wait_we_could_not_hear_end_is_interrupted_not_failed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # A dial that never ended, a StasisStart that never came: while ARI's events are lost,
-    # that says nothing of the call.
-    flow, _, _ = _bare_flow()
+    # that says nothing of the call. Nor does it on a websocket that died unnoticed (found
+    # by review): our mark does not come back.
+    monkeypatch.setattr(flow_module, "MARK_WAIT", 0.05)
+    flow, fake, _ = _bare_flow()
+    fake.channel = flow.channel_id  # made: its events come to the flow
+    flow.router.add_channel(flow.channel_id, flow.mailbox)
     connection = Connection()
     flow.connection = connection
     with pytest.raises(Stopped) as heard:
         await flow._wait(lambda: False, 0.01, "dial never ended")
     assert (heard.value.outcome, heard.value.reason) == (Outcome.FAILED, "dial_never_ended")
+    assert fake.sent("user_event") == ["phonemfa_mark"]
+    fake.half_open = True
+    with pytest.raises(Stopped) as unnoticed:
+        await flow._wait(lambda: False, 0.01, "no StasisStart")
+    outcome = (unnoticed.value.outcome, unnoticed.value.reason)
+    assert outcome == (Outcome.INTERRUPTED, "asterisk_unavailable")
     connection.drop()
     with pytest.raises(Stopped) as deaf:
         await flow._wait(lambda: False, 0.01, "dial never ended")
@@ -3106,3 +3150,84 @@ async def test_a_silence_at_the_prompt_more_after_a_lost_tail_is_checked_with_a_
 
     got, reason, _, rec = await run(MOBILE, script, settings=settings)
     assert (got, reason) == (Outcome.INTERRUPTED, "asterisk_unavailable"), _r4_dump(rec)
+
+
+class _HungUpBeforeDial(FakeAsterisk):
+    """Asterisk hangs the channel up between its StasisStart and our dial (a stopping
+    Asterisk's soft hang-up): the dial is answered 404."""
+
+    async def dial(self, channel_id: str, timeout: int) -> None:
+        self.requests.append(("dial", timeout))
+        self.destroy(16)
+        raise AriNotFound("POST", f"/channels/{channel_id}/dial", 404, "Channel not found")
+
+
+async def test_a_channel_hung_up_before_its_dial_is_a_hang_up_not_an_ari_error() -> None:
+    # Found by review: the dial was the one channel request not checked for a channel gone:
+    # such a call ended failed ari_error_404.
+    flow, fake, _ = _bare_flow(fake_class=_HungUpBeforeDial)
+    assert await asyncio.wait_for(flow.run(), 10) is not None
+    assert fake.sent("dial")
+    assert flow.outcome is not Outcome.FAILED and flow.reason != "ari_error_404", flow.reason
+
+
+class _RestartedAsterisk(FakeAsterisk):
+    """Asterisk restarted during the call: our channel is unknown to it, and no
+    ChannelDestroyed ever comes for it."""
+
+    async def hangup(self, channel_id: str, reason: str = "normal") -> bool:
+        self.requests.append(("hangup", reason))
+        return False
+
+
+async def test_a_hang_up_answered_404_does_not_hold_the_line_for_the_full_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Found by review: after an Asterisk restart each stopped call waited the whole
+    # HANGUP_TIMEOUT for a ChannelDestroyed that never comes, holding a trunk.max_calls line.
+    monkeypatch.setattr(flow_module, "HANGUP_TIMEOUT", 600.0)
+    monkeypatch.setattr(flow_module, "GONE_WAIT", 0.05)
+    lines = Lines(1, 60)
+    flow, fake, _ = _bare_flow(fake_class=_RestartedAsterisk, lines=lines)
+    assert await asyncio.wait_for(flow.run(), 10) is not None
+    assert fake.sent("hangup") and lines.in_use == 0
+
+
+class _SlowPlay(FakeAsterisk):
+    """A play request still on its way while the websocket reconnects."""
+
+    def __init__(self, router: EventRouter) -> None:
+        super().__init__(router)
+        self.on_play: Callable[[], Awaitable[None]] | None = None
+
+    async def play(
+        self, channel_id: str, playback_id: str, media: Any, lang: str | None = None
+    ) -> dict[str, Any]:
+        if self.on_play is not None:
+            on_play, self.on_play = self.on_play, None
+            await on_play()  # Asterisk has not made the playback yet
+        return await super().play(channel_id, playback_id, media, lang)
+
+
+async def test_a_resync_during_a_play_request_does_not_end_the_prompt_it_asks_for() -> None:
+    # Found by review: the re-sync asked Asterisk about a playback whose request was still
+    # on its way, was told 404, and the prompt was taken for over while it played: the
+    # first-key time-out ran during the greeting.
+    flow, fake, recorder = _bare_flow(fake_class=_SlowPlay)
+    assert isinstance(fake, _SlowPlay)
+
+    playing: list[bool] = []
+
+    async def reconnect() -> None:
+        await flow.resync()
+        # Its answer handled, the greeting (PROMPT_SECONDS) still plays.
+        fake.later(PROMPT_SECONDS / 3, lambda: playing.append(not flow.playback_over))
+
+    def script(event: str, details: dict[str, Any]) -> None:
+        if event == "prompting" and recorder.count("prompting") == 1:
+            fake.on_play = reconnect
+            fake.later(PROMPT_SECONDS + 0.02, lambda: fake.emit("ChannelDtmfReceived", digit="#"))
+
+    recorder.on_step = script
+    assert await asyncio.wait_for(flow.run(), 5) is Outcome.APPROVED
+    assert playing == [True]

@@ -47,7 +47,14 @@ from phonemfa.prompts import (
     PromptCatalog,
     unannounced_fraud_code,
 )
-from phonemfa.store import CallRecord, Store, StoreUnavailable, TimelineEntry, WebhookDelivery
+from phonemfa.store import (
+    ENTRY_ANSWERED,
+    CallRecord,
+    Store,
+    StoreUnavailable,
+    TimelineEntry,
+    WebhookDelivery,
+)
 from phonemfa.tollfraud import PastCall, RefusalCode, TollFraudGuard
 from phonemfa.users import canonical_user
 from phonemfa.webhooks import WebhookSender, webhook_body
@@ -1042,16 +1049,26 @@ class CallService:
         found: dict[str, CallRecord] = {}
         if unknown:
             since = time.time() - ENTRY_HORIZON
-            for ended in await self.store.ended_calls_of_entries(unknown, since):
+            try:
+                await self.store.flush()  # the answers given so far are on record
+                ended_calls = await self.store.ended_calls_of_entries(unknown, since)
+            except StoreUnavailable:  # each verified afresh (below): never an old outcome
+                ended_calls = []
+            for ended in ended_calls:
                 channel_id = ended.origin_channel or ""
+                if self._entries.get(channel_id, ended.id) != ended.id:
+                    continue  # its StasisStart came meanwhile: a verification of its own
                 found[channel_id] = ended
                 self._entries[channel_id] = ended.id  # _release_entry lets go of it
         for channel_id in channels:
             call_id = self._entries.get(channel_id)
+            if call_id == "" or call_id in self.live or channel_id in self._answering:
+                continue  # its StasisStart came while we swept: a verification of its own
             record = found.get(channel_id)
             if record is None and call_id:
                 record = await self.store.get_call(call_id)
-            if record is not None:  # an entry whose call ended: give the dialplan its answer
+            if record is not None and record.outcome is not None:
+                # An entry whose call ended: give the dialplan its answer.
                 await self._release_entry(record)
                 continue
             try:
@@ -1194,6 +1211,8 @@ class CallService:
         self._answering.add(channel_id)
         try:
             await self._asking_again(answer)
+            if call_id:
+                self._entry_answered(call_id, outcome)
             return
         except AriUnavailable:
             pass
@@ -1212,6 +1231,15 @@ class CallService:
         else:  # refused: there is no record to give it from; not left waiting in silence
             log.warning("Asterisk did not take a dialplan entry's answer: hung up")
             await self._hangup_quietly(channel_id)
+
+    def _entry_answered(self, call_id: str, outcome: str) -> None:
+        """On the call's timeline: the dialplan took its answer (ENTRY_ANSWERED). A sweep
+        gives an ended call's outcome only to an entry that has not had it."""
+        entry = TimelineEntry(time.time(), ENTRY_ANSWERED, {"outcome": outcome})
+        live = self.live.get(call_id)
+        if live is not None:
+            live.record.timeline.append(entry)
+        self.store.append_event(call_id, entry)
 
     async def _answer_entry_later(self, channel_id: str, call_id: str) -> None:
         """A connection that stays up has no connect sweep to give the answer: asked again

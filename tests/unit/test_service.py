@@ -598,6 +598,30 @@ async def test_an_entry_whose_call_ended_before_a_kill_gets_its_answer(tmp_path:
         assert ("hangup", "gone-on") not in ari.requests  # no longer in our app
 
 
+async def test_an_entry_that_had_its_answer_and_comes_back_unheard_is_verified_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by review: the dialplan took an `approved` and entered `verify` again on the
+    # same channel; its StasisStart lost, the next connect's sweep found the first call on
+    # record and handed its `approved` over again: nobody was called.
+    call = record("c1", origin="dialplan", origin_channel="entry-1", outcome="approved")
+    async with _entries_served(tmp_path, ["entry-1"], calls=(call,)) as (service, ari):
+        service._entries["entry-1"] = "c1"
+        await service._release_entry(call)
+        assert ari.requests[-1] == ("continue", "entry-1")
+        await service.store.flush()
+        stored = await service.store.get_call("c1")
+        assert stored is not None and stored.timeline[-1].event == "dialplan_answered"
+        assert stored.timeline[-1].details == {"outcome": "approved"}
+        ari.requests.clear()
+        ari.dialplan["entry-1"] = ("Stasis", "phonemfa,verify,+14255550170,alice")
+        started: list[tuple[str, list[str]]] = []
+        monkeypatch.setattr(service, "_start_entry", lambda c, args: started.append((c, args)))
+        await service._on_connected(2, False)
+        assert started == [("entry-1", ["+14255550170", "alice"])]
+        assert not [r for r in ari.requests if r[0] in ("set", "continue")]
+
+
 @pytest.mark.parametrize("reconnected", [False, True])
 async def test_a_sweep_asterisk_refused_at_connect_time_is_tried_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reconnected: bool

@@ -896,6 +896,17 @@ class CallService:
             # out a fresh allowance (found by review). Read while the old limits still guard;
             # no await between the swap and the seed.
             placed = await self._placed_calls([settings], name)
+            # And the calls admitted whose records were not yet committed when it was read
+            # (admitted before it, or during its await): in memory from their admission on,
+            # with the time they were counted at (found by review).
+            read = {(c.user, c.number, c.at) for c in placed}
+            placed += [
+                PastCall(name, r.user, r.phone_hash, r.created_at, r.backup_hashes)
+                for r in (live.record for live in self.live.values())
+                if r.tenant == name
+                and r.phone_hash  # a policy refusal placed nothing
+                and (r.user, r.phone_hash, r.created_at) not in read
+            ]
         self._set_tenant(name, settings)
         self.guard.seed(placed)
         log.info("tenant %s settings changed", name)

@@ -410,6 +410,38 @@ async def test_limits_changed_at_run_time_still_count_the_calls_already_placed(
         assert refused.value.code == RefusalCode.RATE_LIMITED_USER.value
 
 
+async def test_limits_changed_while_calls_are_being_recorded_count_them_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by review: the new limits counted the calls the store had; calls admitted whose
+    # records were still on their way to it counted in neither the old limits (dropped)
+    # nor the new ones: tightening them during toll fraud let those through again.
+    async with _taking_calls(tmp_path) as (service, _):
+        release = asyncio.Event()
+        create = Store.create_call
+
+        async def slow_create(self: Store, record: CallRecord) -> None:
+            await release.wait()
+            await create(self, record)
+
+        monkeypatch.setattr(Store, "create_call", slow_create)
+        starting = [
+            asyncio.ensure_future(
+                service.start_call(StartCall(phone=f"+1 425 555 01{i}0", user="alice"))
+            )
+            for i in range(3)
+        ]
+        await asyncio.sleep(0.05)  # admitted, their records waiting for the store
+        three = Limits.model_validate({"per_user": [{"count": 3, "window": 300}]})
+        tighter = service.tenants["default"].model_copy(update={"limits": three})
+        await service.update_tenant("default", tighter)
+        release.set()
+        await asyncio.gather(*starting)
+        with pytest.raises(RateLimited) as refused:
+            await service.start_call(StartCall(phone="+1 425 555 0190", user="alice"))
+        assert refused.value.code == RefusalCode.RATE_LIMITED_USER.value
+
+
 async def test_a_stored_fraud_code_the_prompts_do_not_announce_gives_way_to_theirs(
     tmp_path: Path,
 ) -> None:

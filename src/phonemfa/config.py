@@ -446,7 +446,10 @@ class StorageSettings(_Model):
     @field_validator("retention_days", mode="before")
     @classmethod
     def _whole_days(cls, value: Any) -> Any:
-        # It deletes calls: a number of days as written, not `true` or "30" made one.
+        # It deletes calls: a number of days as written, not `true` or 45.0 made one. Digits
+        # in a string are taken: `${RETENTION_DAYS}` is one (found by review).
+        if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+            value = int(value)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise _fail("must be a whole number of days, or null to keep calls for ever")
         if value is not None and value < MAX_LIMIT_WINDOW_DAYS:

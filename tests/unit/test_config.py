@@ -1046,7 +1046,12 @@ def test_retention_is_90_days_unless_set_and_null_keeps_calls_for_ever(tmp_path:
             f"{path}:{line}: storage.retention_days: must be at least 30 days: a rate "
             "limit's window may be up to 30 days and counts the calls kept"
         )
-    for odd in ("true", "'45'", "45.0"):  # it deletes calls: no guessing
+    # From the environment, a value is a string: its digits are taken (found by review).
+    from_env = write(tmp_path, MINIMAL + "storage:\n  retention_days: ${RD}\n")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("RD", "45")
+        assert load_config(from_env).storage.retention_days == 45
+    for odd in ("true", "'45.0'", "45.0", "'forty'", "''"):  # it deletes calls: no guessing
         path = write(tmp_path, MINIMAL + f"storage:\n  retention_days: {odd}\n")
         assert error_of(path) == (
             f"{path}:{line}: storage.retention_days: must be a whole number of days, or null "

@@ -24,6 +24,19 @@ _NUMBER = re.compile(
     r"(?:\s*(?:;ext=|ext(?:ension|n)?[.:]?|x)\s*(?P<at>@?)\s*\d+)?(?![\w-])",
     re.IGNORECASE | re.ASCII,
 )
+# Dates (with their time) and IPv4 addresses have 7+ digits too: an operator needs them whole
+# (the retention's "created before 2026-09-09 00:28", an ARI address: found by review). Tried
+# first at each place; a year outside 1900-2099 or a month past 12 is not a date.
+_DATE = (
+    r"(?:19|20)\d\d-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])"
+    r"(?:[T ](?:[01]\d|2[0-3]):[0-5]\d(?::[0-5]\d(?:[.,]\d+)?)?)?"
+)
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+_IPV4 = rf"(?:{_OCTET}\.){{3}}{_OCTET}"
+_MASKABLE = re.compile(
+    rf"(?<![\w.-])(?P<keep>{_DATE}|{_IPV4})(?!\d|[.-]\d)|{_NUMBER.pattern}",
+    re.IGNORECASE | re.ASCII,
+)
 _KEEP = 2
 _EXTRA_SKIP = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
 
@@ -32,6 +45,8 @@ def mask_numbers(text: str) -> str:
     """Replace every digit run that looks like a phone number by its masked form."""
 
     def repl(m: re.Match[str]) -> str:
+        if m.group("keep"):
+            return m.group()
         main = m.group("main")
         digits = re.sub(r"\D", "", main)
         if len(digits) < 7:
@@ -41,7 +56,7 @@ def mask_numbers(text: str) -> str:
             masked += f"x{m.group('at')}{EXTENSION_MASK}"
         return masked
 
-    return _NUMBER.sub(repl, text)
+    return _MASKABLE.sub(repl, text)
 
 
 class MaskingFilter(logging.Filter):

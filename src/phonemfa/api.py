@@ -581,15 +581,24 @@ def _merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _block_tenant(request: web.Request) -> str:
-    return request.query.get("tenant", "default")
+def _block_tenant(request: web.Request) -> str | web.Response:
+    """`?tenant=` (default `default`): a 400 for any other parameter (a misspelt `tenant`
+    would act on `default`'s user: found by review), 403 out of scope, 404 unknown."""
+    if (unknown := _unknown_param(request, {"tenant"})) is not None:
+        return unknown
+    tenant = request.query.get("tenant", "default")
+    if (refused := _out_of_scope(request, tenant)) is not None:
+        return refused
+    if tenant not in _service(request).tenants:
+        return error(404, "not_found", f"no tenant {tenant!r}")
+    return tenant
 
 
 async def get_block(request: web.Request) -> web.Response:
     service = _service(request)
     tenant, user = _block_tenant(request), request.match_info["user"]
-    if (refused := _out_of_scope(request, tenant)) is not None:
-        return refused
+    if isinstance(tenant, web.Response):
+        return tenant
     block = await service.get_block(tenant, user)
     if block is None:
         return error(404, "not_blocked", f"user {user!r} is not blocked", blocked=False)
@@ -612,8 +621,8 @@ def _block_view(block: dict[str, Any]) -> dict[str, Any]:
 async def delete_block(request: web.Request) -> web.Response:
     service = _service(request)
     tenant, user = _block_tenant(request), request.match_info["user"]
-    if (refused := _out_of_scope(request, tenant)) is not None:
-        return refused
+    if isinstance(tenant, web.Response):
+        return tenant
     if not await service.unblock_user(tenant, user):
         return error(404, "not_blocked", f"user {user!r} is not blocked", blocked=False)
     return web.Response(status=204)

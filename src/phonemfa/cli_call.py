@@ -21,7 +21,7 @@ from phonemfa.outcomes import Outcome
 from phonemfa.prompt_setup import PromptSetupError
 from phonemfa.service import CallService, RateLimited, ServiceUnavailable, StartCall
 from phonemfa.startup import StartupError, hold_cli_lock, open_service
-from phonemfa.store import CallRecord, TimelineEntry
+from phonemfa.store import CallRecord, StoreUnavailable, TimelineEntry
 from phonemfa.users import canonical_user
 
 EXIT_APPROVED = 0
@@ -135,7 +135,10 @@ def run_call_command(args: argparse.Namespace) -> int:
     except PromptSetupError as exc:  # as serve refuses
         print(f"phonemfa call: {exc.located(args.config)}", file=sys.stderr)
         return EXIT_NOT_APPROVED
-    except (OSError, StartupError, AppTaken) as exc:
+    except StartupError as exc:
+        print(f"phonemfa call: {exc.located(args.config)}", file=sys.stderr)
+        return EXIT_NOT_APPROVED
+    except (OSError, AppTaken) as exc:
         print(f"phonemfa call: {exc}", file=sys.stderr)
         return EXIT_NOT_APPROVED
     except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C, SIGTERM: _call's clean-up
@@ -154,7 +157,10 @@ async def _call(config: Config, args: argparse.Namespace) -> int:
     cli_lock = hold_cli_lock(config.storage.path)
     service = await open_service(config, holding=cli_lock)
     try:
-        await service.start(primary=False)
+        try:
+            await service.start(primary=False)
+        except StoreUnavailable as exc:  # as serve says it (found by review)
+            raise StartupError("storage.path", f"cannot read the database: {exc}") from exc
         try:
             await service.engine.events.wait_connected(CONNECT_TIMEOUT)
         except TimeoutError:

@@ -72,7 +72,10 @@ def run_serve_command(args: argparse.Namespace) -> int:
     except PromptSetupError as exc:
         log.error("cannot serve: %s", exc.located(args.config))
         return 1
-    except (OSError, StartupError, AppTaken) as exc:  # e.g. port taken
+    except StartupError as exc:  # e.g. port taken
+        log.error("cannot serve: %s", exc.located(args.config))
+        return 1
+    except (OSError, AppTaken) as exc:
         log.error("cannot serve: %s", exc)
         return 1
     return 0
@@ -117,7 +120,11 @@ async def serve(
         # start() first: the API must not answer before the stored tenant settings and
         # blocks are loaded. A second phonemfa on our ARI app is refused there (app_owner).
         with cli_calls_running(config.storage.path) as cli_running:
-            await service.start(leave_cli_calls=cli_running)
+            try:
+                await service.start(leave_cli_calls=cli_running)
+            except StoreUnavailable as exc:  # its tenants, blocks, calls left in progress
+                # One line saying what to fix, not a traceback (found by review).
+                raise StartupError("storage.path", f"cannot read the database: {exc}") from exc
         runner = web.AppRunner(build_app(service), access_log=None, handle_signals=False)
         await runner.setup()
         await _listen(runner, config)
@@ -176,6 +183,12 @@ async def _settle_dead_cli_calls(service: CallService, database: Path) -> None:
     put on record are read too (CallService.read_blocks)."""
     while True:
         await asyncio.sleep(CLI_SWEEP)
+        if not service.store.healthy:  # a write that fails says so; only one that holds says
+            try:  # it can write again, and none may come while /healthz drains us
+                await service.store.probe()
+                log.info("the call store can write again")
+            except StoreUnavailable:
+                pass  # said when it failed
         try:
             await service.read_blocks()
         except StoreUnavailable as exc:  # next time

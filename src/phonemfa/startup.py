@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import resource
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from phonemfa.config import Config
+from phonemfa.config import Config, config_line
 from phonemfa.engine import Engine
 from phonemfa.prompts import AudioError
 from phonemfa.service import CallService
@@ -42,6 +43,12 @@ class StartupError(Exception):
     def __init__(self, field: str, problem: str) -> None:
         super().__init__(f"{field}: {problem}")
         self.field = field
+
+    def located(self, config_file: str | os.PathLike[str]) -> str:
+        """``file:line: field: problem``, the line where the file sets the field (or its
+        section's, for a default), as a config error is written."""
+        line = config_line(config_file, self.field.split("."))
+        return f"{os.fspath(config_file)}:{line}: {self}" if line is not None else str(self)
 
 
 async def open_service(config: Config, *, holding: IO[str] | None = None) -> CallService:

@@ -718,11 +718,18 @@ def _encode_cursor(created_at: float, call_id: str) -> str:
     return base64.urlsafe_b64encode(json.dumps([created_at, call_id]).encode()).decode()
 
 
+# A cursor we give out is a time and a call id: far below this. Longer is not ours, and is
+# refused before it is decoded (nested deep, it would overflow json's recursion: a 500).
+MAX_CURSOR_LENGTH = 512
+
+
 def _decode_cursor(cursor: str) -> tuple[float, str]:
+    if len(cursor) > MAX_CURSOR_LENGTH:
+        raise ValueError("invalid cursor")
     try:
         created_at, call_id = json.loads(base64.urlsafe_b64decode(cursor.encode()))
         at = float(created_at)
-    except (ValueError, TypeError, OverflowError, binascii.Error) as exc:
+    except (ValueError, TypeError, OverflowError, RecursionError, binascii.Error) as exc:
         raise ValueError("invalid cursor") from exc
     if not math.isfinite(at):
         raise ValueError("invalid cursor")
@@ -821,7 +828,11 @@ class Store:
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._readers, self._read_here, run)
-        except sqlite3.OperationalError as exc:
+        except sqlite3.Error as exc:
+            if isinstance(exc, _OWN_ERRORS):  # a bug of ours, not the database's
+                raise
+            # I/O, a lock, and a damaged file too ("database disk image is malformed",
+            # sqlite3.DatabaseError): a 503 as the writes say, not a 500 (found by review).
             raise StoreUnavailable(f"database read failed: {exc}") from exc
 
     def _read_here(self, run: Callable[[sqlite3.Connection], T]) -> T:
@@ -924,6 +935,20 @@ class Store:
         (StoreUnavailable if the commit it waits for failed; `dropped_writes` counts the
         fire-and-forget writes given up on)."""
         await self._write("flush", None)
+
+    async def probe(self) -> None:
+        """Write one row and commit it: only a write tells that the store can write again
+        (`healthy`); while it cannot, and no call writes, the service's sweeper asks every
+        CLI_SWEEP seconds, else /healthz would say `store: unavailable` until the next call
+        (found by review). StoreUnavailable while it still cannot."""
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('write_probe', ?)",
+                (str(time.time()),),
+            )
+
+        await self._write("probe", run)
 
     async def settled(self) -> None:
         """Like `flush`, but without hurrying the writer: returns with the commit that takes

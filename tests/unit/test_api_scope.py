@@ -203,6 +203,32 @@ async def test_a_cursor_with_an_impossible_time_is_a_400(
     assert (await resp.json())["fields"][0]["field"] == "cursor"
 
 
+async def test_a_cursor_nested_deep_or_too_long_is_a_400(client: TestClient[Any, Any]) -> None:
+    # Found by review: a cursor of some 1,300 characters decoding to '[[[[...' overflowed
+    # json's recursion: a 500 and a traceback in the log.
+    deep = base64.urlsafe_b64encode(b"[" * 1000).decode()
+    for cursor in (deep, "A" * 600):
+        resp = await client.get("/v1/calls", params={"cursor": cursor}, headers=ALL)
+        assert resp.status == 400, cursor[:20]
+        assert (await resp.json())["fields"][0]["field"] == "cursor"
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+async def test_a_block_asked_with_a_misspelt_or_unknown_tenant_is_refused(
+    client: TestClient[Any, Any], method: str
+) -> None:
+    # Found by review: `?tennant=acme` was ignored, and the DELETE acted on default's user.
+    resp = await client.request(method, "/v1/users/alice/block?tennant=acme", headers=ALL)
+    answer = await resp.json()
+    assert (resp.status, answer["fields"][0]["field"]) == (400, "tennant"), answer
+    resp = await client.request(method, "/v1/users/alice/block?tenant=acme2", headers=ALL)
+    assert (resp.status, (await resp.json())["error"]) == (404, "not_found")
+    resp = await client.request(method, "/v1/users/alice/block?tenant=default", headers=ACME)
+    assert resp.status == 403
+    resp = await client.request(method, "/v1/users/alice/block?tenant=acme", headers=ACME)
+    assert (resp.status, (await resp.json())["error"]) == (404, "not_blocked")
+
+
 async def test_a_store_that_cannot_be_read_is_a_503_not_a_500(
     client: TestClient[Any, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -22,6 +22,7 @@ from phonemfa.startup import (
     hold_serve_lock,
     open_service,
 )
+from phonemfa.store import Store, StoreUnavailable
 from tests.unit.test_store import synchronous_of
 
 # Port 1: nothing answers there, and nothing may try before the refusal.
@@ -73,7 +74,8 @@ def test_missing_shipped_prompts_name_sounds_dir(
     line = one_line(err)
     assert code == 1
     manifest = tmp_path / "nowhere" / "phonemfa" / "manifest.json"
-    assert f"{says}sounds.dir: shipped prompts not installed: cannot read {manifest}:" in line
+    why = f"sounds.dir: shipped prompts not installed: cannot read {manifest}:"
+    assert f"{says}{config}:4: {why}" in line
     assert "make prompts" in line
     assert not (tmp_path / "db.sqlite").exists()  # refused before the database is created
 
@@ -86,7 +88,31 @@ def test_unusable_database_names_storage_path(
     code, err = run(capsys, *command, "--config", config)
     line = one_line(err)
     assert code == 1
-    assert f"{says}storage.path: cannot open the database {tmp_path}: " in line
+    assert f"{says}{config}:3: storage.path: cannot open the database {tmp_path}: " in line
+
+
+@pytest.mark.parametrize(("command", "says"), COMMANDS)
+def test_a_database_that_cannot_be_read_at_start_is_one_line(
+    command: list[str],
+    says: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Found by review: a read failing in service.start() (tenants, blocks, calls left in
+    # progress) was a traceback.
+    async def failing(self: Store) -> None:
+        raise StoreUnavailable("database read failed: disk I/O error")
+
+    monkeypatch.setattr(Store, "all_tenant_settings", failing)
+    config = write_config(
+        tmp_path, f"storage: {{path: {tmp_path / 'db.sqlite'}}}\ntenants: {{default: {{}}}}\n"
+    )
+    code, err = run(capsys, *command, "--config", config)
+    assert code == 1 and "Traceback" not in err
+    # (after the database's creation, logged by serve)
+    [said] = [line for line in err.splitlines() if says in line]
+    assert f"{says}{config}:3: storage.path: cannot read the database: database read" in said
 
 
 @pytest.mark.parametrize(("command", "says"), COMMANDS)
@@ -158,7 +184,8 @@ def test_a_second_serve_refuses_before_opening_the_database(tmp_path: Path) -> N
     finally:
         first.close()
     assert done.returncode == 1, done.stderr
-    assert "cannot serve: storage.path: another `phonemfa serve` is using" in one_line(done.stderr)
+    refusal = f"cannot serve: {config}:3: storage.path: another `phonemfa serve` is using"
+    assert refusal in one_line(done.stderr)
     assert not database.exists()
 
 
@@ -218,4 +245,5 @@ def test_an_address_serve_cannot_listen_on_names_api_listen(
     code, err = run(capsys, "serve", "--config", str(config))
     assert code == 1 and "Traceback" not in err
     refusal = [line for line in err.splitlines() if "cannot serve" in line]
-    assert refusal and f"cannot serve: api.listen: cannot listen on {listen}: " in refusal[0]
+    said = f"cannot serve: {config}:4: api.listen: cannot listen on {listen}: "
+    assert refusal and said in refusal[0]

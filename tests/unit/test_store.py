@@ -872,6 +872,21 @@ async def test_a_read_only_database_surfaces_and_recovers(store: Store) -> None:
     assert store.healthy is True
 
 
+async def test_a_probe_tells_the_store_can_write_again(store: Store) -> None:
+    # Found by review: only a batch of writes set `healthy` again; with no call to write
+    # (a load balancer draining us on /healthz), it said `unavailable` for good.
+    await store.flush()
+    store._writer.conn.execute("PRAGMA query_only = ON")
+    with pytest.raises(StoreUnavailable):
+        await store.probe()
+    assert store.healthy is False
+    store._writer.conn.execute("PRAGMA query_only = OFF")
+    await store.flush()  # writes nothing: tells nothing
+    assert store.healthy is False
+    await store.probe()
+    assert store.healthy is True
+
+
 async def test_failed_commit_leaves_no_half_written_outcome(store: Store) -> None:
     await store.create_call(record())
     faulty = make_faulty(store, "INSERT INTO webhooks")

@@ -4,8 +4,8 @@ Each command is one `_add_<name>(subparsers)` function that adds its parser
 and sets `handler`; `COMMANDS` lists them. Adding a command is one function
 and one line in `COMMANDS`.
 
-Exit codes: 0 fine, 1 unusable configuration or arguments, 2 a refusal (a
-number phonemfa would not call; argparse also uses 2 for usage errors).
+Exit codes: 0 fine, 1 unusable configuration or arguments (usage errors too), 2 a
+refusal (a number phonemfa would not call).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 from pydantic import ValidationError
@@ -255,8 +255,17 @@ COMMANDS: list[Callable[[_Subparsers], None]] = [
 ]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on a usage error, which is our "refused" (found by review: a wrapper
+    script read a misspelt option as a refused number): 1, as any argument to fix."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_CONFIG, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="phonemfa",
         description="Phone-call second factor on Asterisk, with operator assistance.",
     )
@@ -268,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Commands that only show something: a reader that stops reading ends them normally.
-_READ_ONLY = frozenset({"calls", "parse", "check-config"})
+_READ_ONLY = frozenset({"calls", "parse", "check-config", "prompts show", "prompts check"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -284,4 +293,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         stdout_gone()
         # `phonemfa calls list | head`: the reader has all it wanted. Anything else (a call,
         # serve) did not finish: never the status of an approval or of a clean stop.
-        return EXIT_OK if args.command in _READ_ONLY else 1
+        command = f"{args.command} {getattr(args, 'prompts_action', '')}".strip()
+        return EXIT_OK if command in _READ_ONLY or args.command in _READ_ONLY else 1

@@ -27,6 +27,9 @@ from phonemfa.users import canonical_user
 EXIT_APPROVED = 0
 EXIT_NOT_APPROVED = 1
 EXIT_REFUSED = 2
+# Without --config or --server, `phonemfa call NUMBER` (DESIGN §7) asks the service here, at
+# api.listen's default, as `phonemfa calls` does.
+DEFAULT_SERVER = "http://127.0.0.1:8080"
 EXIT_INTERRUPTED = 130  # Ctrl-C, as shells report SIGINT: the call was ended, not decided
 CONNECT_TIMEOUT = 10.0
 
@@ -96,10 +99,14 @@ def add_call_command(sub: Any) -> None:
         "interrupted (Ctrl-C or SIGTERM ends the call).",
     )
     p.add_argument("number", metavar="NUMBER")
-    where = p.add_mutually_exclusive_group(required=True)
+    where = p.add_mutually_exclusive_group()
     where.add_argument("--config", "-c", metavar="FILE", help="run the call in this process")
     where.add_argument(
-        "--server", "-s", metavar="URL", type=server_url, help="a running phonemfa service"
+        "--server",
+        "-s",
+        metavar="URL",
+        type=server_url,
+        help=f"a running phonemfa service (the default: {DEFAULT_SERVER})",
     )
     p.add_argument("--token", help="with --server: API bearer token (or PHONEMFA_TOKEN)")
     p.add_argument("--user", "-u", type=_user, help="the user being verified (for the record)")
@@ -121,9 +128,10 @@ def add_call_command(sub: Any) -> None:
 
 
 def run_call_command(args: argparse.Namespace) -> int:
-    if args.server:
+    if args.config is None:
         from phonemfa.cli_remote import run_remote_call
 
+        args.server = args.server or DEFAULT_SERVER
         return run_remote_call(args)
     try:
         config = load_config(args.config)
@@ -179,7 +187,10 @@ async def _call(config: Config, args: argparse.Namespace) -> int:
                     backup_phones=tuple(args.backup),
                 )
             )
-        except (NumberError, CallRefused, UnknownTenantError, RateLimited) as exc:
+        except UnknownTenantError as exc:  # an argument to fix, not a refusal (exit 1)
+            print(f"phonemfa call: {exc}", file=sys.stderr)
+            return EXIT_NOT_APPROVED
+        except (NumberError, CallRefused, RateLimited) as exc:
             field = getattr(exc, "field", "")  # NumberError and CallRefused say which number
             print(f"phonemfa call: refused: {naming_backup(field, str(exc))}", file=sys.stderr)
             return EXIT_REFUSED

@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 
 from phonemfa.cli_call import (
+    DEFAULT_SERVER,
     EXIT_INTERRUPTED,
     EXIT_NOT_APPROVED,
     EXIT_REFUSED,
@@ -55,9 +56,18 @@ async def _request(
         raise RemoteError(f"no answer from {url} in time") from None
 
 
+# 400s that are our request's fault, not a refusal of the call: a tenant that does not exist, a
+# parameter or field the API does not take. Exit 1, as a wrong token (401, 403) is.
+_NOT_REFUSALS = frozenset({"unknown_tenant", "invalid_request"})
+
+
 def _fail(status: int, body: Any) -> RemoteError:
-    # Like `phonemfa call --config`: refused when the number or request is, else not approved.
-    code = EXIT_REFUSED if status in (400, 403, 429) else EXIT_NOT_APPROVED
+    """Like `phonemfa call --config`: 2 when phonemfa would not place the call (the number,
+    the policy, a limit), else 1 (found by review: a wrong token, an unknown tenant and a
+    misspelt status were 2, read as a refused number by a wrapper script)."""
+    error = body.get("error") if isinstance(body, dict) else None
+    refused = status == 429 or (status == 400 and error not in _NOT_REFUSALS)
+    code = EXIT_REFUSED if refused else EXIT_NOT_APPROVED
     if isinstance(body, dict):
         return RemoteError(f"HTTP {status}: {body.get('error')}: {body.get('message')}", code)
     return RemoteError(f"HTTP {status}", code)
@@ -156,7 +166,7 @@ def _print_timeline(call: dict[str, Any], shown: int) -> int:
 
 def add_calls_command(sub: Any) -> None:
     p = sub.add_parser("calls", help="list or show calls of a running service")
-    p.add_argument("--server", "-s", type=server_url, default="http://127.0.0.1:8080")
+    p.add_argument("--server", "-s", type=server_url, default=DEFAULT_SERVER)
     p.add_argument("--token", help="API bearer token (or PHONEMFA_TOKEN)")
     # The same options after the action too (`calls list --token T`), as `call` takes them;
     # SUPPRESS keeps an action's parser from resetting what was given before it.

@@ -461,7 +461,10 @@ class StorageSettings(_Model):
 
 
 class LoggingSettings(_Model):
-    format: Literal["text", "json"] = "text"
+    format: Annotated[  # as level: `JSON` is json (found by review)
+        Literal["text", "json"],
+        BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v),
+    ] = "text"
     level: Annotated[
         Literal["debug", "info", "warning", "error"],
         BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v),
@@ -625,11 +628,12 @@ DEFAULT_REFUSED_TYPES = (
 )
 
 # Same rules as the prompt catalog (prompts.CustomSource): existing Asterisk media,
-# or a recording file it converts with sox (so: a format sox reads).
+# or a recording file it converts with sox (so: a format Debian's sox reads; not .opus nor
+# .g722, which passed here and failed at start: found by review).
 _MEDIA = re.compile(r"(sound|recording):[A-Za-z0-9_][A-Za-z0-9_./-]*")
 _AUDIO_SUFFIXES = {
-    ".wav", ".mp3", ".ogg", ".opus", ".flac", ".aif", ".aiff", ".au",
-    ".gsm", ".ulaw", ".alaw", ".sln", ".sln16", ".g722",
+    ".wav", ".mp3", ".ogg", ".flac", ".aif", ".aiff", ".au",
+    ".gsm", ".ulaw", ".alaw", ".sln", ".sln16",
 }  # fmt: skip
 
 
@@ -934,8 +938,11 @@ def config_line(path: str | os.PathLike[str], loc: Sequence[str | int]) -> int |
 
 
 def _line_of(loc: Sequence[str | int], lines: Mapping[_Key, int]) -> int | None:
-    """The line of the deepest part of `loc` in the file (for a missing key: its parent's)."""
-    for end in range(len(loc), -1, -1):
+    """The line of the deepest part of `loc` in the file (for a missing key: its parent's).
+    A missing top-level section has none: line 1 named whatever is there (found by review)."""
+    if not loc:
+        return lines.get(())
+    for end in range(len(loc), 0, -1):
         line = lines.get(tuple(loc[:end]))
         if line is not None:
             return line
@@ -1179,7 +1186,9 @@ class _Walker:
                 return m.group(0)[1:]
             body = _VAR_BODY.fullmatch(m.group(2))
             if body is None:
-                self._issue(node, path, f"bad variable reference {m.group(0)!r}")
+                # A secret's text is never quoted back, even a part of it (found by review).
+                shown = "a ${...}" if is_secret_path(path) else repr(m.group(0))
+                self._issue(node, path, f"bad variable reference {shown}")
                 return ""
             var, default = body.groups()
             value = self.environ.get(var)
@@ -1189,7 +1198,11 @@ class _Walker:
                 return str(default)
             if not self.secrets and is_secret_path(path):
                 return f"<{var} unset>"  # one per variable: two tokens never look the same
-            hint = f"write ${{{var}:-default}} for a default"
+            hint = (  # a secret's default would be a secret written in the file
+                f"set it in the environment, e.g. {var}=... in the service's env file"
+                if is_secret_path(path)
+                else f"write ${{{var}:-default}} for a default"
+            )
             self._issue(node, path, f"environment variable {var} is not set ({hint})")
             return ""
 

@@ -136,31 +136,60 @@ _STORE_USERS = (
 )
 
 
-def _merge_patch(settings: dict[str, Any]) -> dict[str, Any]:
+_NULL = {"type": "null"}
+_PREFIX = REF.removesuffix("{model}")
+
+
+def _merge_patch(settings: dict[str, Any], schemas: dict[str, Any]) -> dict[str, Any]:
     """The settings as a PUT takes them: a JSON merge patch (RFC 7396), every key optional,
-    and null removing one (its default then applies): at the top and in `prompts`."""
-    nullable = {"type": "null"}
-    fields = settings["properties"]
-    properties = {key: {"anyOf": [value, nullable]} for key, value in fields.items()}
-    prompts = fields.get("prompts")
-    if prompts is not None:
-        languages = {
-            pattern: {
-                **language,
-                "additionalProperties": {"anyOf": [language["additionalProperties"], nullable]},
-            }
-            for pattern, language in prompts["patternProperties"].items()
-        }
-        per_language = {**prompts, "patternProperties": languages}
-        properties["prompts"] = {"anyOf": [per_language, nullable]}
+    and null removing one (its default then applies), at any depth (found by review: only
+    the top and `prompts` said so, and clients made from the document refused
+    `{"calls": {"attempts": null}}`, which the API takes). Each settings object it refers
+    to gets a `<Name>Patch` of its own in `schemas`; arrays replace, as a patch's do."""
+    patch = _patch_object(settings, schemas)
     return {
+        **patch,
         "title": "TenantSettingsPatch",
         "description": "A JSON merge patch onto the tenant's settings: objects merge, null "
         "removes a key (its default applies), anything else replaces.",
-        "type": "object",
-        "additionalProperties": False,
-        "properties": properties,
     }
+
+
+def _patch_object(schema: dict[str, Any], schemas: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in schema.items() if k not in ("required", "properties", "title")}
+    if "properties" in schema:
+        out["properties"] = {
+            key: {"anyOf": [_patch_of(value, schemas), _NULL]}
+            for key, value in schema["properties"].items()
+        }
+    if "patternProperties" in schema:  # prompts: language -> message -> prompt
+        out["patternProperties"] = {
+            pattern: _patch_of(value, schemas)
+            for pattern, value in schema["patternProperties"].items()
+        }
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        out["additionalProperties"] = {"anyOf": [_patch_of(extra, schemas), _NULL]}
+    return out
+
+
+def _patch_of(schema: dict[str, Any], schemas: dict[str, Any]) -> dict[str, Any]:
+    """A value's schema in a patch: an object merges (a patch of it), anything else is as is."""
+    ref = schema.get("$ref", "")
+    if ref.startswith(_PREFIX):
+        name = ref.removeprefix(_PREFIX)
+        target = schemas.get(name, {})
+        if target.get("type") != "object" or "properties" not in target:
+            return schema  # an enum, say
+        if f"{name}Patch" not in schemas:
+            schemas[f"{name}Patch"] = {}  # made once, even if it refers to itself
+            schemas[f"{name}Patch"] = {**_patch_object(target, schemas), "title": f"{name}Patch"}
+        return {**schema, "$ref": REF.format(model=f"{name}Patch")}
+    if schema.get("type") == "object":
+        return _patch_object(schema, schemas)
+    if "anyOf" in schema:
+        return {**schema, "anyOf": [_patch_of(s, schemas) for s in schema["anyOf"]]}
+    return schema
 
 
 @functools.cache
@@ -183,7 +212,7 @@ def openapi_document() -> dict[str, Any]:
     settings = TenantSettings.model_json_schema(ref_template=REF)
     schemas.update(settings.pop("$defs", {}))
     schemas["TenantSettings"] = settings
-    schemas["TenantSettingsPatch"] = _merge_patch(settings)
+    schemas["TenantSettingsPatch"] = _merge_patch(settings, schemas)
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
@@ -334,16 +363,18 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "Whether a user is blocked (after a fraud report)",
                     "responses": {
                         "200": _json("Block", "the block"),
+                        "400": _err("a query parameter other than tenant"),
                         **_AUTH,
-                        "404": _err("not blocked"),
+                        "404": _err("not_blocked: not blocked; not_found: no such tenant"),
                     },
                 },
                 "delete": {
                     "summary": "Unblock a user",
                     "responses": {
                         "204": {"description": "unblocked"},
+                        "400": _err("a query parameter other than tenant"),
                         **_AUTH,
-                        "404": _err("not blocked"),
+                        "404": _err("not_blocked: not blocked; not_found: no such tenant"),
                     },
                 },
             },

@@ -17,6 +17,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from phonemfa import cli_remote
 from phonemfa.cli import build_parser
 from phonemfa.cli_remote import RemoteError, _request
 
@@ -56,7 +57,7 @@ def test_call_refuses_an_empty_option_instead_of_leaving_it_out(
     # `--code "$CODE"` with CODE unset must not place a call that '#' alone approves.
     with pytest.raises(SystemExit) as exited:
         build_parser().parse_args(["call", "+1 425 555 0100", *where, option, value])
-    assert exited.value.code == 2
+    assert exited.value.code == 1  # an argument to fix: not 2, a refused number
     err = capsys.readouterr().err
     assert f"argument {option}" in err and why in err
 
@@ -72,7 +73,7 @@ def test_a_server_that_is_not_an_http_url_is_refused_as_such(
     # v1/calls; a call may have started all the same": nothing was sent (found by review).
     with pytest.raises(SystemExit) as exited:
         build_parser().parse_args([*argv, "--server", server])
-    assert exited.value.code == 2
+    assert exited.value.code == 1  # an argument to fix: not 2, a refused number
     err = capsys.readouterr().err
     assert "argument --server/-s: must be an http:// or https:// URL" in err
 
@@ -256,3 +257,33 @@ async def test_no_answer_in_time_is_a_remote_error_not_a_traceback() -> None:
                 await _request(session, "GET", str(server.make_url("/")))
     finally:
         await server.close()
+
+
+@pytest.mark.parametrize(
+    ("status", "error", "code"),
+    [
+        (400, "invalid_number", 2),
+        (400, "country_not_allowed", 2),
+        (429, "rate_limited_user", 2),
+        (400, "unknown_tenant", 1),
+        (400, "invalid_request", 1),
+        (401, "unauthorized", 1),
+        (403, "forbidden", 1),
+        (503, "store_unavailable", 1),
+    ],
+)
+def test_only_a_refused_call_exits_2(status: int, error: str, code: int) -> None:
+    # Found by review: a wrong token and an unknown tenant exited 2, which a wrapper script
+    # reads as "phonemfa would not call this number".
+    assert cli_remote._fail(status, {"error": error, "message": "m"}).exit_code == code
+
+
+def test_call_without_config_or_server_asks_the_local_service(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # DESIGN §7: `phonemfa call NUMBER [--user U] [--tenant T]`; it was a usage error.
+    asked: list[str] = []
+    monkeypatch.setattr(cli_remote, "run_remote_call", lambda args: asked.append(args.server) or 0)
+    args = build_parser().parse_args(["call", "+1 425 555 0100", "--user", "alice"])
+    assert args.handler(args) == 0
+    assert asked == ["http://127.0.0.1:8080"]

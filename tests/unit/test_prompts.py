@@ -717,3 +717,15 @@ def test_without_sounds_dir_only_tenants_that_need_files_are_refused() -> None:
     named = config(organization_name="Acme")
     with pytest.raises(PromptSetupError, match="sounds.dir is not set"):
         prepare_prompts(named, catalogs_of(named))
+
+
+def test_a_missing_sox_is_said_not_taken_for_a_bad_recording(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by review: without sox, a good recording read "not audio, or an unknown format".
+    src = tmp_path / "rec.wav"
+    sox("-n", "-r", "8000", "-b", "16", str(src), "synth", "0.3", "sine", "300")
+    assert 0.25 < prompts.probe(src) < 0.35
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    with pytest.raises(prompts.AudioError, match="sox is not installed"):
+        prompts.probe(src)

@@ -615,11 +615,14 @@ class Limits(_Model):
 
 # Types phonemfa refuses to call unless a tenant says otherwise: they cost the
 # caller (premium, shared cost, UK 070 "personal" numbers that are billed like
-# premium ones), cannot answer a voice prompt (pager, voicemail access), or are
-# not classified at all. UAN (UK 03 company numbers, billed as geographic) and
-# toll-free stay allowed: both are common office switchboards.
+# premium ones; UAN, "universal access" numbers, in most countries billed above a
+# geographic call: UK 055, NL 084/087, JP 0570...), cannot answer a voice prompt (pager,
+# voicemail access), or are not classified at all. UK 03 numbers, UANs billed as
+# geographic by Ofcom's rules, stay allowed (tollfraud.GEOGRAPHIC_RATE_UAN), and so does
+# toll-free: both are common office switchboards.
 DEFAULT_REFUSED_TYPES = (
     NumberType.PREMIUM_RATE,
+    NumberType.UAN,
     NumberType.SHARED_COST,
     NumberType.PERSONAL_NUMBER,
     NumberType.PAGER,

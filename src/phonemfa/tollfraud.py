@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from phonemfa.config import RateLimit, TenantSettings, UnknownTenantError
-from phonemfa.numbers import NON_GEOGRAPHIC, PhoneNumber
+from phonemfa.numbers import NON_GEOGRAPHIC, NumberType, PhoneNumber
 
 __all__ = [
     "PastCall",
@@ -51,6 +51,12 @@ class Refusal:
     """Rate limits only: seconds until a call would be admitted."""
 
 
+# UANs billed as a geographic call: the UK's 03 numbers (GB, and GG, JE, IM on +44), common
+# office switchboards. Refusing "uan" (the default) leaves them be; other UANs are refused
+# (found by review: UK 055 corporate numbers, NL 084/087 passed the default rules).
+GEOGRAPHIC_RATE_UAN = ("+443",)
+
+
 def check_destination(number: PhoneNumber, tenant: TenantSettings) -> Refusal | None:
     """Country allow-list and refused number types; None when the number may be called."""
     if not tenant.allows_country(number.country):
@@ -66,7 +72,9 @@ def check_destination(number: PhoneNumber, tenant: TenantSettings) -> Refusal | 
                 f"calls to {number.country} are not allowed for this tenant (allowed: {allowed})"
             )
         return Refusal(RefusalCode.COUNTRY_NOT_ALLOWED, message)
-    if number.number_type in tenant.refused_number_types:
+    if number.number_type in tenant.refused_number_types and not (
+        number.number_type is NumberType.UAN and number.e164.startswith(GEOGRAPHIC_RATE_UAN)
+    ):
         return Refusal(
             RefusalCode.NUMBER_TYPE_REFUSED,
             f"{number.number_type.value.replace('_', ' ')} numbers are refused",

@@ -57,6 +57,29 @@ def test_ordinary_numbers_pass(text: str) -> None:
     assert check_destination(parse_number(text), US) is None
 
 
+@pytest.mark.parametrize(
+    ("text", "refused"),
+    [
+        ("+44 55 1234 5678", True),  # UK corporate numbers: costly
+        ("+31 84 123 4567", True),
+        ("+31 87 123 4567", True),
+        ("+81 570 123 456", True),
+        ("+44 345 300 1234", False),  # UK 03: billed as geographic, office switchboards
+        ("+44 300 123 4567", False),
+    ],
+)
+def test_universal_access_numbers_are_refused_but_uk_03_ones(text: str, refused: bool) -> None:
+    # Found by review: every UAN passed the default rules, UK 055 and NL 084/087 among them.
+    number = parse_number(text)
+    assert number.number_type is NumberType.UAN
+    refusal = check_destination(number, tenant(allowed_countries=["*"]))
+    assert (refusal is not None) is refused, refusal
+    if refused:
+        assert refusal is not None and "uan numbers are refused" in refusal.message
+        allowed = tenant(allowed_countries=["*"], refused_number_types=["premium_rate"])
+        assert check_destination(number, allowed) is None  # a tenant may allow them
+
+
 def test_refused_types_are_configurable() -> None:
     number = parse_number("+44 909 879 0000")
     assert check_destination(number, tenant(region="GB", refused_number_types=[])) is None

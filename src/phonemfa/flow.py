@@ -44,7 +44,7 @@ from phonemfa.config import TenantSettings
 from phonemfa.fallback import Fallback, next_leg
 from phonemfa.lines import Lines, NoFreeLine
 from phonemfa.messages import MessageType
-from phonemfa.numbers import EXTENSION_MASK, mask_extension, mask_text
+from phonemfa.numbers import EXTENSION_MASK, mask_text
 from phonemfa.outcomes import Outcome, unanswered_outcome
 from phonemfa.policy import DialMode, DialPlan, Digits, Wait
 from phonemfa.prompts import Prompt, PromptCatalog
@@ -584,12 +584,7 @@ class CallFlow:
                     )
                     # ARI returns at once; the tones take this long to go out.
                     await self._idle(len(digits) * (duration_ms + gap_ms) / 1000)
-        extension = plan.extension or ""
-        self._step(
-            "extension_sent",
-            extension=EXTENSION_MASK,
-            dtmf=mask_extension(plan.dtmf_string, extension),
-        )
+        self._step("extension_sent", extension=EXTENSION_MASK, dtmf=plan.dtmf_masked)
         prompt = self.req.catalog.get(MessageType.EXTENSION_PROMPT, self.req.language)
         await self._until_pound(
             prompt,

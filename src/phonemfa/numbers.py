@@ -175,11 +175,6 @@ class PhoneNumber:
         return self.format()
 
 
-def mask_extension(text: str, extension: str) -> str:
-    """`text` (the DTMF string sent) with the extension's digits masked."""
-    return text.replace(extension, EXTENSION_MASK) if extension else text
-
-
 def mask(number: PhoneNumber | str) -> str:
     """Mask a parsed number, or raw text that may not parse (see `mask_text`)."""
     if isinstance(number, PhoneNumber):

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from phonemfa.config import DialProfile, TenantSettings, TrunkSettings
-from phonemfa.numbers import PhoneNumber
+from phonemfa.numbers import EXTENSION_MASK, PhoneNumber
 
 __all__ = [
     "DEFAULT_PROFILE",
@@ -183,6 +183,18 @@ class DialPlan:
     @property
     def dtmf_string(self) -> str:
         return render_dtmf(self.dtmf)
+
+    @property
+    def dtmf_masked(self) -> str:
+        """`dtmf_string` with the extension's digits masked, the profile's own prefix and
+        suffix kept: rendered from the parts, as replacing the extension in the string hit
+        a prefix holding its digits (prefix "5", x55: "WW***5"; found by review)."""
+        p, extension = self.profile, self.number.extension
+        if not self.dtmf or extension is None:
+            return self.dtmf_string
+        masked = p.extension_prefix + EXTENSION_MASK + p.extension_suffix
+        steps = dtmf_steps(masked, duration_ms=0, gap_ms=0, pre_delay=p.pre_delay)
+        return render_dtmf(steps)
 
     def describe_dtmf(self) -> str:
         """Human text, e.g. "wait 2 s, 5678 (100 ms tones, 100 ms gaps)"."""

@@ -139,12 +139,12 @@ def prepare_prompts(
     *,
     mbrola: bool = True,
 ) -> list[Finding]:
-    """Check, then import, every configured tenant's prompts, with `tenants` the settings in
-    effect (the config's, unless changed through the API: its fraud code goes with its
-    prompts; found by review). Returns the warnings (voice fallbacks, long recordings, ...);
-    raises PromptSetupError on any error."""
-    in_effect = config.tenants if tenants is None else tenants
-    configured = {n: in_effect.get(n, t) for n, t in config.tenants.items()}
+    """Check, then import, every tenant's prompts, with `tenants` the settings in effect (the
+    config's, unless changed through the API: its fraud code goes with its prompts; found by
+    review), a tenant kept only from its stored settings too (found by review: on a new
+    sounds.dir its recordings were never converted, and nothing said so). Returns the
+    warnings (voice fallbacks, long recordings, ...); raises PromptSetupError on any error."""
+    configured = {**config.tenants, **(tenants or {})}
     sounds_dir = config.sounds.dir
     if sounds_dir is None:
         refuse_without_sounds_dir(catalogs, configured)

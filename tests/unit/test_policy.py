@@ -190,6 +190,22 @@ def test_auto_extension_plan_with_profile_rules() -> None:
         Digits("#", 200, 150),
     )
     assert plan.dtmf_string == "WWWWw5678w#"
+    assert plan.dtmf_masked == "WWWWw***w#"
+
+
+@pytest.mark.parametrize(
+    ("prefix", "text", "masked"), [("5", "x55", "WW5***"), ("9w", "x9", "WW9w***")]
+)
+def test_the_timeline_s_dtmf_masks_the_extension_not_the_profile_s_prefix(
+    prefix: str, text: str, masked: str
+) -> None:
+    # Found by review: the extension was replaced in the string sent, hitting the prefix
+    # when it held the same digits: "WW***5" showed one of the extension's.
+    attendant = profile("attendant", "+1 425", pre_delay=2, extension_prefix=prefix)
+    number = parse_number(f"425-555-1234{text}", "US")
+    plan = plan_call(number, TenantSettings(), TrunkSettings(), [attendant])
+    assert plan.dtmf_masked == masked
+    assert plan.dtmf_string == masked.replace("***", text[1:])
 
 
 @pytest.mark.parametrize(

@@ -637,6 +637,24 @@ def test_prepare_prompts_converts_recordings_and_speaks_the_name(
     assert not (sounds / "phonemfa-custom" / "default").exists()
 
 
+def test_a_tenant_kept_from_its_stored_settings_has_its_prompts_prepared(
+    sounds: Path, tmp_path: Path
+) -> None:
+    # Found by review: a tenant no longer in the file but kept with its settings stored
+    # through the API was skipped: on a new sounds.dir its recording was never converted.
+    src = tmp_path / "hello.wav"
+    sox("-n", "-r", "8000", str(src), "synth", "0.5", "sine", "440")
+    config = setup_config(sounds)
+    stored = TenantSettings.model_validate({"prompts": {"en": {"greeting": str(src)}}})
+    catalogs = {**catalogs_of(config), "acme": PromptCatalog.for_tenant("acme", stored, SHIPPED)}
+    assert prepare_prompts(config, catalogs, {**config.tenants, "acme": stored}) == []
+    assert wav_format(sounds / "phonemfa-custom" / "acme" / "en" / "greeting.wav") == (8000, 1, 2)
+    missing = TenantSettings.model_validate({"prompts": {"en": {"greeting": "/nowhere.wav"}}})
+    catalogs["acme"] = PromptCatalog.for_tenant("acme", missing, SHIPPED)
+    with pytest.raises(PromptSetupError, match="recording not found"):
+        prepare_prompts(config, catalogs, {**config.tenants, "acme": missing})
+
+
 def test_prepare_prompts_refuses_naming_every_problem_with_absolute_paths(
     sounds: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

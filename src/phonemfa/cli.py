@@ -277,7 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Commands that only show something: a reader that stops reading ends them normally.
-_READ_ONLY = frozenset({"calls", "parse", "check-config", "prompts show", "prompts check"})
+# Not `prompts check`: its verdict may be in what was not read (found by review).
+_READ_ONLY = frozenset({"calls", "parse", "check-config", "prompts show"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -187,11 +187,12 @@ async def _call(config: Config, args: argparse.Namespace) -> int:
                     backup_phones=tuple(args.backup),
                 )
             )
-        except UnknownTenantError as exc:  # an argument to fix, not a refusal (exit 1)
-            print(f"phonemfa call: {exc}", file=sys.stderr)
+        except (UnknownTenantError, CallRefused) as exc:  # an argument to fix: 1, as remotely
+            field = getattr(exc, "field", "")  # CallRefused says which number, if one
+            print(f"phonemfa call: {naming_backup(field, str(exc))}", file=sys.stderr)
             return EXIT_NOT_APPROVED
-        except (NumberError, CallRefused, RateLimited) as exc:
-            field = getattr(exc, "field", "")  # NumberError and CallRefused say which number
+        except (NumberError, RateLimited) as exc:
+            field = getattr(exc, "field", "")  # NumberError says which number
             print(f"phonemfa call: refused: {naming_backup(field, str(exc))}", file=sys.stderr)
             return EXIT_REFUSED
         except ServiceUnavailable as exc:

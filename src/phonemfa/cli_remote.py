@@ -56,17 +56,13 @@ async def _request(
         raise RemoteError(f"no answer from {url} in time") from None
 
 
-# 400s that are our request's fault, not a refusal of the call: a tenant that does not exist, a
-# parameter or field the API does not take. Exit 1, as a wrong token (401, 403) is.
-_NOT_REFUSALS = frozenset({"unknown_tenant", "invalid_request"})
-
-
 def _fail(status: int, body: Any) -> RemoteError:
-    """Like `phonemfa call --config`: 2 when phonemfa would not place the call (the number,
-    the policy, a limit), else 1 (found by review: a wrong token, an unknown tenant and a
-    misspelt status were 2, read as a refused number by a wrapper script)."""
+    """Like `phonemfa call --config`: 2 when phonemfa would not place the call (a number it
+    cannot dial, a limit; a policy refusal is an outcome, `blocked`), else 1: a wrong
+    token, an unknown tenant, a bad code or backup list, a parameter the API does not take
+    (found by review: those were 2, read as a refused number by a wrapper script)."""
     error = body.get("error") if isinstance(body, dict) else None
-    refused = status == 429 or (status == 400 and error not in _NOT_REFUSALS)
+    refused = status == 429 or (status == 400 and error == "invalid_number")
     code = EXIT_REFUSED if refused else EXIT_NOT_APPROVED
     if isinstance(body, dict):
         return RemoteError(f"HTTP {status}: {body.get('error')}: {body.get('message')}", code)

@@ -544,9 +544,15 @@ class CallFlow:
                 raise Stopped(Outcome.INTERRUPTED, "asterisk_unavailable")
             raise _Refused
         self.rung = True
-        # Hung up since its StasisStart (a stopping Asterisk's soft hang-up): a hang-up, not
-        # an `ari_error_404` (found by review).
-        await self._on_channel(self.ari.dial(self.channel_id, self.req.dial_timeout))
+        try:
+            await self._on_channel(self.ari.dial(self.channel_id, self.req.dial_timeout))
+        except HungUp as gone:
+            # Hung up since its StasisStart, before anything rang (a stopping Asterisk's soft
+            # hang-up, an administrator's): not an `ari_error_404`, nor the number's
+            # `unreachable`, which would move a chain to its backup (found by review).
+            if gone.asterisk_stopped:
+                raise
+            raise Stopped(Outcome.INTERRUPTED, "channel_lost") from None
         # Answered, or ChannelDestroyed with the network's cause (busy, no answer...).
         await self._wait(
             lambda: self.channel_state == "Up", self.req.dial_timeout + 10, "dial never ended"
@@ -883,10 +889,13 @@ class CallFlow:
         self._playback_state = None
         self.router.add_playback(playback_id, self.mailbox)
         try:
+            connection = self._connection()
             await self._on_channel(
                 self.ari.play(self.channel_id, playback_id, prompt.playable, lang=prompt.language)
             )
             self.playback_created = playback_id
+            if self._deaf_since(connection):
+                await self._playback_check(playback_id)
             # A guard runs from the prompt's PlaybackStarted (`_handle`), not from Asterisk's
             # answer to the request: that only queues it, and a loaded Asterisk may start it
             # later than the guard lasts; a '#' before it would approve a greeting nobody
@@ -904,6 +913,19 @@ class CallFlow:
             self.router.remove_playback(playback_id)
             self.playback_id = self.playback_created = None
             self.playback_over = True
+
+    async def _playback_check(self, playback_id: str) -> None:
+        """Events were lost while Asterisk made the playback (its PlaybackStarted, maybe its
+        end): a re-sync meanwhile could not ask about one not made yet (found by review).
+        Gone: it is over. Still playing: its guard, if waiting for its start, runs from now."""
+        try:
+            await self.ari.get_playback(playback_id)
+        except AriNotFound:
+            self.playback_over = True
+        except AriError:
+            pass  # not connected: the reconnect's re-sync asks about it
+        else:
+            self._start_guard(self._loop.time())
 
     def _start_guard(self, at: float) -> None:
         """The prompt with a guard started at `at` (loop time, as keys are judged): keys down
@@ -938,7 +960,10 @@ class CallFlow:
         interrupted, not failed: not its fault (found by review)."""
         connection = self._connection()
         if not await self._wait_for(done, timeout):
-            if self._connection() is None or not await self._events_still_come(connection):
+            deaf = self._connection() is None or not await self._events_still_come(connection)
+            if done():  # it came while our mark was on its way (found by review)
+                return
+            if deaf:
                 raise Stopped(Outcome.INTERRUPTED, "asterisk_unavailable")
             raise Stopped(Outcome.FAILED, what.replace(" ", "_"))
 
@@ -1185,9 +1210,12 @@ class CallFlow:
         state = event.channel_state
         if _STATE_ORDER.get(state, 0) > _STATE_ORDER.get(self.channel_state, 0):
             self._set_state(state)
-        gone_playback = event.data.get("resync_playback")
-        if event.data.get("playback_gone") and self.playback_id == gone_playback:
-            self.playback_over = True
+        resynced_playback = event.data.get("resync_playback")
+        if resynced_playback is not None and resynced_playback == self.playback_id:
+            if event.data.get("playback_gone"):
+                self.playback_over = True
+            else:  # its PlaybackStarted may be among the events lost: its guard runs from now
+                self._start_guard(self._loop.time())
 
     async def resync(self) -> None:
         """Ask Asterisk where this call stands and tell the flow (events were lost while the

@@ -164,7 +164,7 @@ def _patch_object(schema: dict[str, Any], schemas: dict[str, Any]) -> dict[str, 
         }
     if "patternProperties" in schema:  # prompts: language -> message -> prompt
         out["patternProperties"] = {
-            pattern: _patch_of(value, schemas)
+            pattern: {"anyOf": [_patch_of(value, schemas), _NULL]}
             for pattern, value in schema["patternProperties"].items()
         }
     extra = schema.get("additionalProperties")

@@ -107,6 +107,10 @@ REQUEST_RETRY_PAUSES = (1.0, 2.0)
 ENTRY_ANSWER_RETRIES = (5.0, 10.0, 20.0, 30.0, 60.0, 60.0, 60.0, 60.0)
 
 
+class _AnswerTaken(Exception):
+    """A dialplan entry's answer, asked again, was taken the first time (_continue_entry)."""
+
+
 class ServiceUnavailable(Exception):
     """New calls are not taken now: shutting down, or the store cannot write."""
 
@@ -290,6 +294,11 @@ class CallService:
         self.engine.connect_hooks.append(self._on_connected)
         self.tenants: dict[str, TenantSettings] = dict(config.tenants)
         self.guard = TollFraudGuard(self.tenants, number_key=store.number_key)
+        # Calls created before this are an earlier run's: a dialplan entry whose call ended
+        # then, unanswered, is looked for in the store once, at the first sweep (_sweep);
+        # this run's own are in memory (_entries).
+        self._started_at = time.time()
+        self._earlier_entries_swept = False
         self._blocks_seen: tuple[int, int] | None = None  # Store.blocks_stamp when last read
         self._primary = False  # set by start(): the service itself, not a CLI beside it
         self.metrics = Metrics()
@@ -1058,16 +1067,17 @@ class CallService:
         # Entries whose call ended just before a previous run was killed, unanswered.
         unknown = [c for c in channels if not self._entries.get(c)]
         found: dict[str, CallRecord] = {}
-        if unknown:
+        if unknown and not self._earlier_entries_swept:
             since = time.time() - ENTRY_HORIZON
             try:
-                await self.store.flush()  # the answers given so far are on record
-                ended_calls = await self.store.ended_calls_of_entries(unknown, since)
+                ended_calls = await self.store.ended_calls_of_entries(
+                    unknown, since, before=self._started_at
+                )
             except StoreUnavailable:  # each verified afresh (below): never an old outcome
                 ended_calls = []
             for ended in ended_calls:
                 channel_id = ended.origin_channel or ""
-                if self._entries.get(channel_id, ended.id) != ended.id:
+                if channel_id in self._entries:
                     continue  # its StasisStart came meanwhile: a verification of its own
                 found[channel_id] = ended
                 self._entries[channel_id] = ended.id  # _release_entry lets go of it
@@ -1101,6 +1111,9 @@ class CallService:
                 continue
             if await self._hangup_quietly(channel_id):
                 log.info("hung up a channel no call owns (left by an earlier run)")
+        # Every entry an earlier run left in Stasis was listed now: later, a channel in
+        # Stasis we never heard of is a new entry, even one that had an answer before.
+        self._earlier_entries_swept = True
         return True
 
     async def _entries_gone_meanwhile(self, listed: set[str]) -> None:
@@ -1211,8 +1224,13 @@ class CallService:
         Not taken, it is kept for the next connect and, with `later`, asked again meanwhile."""
         self._entries.pop(channel_id, None)
         ari = self.engine.ari
+        asked = 0
 
         async def answer() -> None:
+            nonlocal asked
+            if asked and channel_id in self._entries:
+                raise _AnswerTaken
+            asked += 1
             await ari.set_variable(channel_id, "PHONEMFA_OUTCOME", outcome)
             await ari.set_variable(channel_id, "PHONEMFA_CALL_ID", call_id)
             await ari.set_variable(channel_id, "PHONEMFA_REASON", reason or "")
@@ -1225,10 +1243,19 @@ class CallService:
             if call_id:
                 self._entry_answered(call_id, outcome)
             return
+        except _AnswerTaken:
+            # Its StasisStart came again while we asked again: the dialplan took an answer
+            # Asterisk timed out, and is in Stasis for a verification of its own, which this
+            # answer would have ended with our outcome (found by review).
+            if call_id:
+                self._entry_answered(call_id, outcome, confirmed=False)
+            return
         except AriUnavailable:
             pass
         except AriError as exc:
             log.info("dialplan entry channel went away before its answer: %s", exc)
+            if call_id and asked > 1:  # or left Stasis: the answer a time-out hid was taken
+                self._entry_answered(call_id, outcome, confirmed=False)
             return
         finally:
             self._answering.discard(channel_id)
@@ -1243,10 +1270,14 @@ class CallService:
             log.warning("Asterisk did not take a dialplan entry's answer: hung up")
             await self._hangup_quietly(channel_id)
 
-    def _entry_answered(self, call_id: str, outcome: str) -> None:
-        """On the call's timeline: the dialplan took its answer (ENTRY_ANSWERED). A sweep
-        gives an ended call's outcome only to an entry that has not had it."""
-        entry = TimelineEntry(time.time(), ENTRY_ANSWERED, {"outcome": outcome})
+    def _entry_answered(self, call_id: str, outcome: str, *, confirmed: bool = True) -> None:
+        """On the call's timeline: the dialplan took its answer (ENTRY_ANSWERED; not
+        `confirmed` when Asterisk timed the request out and the channel went on all the
+        same). A sweep gives an ended call's outcome only to an entry that has not had it."""
+        details: dict[str, Any] = {"outcome": outcome}
+        if not confirmed:
+            details["confirmed"] = False
+        entry = TimelineEntry(time.time(), ENTRY_ANSWERED, details)
         live = self.live.get(call_id)
         if live is not None:
             live.record.timeline.append(entry)

@@ -957,11 +957,12 @@ class Store:
         await self._write("settled", None, urgent=False)
 
     async def ended_calls_of_entries(
-        self, channel_ids: Sequence[str], since: float
+        self, channel_ids: Sequence[str], since: float, before: float
     ) -> list[CallRecord]:
-        """The ended calls that dialplan entries (their channels) asked for, created since
-        `since`, whose answer the dialplan has not taken (ENTRY_ANSWERED), oldest first. For
-        the rare sweep at connect time: one scan of the calls since then."""
+        """For each dialplan entry (its channel), the last ended call it asked for among those
+        created in [since, before), if the dialplan has not taken its answer
+        (ENTRY_ANSWERED): an older call's is never given, the last one's answered or not
+        (found by review). For the rare sweep at connect time: one scan of those calls."""
         ids = list(channel_ids)
 
         def run(conn: sqlite3.Connection) -> list[Any]:
@@ -969,15 +970,24 @@ class Store:
             for i in range(0, len(ids), 500):  # within SQLite's limit of parameters
                 chunk = ids[i : i + 500]
                 rows += conn.execute(
-                    f"SELECT {_CALL_COLUMNS} FROM calls WHERE created_at >= ?"
-                    f" AND origin_channel IN ({_marks(len(chunk))}) AND outcome IS NOT NULL"
-                    " AND NOT EXISTS (SELECT 1 FROM timeline t WHERE t.call_id = calls.id"
-                    " AND t.event = ?) ORDER BY created_at, id",
-                    (since, *chunk, ENTRY_ANSWERED),
+                    f"SELECT {_CALL_COLUMNS}, EXISTS (SELECT 1 FROM timeline t"
+                    " WHERE t.call_id = calls.id AND t.event = ?) FROM calls"
+                    f" WHERE created_at >= ? AND created_at < ?"
+                    f" AND origin_channel IN ({_marks(len(chunk))}) AND outcome IS NOT NULL",
+                    (ENTRY_ANSWERED, since, before, *chunk),
                 ).fetchall()
             return rows
 
-        return [_call(row) for row in await self._read(run)]
+        last: dict[str, tuple[CallRecord, bool]] = {}
+        for row in await self._read(run):
+            call = _call(row[:-1])
+            channel = call.origin_channel or ""
+            if channel not in last or (call.created_at, call.id) > (
+                last[channel][0].created_at,
+                last[channel][0].id,
+            ):
+                last[channel] = (call, bool(row[-1]))
+        return [call for call, answered in last.values() if not answered]
 
     async def get_call(self, call_id: str) -> CallRecord | None:
         def run(conn: sqlite3.Connection) -> CallRecord | None:

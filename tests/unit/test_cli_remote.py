@@ -263,10 +263,12 @@ async def test_no_answer_in_time_is_a_remote_error_not_a_traceback() -> None:
     ("status", "error", "code"),
     [
         (400, "invalid_number", 2),
-        (400, "country_not_allowed", 2),
         (429, "rate_limited_user", 2),
         (400, "unknown_tenant", 1),
         (400, "invalid_request", 1),
+        (400, "bad_code", 1),
+        (400, "duplicate_backup_phone", 1),
+        (400, "no_webhook_secret", 1),
         (401, "unauthorized", 1),
         (403, "forbidden", 1),
         (503, "store_unavailable", 1),

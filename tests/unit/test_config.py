@@ -1116,6 +1116,7 @@ def test_the_settings_patch_takes_null_at_any_depth_as_the_api_does() -> None:
         {"fraud": {"code": None, "enabled": False}},
         {"limits": {"per_user": None}},
         {"prompts": {"en": {"greeting": None}}},
+        {"prompts": {"en": None}},
         {"region": None},
         {"calls": {"attempts": 2}},
     ):

@@ -1635,6 +1635,10 @@ async def test_a_wait_we_could_not_hear_end_is_interrupted_not_failed(
         await flow._wait(lambda: False, 0.01, "no StasisStart")
     outcome = (unnoticed.value.outcome, unnoticed.value.reason)
     assert outcome == (Outcome.INTERRUPTED, "asterisk_unavailable")
+    # What it waited for came while the mark was on its way: the call goes on.
+    came: list[bool] = []
+    fake.later(0.02, lambda: came.append(True))
+    await flow._wait(lambda: bool(came), 0.01, "no StasisStart")
     connection.drop()
     with pytest.raises(Stopped) as deaf:
         await flow._wait(lambda: False, 0.01, "dial never ended")
@@ -3165,10 +3169,10 @@ class _HungUpBeforeDial(FakeAsterisk):
 async def test_a_channel_hung_up_before_its_dial_is_a_hang_up_not_an_ari_error() -> None:
     # Found by review: the dial was the one channel request not checked for a channel gone:
     # such a call ended failed ari_error_404.
+    # Nor is it `unreachable` (the number's), which would move a chain to its backup.
     flow, fake, _ = _bare_flow(fake_class=_HungUpBeforeDial)
-    assert await asyncio.wait_for(flow.run(), 10) is not None
-    assert fake.sent("dial")
-    assert flow.outcome is not Outcome.FAILED and flow.reason != "ari_error_404", flow.reason
+    assert await asyncio.wait_for(flow.run(), 10) is Outcome.INTERRUPTED
+    assert fake.sent("dial") and flow.reason == "channel_lost"
 
 
 class _RestartedAsterisk(FakeAsterisk):
@@ -3231,3 +3235,43 @@ async def test_a_resync_during_a_play_request_does_not_end_the_prompt_it_asks_fo
     recorder.on_step = script
     assert await asyncio.wait_for(flow.run(), 5) is Outcome.APPROVED
     assert playing == [True]
+
+
+class _PlayLostInFlight(FakeAsterisk):
+    """The websocket drops and comes back while a play request is on its way: Asterisk plays
+    the prompt, and its PlaybackStarted and PlaybackFinished are lost with the connection."""
+
+    def __init__(self, router: EventRouter) -> None:
+        super().__init__(router)
+        self.connection = Connection()
+        self.lose_next_play = False
+
+    async def play(
+        self, channel_id: str, playback_id: str, media: Any, lang: str | None = None
+    ) -> dict[str, Any]:
+        if not self.lose_next_play:
+            return await super().play(channel_id, playback_id, media, lang)
+        self.lose_next_play = False
+        self.requests.append(("play", list(media)))
+        self.connection.drop()
+        self.connection.back()  # its re-sync asked nothing: the playback was not made yet
+        return {"id": playback_id}  # played and over, nobody told
+
+
+async def test_a_prompt_whose_events_were_lost_during_its_request_is_asked_about() -> None:
+    # Found by review: with the re-sync asking only about playbacks already made, one whose
+    # request was on its way lost its events unasked: the call waited PLAYBACK_TIMEOUT
+    # (120 s) with every key dropped by a guard that never started.
+    flow, fake, recorder = _bare_flow(fake_class=_PlayLostInFlight)
+    assert isinstance(fake, _PlayLostInFlight)
+    flow.connection = fake.connection
+
+    def script(event: str, details: dict[str, Any]) -> None:
+        if event == "prompting" and recorder.count("prompting") == 1:
+            fake.lose_next_play = True
+        elif event == "prompting":  # played again: events were lost during the first
+            fake.later(PROMPT_SECONDS + 0.02, lambda: fake.emit("ChannelDtmfReceived", digit="#"))
+
+    recorder.on_step = script
+    assert await asyncio.wait_for(flow.run(), 10) is Outcome.APPROVED
+    assert recorder.count("events_lost") == 1

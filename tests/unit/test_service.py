@@ -10,6 +10,7 @@ import json
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -636,7 +637,10 @@ async def test_an_entry_that_had_its_answer_and_comes_back_unheard_is_verified_a
     # Found by review: the dialplan took an `approved` and entered `verify` again on the
     # same channel; its StasisStart lost, the next connect's sweep found the first call on
     # record and handed its `approved` over again: nobody was called.
-    call = record("c1", origin="dialplan", origin_channel="entry-1", outcome="approved")
+    call = record(
+        "c1", origin="dialplan", origin_channel="entry-1", outcome="approved",
+        created_at=time.time() - 60,
+    )  # fmt: skip
     async with _entries_served(tmp_path, ["entry-1"], calls=(call,)) as (service, ari):
         service._entries["entry-1"] = "c1"
         await service._release_entry(call)
@@ -652,6 +656,80 @@ async def test_an_entry_that_had_its_answer_and_comes_back_unheard_is_verified_a
         await service._on_connected(2, False)
         assert started == [("entry-1", ["+14255550170", "alice"])]
         assert not [r for r in ari.requests if r[0] in ("set", "continue")]
+
+
+@pytest.mark.parametrize("newest_answered", [False, True])
+async def test_a_sweep_gives_an_entry_only_its_last_call_s_outcome(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, newest_answered: bool
+) -> None:
+    # Found by review: of two ended calls of one entry, the oldest's outcome was given; and
+    # an older call's answered before the step was written (an earlier version) could be.
+    now = time.time()
+    older = record(
+        "c1", origin="dialplan", origin_channel="entry-1", outcome="approved",
+        created_at=now - 120, phone_hash="",
+    )  # fmt: skip
+    newer = replace(older, id="c2", outcome="denied", created_at=now - 60)
+    async with _entries_served(tmp_path, ["entry-1"], calls=(older, newer)) as (service, ari):
+        if newest_answered:
+            service._entry_answered("c2", "denied")
+            await service.store.flush()
+            ari.dialplan["entry-1"] = ("Stasis", "phonemfa,verify,+14255550170")
+        started: list[str] = []
+        monkeypatch.setattr(service, "_start_entry", lambda c, args: started.append(c))
+        await service._on_connected(1, False)
+        given = [r[3] for r in ari.requests if r[:3] == ("set", "entry-1", "PHONEMFA_OUTCOME")]
+        assert given == ([] if newest_answered else ["denied"])
+        assert started == (["entry-1"] if newest_answered else [])
+
+
+async def test_only_the_first_sweep_gives_an_earlier_run_s_outcome(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # After it, an entry in Stasis we never heard of is a new one, even on a channel whose
+    # call ended unanswered before this run: the first sweep listed every such entry.
+    call = record(
+        "c1", origin="dialplan", origin_channel="entry-1", outcome="approved",
+        created_at=time.time() - 60,
+    )  # fmt: skip
+    async with _entries_served(tmp_path, [], calls=(call,)) as (service, ari):
+        await service._on_connected(1, False)  # nothing of ours in Stasis then
+        ari.channels.append("entry-1")
+        ari.dialplan["entry-1"] = ("Stasis", "phonemfa,verify,+14255550170")
+        started: list[str] = []
+        monkeypatch.setattr(service, "_start_entry", lambda c, args: started.append(c))
+        await service._on_connected(2, False)
+        assert started == ["entry-1"]
+        assert not [r for r in ari.requests if r[0] in ("set", "continue")]
+
+
+async def test_an_answer_asked_again_after_the_entry_came_back_is_not_given_to_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Found by review: Asterisk carried out the continue but timed the request out; the
+    # dialplan entered `verify` again at once, and our answer, asked again, ended the new
+    # verification with the old outcome. Its StasisStart, heard, tells the first was taken.
+    monkeypatch.setattr(service_module, "REQUEST_RETRY_PAUSES", (0.01, 0.01))
+    call = record("c1", origin="dialplan", origin_channel="entry-1", outcome="approved")
+    async with _entries_served(tmp_path, ["entry-1"], timeouts=1, calls=(call,)) as (service, ari):
+        monkeypatch.setattr(type(service.engine), "connected", property(lambda _: True))
+        set_variable = ari.set_variable
+
+        async def came_back(channel_id: str, name: str, value: str) -> None:
+            try:
+                await set_variable(channel_id, name, value)
+            except AriUnavailable:
+                service._entries["entry-1"] = ""  # its StasisStart, during the pause
+                raise
+
+        monkeypatch.setattr(ari, "set_variable", came_back)
+        service._entries["entry-1"] = "c1"
+        await service._release_entry(call)
+        assert ari.requests == [("set", "entry-1", "PHONEMFA_OUTCOME", "approved")]
+        await service.store.flush()
+        stored = await service.store.get_call("c1")
+        assert stored is not None and stored.timeline[-1].event == "dialplan_answered"
+        assert stored.timeline[-1].details == {"outcome": "approved", "confirmed": False}
 
 
 @pytest.mark.parametrize("reconnected", [False, True])

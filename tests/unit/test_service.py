@@ -631,16 +631,28 @@ async def test_an_entry_whose_call_ended_before_a_kill_gets_its_answer(tmp_path:
         assert ("hangup", "gone-on") not in ari.requests  # no longer in our app
 
 
+def _ended_entry_call(call_id: str = "c1", **changes: Any) -> CallRecord:
+    """An ended call of the dialplan entry on channel `entry-1`, made by an earlier run."""
+    base = record(call_id, origin="dialplan", origin_channel="entry-1", outcome="approved")
+    return replace(base, **{"created_at": time.time() - 60, **changes})
+
+
+def _verifications_started(
+    service: CallService, monkeypatch: pytest.MonkeyPatch
+) -> list[tuple[str, list[str]]]:
+    """The entries the service starts a verification for from now on (channel, arguments)."""
+    started: list[tuple[str, list[str]]] = []
+    monkeypatch.setattr(service, "_start_entry", lambda c, args: started.append((c, args)))
+    return started
+
+
 async def test_an_entry_that_had_its_answer_and_comes_back_unheard_is_verified_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Found by review: the dialplan took an `approved` and entered `verify` again on the
     # same channel; its StasisStart lost, the next connect's sweep found the first call on
     # record and handed its `approved` over again: nobody was called.
-    call = record(
-        "c1", origin="dialplan", origin_channel="entry-1", outcome="approved",
-        created_at=time.time() - 60,
-    )  # fmt: skip
+    call = _ended_entry_call()
     async with _entries_served(tmp_path, ["entry-1"], calls=(call,)) as (service, ari):
         service._entries["entry-1"] = "c1"
         await service._release_entry(call)
@@ -651,8 +663,7 @@ async def test_an_entry_that_had_its_answer_and_comes_back_unheard_is_verified_a
         assert stored.timeline[-1].details == {"outcome": "approved"}
         ari.requests.clear()
         ari.dialplan["entry-1"] = ("Stasis", "phonemfa,verify,+14255550170,alice")
-        started: list[tuple[str, list[str]]] = []
-        monkeypatch.setattr(service, "_start_entry", lambda c, args: started.append((c, args)))
+        started = _verifications_started(service, monkeypatch)
         await service._on_connected(2, False)
         assert started == [("entry-1", ["+14255550170", "alice"])]
         assert not [r for r in ari.requests if r[0] in ("set", "continue")]
@@ -664,23 +675,18 @@ async def test_a_sweep_gives_an_entry_only_its_last_call_s_outcome(
 ) -> None:
     # Found by review: of two ended calls of one entry, the oldest's outcome was given; and
     # an older call's answered before the step was written (an earlier version) could be.
-    now = time.time()
-    older = record(
-        "c1", origin="dialplan", origin_channel="entry-1", outcome="approved",
-        created_at=now - 120, phone_hash="",
-    )  # fmt: skip
-    newer = replace(older, id="c2", outcome="denied", created_at=now - 60)
+    older = _ended_entry_call(created_at=time.time() - 120)
+    newer = _ended_entry_call("c2", outcome="denied")
     async with _entries_served(tmp_path, ["entry-1"], calls=(older, newer)) as (service, ari):
         if newest_answered:
             service._entry_answered("c2", "denied")
             await service.store.flush()
             ari.dialplan["entry-1"] = ("Stasis", "phonemfa,verify,+14255550170")
-        started: list[str] = []
-        monkeypatch.setattr(service, "_start_entry", lambda c, args: started.append(c))
+        started = _verifications_started(service, monkeypatch)
         await service._on_connected(1, False)
         given = [r[3] for r in ari.requests if r[:3] == ("set", "entry-1", "PHONEMFA_OUTCOME")]
         assert given == ([] if newest_answered else ["denied"])
-        assert started == (["entry-1"] if newest_answered else [])
+        assert [c for c, _ in started] == (["entry-1"] if newest_answered else [])
 
 
 async def test_only_the_first_sweep_gives_an_earlier_run_s_outcome(
@@ -688,18 +694,13 @@ async def test_only_the_first_sweep_gives_an_earlier_run_s_outcome(
 ) -> None:
     # After it, an entry in Stasis we never heard of is a new one, even on a channel whose
     # call ended unanswered before this run: the first sweep listed every such entry.
-    call = record(
-        "c1", origin="dialplan", origin_channel="entry-1", outcome="approved",
-        created_at=time.time() - 60,
-    )  # fmt: skip
-    async with _entries_served(tmp_path, [], calls=(call,)) as (service, ari):
+    async with _entries_served(tmp_path, [], calls=(_ended_entry_call(),)) as (service, ari):
         await service._on_connected(1, False)  # nothing of ours in Stasis then
         ari.channels.append("entry-1")
         ari.dialplan["entry-1"] = ("Stasis", "phonemfa,verify,+14255550170")
-        started: list[str] = []
-        monkeypatch.setattr(service, "_start_entry", lambda c, args: started.append(c))
+        started = _verifications_started(service, monkeypatch)
         await service._on_connected(2, False)
-        assert started == ["entry-1"]
+        assert [c for c, _ in started] == ["entry-1"]
         assert not [r for r in ari.requests if r[0] in ("set", "continue")]
 
 

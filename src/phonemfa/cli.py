@@ -295,4 +295,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         # `phonemfa calls list | head`: the reader has all it wanted. Anything else (a call,
         # serve) did not finish: never the status of an approval or of a clean stop.
         command = f"{args.command} {getattr(args, 'prompts_action', '')}".strip()
-        return EXIT_OK if command in _READ_ONLY or args.command in _READ_ONLY else 1
+        return EXIT_OK if command in _READ_ONLY else 1

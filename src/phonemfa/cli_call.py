@@ -20,8 +20,8 @@ from phonemfa.numbers import NumberError
 from phonemfa.outcomes import Outcome
 from phonemfa.prompt_setup import PromptSetupError
 from phonemfa.service import CallService, RateLimited, ServiceUnavailable, StartCall
-from phonemfa.startup import StartupError, hold_cli_lock, open_service
-from phonemfa.store import CallRecord, StoreUnavailable, TimelineEntry
+from phonemfa.startup import StartupError, hold_cli_lock, open_service, start_service
+from phonemfa.store import CallRecord, TimelineEntry
 from phonemfa.users import canonical_user
 
 EXIT_APPROVED = 0
@@ -165,10 +165,7 @@ async def _call(config: Config, args: argparse.Namespace) -> int:
     cli_lock = hold_cli_lock(config.storage.path)
     service = await open_service(config, holding=cli_lock)
     try:
-        try:
-            await service.start(primary=False)
-        except StoreUnavailable as exc:  # as serve says it (found by review)
-            raise StartupError("storage.path", f"cannot read the database: {exc}") from exc
+        await start_service(service, primary=False)
         try:
             await service.engine.events.wait_connected(CONNECT_TIMEOUT)
         except TimeoutError:

@@ -423,6 +423,10 @@ def _split_listen(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+# A word setting written in any case: `FULL`, `JSON`, `INFO`.
+_CASE_BLIND = BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v)
+
+
 class StorageSettings(_Model):
     path: Path = Path("/var/lib/phonemfa/phonemfa.db")
     # Days a decided call (its record, timeline and webhook) is kept; null: for ever.
@@ -431,7 +435,7 @@ class StorageSettings(_Model):
     # commits), "full" at every commit (docs/reliability.md).
     synchronous: Annotated[
         Literal["normal", "full"],
-        BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v),
+        _CASE_BLIND,
     ] = "normal"
 
     @field_validator("path", mode="before")
@@ -461,13 +465,13 @@ class StorageSettings(_Model):
 
 
 class LoggingSettings(_Model):
-    format: Annotated[  # as level: `JSON` is json (found by review)
+    format: Annotated[  # as level (found by review)
         Literal["text", "json"],
-        BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v),
+        _CASE_BLIND,
     ] = "text"
     level: Annotated[
         Literal["debug", "info", "warning", "error"],
-        BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v),
+        _CASE_BLIND,
     ] = "info"
 
 

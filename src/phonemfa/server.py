@@ -33,6 +33,7 @@ from phonemfa.startup import (
     hold_serve_lock,
     open_service,
     raise_open_files_limit,
+    start_service,
 )
 from phonemfa.store import StoreUnavailable
 
@@ -120,11 +121,7 @@ async def serve(
         # start() first: the API must not answer before the stored tenant settings and
         # blocks are loaded. A second phonemfa on our ARI app is refused there (app_owner).
         with cli_calls_running(config.storage.path) as cli_running:
-            try:
-                await service.start(leave_cli_calls=cli_running)
-            except StoreUnavailable as exc:  # its tenants, blocks, calls left in progress
-                # One line saying what to fix, not a traceback (found by review).
-                raise StartupError("storage.path", f"cannot read the database: {exc}") from exc
+            await start_service(service, leave_cli_calls=cli_running)
         runner = web.AppRunner(build_app(service), access_log=None, handle_signals=False)
         await runner.setup()
         await _listen(runner, config)

@@ -24,6 +24,7 @@ __all__ = [
     "hold_cli_lock",
     "hold_serve_lock",
     "open_service",
+    "start_service",
     "raise_open_files_limit",
 ]
 
@@ -49,6 +50,16 @@ class StartupError(Exception):
         section's, for a default), as a config error is written."""
         line = config_line(config_file, self.field.split("."))
         return f"{os.fspath(config_file)}:{line}: {self}" if line is not None else str(self)
+
+
+async def start_service(service: CallService, **options: bool) -> None:
+    """`service.start(**options)`; a store that cannot be read then (its tenants, blocks,
+    calls left in progress) is a StartupError naming storage.path, one line to fix, not a
+    traceback (found by review)."""
+    try:
+        await service.start(**options)
+    except StoreUnavailable as exc:
+        raise StartupError("storage.path", f"cannot read the database: {exc}") from exc
 
 
 async def open_service(config: Config, *, holding: IO[str] | None = None) -> CallService:

@@ -973,20 +973,16 @@ class Store:
                     f"SELECT {_CALL_COLUMNS}, EXISTS (SELECT 1 FROM timeline t"
                     " WHERE t.call_id = calls.id AND t.event = ?) FROM calls"
                     f" WHERE created_at >= ? AND created_at < ?"
-                    f" AND origin_channel IN ({_marks(len(chunk))}) AND outcome IS NOT NULL",
+                    f" AND origin_channel IN ({_marks(len(chunk))}) AND outcome IS NOT NULL"
+                    " ORDER BY created_at, id",
                     (ENTRY_ANSWERED, since, before, *chunk),
                 ).fetchall()
             return rows
 
-        last: dict[str, tuple[CallRecord, bool]] = {}
-        for row in await self._read(run):
+        last: dict[str | None, tuple[CallRecord, bool]] = {}
+        for row in await self._read(run):  # a channel is in one chunk, its calls oldest first
             call = _call(row[:-1])
-            channel = call.origin_channel or ""
-            if channel not in last or (call.created_at, call.id) > (
-                last[channel][0].created_at,
-                last[channel][0].id,
-            ):
-                last[channel] = (call, bool(row[-1]))
+            last[call.origin_channel] = (call, bool(row[-1]))
         return [call for call, answered in last.values() if not answered]
 
     async def get_call(self, call_id: str) -> CallRecord | None:

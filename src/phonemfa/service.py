@@ -162,6 +162,44 @@ class LiveCall:
     write_failed: bool = False  # its outcome's write failed once: it waits to be tried again
 
 
+class LiveCalls(dict[str, LiveCall]):
+    """The calls in flight by id, and by user: a fraud report stops the user's other calls
+    (CallService._stop_calls_of) without a look at every call in flight (2000 at the
+    bench's peak). Add with `[id] =`, remove with `del` or `pop`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._by_user: dict[tuple[str, str], dict[str, LiveCall]] = {}
+
+    def __setitem__(self, call_id: str, live: LiveCall) -> None:
+        self._unindex(call_id)
+        super().__setitem__(call_id, live)
+        if live.record.user is not None:
+            self._by_user.setdefault((live.record.tenant, live.record.user), {})[call_id] = live
+
+    def __delitem__(self, call_id: str) -> None:
+        self._unindex(call_id)
+        super().__delitem__(call_id)
+
+    def pop(self, call_id: str, *default: Any) -> Any:
+        self._unindex(call_id)
+        return super().pop(call_id, *default)
+
+    def of_user(self, tenant: str, user: str) -> list[tuple[str, LiveCall]]:
+        return list(self._by_user.get((tenant, user), {}).items())
+
+    def _unindex(self, call_id: str) -> None:
+        live = self.get(call_id)
+        if live is None or live.record.user is None:
+            return
+        key = (live.record.tenant, live.record.user)
+        calls = self._by_user.get(key)
+        if calls is not None:
+            calls.pop(call_id, None)
+            if not calls:
+                del self._by_user[key]
+
+
 def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
@@ -307,7 +345,7 @@ class CallService:
         self.webhooks = WebhookSender(
             store, self._webhook_secret, callback_hosts=config.api.callback_hosts
         )
-        self.live: dict[str, LiveCall] = {}
+        self.live = LiveCalls()
         self.accepting = False
         self._entries: dict[str, str] = {}  # dialplan entry channel -> its call id
         self._answering: set[str] = set()  # entry channels being given their answer now
@@ -950,11 +988,8 @@ class CallService:
         decided: in an MFA-fatigue attack, the calls beside the one that reported fraud are
         the attacker's too, and none may approve (found by review: only new calls and a
         chain's next number were refused). Stopped like a cancel: no closing words."""
-        for call_id, live in self.live.items():
-            record = live.record
-            if call_id == but or record.tenant != tenant or record.user != user:
-                continue
-            if live.done.is_set():
+        for call_id, live in self.live.of_user(tenant, user):
+            if call_id == but or live.done.is_set():
                 continue
             flow = self.engine.flows.get(call_id)
             if flow is not None:  # a decided flow ignores it (flow.stop)

@@ -25,6 +25,7 @@ from phonemfa.outcomes import Outcome
 from phonemfa.service import (
     CallService,
     LiveCall,
+    LiveCalls,
     RateLimited,
     ServiceUnavailable,
     StartCall,
@@ -1201,3 +1202,19 @@ async def test_the_channel_of_each_leg_is_put_on_record_before_it_is_dialled(
     finally:
         await reader.close()
         await store.close()
+
+
+def test_the_calls_in_flight_are_found_by_user_whatever_way_they_leave() -> None:
+    live = LiveCalls()
+    for call_id, tenant, user in [("a", "t", "alice"), ("b", "t", "alice"), ("c", "u", "alice")]:
+        live[call_id] = LiveCall(record(call_id, user=user, tenant=tenant))
+    live["n"] = LiveCall(record("n", user=None))
+    assert [cid for cid, _ in live.of_user("t", "alice")] == ["a", "b"]
+    live["b"] = LiveCall(record("b", user="bob", tenant="t"))  # replaced: indexed anew
+    assert [cid for cid, _ in live.of_user("t", "alice")] == ["a"]
+    assert [cid for cid, _ in live.of_user("t", "bob")] == ["b"]
+    del live["a"]
+    assert live.pop("b").record.id == "b" and live.pop("b", None) is None
+    assert live.of_user("t", "alice") == live.of_user("t", "bob") == []
+    assert [cid for cid, _ in live.of_user("u", "alice")] == ["c"] and len(live) == 2
+    assert live._by_user.keys() == {("u", "alice")}  # nothing left behind for the gone

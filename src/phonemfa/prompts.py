@@ -228,6 +228,9 @@ def greeting_message(*, fraud: bool, code: bool) -> MessageType:
     return MessageType.GREETING_FRAUD if fraud else MessageType.GREETING
 
 
+_RESOLVED_MAX = 1024
+
+
 class PromptCatalog:
     """One tenant's prompts. Fallback order for a message in language L:
 
@@ -262,6 +265,9 @@ class PromptCatalog:
                 if (lang, org) not in self.sources:
                     text = template.replace("{name}", self.organization_name)
                     self.sources[lang, org] = CustomSource("speech", text)
+        # What resolve() found, by what it was asked: every prompt of every call asks again
+        # (five times a call), and a catalog never changes (a tenant's change makes a new one).
+        self._resolved: dict[tuple[str, str], Resolution | None] = {}
 
     @classmethod
     def for_tenant(
@@ -325,6 +331,16 @@ class PromptCatalog:
     def resolve(self, message: str, language: str) -> Resolution | None:
         """Where ``message`` comes from in ``language``; None only for organization_name when
         the tenant has neither a recording nor the setting."""
+        key = (message, language)
+        try:
+            return self._resolved[key]
+        except KeyError:
+            found = self._resolve(message, language)
+            if len(self._resolved) < _RESOLVED_MAX:  # languages come from requests: bounded
+                self._resolved[key] = found
+            return found
+
+    def _resolve(self, message: str, language: str) -> Resolution | None:
         message = _message(message)
         lang = normalize_language(language)
         for step_lang in dict.fromkeys([*_language_candidates(lang), DEFAULT_LANGUAGE]):

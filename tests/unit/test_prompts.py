@@ -61,6 +61,21 @@ def test_shipped_prompts_by_default() -> None:
     assert media(catalog, "success", "en") == "sound:phonemfa/en/success"
 
 
+def test_a_catalog_remembers_what_it_resolved_within_a_bound() -> None:
+    catalog = PromptCatalog(SHIPPED)
+    first = catalog.resolve("greeting", "fr-CA")
+    assert first is not None and first.language == "fr"
+    assert catalog.resolve("greeting", "fr-CA") is first  # not worked out again
+    with pytest.raises(PromptError):  # a tag that is no language is refused every time
+        catalog.resolve("greeting", "not a tag")
+    with pytest.raises(PromptError):
+        catalog.resolve("greeting", "not a tag")
+    # Languages come from requests: any number of tags, a bounded memory.
+    for i in range(prompts._RESOLVED_MAX + 50):
+        assert media(catalog, "success", f"en-x{i:05d}") == "sound:phonemfa/en/success"
+    assert len(catalog._resolved) == prompts._RESOLVED_MAX
+
+
 def test_fallback_order_custom_then_shipped_then_english() -> None:
     shipped = Shipped(messages={"en": ALL, "fr": ALL, "de": frozenset({"greeting"})})
     catalog = PromptCatalog(

@@ -25,7 +25,7 @@ help:
 
 # The venv is rebuilt when pyproject.toml changes.
 $(BIN)/.installed: pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/pip || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }  # a failed first try left a half venv
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test,dev]'
 	touch $@
@@ -85,7 +85,7 @@ run: install asterisk-up
 BENCH_ARGS ?=
 
 $(PEER_VENV)/.installed: bench/requirements-peer.txt
-	test -x $(PEER_VENV)/bin/python || $(PYTHON) -m venv $(PEER_VENV)
+	test -x $(PEER_VENV)/bin/pip || { rm -rf $(PEER_VENV) && $(PYTHON) -m venv $(PEER_VENV); }
 	$(PEER_VENV)/bin/pip install -q -r bench/requirements-peer.txt
 	touch $@
 

@@ -9,8 +9,10 @@
 #   sandbox.sh install   copy asterisk/etc (and sounds) into the root (`up` does it)
 #
 # The root lives outside the repository: $PHONEMFA_SANDBOX (default /var/tmp/phonemfa-sandbox).
-# When a Docker engine answers (`docker info`) and PHONEMFA_SANDBOX_DOCKER is not 0, up/down/cli
+# With PHONEMFA_SANDBOX_DOCKER=1 and a Docker engine that answers (`docker info`), up/down/cli
 # drive docker/compose.yaml instead; both paths run the same provision.sh and asterisk/etc.
+# Opt-in: `make run` and the tests read the prompts and sounds in the chroot's root, which
+# the containers keep in a volume of their own.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -30,7 +32,7 @@ log() { printf 'sandbox: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 use_docker() {
-    [ "${PHONEMFA_SANDBOX_DOCKER:-1}" != 0 ] && command -v docker >/dev/null 2>&1 \
+    [ "${PHONEMFA_SANDBOX_DOCKER:-0}" = 1 ] && command -v docker >/dev/null 2>&1 \
         && timeout 5 docker info >/dev/null 2>&1
 }
 

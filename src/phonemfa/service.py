@@ -1082,7 +1082,16 @@ class CallService:
             delay = min(delay * 2, SWEEP_RETRY_MAX)
 
     async def _sweep(self) -> bool:
-        """`_on_connected`'s work; False when Asterisk did not list our app's channels."""
+        """`_on_connected`'s work; False when Asterisk did not list our app's channels or the
+        store could not be read: asked again later (found by review: a read error ended it
+        for good, and a dialplan caller waited in silence)."""
+        try:
+            return await self._sweep_once()
+        except StoreUnavailable as exc:
+            log.warning("cannot read the calls of our channels (asked again later): %s", exc)
+            return False
+
+    async def _sweep_once(self) -> bool:
         try:
             # Asked again when Asterisk times it out: else nothing is swept until the next
             # connect, and a callee or dialplan caller waits on the line (found by review).
@@ -1201,11 +1210,24 @@ class CallService:
             self._spawn(self._hangup_quietly(event.channel_id))
 
     def _start_entry(self, channel_id: str, args: list[str]) -> None:
-        if channel_id in self._entries:  # heard of twice: its StasisStart and a connect's sweep
+        waiting = self._entries.get(channel_id)
+        if waiting and self._ended(waiting):
+            # An ended call's answer kept to be asked again: the dialplan is in Stasis once
+            # more, so it took that answer (its reply lost with a connection or timed out),
+            # and this is a verification of its own, which the old outcome must never end
+            # (found by review: it was dropped, then handed the old answer).
+            del self._entries[channel_id]
+            self._entry_answered(waiting, None, confirmed=False)
+        elif channel_id in self._entries:  # heard twice: its StasisStart and a connect's sweep
             return
         # Known from now on, so a hang-up before its call is set up is not missed.
         self._entries[channel_id] = ""
         self._spawn(self._dialplan_entry(channel_id, args))
+
+    def _ended(self, call_id: str) -> bool:
+        """The call's outcome is committed (or the call is of an earlier run)."""
+        live = self.live.get(call_id)
+        return live is None or live.done.is_set()
 
     async def _dialplan_entry(self, channel_id: str, args: list[str]) -> None:
         number = args[0] if args else ""
@@ -1294,7 +1316,11 @@ class CallService:
             return
         finally:
             self._answering.discard(channel_id)
-        if call_id:  # the sweep of the next connection gives it too (_on_connected)
+        if call_id and channel_id in self._entries:
+            # Its StasisStart came during the last try: the answer was taken, and the entry
+            # is a new verification's, not to be overwritten (found by review).
+            self._entry_answered(call_id, outcome, confirmed=False)
+        elif call_id:  # the sweep of the next connection gives it too (_on_connected)
             self._entries[channel_id] = call_id
             if later:
                 log.warning("Asterisk did not take a dialplan entry's answer: asked again")
@@ -1305,11 +1331,12 @@ class CallService:
             log.warning("Asterisk did not take a dialplan entry's answer: hung up")
             await self._hangup_quietly(channel_id)
 
-    def _entry_answered(self, call_id: str, outcome: str, *, confirmed: bool = True) -> None:
+    def _entry_answered(self, call_id: str, outcome: str | None, *, confirmed: bool = True) -> None:
         """On the call's timeline: the dialplan took its answer (ENTRY_ANSWERED; not
         `confirmed` when Asterisk timed the request out and the channel went on all the
-        same). A sweep gives an ended call's outcome only to an entry that has not had it."""
-        details: dict[str, Any] = {"outcome": outcome}
+        same; no `outcome` when only the dialplan's return to Stasis told). A sweep gives an
+        ended call's outcome only to an entry that has not had it."""
+        details: dict[str, Any] = {} if outcome is None else {"outcome": outcome}
         if not confirmed:
             details["confirmed"] = False
         entry = TimelineEntry(time.time(), ENTRY_ANSWERED, details)
@@ -1328,7 +1355,10 @@ class CallService:
                 return
             if not self.engine.connected:
                 continue  # the next connect's sweep gives it
-            record = await self.store.get_call(call_id)
+            try:
+                record = await self.store.get_call(call_id)
+            except StoreUnavailable:
+                continue  # read again after the next pause
             # Still this entry's (a sweep may have answered it meanwhile): it is ours to give.
             if record is None or self._entries.get(channel_id) != call_id:
                 return

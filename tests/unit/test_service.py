@@ -1218,3 +1218,129 @@ def test_the_calls_in_flight_are_found_by_user_whatever_way_they_leave() -> None
     assert live.of_user("t", "alice") == live.of_user("t", "bob") == []
     assert [cid for cid, _ in live.of_user("u", "alice")] == ["c"] and len(live) == 2
     assert live._by_user.keys() == {("u", "alice")}  # nothing left behind for the gone
+
+
+class _ContinueAnswerLost(_EntryAri):
+    """Asterisk carries out the first `continue` (the dialplan goes on), but its answer is
+    lost: the connection dropped (or a loaded Asterisk timed the request out)."""
+
+    def __init__(self, channels: list[str]) -> None:
+        super().__init__(channels)
+        self.lost = 1
+
+    async def continue_in_dialplan(self, channel_id: str) -> None:
+        await super().continue_in_dialplan(channel_id)
+        if self.lost:
+            self.lost -= 1
+            raise AriUnavailable("POST", f"/channels/{channel_id}/continue", 0, "timed out")
+
+
+def _stasis_start(channel_id: str, *args: str) -> Event:
+    return Event({"type": "StasisStart", "channel": {"id": channel_id}, "args": list(args)})
+
+
+async def test_an_entry_back_in_verify_after_an_answer_lost_is_verified_not_answered_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # c1 ends approved; the dialplan takes the answer, but the answer to `continue` is lost
+    # as the websocket drops: c1's answer is kept to be asked again (service._entries). The
+    # websocket comes back; the dialplan enters `verify` again on the same channel (a second
+    # verification) and its StasisStart is heard. It must start a verification of its own,
+    # and c1's `approved` must never be handed to it.
+    monkeypatch.setattr(service_module, "ENTRY_ANSWER_RETRIES", (0.05,))
+    db = tmp_path / "phonemfa.db"
+    store = await Store.open(db)
+    service = CallService(_config(db), store)
+    try:
+        call = record("c1", origin="dialplan", origin_channel="entry-1", outcome="approved")
+        await store.create_call(call)
+        ari = _ContinueAnswerLost(["entry-1"])
+        service.engine.ari = ari  # type: ignore[assignment]
+        connected = [False]
+        monkeypatch.setattr(type(service.engine), "connected", property(lambda _: connected[0]))
+        started: list[tuple[str, list[str]]] = []
+
+        async def dialplan_entry(channel_id: str, args: list[str]) -> None:
+            started.append((channel_id, args))
+            service._entries[channel_id] = "c2"  # its own call, in progress
+
+        monkeypatch.setattr(service, "_dialplan_entry", dialplan_entry)
+        service._entries["entry-1"] = "c1"
+        await service._release_entry(call)  # carried out; its answer lost with the websocket
+        connected[0] = True  # the websocket is back
+        service._on_unrouted(_stasis_start("entry-1", "verify", "+14255550171", "bob"))
+        await asyncio.sleep(0.3)  # past the time c1's answer is asked again
+
+        given = [r[3] for r in ari.requests if r[:3] == ("set", "entry-1", "PHONEMFA_OUTCOME")]
+        assert given == ["approved"], "c1's approved was given to the second verification too"
+        assert started == [("entry-1", ["+14255550171", "bob"])]
+    finally:
+        await service._drain_background()
+        await store.close()
+
+
+async def test_a_stasis_start_during_the_last_try_of_an_answer_is_not_overwritten(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Connected, a loaded Asterisk carries out `continue` but times it out; the next tries
+    # time out too. The dialplan enters `verify` again during the last try: its StasisStart
+    # starts call c2. The failed try then puts c1 back in _entries over c2, and c1's answer,
+    # asked again, ends the verification c2 is running (and c2 is cut off from its entry).
+    monkeypatch.setattr(service_module, "REQUEST_RETRY_PAUSES", (0.01, 0.01))
+    monkeypatch.setattr(service_module, "ENTRY_ANSWER_RETRIES", (0.05,))
+    call = record("c1", origin="dialplan", origin_channel="entry-1", outcome="denied")
+    async with _entries_served(tmp_path, ["entry-1"], calls=(call,)) as (service, _):
+        ari = _ContinueAnswerLost(["entry-1"])
+        service.engine.ari = ari  # type: ignore[assignment]
+        monkeypatch.setattr(type(service.engine), "connected", property(lambda _: True))
+        sets = [0]
+
+        async def loaded(channel_id: str, name: str, value: str) -> None:
+            ari.requests.append(("set", channel_id, name, value))
+            sets[0] += 1
+            if sets[0] <= 3:  # the first try's: carried out
+                return
+            if sets[0] == 5:  # the last try: the dialplan is back in verify meanwhile
+                service._on_unrouted(_stasis_start("entry-1", "verify", "+14255550171"))
+                await asyncio.sleep(0.01)
+            raise AriUnavailable("POST", f"/channels/{channel_id}/variable", 0, "timed out")
+
+        monkeypatch.setattr(ari, "set_variable", loaded)
+
+        async def dialplan_entry(channel_id: str, args: list[str]) -> None:
+            service._entries[channel_id] = "c2"  # its own call, in progress
+
+        monkeypatch.setattr(service, "_dialplan_entry", dialplan_entry)
+        service._entries["entry-1"] = "c1"
+        await service._release_entry(call)
+        assert service._entries.get("entry-1") == "c2", "c2's entry was overwritten by c1"
+        await service._drain_background()
+
+
+async def test_a_connect_sweep_a_store_read_broke_is_tried_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A previous run left a dialplan entry in Stasis; its call is settled `interrupted` at
+    # start. At the connect sweep one read of the store fails (a moment of I/O error): the
+    # sweep raises, nothing tries it again (only a listing Asterisk refused is), and the
+    # caller waits in silence until the next reconnect, which may never come.
+    monkeypatch.setattr(service_module, "SWEEP_RETRY", 0.01)
+    call = record("c1", origin="dialplan", origin_channel="entry-1")  # in progress
+    async with _entries_served(tmp_path, ["entry-1"], calls=(call,)) as (service, ari):
+        get_call = service.store.get_call
+        failures = [1]
+
+        async def flaky(call_id: str) -> Any:
+            if failures[0]:
+                failures[0] -= 1
+                raise StoreUnavailable("database read failed: disk I/O error")
+            return await get_call(call_id)
+
+        monkeypatch.setattr(service.store, "get_call", flaky)
+        monkeypatch.setattr(service.engine, "connection", lambda: 1)
+        with contextlib.suppress(StoreUnavailable):
+            await service._on_connected(1, False)
+        async with asyncio.timeout(2):
+            while ("continue", "entry-1") not in ari.requests:
+                await asyncio.sleep(0.01)
+        await service._drain_background()

@@ -97,6 +97,11 @@ KEY_LATE_LIMIT = 3.0
 # when it went down. A held time past this (a gateway's odd figure) counts as this much, so
 # that it cannot drop keys pressed long after a guard.
 KEY_HELD_LIMIT = 2.0
+# The same key told twice for one press (a trunk sending SIP INFO and RFC 4733 both, or
+# in-band detection beside RFC 4733): the second went down before the first was released,
+# or within this much after (the two paths' skew). Nobody presses a key again that fast: a
+# real "00" has more between its two presses (40 ms at least, ITU-T Q.24).
+KEY_REPEAT_GAP = 0.04
 RESYNC_EVENT = "PhonemfaResync"
 # Voicemail (direct calls, calls.voicemail_detection). Talk detection on our channel: a talk
 # ends VOICEMAIL_SILENCE_MS after its last sound, so the pauses of a person's "Hello? ...
@@ -293,6 +298,11 @@ class CallFlow:
         self._keys_ignored_until = 0.0
         # (loop time, loop time - Asterisk's time) of this call's recent events (`_pressed`).
         self._lags: deque[tuple[float, float]] = deque()
+        # After a jump of the lag (`_pressed`): until when keys are judged by the lag before
+        # it too, and that lag.
+        self._lag_doubt: tuple[float, float] | None = None
+        # The last key's digit and when Asterisk said it was released (`_duplicate`).
+        self._last_key: tuple[str, float] | None = None
         # Seconds of guard for the next prompt played, from its start; keys are dropped until
         # then (None: no guard, keys count as they come).
         self._next_prompt_guard: float | None = None
@@ -1005,8 +1015,8 @@ class CallFlow:
         nobody heard (found by review). Only differences of Asterisk's times count, so its
         clock need not match ours. Never later than `now`; earlier than the key was really
         pressed only if Asterisk's clock went back (by less than KEY_LATE_LIMIT, within
-        KEY_LAG_WINDOW), and then by at most that much: a key that counts may be dropped
-        then, never the other way round."""
+        KEY_LAG_WINDOW, by at most that much; by more, for keys of the next KEY_LATE_LIMIT
+        seconds): a key that counts may be dropped then, never the other way round."""
         at = _asterisk_seconds(event)
         if at is None:
             return now
@@ -1015,25 +1025,55 @@ class CallFlow:
         while lags and lags[0][0] < now - KEY_LAG_WINDOW:
             lags.popleft()
         known = min((seen for _, seen in lags), default=lag)
-        if lag - known > KEY_LATE_LIMIT:  # Asterisk's clock was set back
+        if lag - known > KEY_LATE_LIMIT:
+            # Asterisk's clock was set back, or this event was held up that long (a backlog
+            # of events, a stalled loop): nobody can tell yet. The lag is learnt again from
+            # it, but keys of the next KEY_LATE_LIMIT seconds are judged by the old one too,
+            # the earlier: a held-up key pressed in a guard is dropped (found by review: it
+            # approved), and after a real set-back a key is pressed again, once.
+            self._lag_doubt = (now + KEY_LATE_LIMIT, known)
             lags.clear()
             known = lag
         lags.append((now, lag))
+        doubt = self._lag_doubt
+        if doubt is not None and event.type == "ChannelDtmfReceived":
+            if now <= doubt[0]:
+                known = min(known, doubt[1])
+            else:
+                self._lag_doubt = None
         return at + min(known, lag)
+
+    def _duplicate(self, event: Event, held: float) -> bool:
+        """The same press told twice (KEY_REPEAT_GAP): counted, "0#" read "00##" and a fraud
+        report cut by a pause turned into a yes at the retry (found by review). Only keys
+        Asterisk gives a held time for are judged: without it, a press has no length."""
+        at = _asterisk_seconds(event)
+        if at is None:
+            return False
+        last, self._last_key = self._last_key, (event.digit, at)
+        return (
+            held > 0
+            and last is not None
+            and last[0] == event.digit
+            and at - held < last[1] + KEY_REPEAT_GAP
+        )
 
     def _handle(self, event: Event) -> None:
         kind = event.type
         now = self._loop.time()
         pressed = self._pressed(event, now)  # every stamped event teaches the lag
         if kind == "ChannelDtmfReceived":
+            digit = event.digit
+            shown = "*" if self._masking_keys and digit != "#" else digit
+            held = min(event.duration_ms / 1000, KEY_HELD_LIMIT)
+            if self._duplicate(event, held):
+                self._step("key_duplicate", digit=shown, asterisk_at=event.timestamp)
+                return
             self._keys_seen += 1
             self._voicemail = False  # a voicemail presses no key: a person is there
             self._forget_talk()
-            digit = event.digit
-            shown = "*" if self._masking_keys and digit != "#" else digit
             # Pressed in a guard and released after it is still pressed in it: the second
             # '#' of a "##" held through the greeting's guard would approve (found by review).
-            held = min(event.duration_ms / 1000, KEY_HELD_LIMIT)
             down = pressed - held
             self._note_down(event, held)
             if self._next_prompt_guard is not None or down < self._keys_ignored_until:

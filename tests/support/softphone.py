@@ -26,6 +26,8 @@ SOFTPHONE_ADDRESS = "127.0.0.3"
 POLL_INTERVAL = 0.005
 # A person takes a moment between hearing the call and pressing a key.
 SETTLE = 0.8
+# How long a key is held (a person's press is about this long).
+PRESS_MS = 100
 T = TypeVar("T")
 
 
@@ -115,10 +117,16 @@ class PhoneCall(pj.Call):  # type: ignore[misc]
 
     async def send_dtmf(self, digits: str, *, gap: float = 0.25) -> None:
         """Press keys, one RFC 4733 event each, like a person would: not before the audio
-        has flowed for a moment (a bridge drops RTP events that come before any media)."""
+        has flowed for a moment (a bridge drops RTP events that come before any media), each
+        held PRESS_MS, one every `gap` seconds. (pjsua's own 200 ms, with a shorter gap,
+        sends a repeated key right after the last: one press told twice, to phonemfa.)"""
         await self._settle()
         for digit in digits:
-            self.dialDtmf(digit)
+            prm = pj.CallSendDtmfParam()
+            prm.method = pj.PJSUA_DTMF_METHOD_RFC2833
+            prm.digits = digit
+            prm.duration = PRESS_MS
+            self.sendDtmf(prm)
             await asyncio.sleep(gap)
 
     async def _settle(self) -> None:

@@ -54,7 +54,19 @@ class Refusal:
 # UANs billed as a geographic call: the UK's 03 numbers (GB, and GG, JE, IM on +44), common
 # office switchboards. Refusing "uan" (the default) leaves them be; other UANs are refused
 # (found by review: UK 055 corporate numbers, NL 084/087 passed the default rules).
-GEOGRAPHIC_RATE_UAN = ("+443",)
+# France's 0806-0809 (numéros banalisés) are billed so too (found by review: refused as
+# UANs, so a switchboard on one could not be called).
+GEOGRAPHIC_RATE_UAN = ("+443", "+33806", "+33807", "+33808", "+33809")
+# NANP's 976 exchange, pay-per-call in any area code, which phonenumbers types as an ordinary
+# line (found by review: "+1 212 976 1234" passed where "+1 900" is refused).
+NANP_PAY_PER_CALL = "976"
+
+
+def effective_type(number: PhoneNumber) -> NumberType:
+    """The number's type as the toll-fraud rules read it."""
+    if number.country_code == 1 and number.e164[5:8] == NANP_PAY_PER_CALL:
+        return NumberType.PREMIUM_RATE
+    return number.number_type
 
 
 def check_destination(number: PhoneNumber, tenant: TenantSettings) -> Refusal | None:
@@ -72,12 +84,13 @@ def check_destination(number: PhoneNumber, tenant: TenantSettings) -> Refusal | 
                 f"calls to {number.country} are not allowed for this tenant (allowed: {allowed})"
             )
         return Refusal(RefusalCode.COUNTRY_NOT_ALLOWED, message)
-    if number.number_type in tenant.refused_number_types and not (
-        number.number_type is NumberType.UAN and number.e164.startswith(GEOGRAPHIC_RATE_UAN)
+    kind = effective_type(number)
+    if kind in tenant.refused_number_types and not (
+        kind is NumberType.UAN and number.e164.startswith(GEOGRAPHIC_RATE_UAN)
     ):
         return Refusal(
             RefusalCode.NUMBER_TYPE_REFUSED,
-            f"{number.number_type.value.replace('_', ' ')} numbers are refused",
+            f"{kind.value.replace('_', ' ')} numbers are refused",
         )
     return None
 

@@ -66,6 +66,8 @@ def test_ordinary_numbers_pass(text: str) -> None:
         ("+81 570 123 456", True),
         ("+44 345 300 1234", False),  # UK 03: billed as geographic, office switchboards
         ("+44 300 123 4567", False),
+        ("+33 8 06 12 34 56", False),  # FR 0806-0809: billed as geographic too
+        ("+33 8 09 12 34 56", False),
     ],
 )
 def test_universal_access_numbers_are_refused_but_uk_03_ones(text: str, refused: bool) -> None:
@@ -341,3 +343,13 @@ def test_seed_from_past_calls() -> None:
 def test_unknown_tenant() -> None:
     with pytest.raises(UnknownTenantError):
         guard_for().check("nobody", NUMBER, None, T0)
+
+
+@pytest.mark.parametrize("text", ["+1 212 976 1234", "+1 415 976 0000"])
+def test_the_nanp_976_pay_per_call_exchange_is_premium_rate(text: str) -> None:
+    # phonenumbers types it an ordinary line (found by review: it passed where +1 900 did not).
+    number = parse_number(text)
+    assert number.number_type is not NumberType.PREMIUM_RATE
+    refusal = check_destination(number, tenant(region="US"))
+    assert refusal is not None and "premium rate numbers are refused" in refusal.message
+    assert check_destination(parse_number("+1 212 555 0976"), tenant(region="US")) is None

@@ -131,7 +131,9 @@ def _auth_middleware(tokens: tuple[ApiToken, ...]) -> Any:
             resp = error(401, "unauthorized", "send Authorization: Bearer <token>")
             resp.headers["WWW-Authenticate"] = 'Bearer realm="phonemfa"'
             return resp
-        candidate = given.strip().encode()
+        # Header bytes that are not UTF-8 reach us as surrogates: compared as they came
+        # (no token matches them), not a 500 and a traceback per request (found by review).
+        candidate = given.strip().encode("utf-8", "surrogateescape")
         found: ApiToken | None = None
         for token, secret in secrets:  # every token compared: no early exit to time
             if hmac.compare_digest(candidate, secret):

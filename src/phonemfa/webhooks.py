@@ -40,6 +40,16 @@ CONCURRENCY = 8
 # Deliveries in flight to one receiver (scheme, host, port) at most: one that times out, with
 # a backlog of a day's retries, must not hold every slot while other tenants' wait.
 PER_RECEIVER = 2
+
+
+# Deliveries in flight of one tenant at most: half the slots, and never fewer than two
+# receivers' shares. A tenant whose receivers hang (on many ports or names of its host)
+# must not hold every slot, its backlog of retries ahead of everyone's (found by review:
+# another tenant's waited hours); one with one or two receivers never meets it.
+def tenant_share(concurrency: int, per_receiver: int) -> int:
+    return max(2 * per_receiver, concurrency // 2)
+
+
 # Look at the outbox at least this often, whatever we expect to be due.
 IDLE_POLL = 60.0
 # After the store failed us, try it again this much later.
@@ -111,6 +121,7 @@ class WebhookSender:
         self.max_attempts = max_attempts
         self.per_receiver = per_receiver
         self._receivers: dict[str, str] = {}  # call id in flight -> its receiver (receiver_of)
+        self._tenants: dict[str, str] = {}  # call id in flight -> its tenant
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.concurrency = concurrency
@@ -183,47 +194,56 @@ class WebhookSender:
         """Start the deliveries that are due; returns how long to sleep (None: until woken)."""
         await self._record_unrecorded()
         now = time.time()
+        await self._start_due(now, tenant_share(self.concurrency, self.per_receiver))
+        if len(self._inflight) >= self.concurrency:
+            return None  # a delivery ending wakes us
+        next_at = await self.store.next_webhook_at(after=now)
+        wait = IDLE_POLL if next_at is None else min(IDLE_POLL, max(0.0, next_at - time.time()))
+        return min(wait, STORE_RETRY) if self._unrecorded else wait
+
+    async def _start_due(self, now: float, tenant_share: int) -> None:
+        """Start due deliveries into the free slots, `per_receiver` to a receiver and
+        `tenant_share` to a tenant at most."""
         seen = self._endings
         busy = collections.Counter(self._receivers.values())
-        # Each read leaves out the receivers that have their share in flight, so that one
-        # receiver's backlog (a day of retries to one that hangs) hides no other's. A read
-        # that filled a receiver's share, skipping its next ones, is followed by another
-        # without it: at most one more read per receiver filled.
-        left_out: set[str] | None = None
+        tenants = collections.Counter(self._tenants.values())
+        # Each read leaves out the receivers and tenants that have their share in flight,
+        # so that one receiver's backlog (a day of retries to one that hangs) hides no
+        # other's. A read that filled a share, skipping its next ones, is followed by another
+        # without them: at most one more read per share filled.
+        left_out: tuple[set[str], set[str]] | None = None
         while (free := self.concurrency - len(self._inflight)) > 0:
             crowded = {r for r, n in busy.items() if n >= self.per_receiver}
-            if crowded == left_out:  # a row's receiver on record is not its URL's (a bug)
+            full = {t for t, n in tenants.items() if n >= tenant_share}
+            if (crowded, full) == left_out:  # a row's receiver on record is not its URL's
                 break
-            left_out = crowded
+            left_out = (crowded, full)
             # Enough rows that, after skipping ours, every free slot can be filled.
             limit = free + len(self._inflight) + len(self._unrecorded) + len(self._ended)
-            due = await self.store.due_webhooks(now, limit=limit, but=crowded)
+            due = await self.store.due_webhooks(now, limit=limit, but=crowded, but_tenants=full)
             # After the read: a delivery that ended meanwhile may be read as still due.
             stale = {call_id for call_id, ending in self._ended.items() if ending > seen}
             self._ended = {call_id: self._ended[call_id] for call_id in stale}
             skip = self._inflight.keys() | self._unrecorded.keys() | stale
-            filled = False  # a due delivery skipped for its receiver's share, filled here
+            filled = False  # a due delivery skipped for a share, filled here
             for delivery in due:
                 if len(self._inflight) >= self.concurrency:
                     break
                 if delivery.call_id in skip:
                     continue
                 receiver = receiver_of(delivery.url)
-                if busy[receiver] >= self.per_receiver:
+                if busy[receiver] >= self.per_receiver or tenants[delivery.tenant] >= tenant_share:
                     filled = True
                     continue
                 busy[receiver] += 1
+                tenants[delivery.tenant] += 1
                 self._receivers[delivery.call_id] = receiver
+                self._tenants[delivery.call_id] = delivery.tenant
                 self._inflight[delivery.call_id] = asyncio.create_task(
                     self._deliver(delivery), name=f"webhook-{delivery.call_id}"
                 )
             if not filled:
                 break
-        if len(self._inflight) >= self.concurrency:
-            return None  # a delivery ending wakes us
-        next_at = await self.store.next_webhook_at(after=now)
-        wait = IDLE_POLL if next_at is None else min(IDLE_POLL, max(0.0, next_at - time.time()))
-        return min(wait, STORE_RETRY) if self._unrecorded else wait
 
     async def _deliver(self, delivery: WebhookDelivery) -> None:
         try:
@@ -240,6 +260,7 @@ class WebhookSender:
         finally:
             del self._inflight[delivery.call_id]
             self._receivers.pop(delivery.call_id, None)
+            self._tenants.pop(delivery.call_id, None)
             self._endings += 1
             self._ended[delivery.call_id] = self._endings
             self._wake.set()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -383,3 +384,21 @@ async def test_a_cancel_says_how_the_call_really_ended(
         assert body["error"] == "not_cancellable_here"
     else:
         assert body["outcome"] == ended
+
+
+async def test_a_token_that_is_not_utf8_is_refused_not_an_error(
+    client: TestClient[Any, Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    # Header bytes that are not UTF-8 reach the API as surrogates; encoding them raised: a
+    # 500 and a traceback in the log for anyone, with no token (found by review).
+    server = client.server
+    reader, writer = await asyncio.open_connection(server.host, server.port)
+    writer.write(
+        b"GET /v1/calls HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\r\n"
+        b"Connection: close\r\n\r\n"
+    )
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 403"), answer[:80]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -525,10 +525,12 @@ async def test_a_receiver_on_record_unlike_its_url_s_ends_the_reads(
     reads = 0
     real = store.due_webhooks
 
-    async def counted(now: float, limit: int = 100, but: Any = ()) -> list[WebhookDelivery]:
+    async def counted(
+        now: float, limit: int = 100, but: Any = (), but_tenants: Any = ()
+    ) -> list[WebhookDelivery]:
         nonlocal reads
         reads += 1
-        return await real(now, limit, but)
+        return await real(now, limit, but, but_tenants)
 
     monkeypatch.setattr(store, "due_webhooks", counted)
     senders(concurrency=3, per_receiver=1, timeout=5.0)
@@ -610,8 +612,10 @@ async def test_an_outbox_read_older_than_a_result_does_not_resend(
 
     real, answered, use = store.due_webhooks, asyncio.Event(), asyncio.Event()
 
-    async def old_news(now: float, limit: int = 100, but: Any = ()) -> list[WebhookDelivery]:
-        due = await real(now, limit, but)
+    async def old_news(
+        now: float, limit: int = 100, but: Any = (), but_tenants: Any = ()
+    ) -> list[WebhookDelivery]:
+        due = await real(now, limit, but, but_tenants)
         answered.set()
         await use.wait()
         return due
@@ -664,3 +668,41 @@ async def test_stop_sends_what_a_call_ended_by_the_shutdown_queued(
     assert [r.body for r in receiver.to("/last")] == [body]
     w = await store.get_webhook("c1")
     assert w is not None and w.delivered_at is not None
+
+
+async def test_a_tenant_whose_receivers_hang_leaves_other_tenants_their_slots(
+    tmp_path: Path,
+) -> None:
+    # One tenant's receivers hang on four ports of its host (four receivers, two slots
+    # each, a backlog behind them): it holds half the slots at most, and another tenant's
+    # delivery is sent at once (found by review: read in due order only, it waited behind
+    # the backlog, every slot held until each time-out).
+    store = await Store.open(tmp_path / "db.sqlite")
+    sender = WebhookSender(
+        store, {"acme": SECRET, "beta": "beta-secret"}.get, timeout=5, base_delay=30
+    )
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            hung = [await stack.enter_async_context(serving()) for _ in range(4)]
+            for r in hung:
+                r.script["/h"] = [r.held]
+            for i, r in enumerate(hung):
+                for j in range(3):
+                    await finished(store, f"acme-{i}-{j}", r.url("/h"), tenant="acme")
+            sender.start()
+            async with asyncio.timeout(2):
+                while sum(r.busy for r in hung) < webhooks.CONCURRENCY // 2:
+                    await asyncio.sleep(0.01)
+            await asyncio.sleep(0.2)
+            assert sum(r.busy for r in hung) == webhooks.CONCURRENCY // 2
+            fast = await stack.enter_async_context(serving())
+            await finished(store, "beta-1", fast.url("/hook"), tenant="beta")
+            sender.notify()
+            async with asyncio.timeout(2):  # well before any of acme's times out (5 s)
+                while not fast.requests:
+                    await asyncio.sleep(0.02)
+            for r in hung:
+                r.gate.set()
+    finally:
+        await sender.stop(grace=0.1)
+        await store.close()

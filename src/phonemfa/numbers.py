@@ -103,6 +103,7 @@ NON_GEOGRAPHIC = "001"
 # code: "0692 12 34 56" dialled in Paris reaches a mobile in Réunion, +262 692 12 34 56.
 # Saint-Pierre-et-Miquelon (+508) is not in it: its national numbers are written otherwise.
 _MAINLAND = "FR"
+_MAINLAND_CODE = 33
 _OVERSEAS = ("RE", "YT", "GP", "MQ", "GF", "BL", "MF")
 # FR's metadata also takes some of their lines as its own (0596 30..., 0263..., 0269...):
 # a fixed or mobile line of exactly one of them is theirs, whatever FR says. Their special
@@ -362,7 +363,7 @@ def _parse_main(main: str, region: str | None, extension: str | None, forced: bo
     # `is_valid_number`, which matches the number against its region's type patterns as
     # `number_type` does. Asking only `number_type` does that work once instead of twice.
     lib_type = phonenumbers.number_type(parsed)
-    if (shared := _shared_plan_reading(main, region, lib_type)) is not None:
+    if (shared := _shared_plan_reading(main, region, lib_type, parsed)) is not None:
         parsed, lib_type, country_code = shared
     if lib_type == PhoneNumberType.UNKNOWN:
         where = phonenumbers.region_code_for_country_code(country_code)
@@ -381,11 +382,27 @@ def _parse_main(main: str, region: str | None, extension: str | None, forced: bo
 
 
 def _shared_plan_reading(
+    main: str, region: str | None, own_type: int, own: PhoneNumberLib
+) -> tuple[PhoneNumberLib, int, int] | None:
+    """`main` as the number of another region of France's plan (parsed, its type, its
+    country code), or None to keep the tenant region's reading (`own_type`, `own`). Written
+    with France's country code (+33, 0033), it is read as dialled in mainland France: "+33 2
+    63 ..." is Reunion's line as "02 63 ..." is there (found by review: it was French, past a
+    country rule refusing Reunion, with a per-number limit of its own)."""
+    digits = "".join(c for c in main if c.isdigit())
+    if "+" in main or digits.startswith("00"):
+        if own.country_code != _MAINLAND_CODE:
+            return None  # another country's code: read as written
+        national = "0" + phonenumbers.national_significant_number(own)
+        return _national_reading(national, _MAINLAND, own_type)
+    return _national_reading(main, region, own_type)
+
+
+def _national_reading(
     main: str, region: str | None, own_type: int
 ) -> tuple[PhoneNumberLib, int, int] | None:
     """`main`, written nationally in a region of France's plan, as the number of another of
-    its regions (parsed, its type, its country code), or None to keep the tenant region's
-    reading (`own_type`). An overseas reading wins when it is the only one: over FR's when
+    its regions, or None. An overseas reading wins when it is the only one: over FR's when
     it is a fixed or mobile line, over an invalid reading in any case; FR's reading comes
     last, for an overseas tenant's number valid nowhere overseas."""
     overseas_tenant = region in _OVERSEAS
@@ -393,8 +410,8 @@ def _shared_plan_reading(
     if not (region == _MAINLAND or overseas_tenant) or (overseas_tenant and valid):
         return None
     digits = "".join(c for c in main if c.isdigit())
-    if "+" in main or not digits.startswith("0") or digits.startswith("00"):
-        return None  # with its country code, or dialled abroad: read as written
+    if not digits.startswith("0") or digits.startswith("00"):
+        return None  # without the trunk prefix, or dialled abroad: read as written
     nsn = digits[1:]
     found: dict[str, tuple[PhoneNumberLib, int, int]] = {}
     for other, lines in _OVERSEAS_LINES:

@@ -68,9 +68,16 @@ ACCEPTED = [
     ("0800 12 34 56", "FR", "+33800123456", "FR", None, False),
     ("0884 12 34 56", "FR", "+33884123456", "FR", None, False),
     ("0976 01 23 45", "FR", "+33976012345", "FR", None, False),
-    # ... and a number written with its country code, or dialled abroad, is read as written.
-    ("+33 596 30 12 34", "FR", "+33596301234", "FR", None, False),
-    ("0033 596 30 12 34", "FR", "+33596301234", "FR", None, False),
+    # ... so is one written with France's country code, as dialled in mainland France (found
+    # by review: read as French, it passed a country rule refusing Martinique, and a national
+    # dial profile dialled Martinique's digits), whatever the tenant's region.
+    ("+33 596 30 12 34", "FR", "+596596301234", "MQ", None, False),
+    ("0033 596 30 12 34", "FR", "+596596301234", "MQ", None, False),
+    ("+33 596 30 12 34", "US", "+596596301234", "MQ", None, False),
+    ("+33 692 12 34 56", "FR", "+262692123456", "RE", None, False),
+    ("+33 2 63 10 12 34", "FR", "+262263101234", "RE", None, False),
+    ("+33 1 23 45 67 89", "RE", "+33123456789", "FR", None, False),
+    # A number dialled abroad with another country's code is read as written.
     ("0976 01 23 45", "GP", "+590976012345", "GP", None, False),
     # United Kingdom.
     ("+44 20 7946 0000 x 123", None, "+442079460000", "GB", "123", False),
@@ -152,8 +159,7 @@ REFUSED = [
     ("+1 425 555 12345", None, "invalid_for_region"),
     ("+33 1 23 45", None, "invalid_for_region"),
     ("01 23 45 67 89", "US", "invalid_for_region"),
-    # An overseas number is national in France only: with +33, or in another country, no.
-    ("+33 692 12 34 56", "FR", "invalid_for_region"),
+    # An overseas number is national in France's plan only: in another country, no.
     ("0692 12 34 56", "US", "invalid_for_region"),
     ("0692 12 34 5", "FR", "invalid_for_region"),
     ("+44 20 7946 000", None, "invalid_for_region"),

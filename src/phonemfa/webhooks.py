@@ -40,16 +40,6 @@ CONCURRENCY = 8
 # Deliveries in flight to one receiver (scheme, host, port) at most: one that times out, with
 # a backlog of a day's retries, must not hold every slot while other tenants' wait.
 PER_RECEIVER = 2
-
-
-# Deliveries in flight of one tenant at most: half the slots, and never fewer than two
-# receivers' shares. A tenant whose receivers hang (on many ports or names of its host)
-# must not hold every slot, its backlog of retries ahead of everyone's (found by review:
-# another tenant's waited hours); one with one or two receivers never meets it.
-def tenant_share(concurrency: int, per_receiver: int) -> int:
-    return max(2 * per_receiver, concurrency // 2)
-
-
 # Look at the outbox at least this often, whatever we expect to be due.
 IDLE_POLL = 60.0
 # After the store failed us, try it again this much later.
@@ -120,8 +110,12 @@ class WebhookSender:
         self.timeout = timeout
         self.max_attempts = max_attempts
         self.per_receiver = per_receiver
-        self._receivers: dict[str, str] = {}  # call id in flight -> its receiver (receiver_of)
-        self._tenants: dict[str, str] = {}  # call id in flight -> its tenant
+        # And of one tenant, half the slots (never fewer than two receivers' shares: a tenant
+        # with one or two receivers never meets it): one whose receivers hang, on many ports
+        # or names of its host, must not hold them all, its backlog ahead of everyone's.
+        self.per_tenant = max(2 * per_receiver, concurrency // 2)
+        # Call id in flight -> its receiver (receiver_of) and tenant, each with its share.
+        self._shares: dict[str, tuple[str, str]] = {}
         self.base_delay = base_delay
         self.max_delay = max_delay
         self.concurrency = concurrency
@@ -194,19 +188,9 @@ class WebhookSender:
         """Start the deliveries that are due; returns how long to sleep (None: until woken)."""
         await self._record_unrecorded()
         now = time.time()
-        await self._start_due(now, tenant_share(self.concurrency, self.per_receiver))
-        if len(self._inflight) >= self.concurrency:
-            return None  # a delivery ending wakes us
-        next_at = await self.store.next_webhook_at(after=now)
-        wait = IDLE_POLL if next_at is None else min(IDLE_POLL, max(0.0, next_at - time.time()))
-        return min(wait, STORE_RETRY) if self._unrecorded else wait
-
-    async def _start_due(self, now: float, tenant_share: int) -> None:
-        """Start due deliveries into the free slots, `per_receiver` to a receiver and
-        `tenant_share` to a tenant at most."""
         seen = self._endings
-        busy = collections.Counter(self._receivers.values())
-        tenants = collections.Counter(self._tenants.values())
+        busy = collections.Counter(receiver for receiver, _ in self._shares.values())
+        tenants = collections.Counter(tenant for _, tenant in self._shares.values())
         # Each read leaves out the receivers and tenants that have their share in flight,
         # so that one receiver's backlog (a day of retries to one that hangs) hides no
         # other's. A read that filled a share, skipping its next ones, is followed by another
@@ -214,7 +198,7 @@ class WebhookSender:
         left_out: tuple[set[str], set[str]] | None = None
         while (free := self.concurrency - len(self._inflight)) > 0:
             crowded = {r for r, n in busy.items() if n >= self.per_receiver}
-            full = {t for t, n in tenants.items() if n >= tenant_share}
+            full = {t for t, n in tenants.items() if n >= self.per_tenant}
             if (crowded, full) == left_out:  # a row's receiver on record is not its URL's
                 break
             left_out = (crowded, full)
@@ -232,18 +216,23 @@ class WebhookSender:
                 if delivery.call_id in skip:
                     continue
                 receiver = receiver_of(delivery.url)
-                if busy[receiver] >= self.per_receiver or tenants[delivery.tenant] >= tenant_share:
+                tenant = delivery.tenant
+                if busy[receiver] >= self.per_receiver or tenants[tenant] >= self.per_tenant:
                     filled = True
                     continue
                 busy[receiver] += 1
-                tenants[delivery.tenant] += 1
-                self._receivers[delivery.call_id] = receiver
-                self._tenants[delivery.call_id] = delivery.tenant
+                tenants[tenant] += 1
+                self._shares[delivery.call_id] = (receiver, tenant)
                 self._inflight[delivery.call_id] = asyncio.create_task(
                     self._deliver(delivery), name=f"webhook-{delivery.call_id}"
                 )
             if not filled:
                 break
+        if len(self._inflight) >= self.concurrency:
+            return None  # a delivery ending wakes us
+        next_at = await self.store.next_webhook_at(after=now)
+        wait = IDLE_POLL if next_at is None else min(IDLE_POLL, max(0.0, next_at - time.time()))
+        return min(wait, STORE_RETRY) if self._unrecorded else wait
 
     async def _deliver(self, delivery: WebhookDelivery) -> None:
         try:
@@ -259,8 +248,7 @@ class WebhookSender:
                 self._unrecorded[delivery.call_id] = result
         finally:
             del self._inflight[delivery.call_id]
-            self._receivers.pop(delivery.call_id, None)
-            self._tenants.pop(delivery.call_id, None)
+            self._shares.pop(delivery.call_id, None)
             self._endings += 1
             self._ended[delivery.call_id] = self._endings
             self._wake.set()

@@ -97,10 +97,13 @@ KEY_LATE_LIMIT = 3.0
 # when it went down. A held time past this (a gateway's odd figure) counts as this much, so
 # that it cannot drop keys pressed long after a guard.
 KEY_HELD_LIMIT = 2.0
-# The same key told twice for one press (a trunk sending SIP INFO and RFC 4733 both, or
-# in-band detection beside RFC 4733): the second went down before the first was released,
-# or within this much after (the two paths' skew). Nobody presses a key again that fast: a
-# real "00" has more between its two presses (40 ms at least, ITU-T Q.24).
+# The same key told twice for one press (in-band detection beside RFC 4733, or two RTP
+# event streams): both reports released within this much of each other, or the second gone
+# down this much or more before the first was released. Two real presses of one key are
+# one after the other: the second is released a press's length later (40 ms at least,
+# ITU-T Q.24) and goes down after the first's release, right after when a phone queues it.
+# (SIP INFO beside RFC 4733 tells of a press at its start and at its end: like two presses
+# back to back, it cannot be told from them; a trunk must use one of the two.)
 KEY_REPEAT_GAP = 0.04
 RESYNC_EVENT = "PhonemfaResync"
 # Voicemail (direct calls, calls.voicemail_detection). Talk detection on our channel: a talk
@@ -1051,12 +1054,10 @@ class CallFlow:
         if at is None:
             return False
         last, self._last_key = self._last_key, (event.digit, at)
-        return (
-            held > 0
-            and last is not None
-            and last[0] == event.digit
-            and at - held < last[1] + KEY_REPEAT_GAP
-        )
+        if held <= 0 or last is None or last[0] != event.digit:
+            return False
+        released = last[1]
+        return at - released < KEY_REPEAT_GAP or at - held <= released - KEY_REPEAT_GAP
 
     def _handle(self, event: Event) -> None:
         kind = event.type

@@ -118,8 +118,8 @@ class PhoneCall(pj.Call):  # type: ignore[misc]
     async def send_dtmf(self, digits: str, *, gap: float = 0.25) -> None:
         """Press keys, one RFC 4733 event each, like a person would: not before the audio
         has flowed for a moment (a bridge drops RTP events that come before any media), each
-        held PRESS_MS, one every `gap` seconds. (pjsua's own 200 ms, with a shorter gap,
-        sends a repeated key right after the last: one press told twice, to phonemfa.)"""
+        held PRESS_MS, one every `gap` seconds (pjsua's own 200 ms queues a key sent sooner
+        right after the last)."""
         await self._settle()
         for digit in digits:
             prm = pj.CallSendDtmfParam()

@@ -720,11 +720,8 @@ class CallService:
         """A fraud report of this user's that the store failed to write, waiting to be tried
         again. (One being written is not: the writer takes a refusal after it, in order.)"""
         return user is not None and any(
-            live.unrecorded is Outcome.FRAUD_REPORTED
-            and live.write_failed
-            and live.record.tenant == tenant
-            and live.record.user == user
-            for live in self.live.values()
+            live.unrecorded is Outcome.FRAUD_REPORTED and live.write_failed
+            for _, live in self.live.of_user(tenant, user)
         )
 
     async def _finish(self, live: LiveCall, outcome: Outcome, reason: str | None) -> None:

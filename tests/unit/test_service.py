@@ -1344,3 +1344,20 @@ async def test_a_connect_sweep_a_store_read_broke_is_tried_again(
             while ("continue", "entry-1") not in ari.requests:
                 await asyncio.sleep(0.01)
         await service._drain_background()
+
+
+async def test_a_fraud_report_waiting_for_the_store_is_found_by_its_user(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "phonemfa.db")
+    try:
+        service = CallService(_config(tmp_path / "phonemfa.db"), store)
+        live = service.live["c1"] = LiveCall(record("c1", user="alice"))
+        service.live["c2"] = LiveCall(record("c2", user="bob"))
+        live.unrecorded = Outcome.FRAUD_REPORTED
+        assert not service._block_unrecorded("default", "alice")  # not failed yet: in order
+        live.write_failed = True
+        assert service._block_unrecorded("default", "alice")
+        assert not service._block_unrecorded("default", "bob")
+        assert not service._block_unrecorded("acme", "alice")
+        assert not service._block_unrecorded("default", None)
+    finally:
+        await store.close()
